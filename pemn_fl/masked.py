@@ -1,0 +1,145 @@
+"""Masked layers: frozen weights, learnable scores, top-k mask with a straight-through gradient.
+
+The whole edge-popup trick (Ramanujan et al., CVPR 2020; allenai/hidden-networks
+``utils/conv_type.py``) lives here and nowhere else. Each layer holds
+
+* ``weight``: a *buffer* (frozen, filled from the prototype, never trained or sent), and
+* ``scores``: a real-valued ``Parameter`` of the same shape.
+
+The forward pass keeps the ``keep`` fraction of edges with the largest ``|scores|`` in the
+layer. ``GetSubnet`` passes the gradient straight through to the scores, so ordinary
+optimisers learn *which* edges to keep. Read a mask with ``layer.mask()``; force one with
+``layer.set_scores(...)`` (the federated client starts each round from the global mask).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def num_kept(numel: int, keep: float) -> int:
+    """Edges kept in a layer of ``numel`` edges: round(keep * numel), at least 1."""
+    if numel == 0:
+        return 0
+    return min(numel, max(1, int(round(keep * numel))))
+
+
+def topk_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:
+    """Bool mask of the ``num_kept`` largest entries of ``scores``.
+
+    Ties are broken deterministically by a stable sort (lower flat index wins), so every
+    party that holds the same scores derives the same mask.
+    """
+    flat = scores.detach().flatten()
+    k = num_kept(flat.numel(), keep)
+    order = torch.argsort(flat, descending=True, stable=True)
+    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    mask[order[:k]] = True
+    return mask.view_as(scores)
+
+
+class GetSubnet(torch.autograd.Function):
+    """Top-k forward; identity (straight-through) backward. Callers pass ``|scores|``."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, keep: float) -> torch.Tensor:  # noqa: ANN001
+        return topk_mask(scores, keep).to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+        return grad_output, None
+
+
+class _MaskedMixin:
+    """Shared state/behaviour of masked layers (weight buffer + scores + keep ratio)."""
+
+    weight: torch.Tensor
+    scores: nn.Parameter
+    keep: float
+
+    def _init_masked(self, keep: float) -> None:
+        if not 0.0 < keep <= 1.0:
+            raise ValueError(f"keep ratio must be in (0, 1], got {keep}")
+        self.keep = keep
+        self.scores = nn.Parameter(torch.empty_like(self.weight))
+        # PEMN/edge-popup score init; the scale is irrelevant to top-k, only the order matters.
+        nn.init.kaiming_uniform_(self.scores, a=math.sqrt(5))
+
+    def subnet(self) -> torch.Tensor:
+        """Differentiable 0/1 mask (float) used in the forward pass."""
+        # abs() stays inside autograd, as in edge-popup, so the gradient's sign is right.
+        return GetSubnet.apply(self.scores.abs(), self.keep)
+
+    def mask(self) -> torch.Tensor:
+        """The current binary mask as a bool tensor of the weight's shape."""
+        return topk_mask(self.scores.detach().abs(), self.keep)
+
+    def masked_weight(self) -> torch.Tensor:
+        return self.weight * self.subnet()
+
+    @torch.no_grad()
+    def set_scores(self, scores: torch.Tensor) -> None:
+        """Overwrite the scores (e.g. derived from a global mask by the federated client)."""
+        if scores.shape != self.scores.shape:
+            raise ValueError(f"scores shape {tuple(scores.shape)} != {tuple(self.scores.shape)}")
+        self.scores.copy_(scores)
+
+    @torch.no_grad()
+    def set_weight(self, weight: torch.Tensor) -> None:
+        """Install the frozen prototype weights."""
+        if weight.shape != self.weight.shape:
+            raise ValueError(f"weight shape {tuple(weight.shape)} != {tuple(self.weight.shape)}")
+        self.weight.copy_(weight)
+
+
+class MaskedLinear(_MaskedMixin, nn.Linear):
+    """``nn.Linear`` whose frozen weight is gated by a learned top-k mask (no bias)."""
+
+    def __init__(self, in_features: int, out_features: int, keep: float = 0.5) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        weight = self.weight.detach().clone()
+        del self.weight
+        self.register_buffer("weight", weight)
+        self._init_masked(keep)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.masked_weight())
+
+
+class MaskedConv2d(_MaskedMixin, nn.Conv2d):
+    """``nn.Conv2d`` whose frozen weight is gated by a learned top-k mask (no bias)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        keep: float = 0.5,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=False)
+        weight = self.weight.detach().clone()
+        del self.weight
+        self.register_buffer("weight", weight)
+        self._init_masked(keep)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.masked_weight(), None)
+
+
+MaskedLayer = MaskedLinear | MaskedConv2d
+
+
+def masked_layers(model: nn.Module) -> list[tuple[str, MaskedLayer]]:
+    """Masked layers in the model's canonical (definition) order: the order masks travel in."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, MaskedLinear | MaskedConv2d)]
+
+
+def get_masks(model: nn.Module) -> list[torch.Tensor]:
+    """Current bool mask of every masked layer, in canonical order."""
+    return [layer.mask() for _, layer in masked_layers(model)]

@@ -1,0 +1,87 @@
+"""Train and test loops shared by the centralized experiment and the Flower clients.
+
+Mirrors ``task.py`` of Flower's quickstart-pytorch: plain functions over a model and numpy
+arrays. For masked models only the scores (and optional BN affine) are parameters, so the
+same loop trains a mask or, for the dense baseline, the weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EVAL_BATCH = 500  # BN uses batch statistics at eval time: keep eval batches large and fixed.
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+
+
+def train(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, seed: int = 0
+) -> float:
+    """Train in place for ``cfg.epochs``; return the mean training loss of the last epoch.
+
+    Batches are shuffled by a seeded generator so a client's round is reproducible. A
+    final batch of one sample is dropped: batch-statistics BN cannot normalise it.
+    """
+    xt, yt = torch.as_tensor(np.asarray(x)), torch.as_tensor(np.asarray(y))
+    n = len(yt)
+    if n == 0:
+        return float("nan")
+    opt = make_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    last = float("nan")
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n, generator=gen)
+        total, seen = 0.0, 0
+        for start in range(0, n, cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            if len(idx) < 2 and seen > 0:
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        last = total / max(1, seen)
+    return last
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Return ``(mean loss, accuracy)`` on the given arrays, in fixed-size eval batches."""
+    xt, yt = torch.as_tensor(np.asarray(x)), torch.as_tensor(np.asarray(y))
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(yt), EVAL_BATCH):
+        xb, yb = xt[start : start + EVAL_BATCH], yt[start : start + EVAL_BATCH]
+        logits = model(xb)
+        loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    n = max(1, len(yt))
+    return loss_sum / n, correct / n
