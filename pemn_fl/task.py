@@ -28,6 +28,12 @@ class TrainConfig:
     weight_decay: float = 0.0
 
 
+def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tensors sharing memory with the arrays; cached datasets are read-only, so copy those."""
+    return (torch.from_numpy(np.require(x, np.float32, "CW")),
+            torch.from_numpy(np.require(y, np.int64, "CW")))  # fmt: skip
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
@@ -47,7 +53,7 @@ def train(
     Batches are shuffled by a seeded generator so a client's round is reproducible. A
     final batch of one sample is dropped: batch-statistics BN cannot normalise it.
     """
-    xt, yt = torch.as_tensor(np.asarray(x)), torch.as_tensor(np.asarray(y))
+    xt, yt = _tensors(x, y)
     n = len(yt)
     if n == 0:
         return float("nan")
@@ -75,7 +81,7 @@ def train(
 @torch.no_grad()
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Return ``(mean loss, accuracy)`` on the given arrays, in fixed-size eval batches."""
-    xt, yt = torch.as_tensor(np.asarray(x)), torch.as_tensor(np.asarray(y))
+    xt, yt = _tensors(x, y)
     model.eval()
     loss_sum, correct = 0.0, 0
     for start in range(0, len(yt), EVAL_BATCH):

@@ -1,0 +1,143 @@
+"""Byte accounting: every byte pemn-fl reports is counted here, and only here.
+
+Two numbers per message, both *measured* on what was actually built, never estimated:
+
+* ``payload_bytes``: the method's own payload. For PEMN-FL the encoded mask (``bytes``
+  values inside ``ConfigRecord``s); for FedAvg the float arrays (numel x itemsize of every
+  ``Array``). This is what a paper would call "bits sent".
+* ``message_bytes``: the whole Flower ``Message`` serialised to protobuf by Flower's own
+  ``flwr.common.serde.message_to_proto`` -- payload plus record names, config scalars,
+  metrics, metadata (ids, round, TTL). That is what crosses the wire per node in a
+  deployment; the SuperLink's content-addressed object store may *store* a message
+  broadcast to many nodes once, but each node still downloads its own copy, so per-message
+  size is the honest count. (gRPC/HTTP framing and TLS add a few bytes per message on
+  top; they are the same for every method and not counted.)
+
+``MeteredGrid`` wraps the ``Grid`` the ServerApp receives, so *every* message of *every*
+strategy, ours or Flower's built-in FedAvg, goes through ``message_bytes`` in both
+directions without the strategies knowing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.common.serde import message_to_proto
+from flwr.serverapp import Grid
+
+
+def message_bytes(msg: Message) -> int:
+    """Size of the message as Flower serialises it for transport (protobuf bytes)."""
+    return message_to_proto(msg).ByteSize()
+
+
+def payload_bytes(msg: Message) -> int:
+    """Bytes of the method payload in the message: raw array data and ``bytes`` configs."""
+    if not msg.has_content():
+        return 0
+    total = 0
+    for record in msg.content.values():
+        if isinstance(record, ArrayRecord):
+            for array in record.values():
+                itemsize = _itemsize(array.dtype)
+                numel = 1
+                for d in array.shape:
+                    numel *= d
+                total += numel * itemsize
+        elif isinstance(record, ConfigRecord):
+            for value in record.values():
+                if isinstance(value, bytes):
+                    total += len(value)
+    return total
+
+
+def _itemsize(dtype: str) -> int:
+    import numpy as np
+
+    return int(np.dtype(dtype).itemsize)
+
+
+@dataclass
+class Traffic:
+    """Counters for one direction-agnostic window (e.g. one round of one method)."""
+
+    uplink_payload_bytes: int = 0
+    downlink_payload_bytes: int = 0
+    uplink_bytes: int = 0
+    downlink_bytes: int = 0
+    messages_down: int = 0
+    messages_up: int = 0
+    error_replies: int = 0
+
+    def add_down(self, msg: Message) -> None:
+        self.downlink_bytes += message_bytes(msg)
+        self.downlink_payload_bytes += payload_bytes(msg)
+        self.messages_down += 1
+
+    def add_up(self, msg: Message) -> None:
+        self.uplink_bytes += message_bytes(msg)
+        self.uplink_payload_bytes += payload_bytes(msg)
+        self.messages_up += 1
+        if msg.has_error():
+            self.error_replies += 1
+
+    @property
+    def total_bytes(self) -> int:
+        return self.uplink_bytes + self.downlink_bytes
+
+
+@dataclass
+class MeteredGrid(Grid):
+    """A ``Grid`` that counts the bytes of every message it pushes and pulls.
+
+    Call ``take()`` to read and reset the counters at the end of a round.
+    """
+
+    inner: Grid
+    traffic: Traffic = field(default_factory=Traffic)
+
+    def take(self) -> Traffic:
+        out, self.traffic = self.traffic, Traffic()
+        return out
+
+    # -- counted paths ---------------------------------------------------------------
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        messages = list(messages)
+        replies = list(self.inner.send_and_receive(messages, timeout=timeout))
+        # Count after sending: pushing fills in metadata (message id, run id) that travels.
+        for msg in messages:
+            self.traffic.add_down(msg)
+        for reply in replies:
+            self.traffic.add_up(reply)
+        return replies
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        ids = self.inner.push_messages(messages)
+        for msg in messages:
+            self.traffic.add_down(msg)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies = list(self.inner.pull_messages(message_ids))
+        for reply in replies:
+            self.traffic.add_up(reply)
+        return replies
+
+    # -- plain delegation ------------------------------------------------------------
+    def set_run(self, run):  # noqa: ANN001, ANN201
+        return self.inner.set_run(run)
+
+    @property
+    def run(self):  # noqa: ANN201
+        return self.inner.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # noqa: ANN001, ANN201
+        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.inner.get_node_ids()

@@ -1,0 +1,157 @@
+"""Run settings: one typed, validated object shared by the runner, the ServerApp and the ClientApp.
+
+Keys are Flower run-config keys (kebab-case, as in ``[tool.flwr.app.config]`` of
+``pyproject.toml``), so ``flwr run . --run-config "keep=0.3"`` and ``python -m
+simulations.run --keep 0.3`` mean the same thing. The run config is part of the app (it
+ships with the FAB in a deployment), so it never has to travel in a round's messages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+from pemn_fl.data import DATASETS
+from pemn_fl.models import MODELS
+from pemn_fl.partition import SCHEMES
+from pemn_fl.prototype import INITS, PrototypeSpec, PrototypeSpecError
+from pemn_fl.task import OPTIMIZERS, TrainConfig
+
+METHODS = ("pemn", "fedavg")
+CLIENT_INITS = ("stateless", "stateful")
+VOTE_WEIGHTINGS = ("examples", "uniform")
+
+
+class SettingsError(ValueError):
+    """A bad setting; the message names the setting, the bad value and what is valid."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    methods: str = "pemn,fedavg"
+    num_server_rounds: int = 10
+    dataset: str = "digits"
+    data_dir: str = ""
+    model: str = "mlp"
+    width: float = 1.0  # PEMN's masked model
+    dense_width: float = 1.0  # FedAvg's dense model
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    classes_per_client: int = 2
+    fraction: float = 1.0
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.1  # score learning rate (PEMN)
+    dense_lr: float = 0.05  # weight learning rate (FedAvg)
+    optimizer: str = "sgd"
+    prototype: str = "dense"
+    init: str = "signed-constant"
+    rescale: bool = True
+    keep: float = 0.5
+    client_init: str = "stateful"
+    margin: float = 0.0
+    server_momentum: float = 0.0
+    vote_weighting: str = "examples"
+    seed: int = 0
+    min_nodes: int = 1
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_run_config(cls, config: Mapping[str, object]) -> RunSettings:
+        """Build from a Flower run config (kebab-case keys); unknown keys are an error."""
+        known = {f.name.replace("_", "-"): f for f in fields(cls)}
+        kwargs: dict[str, object] = {}
+        for key, value in config.items():
+            if key not in known:
+                raise SettingsError(
+                    f"unknown setting {key!r}; valid settings: {', '.join(sorted(known))}"
+                )
+            f = known[key]
+            kwargs[f.name] = _coerce(key, value, f.type)
+        return cls(**kwargs)
+
+    def to_run_config(self) -> dict[str, object]:
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+    def __post_init__(self) -> None:
+        methods = self.method_list
+        bad = [m for m in methods if m not in METHODS]
+        if not methods or bad:
+            raise SettingsError(f"methods={self.methods!r}: use a comma list of {METHODS}")
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("model", self.model, MODELS)
+        _choice("partition", self.partition, SCHEMES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("init", self.init, INITS)
+        _choice("client-init", self.client_init, CLIENT_INITS)
+        _choice("vote-weighting", self.vote_weighting, VOTE_WEIGHTINGS)
+        _positive("num-server-rounds", self.num_server_rounds)
+        _positive("local-epochs", self.local_epochs)
+        _positive("batch-size", self.batch_size)
+        _positive("classes-per-client", self.classes_per_client)
+        _positive("min-nodes", self.min_nodes)
+        for name in ("width", "dense-width", "lr", "dense-lr", "alpha"):
+            value = getattr(self, name.replace("-", "_"))
+            if not (value > 0 and math.isfinite(value)):
+                raise SettingsError(f"{name}={value!r}: must be a positive number")
+        if not 0.0 < self.fraction <= 1.0:
+            raise SettingsError(f"fraction={self.fraction!r}: must be in (0, 1]")
+        if not 0.0 < self.keep < 1.0:
+            raise SettingsError(f"keep={self.keep!r}: the kept fraction must be in (0, 1)")
+        if not 0.0 <= self.server_momentum < 1.0:
+            raise SettingsError(f"server-momentum={self.server_momentum!r}: must be in [0, 1)")
+        if self.margin < 0:
+            raise SettingsError(f"margin={self.margin!r}: must be >= 0")
+        if self.seed < 0:
+            raise SettingsError(f"seed={self.seed!r}: must be >= 0")
+        try:
+            self.prototype_spec  # noqa: B018 - validate
+        except PrototypeSpecError as exc:
+            raise SettingsError(str(exc)) from None
+
+    # -- derived -----------------------------------------------------------------------
+    @property
+    def method_list(self) -> list[str]:
+        return [m.strip() for m in self.methods.split(",") if m.strip()]
+
+    @property
+    def prototype_spec(self) -> PrototypeSpec:
+        return PrototypeSpec(
+            seed=self.seed, strategy=self.prototype, init=self.init, rescale=self.rescale
+        )
+
+    def train_config(self, method: str) -> TrainConfig:
+        lr = self.lr if method == "pemn" else self.dense_lr
+        return TrainConfig(
+            epochs=self.local_epochs, batch_size=self.batch_size, lr=lr, optimizer=self.optimizer
+        )
+
+
+def _coerce(key: str, value: object, type_name: object) -> object:
+    target = {"int": int, "float": float, "bool": bool, "str": str}[str(type_name)]
+    try:
+        if target is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if target is int and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(value)
+        return target(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{key}={value!r}: expected a {target.__name__}") from None
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise SettingsError(f"{name}={value!r}: use one of {', '.join(valid)}")
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise SettingsError(f"{name}={value!r}: must be >= 1")

@@ -1,0 +1,183 @@
+"""Run records: the per-round log, the summary, and the bandwidth-accuracy figure.
+
+``RoundLog`` receives one row per method per round (bytes come from ``accounting``,
+accuracy from server-side evaluation on the held-out test set) and writes ``rounds.csv``.
+``summarize`` and ``plot_runs`` work on that CSV alone, so ``python -m simulations.plot``
+can redraw any past run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pemn_fl.accounting import Traffic
+
+COLUMNS = [
+    "method", "round", "clients_sampled", "clients_replied", "clients_rejected",
+    "uplink_payload_bytes", "downlink_payload_bytes", "uplink_bytes", "downlink_bytes",
+    "cumulative_bytes", "uplink_bits_per_param", "downlink_bits_per_param",
+    "accuracy", "loss", "wall_s",
+]  # fmt: skip
+LABELS = {"pemn": "PEMN-FL (masks)", "fedavg": "FedAvg (dense floats)"}
+
+
+@dataclass
+class RoundLog:
+    """Accumulates rows; ``params[method]`` = parameters one message's payload describes."""
+
+    params: dict[str, int]
+    rows: list[dict[str, object]] = field(default_factory=list)
+    _cumulative: dict[str, int] = field(default_factory=dict)
+
+    def add(
+        self, method: str, server_round: int, traffic: Traffic, *, sampled: int, rejected: int,
+        accuracy: float, loss: float, wall_s: float,
+    ) -> dict[str, object]:  # fmt: skip
+        total = self._cumulative.get(method, 0) + traffic.total_bytes
+        self._cumulative[method] = total
+        n = self.params[method]
+
+        def bpp(payload: int, messages: int) -> float:
+            return 8.0 * payload / (n * messages) if messages and n else float("nan")
+
+        row = {
+            "method": method,
+            "round": server_round,
+            "clients_sampled": sampled,
+            "clients_replied": traffic.messages_up,
+            "clients_rejected": rejected,
+            "uplink_payload_bytes": traffic.uplink_payload_bytes,
+            "downlink_payload_bytes": traffic.downlink_payload_bytes,
+            "uplink_bytes": traffic.uplink_bytes,
+            "downlink_bytes": traffic.downlink_bytes,
+            "cumulative_bytes": total,
+            "uplink_bits_per_param": bpp(traffic.uplink_payload_bytes, traffic.messages_up),
+            "downlink_bits_per_param": bpp(traffic.downlink_payload_bytes, traffic.messages_down),
+            "accuracy": accuracy,
+            "loss": loss,
+            "wall_s": wall_s,
+        }
+        self.rows.append(row)
+        return row
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=COLUMNS)
+
+    def write(self, path: Path) -> None:
+        self.frame().to_csv(path, index=False)
+
+
+def bytes_to_target(frame: pd.DataFrame, target: float) -> float | None:
+    """Cumulative bytes at the first round whose accuracy reaches ``target`` (None: never)."""
+    hit = frame[frame["accuracy"] >= target]
+    return None if hit.empty else int(hit["cumulative_bytes"].iloc[0])
+
+
+def summarize(rounds: pd.DataFrame, setup_bytes: int = 0) -> dict[str, object]:
+    """Per-method totals and the headline: bytes to reach FedAvg's best accuracy - 1 point."""
+    methods: dict[str, dict[str, object]] = {}
+    target = None
+    if "fedavg" in set(rounds["method"]):
+        target = float(rounds[rounds["method"] == "fedavg"]["accuracy"].max()) - 0.01
+    for method, frame in rounds.groupby("method", sort=False):
+        frame = frame.sort_values("round")
+        trained = frame[frame["round"] > 0]
+        methods[str(method)] = {
+            "rounds": int(trained["round"].max()) if not trained.empty else 0,
+            "final_accuracy": float(frame["accuracy"].iloc[-1]),
+            "best_accuracy": float(frame["accuracy"].max()),
+            "uplink_bytes": int(frame["uplink_bytes"].sum()),
+            "downlink_bytes": int(frame["downlink_bytes"].sum()),
+            "total_bytes": int(frame["uplink_bytes"].sum() + frame["downlink_bytes"].sum()),
+            "uplink_payload_bytes": int(frame["uplink_payload_bytes"].sum()),
+            "downlink_payload_bytes": int(frame["downlink_payload_bytes"].sum()),
+            "median_uplink_bits_per_param_after_round_1": _median(
+                trained[trained["round"] > 1]["uplink_bits_per_param"]
+            ),
+            "bytes_to_target": None if target is None else bytes_to_target(frame, target),
+        }
+    ratio = None
+    if target is not None and "pemn" in methods:
+        ours, theirs = methods["pemn"]["bytes_to_target"], methods["fedavg"]["bytes_to_target"]
+        if ours and theirs:
+            ratio = theirs / ours
+    return {
+        "target_accuracy": target,
+        "ratio_vs_fedavg": ratio,
+        "setup_bytes": setup_bytes,
+        "methods": methods,
+    }
+
+
+def _median(series: pd.Series) -> float | None:
+    series = series.dropna()
+    return None if series.empty else float(series.median())
+
+
+def summary_table(summary: dict[str, object]) -> str:
+    """Plain-text table for the terminal (and the README)."""
+    lines = [
+        f"{'method':<24}{'final acc':>10}{'best acc':>10}{'uplink MB':>11}{'downlink MB':>13}"
+        f"{'total MB':>11}{'MB to target':>14}",
+    ]
+    for method, m in summary["methods"].items():  # type: ignore[union-attr]
+        btt = m["bytes_to_target"]
+        lines.append(
+            f"{LABELS.get(method, method):<24}{m['final_accuracy']:>10.3f}{m['best_accuracy']:>10.3f}"
+            f"{m['uplink_bytes'] / 1e6:>11.3f}{m['downlink_bytes'] / 1e6:>13.3f}"
+            f"{m['total_bytes'] / 1e6:>11.3f}{'never' if btt is None else f'{btt / 1e6:.3f}':>14}"
+        )
+    target, ratio = summary["target_accuracy"], summary["ratio_vs_fedavg"]
+    if target is not None:
+        lines.append(f"target accuracy (FedAvg best - 1 pt): {target:.3f}")
+        lines.append(
+            "PEMN-FL never reached the target"
+            if ratio is None
+            else f"FedAvg needed {ratio:.1f}x more bytes than PEMN-FL to reach it"
+        )
+    return "\n".join(lines)
+
+
+def plot_runs(run_dirs: Sequence[Path], out: Path, title: str | None = None) -> Path:
+    """Accuracy vs cumulative MB (log x), one curve per method per run, target line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    styles = {"pemn": "-o", "fedavg": "-s"}
+    for run_dir in run_dirs:
+        frame = pd.read_csv(Path(run_dir) / "rounds.csv")
+        tag = "" if len(run_dirs) == 1 else f" [{Path(run_dir).name}]"
+        for method, part in frame.groupby("method", sort=False):
+            part = part[part["cumulative_bytes"] > 0]
+            ax.plot(
+                part["cumulative_bytes"] / 1e6, part["accuracy"] * 100,
+                styles.get(str(method), "-^"), lw=2.5, ms=6,
+                label=LABELS.get(str(method), str(method)) + tag,
+            )  # fmt: skip
+        summary_path = Path(run_dir) / "summary.json"
+        if len(run_dirs) == 1 and summary_path.exists():
+            target = json.loads(summary_path.read_text()).get("target_accuracy")
+            if target is not None and math.isfinite(target):
+                ax.axhline(target * 100, color="grey", ls="--", lw=1.5,
+                           label=f"target: FedAvg best - 1 pt ({target * 100:.1f}%)")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("total bytes sent, both directions (MB, log scale)", fontsize=14)
+    ax.set_ylabel("test accuracy (%)", fontsize=14)
+    ax.tick_params(labelsize=12)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=12, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=14)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

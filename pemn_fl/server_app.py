@@ -1,0 +1,172 @@
+"""pemn-fl ServerApp: PEMN-FL and dense FedAvg, same clients and rounds, every byte metered.
+
+``run_experiment`` is the whole server side: wrap the Grid in ``MeteredGrid``, ask every
+node which partition it serves (so the client sample is reproducible despite random node
+ids), then run each method's strategy with ``Strategy.start`` and a server-side
+``evaluate_fn`` that closes each round's row in the ``RoundLog``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from pemn_fl import protocol as P
+from pemn_fl.accounting import MeteredGrid
+from pemn_fl.config import RunSettings
+from pemn_fl.models import count_params
+from pemn_fl.report import RoundLog, plot_runs, summarize, summary_table
+from pemn_fl.strategy import MaskVoting, RoundSampler, SampledFedAvg, mask_to_record, record_to_mask
+from pemn_fl.task import evaluate
+
+log = logging.getLogger("pemn_fl.server")
+RoundCallback = Callable[[dict[str, object]], None]
+
+
+class ProtocolError(RuntimeError):
+    """The federation cannot run (e.g. every client rejects the prototype)."""
+
+
+def handshake(grid: Grid, min_nodes: int, timeout: float = 300.0) -> dict[int, int]:
+    """Wait for ``min_nodes`` nodes, then map partition id -> node id (one query each)."""
+    deadline = time.monotonic() + timeout
+    nodes = list(grid.get_node_ids())
+    while len(nodes) < min_nodes:
+        if time.monotonic() > deadline:
+            raise ProtocolError(f"only {len(nodes)} of {min_nodes} nodes connected in {timeout}s")
+        time.sleep(1.0)
+        nodes = list(grid.get_node_ids())
+    messages = [
+        Message(content=RecordDict({"hello": ConfigRecord({})}), dst_node_id=n,
+                message_type="query.hello")
+        for n in nodes
+    ]  # fmt: skip
+    mapping: dict[int, int] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        if reply.has_error():
+            log.warning("node %s failed the handshake: %s", reply.metadata.src_node_id,
+                        reply.error.reason)  # fmt: skip
+            continue
+        mapping[int(reply.content["node"]["partition-id"])] = reply.metadata.src_node_id
+    if not mapping:
+        raise ProtocolError("no node answered the handshake")
+    return mapping
+
+
+def _pemn(
+    grid: MeteredGrid, settings: RunSettings, sampler: RoundSampler, book: RoundLog,
+    on_round: RoundCallback,
+) -> None:  # fmt: skip
+    model, proto = P.masked_model(settings)
+    data = P.dataset_of(settings)
+    strategy = MaskVoting(
+        sampler=sampler, fingerprint=proto.fingerprint, layer_sizes=proto.layer_sizes,
+        initial_mask=P.initial_mask(settings), keep=settings.keep, seed=settings.seed,
+        momentum=settings.server_momentum, weighting=settings.vote_weighting,
+    )  # fmt: skip
+    clock = [time.monotonic()]
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        P.load_mask(model, record_to_mask(arrays))
+        loss, acc = evaluate(model, data.x_test, data.y_test)
+        traffic = grid.take()
+        if server_round >= 1 and traffic.messages_up and traffic.messages_up == strategy.rejected:
+            raise ProtocolError(
+                f"round {server_round}: every client reply was rejected; see the warnings above "
+                "(a prototype fingerprint mismatch means client and server settings differ)"
+            )
+        now = time.monotonic()
+        row = book.add(
+            "pemn", server_round, traffic,
+            sampled=len(sampler(server_round)) if server_round else 0,
+            rejected=strategy.rejected if server_round else 0,
+            accuracy=acc, loss=loss, wall_s=now - clock[0],
+        )  # fmt: skip
+        clock[0] = now
+        on_round(row)
+        return MetricRecord({"accuracy": acc, "loss": loss})
+
+    strategy.start(
+        grid=grid, initial_arrays=mask_to_record(strategy.current),
+        num_rounds=settings.num_server_rounds, evaluate_fn=evaluate_fn,
+    )  # fmt: skip
+
+
+def _fedavg(
+    grid: MeteredGrid, settings: RunSettings, sampler: RoundSampler, book: RoundLog,
+    on_round: RoundCallback,
+) -> None:  # fmt: skip
+    model = P.dense_model(settings)
+    data = P.dataset_of(settings)
+    strategy = SampledFedAvg(sampler)
+    clock = [time.monotonic()]
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        model.load_state_dict(arrays.to_torch_state_dict())
+        loss, acc = evaluate(model, data.x_test, data.y_test)
+        now = time.monotonic()
+        row = book.add(
+            "fedavg", server_round, grid.take(),
+            sampled=len(sampler(server_round)) if server_round else 0,
+            rejected=strategy.rejected if server_round else 0,
+            accuracy=acc, loss=loss, wall_s=now - clock[0],
+        )  # fmt: skip
+        clock[0] = now
+        on_round(row)
+        return MetricRecord({"accuracy": acc, "loss": loss})
+
+    strategy.start(
+        grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
+        num_rounds=settings.num_server_rounds, evaluate_fn=evaluate_fn,
+    )  # fmt: skip
+
+
+def parameter_counts(settings: RunSettings) -> dict[str, int]:
+    """Parameters each method's payload describes: masked edges, or dense floats."""
+    _, proto = P.masked_model(settings)
+    return {"pemn": sum(proto.layer_sizes), "fedavg": count_params(P.dense_model(settings))}
+
+
+def run_experiment(
+    grid: Grid, settings: RunSettings, on_round: RoundCallback | None = None
+) -> tuple[RoundLog, dict[str, object]]:
+    """Run every method in ``settings.methods`` on ``grid``; return the log and the summary."""
+    metered = MeteredGrid(grid)
+    mapping = handshake(metered, settings.min_nodes)
+    setup = metered.take()
+    sampler = RoundSampler(mapping, settings.fraction, settings.seed)
+    book = RoundLog(params=parameter_counts(settings))
+    runners = {"pemn": _pemn, "fedavg": _fedavg}
+    for method in settings.method_list:
+        runners[method](metered, settings, sampler, book, on_round or (lambda row: None))
+    summary = summarize(book.frame(), setup_bytes=setup.total_bytes)
+    summary["nodes"] = len(mapping)
+    return book, summary
+
+
+def write_outputs(out: Path, book: RoundLog, summary: dict[str, object], title: str) -> None:
+    """rounds.csv, summary.json and bandwidth_accuracy.png in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    book.write(out / "rounds.csv")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_runs([out], out / "bandwidth_accuracy.png", title=title)
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point under ``flwr run .``: settings from the run config, outputs to out-dir."""
+    settings = RunSettings.from_run_config(dict(context.run_config))
+    book, summary = run_experiment(grid, settings)
+    out = Path("results/runs") / time.strftime("flwr-%Y%m%d-%H%M%S")
+    write_outputs(out, book, summary, title=f"{settings.dataset} / {settings.model}")
+    print(summary_table(summary))
+    print(f"results written to {out.resolve()}")

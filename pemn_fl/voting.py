@@ -1,0 +1,81 @@
+"""Score voting: how the server turns clients' masks into the next global mask.
+
+Each reply is a vote per edge (1 = keep). The server tallies ``t_e = sum_i w_i m_ie / sum_i
+w_i`` (``w_i`` = the client's example count, or 1 with uniform weighting), folds it into a
+server-side score state -- an exponential moving average ``S <- beta S + (1 - beta) t`` so
+weak but consistent votes accumulate over rounds -- and keeps, per layer, exactly the
+top-k edges of ``S``. The state never travels; only the resulting mask does.
+
+Ties are broken deterministically so every replay of a run gives the same mask: first by
+the previous global mask (an edge already kept stays kept), then by a seeded random order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pemn_fl.masked import num_kept
+from pemn_fl.prototype import derived_seed
+
+Mask = list[np.ndarray]  # one flat bool array per masked layer
+
+
+def tally(masks: Sequence[Mask], weights: Sequence[float] | None = None) -> list[np.ndarray]:
+    """Weighted vote fraction per edge, in [0, 1]. ``masks[i][l]`` is client i's layer l."""
+    if not masks:
+        raise ValueError("tally needs at least one mask")
+    w = np.ones(len(masks)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(masks),) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weights must be {len(masks)} non-negative numbers with a positive sum")
+    w = w / w.sum()
+    out = [np.zeros(layer.size, dtype=np.float64) for layer in masks[0]]
+    for wi, mask in zip(w, masks, strict=True):
+        for acc, layer in zip(out, mask, strict=True):
+            acc += wi * layer.reshape(-1)
+    return out
+
+
+def topk_with_ties(
+    scores: np.ndarray, k: int, previous: np.ndarray | None, seed: int, tag: str
+) -> np.ndarray:
+    """Bool mask of the ``k`` highest ``scores``; ties: previous mask first, then seeded order."""
+    n = scores.size
+    if not 0 <= k <= n:
+        raise ValueError(f"k={k} out of range for {n} edges")
+    rng = np.random.default_rng(derived_seed(seed, tag))
+    random_rank = rng.permutation(n)
+    prev = np.zeros(n, dtype=np.int8) if previous is None else previous.reshape(-1).astype(np.int8)
+    # lexsort sorts by the last key first; negate to get descending score, previous first.
+    order = np.lexsort((random_rank, -prev, -scores.reshape(-1)))
+    mask = np.zeros(n, dtype=bool)
+    mask[order[:k]] = True
+    return mask
+
+
+def update_state(
+    state: list[np.ndarray] | None, votes: list[np.ndarray], momentum: float
+) -> list[np.ndarray]:
+    """``S <- momentum * S + (1 - momentum) * votes``; the first round just takes the votes."""
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"server momentum must be in [0, 1), got {momentum}")
+    if state is None:
+        return [v.copy() for v in votes]
+    return [momentum * s + (1.0 - momentum) * v for s, v in zip(state, votes, strict=True)]
+
+
+def global_mask(
+    state: list[np.ndarray], previous: Mask | None, keep: float, seed: int, server_round: int
+) -> Mask:
+    """Per-layer top-k of the server state, with deterministic tie-breaking."""
+    return [
+        topk_with_ties(
+            s,
+            num_kept(s.size, keep),
+            None if previous is None else previous[i],
+            seed,
+            f"vote/{server_round}/{i}",
+        )
+        for i, s in enumerate(state)
+    ]
