@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import time
@@ -93,6 +94,7 @@ def bench_row(total: int, flip_rate: float, repeats: int, rng: np.random.Generat
         raise AssertionError(f"round trip failed for total={total}, flip_rate={flip_rate}")
 
     header = inspect_payload(payload)
+    packed_bytes = len(encode_mask(mask, fingerprint=FINGERPRINT))
     enc_ms = median_ms(encode, repeats)
     dec_ms = median_ms(decode, repeats)
     both_ms = median_ms(round_trip, repeats)
@@ -103,6 +105,7 @@ def bench_row(total: int, flip_rate: float, repeats: int, rng: np.random.Generat
         "encoding": header.encoding,
         "payload_bytes": header.payload_bytes,
         "overhead_bytes": header.payload_bytes - header.body_bytes,
+        "packed_bytes": packed_bytes,
         "bits_per_param": header.payload_bytes * 8 / total,
         "ideal_Hp_bits_per_param": binary_entropy(flip_rate),
         "encode_ms": enc_ms,
@@ -127,13 +130,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.repeats < 5:
         parser.error("--repeats must be >= 5 for a meaningful median")
 
+    load_before = os.getloadavg()[0]
     df = run(SIZES, FLIP_RATES, args.repeats, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False, float_format="%.6g")
 
     print(
         f"mask codec, encoding=auto, median of {args.repeats} runs, "
-        f"{platform.processor() or platform.machine()}, numpy {np.__version__}"
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"numpy {np.__version__}, load average before/after "
+        f"{load_before:.2f}/{os.getloadavg()[0]:.2f} (timings are noisy on a busy machine)"
     )
     with pd.option_context("display.width", 200, "display.max_columns", None):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

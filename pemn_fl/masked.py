@@ -31,14 +31,22 @@ def num_kept(numel: int, keep: float) -> int:
 def topk_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:
     """Bool mask of the ``num_kept`` largest entries of ``scores``.
 
-    Ties are broken deterministically by a stable sort (lower flat index wins), so every
-    party that holds the same scores derives the same mask.
+    Runs every forward pass, so it finds the threshold with ``kthvalue`` (linear time)
+    instead of a full sort. Ties at the threshold are broken deterministically (lower flat
+    index wins, as a stable sort would), so every party that holds the same scores derives
+    the same mask, and exactly ``num_kept`` entries are kept.
     """
     flat = scores.detach().flatten()
-    k = num_kept(flat.numel(), keep)
-    order = torch.argsort(flat, descending=True, stable=True)
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    mask[order[:k]] = True
+    n = flat.numel()
+    k = num_kept(n, keep)
+    if k >= n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(flat, n - k + 1).values  # the k-th largest value
+    mask = flat > threshold
+    missing = k - int(mask.sum())
+    if missing > 0:
+        ties = torch.nonzero(flat == threshold).flatten()[:missing]
+        mask[ties] = True
     return mask.view_as(scores)
 
 

@@ -50,8 +50,16 @@ def realign(scores: torch.Tensor, mask: torch.Tensor, eps: float = 1e-3) -> torc
     k = int(g.sum())
     if k == 0 or k == a.numel():
         return scores.detach().clone()
-    tau = torch.topk(a, k).values[-1].clamp_min(1e-12)
+    top = torch.topk(a, k)
+    tau = top.values[-1].clamp_min(1e-12)
+    own = torch.zeros_like(g)
+    own[top.indices] = True
     hi, lo = tau * (1.0 + eps), tau * (1.0 - eps)
-    new = torch.where(g, torch.maximum(a, hi), torch.minimum(a, lo))
+    # Only disagreeing edges move; dropped edges tied at tau go below it so the split is strict.
+    new = torch.where(
+        g,
+        torch.where(own, a, torch.maximum(a, hi)),
+        torch.where(a >= tau, torch.minimum(a, lo), a),
+    )
     sign = torch.where(scores.detach().flatten() < 0, -1.0, 1.0)
     return (sign * new).view_as(scores)

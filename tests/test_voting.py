@@ -1,0 +1,204 @@
+"""Tests for pemn_fl.voting: tallies, deterministic tie-breaking, the EMA state, global masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pemn_fl.masked import num_kept
+from pemn_fl.voting import global_mask, tally, topk_with_ties, update_state
+
+
+def as_masks(*clients: list[list[int]]) -> list[list[np.ndarray]]:
+    return [[np.array(layer, dtype=bool) for layer in client] for client in clients]
+
+
+# --------------------------------------------------------------------------------------------
+# tally
+# --------------------------------------------------------------------------------------------
+
+
+def test_tally_weighted_by_hand() -> None:
+    masks = as_masks(
+        [[1, 0, 1, 0], [1, 1]],
+        [[1, 1, 0, 0], [0, 1]],
+        [[0, 1, 1, 0], [0, 0]],
+    )
+    votes = tally(masks, [1, 2, 1])
+    # Normalised weights 1/4, 1/2, 1/4 are exact in binary, so the sums are exact too.
+    np.testing.assert_array_equal(votes[0], [0.75, 0.75, 0.5, 0.0])
+    np.testing.assert_array_equal(votes[1], [0.25, 0.75])
+    assert all(v.dtype == np.float64 for v in votes)
+
+
+def test_tally_uniform_weights_by_hand() -> None:
+    masks = as_masks([[1, 0, 1, 1]], [[1, 1, 0, 1]], [[1, 0, 0, 1]], [[0, 0, 0, 1]])
+    expected = [0.75, 0.25, 0.25, 1.0]
+    np.testing.assert_allclose(tally(masks)[0], expected)
+    np.testing.assert_allclose(tally(masks, [5, 5, 5, 5])[0], expected)
+
+
+def test_tally_flattens_layers_and_zero_weight_client_does_not_count() -> None:
+    a = [np.array([[True, False], [False, True]])]
+    b = [np.array([[False, False], [True, True]])]
+    votes = tally([a, b], [0.0, 3.0])
+    np.testing.assert_array_equal(votes[0], [0.0, 0.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("weights", "n_clients"),
+    [
+        ([1.0, -1.0], 2),  # negative
+        ([0.0, 0.0], 2),  # zero sum
+        ([1.0], 2),  # wrong length
+        ([1.0, 1.0, 1.0], 2),
+    ],
+)
+def test_tally_bad_weights_raise(weights: list[float], n_clients: int) -> None:
+    masks = as_masks(*([[[1, 0]]] * n_clients))
+    with pytest.raises(ValueError, match="non-negative numbers with a positive sum"):
+        tally(masks, weights)
+
+
+def test_tally_empty_raises() -> None:
+    with pytest.raises(ValueError, match="at least one mask"):
+        tally([])
+
+
+# --------------------------------------------------------------------------------------------
+# topk_with_ties
+# --------------------------------------------------------------------------------------------
+
+
+def test_clear_winners_ignore_previous_and_seed() -> None:
+    scores = np.array([0.1, 0.9, 0.5, 0.7, 0.2])
+    for seed in range(5):
+        for previous in (None, np.array([1, 0, 1, 0, 1], dtype=bool)):
+            mask = topk_with_ties(scores, 2, previous, seed, "t")
+            assert mask.tolist() == [False, True, False, True, False]
+
+
+def test_ties_broken_by_previous_mask_first() -> None:
+    scores = np.array([0.5, 0.5, 0.5, 0.5, 0.9, 0.1])
+    previous = np.array([0, 0, 1, 1, 0, 1], dtype=bool)
+    for seed in range(20):
+        mask = topk_with_ties(scores, 3, previous, seed, f"layer{seed}")
+        # 0.9 wins outright; among the four 0.5s the previously kept ones (2, 3) win.
+        # Edge 5 was kept before but its score is lower: the score decides first.
+        assert mask.tolist() == [False, False, True, True, True, False]
+
+
+def test_remaining_ties_broken_by_seeded_order() -> None:
+    scores = np.array([0.5] * 6 + [0.9])
+    previous = np.array([0, 1, 0, 0, 0, 0, 0], dtype=bool)
+    results = set()
+    for seed in range(30):
+        mask = topk_with_ties(scores, 3, previous, seed, "x")
+        assert int(mask.sum()) == 3
+        assert mask[6] and mask[1]  # clear winner, then the previous mask
+        results.add(tuple(np.flatnonzero(mask)))
+        # Deterministic for the same seed and tag.
+        assert np.array_equal(mask, topk_with_ties(scores, 3, previous, seed, "x"))
+    assert len(results) > 1, "the remaining tie must depend on the seed"
+
+
+def test_large_tie_set_depends_on_seed_and_tag() -> None:
+    scores = np.zeros(1000)
+    a = topk_with_ties(scores, 500, None, 0, "vote/1/0")
+    assert int(a.sum()) == 500
+    assert np.array_equal(a, topk_with_ties(scores, 500, None, 0, "vote/1/0"))
+    assert not np.array_equal(a, topk_with_ties(scores, 500, None, 1, "vote/1/0"))
+    assert not np.array_equal(a, topk_with_ties(scores, 500, None, 0, "vote/2/0"))
+    # Not simply the lowest indices (that would bias every tie toward early edges).
+    assert not a[:500].all()
+
+
+def test_previous_mask_may_be_shaped() -> None:
+    scores = np.zeros((2, 3))
+    previous = np.array([[False, False, True], [True, False, False]])
+    mask = topk_with_ties(scores, 2, previous, 0, "t")
+    assert mask.shape == (6,)
+    assert mask.tolist() == [False, False, True, True, False, False]
+
+
+@pytest.mark.parametrize("k", [0, 1, 7, 13, 20])
+def test_topk_with_ties_keeps_exactly_k(k: int) -> None:
+    rng = np.random.default_rng(k)
+    scores = rng.integers(0, 3, size=20).astype(float) / 2  # many ties
+    previous = rng.random(20) < 0.5
+    mask = topk_with_ties(scores, k, previous, 3, "t")
+    assert mask.dtype == bool and int(mask.sum()) == k
+    if 0 < k < 20:
+        assert scores[mask].min() >= scores[~mask].max()
+
+
+@pytest.mark.parametrize("k", [-1, 6])
+def test_topk_with_ties_k_out_of_range(k: int) -> None:
+    with pytest.raises(ValueError, match=f"k={k} out of range for 5 edges"):
+        topk_with_ties(np.zeros(5), k, None, 0, "t")
+
+
+# --------------------------------------------------------------------------------------------
+# update_state / global_mask
+# --------------------------------------------------------------------------------------------
+
+
+def test_update_state_ema_by_hand() -> None:
+    votes1 = [np.array([1.0, 0.0, 0.5]), np.array([0.25])]
+    state = update_state(None, votes1, 0.5)
+    np.testing.assert_array_equal(state[0], [1.0, 0.0, 0.5])
+    state[0][0] = 42.0  # the first state is a copy, not the votes themselves
+    assert votes1[0][0] == 1.0
+
+    state = [np.array([0.2, 0.8, 0.5]), np.array([1.0])]
+    votes2 = [np.array([1.0, 0.0, 0.5]), np.array([0.0])]
+    new = update_state(state, votes2, 0.5)
+    np.testing.assert_allclose(new[0], [0.6, 0.4, 0.5])
+    np.testing.assert_allclose(new[1], [0.5])
+    # two rounds: 0.5 * 0.6 + 0.5 * 0 = 0.3
+    np.testing.assert_allclose(
+        update_state(new, [np.zeros(3), np.ones(1)], 0.5)[0], [0.3, 0.2, 0.25]
+    )
+
+
+def test_update_state_momentum_zero_takes_votes_and_other_momenta() -> None:
+    state = [np.array([0.2, 0.8])]
+    votes = [np.array([1.0, 0.0])]
+    np.testing.assert_array_equal(update_state(state, votes, 0.0)[0], [1.0, 0.0])
+    np.testing.assert_allclose(update_state(state, votes, 0.9)[0], [0.28, 0.72])
+
+
+@pytest.mark.parametrize("momentum", [-0.1, 1.0, 1.5])
+def test_update_state_momentum_out_of_range(momentum: float) -> None:
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+        update_state(None, [np.zeros(2)], momentum)
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.77, 1.0])
+def test_global_mask_keeps_num_kept_per_layer(keep: float) -> None:
+    rng = np.random.default_rng(0)
+    sizes = [1, 10, 37, 400]
+    state = [np.round(rng.random(n), 1) for n in sizes]  # rounded: plenty of ties
+    previous = [rng.random(n) < keep for n in sizes]
+    for prev in (None, previous):
+        mask = global_mask(state, prev, keep, seed=7, server_round=3)
+        assert [m.size for m in mask] == sizes
+        assert [int(m.sum()) for m in mask] == [num_kept(n, keep) for n in sizes]
+        for s, m in zip(state, mask, strict=True):
+            if 0 < m.sum() < m.size:
+                assert s[m].min() >= s[~m].max()
+        again = global_mask(state, prev, keep, seed=7, server_round=3)
+        assert all(np.array_equal(a, b) for a, b in zip(mask, again, strict=True))
+
+
+def test_global_mask_ties_use_previous_then_round_specific_order() -> None:
+    state = [np.full(200, 0.5)]
+    previous = [np.zeros(200, dtype=bool)]
+    previous[0][:100] = True
+    # All tied: the previous mask decides completely.
+    mask = global_mask(state, previous, 0.5, seed=0, server_round=1)
+    assert np.array_equal(mask[0], previous[0])
+    # No previous mask: the seeded order decides and depends on the round.
+    r1 = global_mask(state, None, 0.5, seed=0, server_round=1)
+    r2 = global_mask(state, None, 0.5, seed=0, server_round=2)
+    assert not np.array_equal(r1[0], r2[0])
