@@ -139,9 +139,8 @@ def _coerce(key: str, value: object, type_name: object) -> object:
                     return False
                 raise ValueError(value)
             return bool(value)
-        if target is int and isinstance(value, float):
-            if not value.is_integer():
-                raise ValueError(value)
+        if target is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
         return target(value)
     except (TypeError, ValueError):
         raise SettingsError(f"{key}={value!r}: expected a {target.__name__}") from None

@@ -132,7 +132,8 @@ def init_scores(
     for i, (_, layer) in enumerate(layers):
         g = torch.from_numpy(global_mask[i]).view_as(layer.scores)
         if settings.client_init == "stateful" and previous_scores is not None:
-            scores = realign(torch.from_numpy(previous_scores[i]).view_as(layer.scores), g)
+            prev = torch.from_numpy(previous_scores[i]).view_as(layer.scores)
+            scores = realign(prev, g, eps=max(settings.margin, 1e-3))
         else:
             scores = scores_from_mask(g, settings.margin, gen)
         layer.set_scores(scores)

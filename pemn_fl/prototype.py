@@ -75,7 +75,9 @@ class PrototypeSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise PrototypeSpecError(f"prototype seed must be a non-negative integer, got {self.seed!r}")
+            raise PrototypeSpecError(
+                f"prototype seed must be a non-negative integer, got {self.seed!r}"
+            )
         if self.init not in INITS:
             raise PrototypeSpecError(
                 f"unknown init {self.init!r}: use one of {', '.join(INITS)}"

@@ -32,6 +32,7 @@ class RoundLog:
     """Accumulates rows; ``params[method]`` = parameters one message's payload describes."""
 
     params: dict[str, int]
+    path: Path | None = None  # if set, every row is appended as soon as it exists
     rows: list[dict[str, object]] = field(default_factory=list)
     _cumulative: dict[str, int] = field(default_factory=dict)
 
@@ -64,6 +65,12 @@ class RoundLog:
             "wall_s": wall_s,
         }
         self.rows.append(row)
+        if self.path is not None:
+            # A crash or Ctrl-C mid-run keeps every finished round on disk.
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame([row], columns=COLUMNS).to_csv(
+                self.path, mode="a", header=len(self.rows) == 1, index=False
+            )
         return row
 
     def frame(self) -> pd.DataFrame:
@@ -129,7 +136,8 @@ def summary_table(summary: dict[str, object]) -> str:
     for method, m in summary["methods"].items():  # type: ignore[union-attr]
         btt = m["bytes_to_target"]
         lines.append(
-            f"{LABELS.get(method, method):<24}{m['final_accuracy']:>10.3f}{m['best_accuracy']:>10.3f}"
+            f"{LABELS.get(method, method):<24}"
+            f"{m['final_accuracy']:>10.3f}{m['best_accuracy']:>10.3f}"
             f"{m['uplink_bytes'] / 1e6:>11.3f}{m['downlink_bytes'] / 1e6:>13.3f}"
             f"{m['total_bytes'] / 1e6:>11.3f}{'never' if btt is None else f'{btt / 1e6:.3f}':>14}"
         )

@@ -14,14 +14,15 @@ How it fills in the rest -- the magnitudes -- decides how far local training can
   keeps but the client dropped is lifted just above the client's threshold, one it kept but
   ``g`` dropped is lowered just below. A client whose data still wants an edge flips it
   back after a few steps, so its votes stay consistent from round to round and the
-  server's score state can accumulate them.
+  server's score state can accumulate them. ``eps`` (the run's ``margin``, at least 1e-3) is
+  the relative distance across the threshold: a hysteresis that keeps SGD noise from
+  flipping (and re-sending) edges the client only weakly prefers.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-
 
 
 def score_scale(shape: tuple[int, ...]) -> float:

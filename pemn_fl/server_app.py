@@ -134,14 +134,20 @@ def parameter_counts(settings: RunSettings) -> dict[str, int]:
 
 
 def run_experiment(
-    grid: Grid, settings: RunSettings, on_round: RoundCallback | None = None
-) -> tuple[RoundLog, dict[str, object]]:
-    """Run every method in ``settings.methods`` on ``grid``; return the log and the summary."""
+    grid: Grid, settings: RunSettings, on_round: RoundCallback | None = None,
+    csv_path: Path | None = None,
+) -> tuple[RoundLog, dict[str, object]]:  # fmt: skip
+    """Run every method in ``settings.methods`` on ``grid``; return the log and the summary.
+
+    With ``csv_path``, rows are appended to that CSV as each round finishes.
+    """
     metered = MeteredGrid(grid)
     mapping = handshake(metered, settings.min_nodes)
     setup = metered.take()
     sampler = RoundSampler(mapping, settings.fraction, settings.seed)
-    book = RoundLog(params=parameter_counts(settings))
+    if csv_path is not None:
+        csv_path.unlink(missing_ok=True)
+    book = RoundLog(params=parameter_counts(settings), path=csv_path)
     runners = {"pemn": _pemn, "fedavg": _fedavg}
     for method in settings.method_list:
         runners[method](metered, settings, sampler, book, on_round or (lambda row: None))
@@ -165,8 +171,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Entry point under ``flwr run .``: settings from the run config, outputs to out-dir."""
     settings = RunSettings.from_run_config(dict(context.run_config))
-    book, summary = run_experiment(grid, settings)
     out = Path("results/runs") / time.strftime("flwr-%Y%m%d-%H%M%S")
+    book, summary = run_experiment(grid, settings, csv_path=out / "rounds.csv")
     write_outputs(out, book, summary, title=f"{settings.dataset} / {settings.model}")
     print(summary_table(summary))
     print(f"results written to {out.resolve()}")

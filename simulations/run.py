@@ -1,4 +1,4 @@
-"""``python -m simulations.run --clients 20``: PEMN-FL vs dense FedAvg in Flower's Simulation Engine.
+"""``python -m simulations.run --clients 20``: PEMN-FL vs dense FedAvg in Flower's simulation.
 
 Both methods run in one Flower simulation (Ray backend), on the same partitions, the same
 sampled clients per round, the same rounds and local epochs. Every message in both
@@ -106,10 +106,12 @@ def check_data(settings: RunSettings, clients: int) -> None:
 
 
 def simulate(settings: RunSettings, clients: int, cpus_per_client: float = 1.0,
-             progress: bool = True) -> tuple[object, dict[str, object]]:  # fmt: skip
+             progress: bool = True, out: Path | None = None,
+             ) -> tuple[object, dict[str, object]]:  # fmt: skip
     """Run the federation in Flower's Simulation Engine; return (RoundLog, summary)."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
     from tqdm import tqdm
@@ -135,7 +137,9 @@ def simulate(settings: RunSettings, clients: int, cpus_per_client: float = 1.0,
 
     @server.main()
     def _main(grid: Grid, context: object) -> None:
-        holder["book"], holder["summary"] = run_experiment(grid, settings, on_round)
+        holder["book"], holder["summary"] = run_experiment(
+            grid, settings, on_round, csv_path=None if out is None else out / "rounds.csv"
+        )
 
     run_simulation(
         server_app=server,
@@ -175,14 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     from pemn_fl.server_app import write_outputs
 
     started = time.monotonic()
-    book, summary = simulate(settings, args.clients, args.cpus_per_client, not args.quiet)
+    book, summary = simulate(settings, args.clients, args.cpus_per_client, not args.quiet, out)
     summary["wall_s"] = round(time.monotonic() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     config = {"clients": args.clients, "command": " ".join(sys.argv),
               "settings": settings.to_run_config(), "versions": versions()}  # fmt: skip
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    write_outputs(out, book, summary,  # type: ignore[arg-type]
-                  title=f"{settings.dataset} / {settings.model}, {args.clients} clients")  # fmt: skip
+    title = f"{settings.dataset} / {settings.model}, {args.clients} clients"
+    write_outputs(out, book, summary, title=title)  # type: ignore[arg-type]
     print(summary_table(summary))
     print(f"wall time {summary['wall_s']} s; results in {out}/ (rounds.csv, summary.json, "
           "bandwidth_accuracy.png, config.json)")

@@ -1,0 +1,37 @@
+"""``python -m simulations.plot DIR [DIR ...]``: redraw bandwidth-accuracy curves from runs.
+
+Reads each run's ``rounds.csv`` (and ``summary.json`` for the target line when one run is
+given) and draws all curves on one figure, so settings can be compared side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pemn_fl.report import plot_runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m simulations.plot", description=__doc__)
+    p.add_argument("runs", nargs="+", type=Path, help="run directories (each with rounds.csv)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output PNG (default: bandwidth_accuracy.png in the first run, or "
+                        "comparison.png in the current directory for several runs)")  # fmt: skip
+    p.add_argument("--title", default=None)
+    args = p.parse_args(argv)
+    missing = [str(r / "rounds.csv") for r in args.runs if not (r / "rounds.csv").is_file()]
+    if missing:
+        print(f"error: no rounds.csv in: {', '.join(missing)} (pass run directories written "
+              "by python -m simulations.run)", file=sys.stderr)  # fmt: skip
+        return 2
+    default = (args.runs[0] / "bandwidth_accuracy.png" if len(args.runs) == 1
+               else Path("comparison.png"))  # fmt: skip
+    out = plot_runs(args.runs, args.out or default, title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

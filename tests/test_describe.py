@@ -1,0 +1,66 @@
+"""``python -m pemn_fl describe``: the numbers a teacher shows first, and its errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+from pemn_fl.describe import KEYS, anatomy
+from pemn_fl.prototype import PrototypeSpec
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pemn_fl", "describe", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_json_has_exactly_the_documented_keys() -> None:
+    proc = _run("--model", "conv2", "--dataset", "digits", "--prototype", "rp:1e-3",
+                "--seed", "7", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert tuple(info) == KEYS
+    assert len(info["fingerprint"]) == 16
+
+
+def test_numbers_follow_from_the_model() -> None:
+    info = anatomy("mlp", "digits", PrototypeSpec(seed=1, strategy="rp:1e-2"))
+    # mlp on 8x8 digits: 64*256 + 256*256 + 256*10 masked weights, no biases, non-affine BN.
+    masked = 64 * 256 + 256 * 256 + 256 * 10
+    assert info["masked_params"] == masked == info["params"]
+    assert info["prototype_values"] == math.ceil(0.01 * 256 * 256)
+    assert info["prototype_float_bytes"] == 4 * info["prototype_values"]
+    # Packed mask: one bit per masked weight, plus a small header.
+    assert masked / 8 < info["mask_bytes"] < masked / 8 + 64
+    assert info["spec_bytes"] == len(PrototypeSpec(seed=1, strategy="rp:1e-2").to_json())
+
+
+def test_same_spec_same_fingerprint_other_seed_other_fingerprint() -> None:
+    a = anatomy("mlp", "digits", PrototypeSpec(seed=1))["fingerprint"]
+    b = anatomy("mlp", "digits", PrototypeSpec(seed=1))["fingerprint"]
+    c = anatomy("mlp", "digits", PrototypeSpec(seed=2))["fingerprint"]
+    assert a == b != c
+
+
+def test_table_mentions_every_quantity() -> None:
+    proc = _run("--model", "mlp", "--prototype", "mp")
+    assert proc.returncode == 0, proc.stderr
+    for word in ("parameters", "masked", "prototype values", "float32", "spec", "mask",
+                 "fingerprint"):  # fmt: skip
+        assert word in proc.stdout
+
+
+def test_bad_inputs_give_one_clear_line() -> None:
+    for args, needle in (
+        (("--prototype", "rp:0"), "rp:0"),
+        (("--prototype", "rp:abc"), "rp:abc"),
+        (("--model", "nope"), "unknown model"),
+        (("--dataset", "nope"), "nope"),
+    ):
+        proc = _run(*args)
+        assert proc.returncode == 2, args
+        assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

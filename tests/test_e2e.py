@@ -1,0 +1,97 @@
+"""End to end through Flower's real Simulation Engine (Ray): 3 clients x 2 rounds, synthetic data.
+
+Slow-ish (Ray start-up), so one simulation is shared by every assertion in this module.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pemn_fl.report import COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    cmd = [
+        sys.executable, "-m", "simulations.run", "--clients", "3", "--rounds", "2",
+        "--dataset", "synthetic", "--model", "mlp", "--width", "0.5", "--dense-width", "0.5",
+        "--quiet", "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def test_outputs_exist(run_dir: Path) -> None:
+    for name in ("rounds.csv", "summary.json", "bandwidth_accuracy.png", "config.json"):
+        assert (run_dir / name).stat().st_size > 0, name
+
+
+def test_csv_schema_and_rows(run_dir: Path) -> None:
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    assert list(rounds.columns) == COLUMNS
+    for method in ("pemn", "fedavg"):
+        part = rounds[rounds["method"] == method]
+        assert list(part["round"]) == [0, 1, 2]
+        trained = part[part["round"] > 0]
+        assert (trained["clients_sampled"] == 3).all()
+        assert (trained["clients_replied"] == 3).all()
+        assert (trained["clients_rejected"] == 0).all()
+        assert part["accuracy"].between(0, 1).all()
+
+
+def test_cumulative_bytes_is_running_sum(run_dir: Path) -> None:
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    for _, part in rounds.groupby("method"):
+        running = (part["uplink_bytes"] + part["downlink_bytes"]).cumsum()
+        assert list(part["cumulative_bytes"]) == list(running)
+
+
+def test_positive_bytes_both_directions(run_dir: Path) -> None:
+    trained = pd.read_csv(run_dir / "rounds.csv").query("round > 0")
+    for col in ("uplink_payload_bytes", "downlink_payload_bytes", "uplink_bytes", "downlink_bytes"):
+        assert (trained[col] > 0).all(), col
+    # Message bytes wrap the payload: never smaller than it.
+    assert (trained["uplink_bytes"] > trained["uplink_payload_bytes"]).all()
+    assert (trained["downlink_bytes"] > trained["downlink_payload_bytes"]).all()
+
+
+def test_pemn_uplink_at_most_a_25th_of_fedavg(run_dir: Path) -> None:
+    trained = pd.read_csv(run_dir / "rounds.csv").query("round > 0")
+    up = trained.groupby("method")["uplink_payload_bytes"].sum()
+    assert up["pemn"] * 25 <= up["fedavg"], up.to_dict()
+
+
+def test_summary_and_config(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for method in ("pemn", "fedavg"):
+        m = summary["methods"][method]
+        for key in ("final_accuracy", "best_accuracy", "uplink_bytes", "downlink_bytes",
+                    "total_bytes", "bytes_to_target"):  # fmt: skip
+            assert key in m
+        assert m["total_bytes"] == m["uplink_bytes"] + m["downlink_bytes"]
+    fedavg_best = summary["methods"]["fedavg"]["best_accuracy"]
+    assert summary["target_accuracy"] == pytest.approx(fedavg_best - 0.01)
+    assert "ratio_vs_fedavg" in summary
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["settings"]["dataset"] == "synthetic"
+    assert config["versions"]["flwr"].startswith("1.42")
+
+
+def test_bad_option_is_one_clear_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulations.run", "--prototype", "rp:abc"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "rp:abc" in proc.stderr
+    assert "Traceback" not in proc.stderr

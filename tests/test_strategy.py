@@ -1,0 +1,118 @@
+"""MaskVoting on real Flower Messages: downlink deltas, voting, and rejecting bad replies."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
+
+from pemn_fl import protocol as P
+from pemn_fl.accounting import message_bytes, payload_bytes
+from pemn_fl.codec import decode_mask, encode_mask
+from pemn_fl.strategy import MaskVoting, RoundSampler, record_to_mask
+
+FP = "0123456789abcdef"
+SIZES = (6, 4)
+
+
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    # Messages need a run id; Flower's simulation sets these the same way.
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, SUPERLINK_NODE_ID
+
+
+def _mask(bits: str) -> np.ndarray:
+    return np.array([c == "1" for c in bits])
+
+
+def _strategy(nodes: list[int]) -> MaskVoting:
+    initial = [_mask("111000"), _mask("1100")]
+    return MaskVoting(
+        sampler=lambda r: nodes, fingerprint=FP, layer_sizes=SIZES, initial_mask=initial,
+        keep=0.5, seed=0,
+    )  # fmt: skip
+
+
+def _reply(
+    to: Message, mask: list[np.ndarray], n: int, ref: list[np.ndarray], ref_id: int
+) -> Message:
+    payload = encode_mask(mask, fingerprint=FP, reference=ref, reference_id=ref_id)
+    content = RecordDict({
+        P.UPDATE_KEY: ConfigRecord({P.MASK: payload}),
+        P.METRICS_KEY: MetricRecord({"num-examples": n, "train-loss": 1.0}),
+    })  # fmt: skip
+    return Message(content=content, reply_to=to)
+
+
+def test_vote_majority_wins_and_version_advances() -> None:
+    strategy = _strategy([11, 12, 13])
+    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    assert [m.metadata.dst_node_id for m in sent] == [11, 12, 13]
+    ref = strategy.current
+    # Two of three clients (by examples: 30 vs 10) move edge 2 -> edge 3 in layer 0.
+    moved = [_mask("110100"), _mask("1100")]
+    replies = [_reply(sent[0], moved, 10, ref, 0), _reply(sent[1], moved, 20, ref, 0),
+               _reply(sent[2], ref, 10, ref, 0)]  # fmt: skip
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics is not None
+    new = record_to_mask(arrays)
+    assert new[0].tolist() == _mask("110100").tolist()
+    assert new[1].tolist() == _mask("1100").tolist()
+    assert strategy.version == 1 and strategy.rejected == 0
+    assert metrics["global-flips"] == 2
+
+
+def test_bad_replies_are_rejected_logged_and_the_round_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    strategy = _strategy([11, 12, 13, 14])
+    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    ref = strategy.current
+    good = _reply(sent[0], ref, 10, ref, 0)
+    corrupt_payload = bytearray(encode_mask(ref, fingerprint=FP))
+    corrupt_payload[-6] ^= 0xFF
+    corrupt = Message(
+        content=RecordDict({
+            P.UPDATE_KEY: ConfigRecord({P.MASK: bytes(corrupt_payload)}),
+            P.METRICS_KEY: MetricRecord({"num-examples": 10}),
+        }),  # fmt: skip
+        reply_to=sent[1],
+    )
+    wrong_fp = Message(
+        content=RecordDict({
+            P.UPDATE_KEY: ConfigRecord({P.MASK: encode_mask(ref, fingerprint="f" * 16)}),
+            P.METRICS_KEY: MetricRecord({"num-examples": 10}),
+        }),  # fmt: skip
+        reply_to=sent[2],
+    )
+    failed = Message(Error(code=0, reason="client crashed"), reply_to=sent[3])
+    with caplog.at_level(logging.WARNING, logger="pemn_fl.server"):
+        arrays, _ = strategy.aggregate_train(1, [good, corrupt, wrong_fp, failed])
+    assert strategy.rejected == 3
+    assert arrays is not None  # the good reply still counted
+    text = caplog.text
+    assert "CRC" in text and "fingerprint" in text and "client crashed" in text
+
+
+def test_downlink_is_a_delta_against_what_the_node_holds() -> None:
+    strategy = _strategy([11])
+    first = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    payload = first[0].content[P.CONFIG_KEY][P.MASK]
+    # Round 1: the node holds version 0 (derived from the seed), which equals the global mask.
+    got = decode_mask(payload, fingerprint=FP, layer_sizes=SIZES, references={0: strategy.current})
+    assert [g.tolist() for g in got] == [m.tolist() for m in strategy.current]
+    assert payload_bytes(first[0]) == len(payload)
+    assert message_bytes(first[0]) > len(payload)
+
+
+def test_sampler_is_seeded_and_maps_partitions_to_nodes() -> None:
+    mapping = {p: 1000 + 7 * p for p in range(20)}
+    a = RoundSampler(mapping, 0.25, seed=3)
+    b = RoundSampler(dict(reversed(list(mapping.items()))), 0.25, seed=3)
+    assert a(1) == b(1) and len(a(1)) == 5
+    assert set(a(1)) <= set(mapping.values())
+    assert any(a(r) != a(1) for r in range(2, 6))
