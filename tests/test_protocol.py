@@ -74,3 +74,14 @@ def test_run_config_round_trip_and_errors() -> None:
         _settings(prototype="rp:abc")
     with pytest.raises(SettingsError, match="num-server-rounds"):
         RunSettings.from_run_config({"num-server-rounds": "x"})
+
+
+def test_pyproject_app_config_matches_run_settings() -> None:
+    """`flwr run .` reads [tool.flwr.app.config]: it must hold every setting, valid."""
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    config = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"]
+    assert set(config) == set(RunSettings().to_run_config())
+    RunSettings.from_run_config(config)  # validates every value
