@@ -30,7 +30,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class RunSettings:
     methods: str = "pemn,fedavg"
-    num_server_rounds: int = 10
+    num_server_rounds: int = 12
     dataset: str = "digits"
     data_dir: str = ""
     model: str = "mlp"
@@ -40,9 +40,9 @@ class RunSettings:
     alpha: float = 0.5
     classes_per_client: int = 2
     fraction: float = 1.0
-    local_epochs: int = 1
+    local_epochs: int = 2
     batch_size: int = 32
-    lr: float = 0.1  # score learning rate (PEMN)
+    lr: float = 1.0  # score learning rate (PEMN); tuned for the digits classroom default
     dense_lr: float = 0.05  # weight learning rate (FedAvg)
     optimizer: str = "sgd"
     prototype: str = "dense"

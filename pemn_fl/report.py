@@ -117,8 +117,28 @@ def summarize(rounds: pd.DataFrame, setup_bytes: int = 0) -> dict[str, object]:
     return {
         "target_accuracy": target,
         "ratio_vs_fedavg": ratio,
+        "at_pemn_best": _at_pemn_best(rounds, methods),
         "setup_bytes": setup_bytes,
         "methods": methods,
+    }
+
+
+def _at_pemn_best(rounds: pd.DataFrame, methods: dict[str, dict[str, object]]) -> dict | None:
+    """The reverse question: bytes each method needs to reach PEMN-FL's best accuracy.
+
+    Answers "how much cheaper is PEMN-FL at the accuracy it does reach?" when it never
+    reaches FedAvg's target; ``None`` unless both methods ran.
+    """
+    if not {"pemn", "fedavg"} <= set(methods):
+        return None
+    level = float(methods["pemn"]["best_accuracy"])
+    ours = bytes_to_target(rounds[rounds["method"] == "pemn"], level)
+    theirs = bytes_to_target(rounds[rounds["method"] == "fedavg"], level)
+    return {
+        "accuracy": level,
+        "pemn_bytes": ours,
+        "fedavg_bytes": theirs,
+        "ratio": theirs / ours if ours and theirs else None,
     }
 
 
@@ -149,6 +169,15 @@ def summary_table(summary: dict[str, object]) -> str:
             if ratio is None
             else f"FedAvg needed {ratio:.1f}x more bytes than PEMN-FL to reach it"
         )
+    best = summary.get("at_pemn_best")
+    if best:
+        fed = best["fedavg_bytes"]
+        lines.append(
+            f"at PEMN-FL's best accuracy ({best['accuracy']:.3f}): PEMN-FL "
+            f"{best['pemn_bytes'] / 1e6:.3f} MB, FedAvg "
+            + ("never reached it" if fed is None
+               else f"{fed / 1e6:.3f} MB ({best['ratio']:.1f}x more)")
+        )  # fmt: skip
     return "\n".join(lines)
 
 

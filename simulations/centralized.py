@@ -310,7 +310,16 @@ def plot(rows: list[dict[str, object]], path: Path, title: str) -> None:
             ax.bar(i + off, acc, width, color=colors[key],
                    label=None if key in used else labels[key])  # fmt: skip
             used.add(key)
-            ax.text(i + off, acc, f"{acc:.3f}", ha="center", va="bottom", fontsize=10)
+            ax.text(
+                i + off,
+                acc - 0.004,
+                f"{acc:.3f}",
+                ha="center",
+                va="top",
+                fontsize=10,
+                color="white",
+                fontweight="bold",
+            )
     trained = next(r for r in rows if r["variant"] == "dense-trained")
     ref = float(trained["test_accuracy"])
     ax.axhline(ref, color="black", linestyle="--", linewidth=1.5,
@@ -321,12 +330,12 @@ def plot(rows: list[dict[str, object]], path: Path, title: str) -> None:
         ticks.append(f"{s}\n{values:,} values")
     ax.set_xticks(range(len(strategies)), ticks, fontsize=11)
     low = max(0.0, min(accs) - 0.08)
-    ax.set_ylim(low, min(1.0, max(accs) + 0.06))
+    ax.set_ylim(low, min(1.0, max(accs)) + 0.07)  # headroom for the legend
     ax.set_ylabel("test accuracy", fontsize=12)
     ax.set_xlabel("prototype (random values it holds)", fontsize=12)
     ax.set_title(title, fontsize=12)
     ax.tick_params(axis="y", labelsize=11)
-    ax.legend(fontsize=11, loc="lower left")
+    ax.legend(fontsize=11, loc="upper center", ncol=2, framealpha=0.95)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
