@@ -37,6 +37,7 @@ class RoundSampler:
 
     def __init__(self, node_of_partition: dict[int, int], fraction: float, seed: int) -> None:
         self.node_of_partition = dict(sorted(node_of_partition.items()))
+        self.partition_of = {node: p for p, node in self.node_of_partition.items()}
         self.fraction = fraction
         self.seed = seed
 
@@ -181,7 +182,7 @@ class MaskVoting(Strategy):
 class SampledFedAvg(FedAvg):
     """Flower's FedAvg, training on the shared sampler's nodes (same clients as PEMN-FL)."""
 
-    def __init__(self, sampler: Callable[[int], list[int]], **kwargs: object) -> None:
+    def __init__(self, sampler: RoundSampler, **kwargs: object) -> None:
         super().__init__(fraction_evaluate=0.0, **kwargs)
         self.sampler = sampler
         self.rejected = 0
@@ -199,6 +200,9 @@ class SampledFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
+        # Same order every run (by partition, not by random node id or arrival), so the
+        # floating-point average is reproducible.
+        replies = sorted(replies, key=lambda r: self.sampler.partition_of.get(
+            r.metadata.src_node_id, r.metadata.src_node_id))  # fmt: skip
         self.rejected = sum(1 for r in replies if r.has_error())
         return super().aggregate_train(server_round, replies)

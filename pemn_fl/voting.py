@@ -29,12 +29,18 @@ def tally(masks: Sequence[Mask], weights: Sequence[float] | None = None) -> list
     w = np.ones(len(masks)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (len(masks),) or np.any(w < 0) or w.sum() <= 0:
         raise ValueError(f"weights must be {len(masks)} non-negative numbers with a positive sum")
-    w = w / w.sum()
-    out = [np.zeros(layer.size, dtype=np.float64) for layer in masks[0]]
-    for wi, mask in zip(w, masks, strict=True):
+    # Integer weights (example counts, or 1 each) are summed exactly in int64, so the tally
+    # does not depend on the order replies arrive in (floating-point sums would, and a
+    # near-tie could then flip an edge between two runs of the same experiment).
+    exact = bool(np.all(w == np.round(w)))
+    dtype = np.int64 if exact else np.float64
+    w_sum = w.astype(dtype) if exact else w
+    out = [np.zeros(layer.size, dtype=dtype) for layer in masks[0]]
+    for wi, mask in zip(w_sum, masks, strict=True):
         for acc, layer in zip(out, mask, strict=True):
-            acc += wi * layer.reshape(-1)
-    return out
+            acc += wi * layer.reshape(-1).astype(dtype)
+    total = float(w.sum())
+    return [acc / total for acc in out]
 
 
 def topk_with_ties(

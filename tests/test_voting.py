@@ -202,3 +202,14 @@ def test_global_mask_ties_use_previous_then_round_specific_order() -> None:
     r1 = global_mask(state, None, 0.5, seed=0, server_round=1)
     r2 = global_mask(state, None, 0.5, seed=0, server_round=2)
     assert not np.array_equal(r1[0], r2[0])
+
+
+def test_tally_is_exactly_order_independent() -> None:
+    """Integer weights are summed exactly, so reply arrival order cannot change a tally."""
+    rng = np.random.default_rng(0)
+    masks = [[rng.random(1000) < 0.5, rng.random(37) < 0.5] for _ in range(9)]
+    weights = [int(w) for w in rng.integers(1, 5000, size=9)]
+    forward = tally(masks, weights)
+    backward = tally(masks[::-1], weights[::-1])
+    for a, b in zip(forward, backward, strict=True):
+        assert np.array_equal(a, b)
