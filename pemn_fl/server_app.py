@@ -16,6 +16,7 @@ from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
+from torch import nn
 
 from pemn_fl import protocol as P
 from pemn_fl.accounting import MeteredGrid
@@ -59,31 +60,29 @@ def handshake(grid: Grid, min_nodes: int, timeout: float = 300.0) -> dict[int, i
     return mapping
 
 
-def _pemn(
+def _run_method(
+    method: str, strategy: MaskVoting | SampledFedAvg, model: nn.Module,
+    initial: ArrayRecord, install: Callable[[ArrayRecord], object],
     grid: MeteredGrid, settings: RunSettings, sampler: RoundSampler, book: RoundLog,
     on_round: RoundCallback,
 ) -> None:  # fmt: skip
-    model, proto = P.masked_model(settings)
+    """Drive ``strategy`` with ``Strategy.start``; close each round's row after evaluating."""
     data = P.dataset_of(settings)
-    strategy = MaskVoting(
-        sampler=sampler, fingerprint=proto.fingerprint, layer_sizes=proto.layer_sizes,
-        initial_mask=P.initial_mask(settings), keep=settings.keep, seed=settings.seed,
-        momentum=settings.server_momentum, weighting=settings.vote_weighting,
-    )  # fmt: skip
     clock = [time.monotonic()]
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        P.load_mask(model, record_to_mask(arrays))
+        install(arrays)
         loss, acc = evaluate(model, data.x_test, data.y_test)
         traffic = grid.take()
         if server_round >= 1 and traffic.messages_up and traffic.messages_up == strategy.rejected:
             raise ProtocolError(
-                f"round {server_round}: every client reply was rejected; see the warnings above "
-                "(a prototype fingerprint mismatch means client and server settings differ)"
+                f"{method} round {server_round}: every client reply was rejected; see the "
+                "warnings above (a prototype fingerprint mismatch means client and server "
+                "settings differ)"
             )
         now = time.monotonic()
         row = book.add(
-            "pemn", server_round, traffic,
+            method, server_round, traffic,
             sampled=len(sampler(server_round)) if server_round else 0,
             rejected=strategy.rejected if server_round else 0,
             accuracy=acc, loss=loss, wall_s=now - clock[0],
@@ -93,8 +92,25 @@ def _pemn(
         return MetricRecord({"accuracy": acc, "loss": loss})
 
     strategy.start(
-        grid=grid, initial_arrays=mask_to_record(strategy.current),
-        num_rounds=settings.num_server_rounds, evaluate_fn=evaluate_fn,
+        grid=grid, initial_arrays=initial, num_rounds=settings.num_server_rounds,
+        evaluate_fn=evaluate_fn,
+    )  # fmt: skip
+
+
+def _pemn(
+    grid: MeteredGrid, settings: RunSettings, sampler: RoundSampler, book: RoundLog,
+    on_round: RoundCallback,
+) -> None:  # fmt: skip
+    model, proto = P.masked_model(settings)
+    strategy = MaskVoting(
+        sampler=sampler, fingerprint=proto.fingerprint, layer_sizes=proto.layer_sizes,
+        initial_mask=P.initial_mask(settings), keep=settings.keep, seed=settings.seed,
+        momentum=settings.server_momentum, weighting=settings.vote_weighting,
+    )  # fmt: skip
+    _run_method(
+        "pemn", strategy, model, mask_to_record(strategy.current),
+        lambda arrays: P.load_mask(model, record_to_mask(arrays)),
+        grid, settings, sampler, book, on_round,
     )  # fmt: skip
 
 
@@ -103,27 +119,10 @@ def _fedavg(
     on_round: RoundCallback,
 ) -> None:  # fmt: skip
     model = P.dense_model(settings)
-    data = P.dataset_of(settings)
-    strategy = SampledFedAvg(sampler)
-    clock = [time.monotonic()]
-
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        model.load_state_dict(arrays.to_torch_state_dict())
-        loss, acc = evaluate(model, data.x_test, data.y_test)
-        now = time.monotonic()
-        row = book.add(
-            "fedavg", server_round, grid.take(),
-            sampled=len(sampler(server_round)) if server_round else 0,
-            rejected=strategy.rejected if server_round else 0,
-            accuracy=acc, loss=loss, wall_s=now - clock[0],
-        )  # fmt: skip
-        clock[0] = now
-        on_round(row)
-        return MetricRecord({"accuracy": acc, "loss": loss})
-
-    strategy.start(
-        grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
-        num_rounds=settings.num_server_rounds, evaluate_fn=evaluate_fn,
+    _run_method(
+        "fedavg", SampledFedAvg(sampler), model, ArrayRecord(model.state_dict()),
+        lambda arrays: model.load_state_dict(arrays.to_torch_state_dict()),
+        grid, settings, sampler, book, on_round,
     )  # fmt: skip
 
 
