@@ -32,6 +32,8 @@ VARIANTS: dict[str, list[str]] = {
     "stateless margin 0": ["--client-init", "stateless", "--margin", "0"],
     "stateless margin 1": ["--client-init", "stateless", "--margin", "1"],
     "stateful": ["--client-init", "stateful"],
+    "stateful margin 0.1": ["--client-init", "stateful", "--margin", "0.1"],
+    "stateful margin 0.3": ["--client-init", "stateful", "--margin", "0.3"],
     "stateful + server momentum 0.5": ["--client-init", "stateful", "--server-momentum", "0.5"],
 }
 

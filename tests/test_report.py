@@ -1,0 +1,75 @@
+"""Round log, summary arithmetic and the figure, on hand-built numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pemn_fl.accounting import Traffic
+from pemn_fl.report import COLUMNS, RoundLog, plot_runs, summarize, summary_table
+
+
+def _traffic(up: int, down: int, n: int = 2) -> Traffic:
+    return Traffic(
+        uplink_payload_bytes=up - 10 * n, downlink_payload_bytes=down - 10 * n,
+        uplink_bytes=up, downlink_bytes=down, messages_down=n, messages_up=n,
+    )  # fmt: skip
+
+
+def _book(path: Path | None = None) -> RoundLog:
+    book = RoundLog(params={"pemn": 1000, "fedavg": 1000}, path=path)
+    for method, per_round, accs in (
+        ("pemn", (100, 50), [0.1, 0.5, 0.8, 0.85]),
+        ("fedavg", (8000, 8000), [0.1, 0.7, 0.86, 0.9]),
+    ):
+        for r, acc in enumerate(accs):
+            traffic = Traffic() if r == 0 else _traffic(*per_round)
+            book.add(method, r, traffic, sampled=2 if r else 0, rejected=0, accuracy=acc,
+                     loss=1.0, wall_s=0.1)  # fmt: skip
+    return book
+
+
+def test_rows_are_appended_as_they_come(tmp_path: Path) -> None:
+    path = tmp_path / "rounds.csv"
+    book = _book(path)
+    on_disk = pd.read_csv(path)
+    assert list(on_disk.columns) == COLUMNS
+    assert len(on_disk) == 8
+    assert on_disk["cumulative_bytes"].tolist() == book.frame()["cumulative_bytes"].tolist()
+    assert on_disk["cumulative_bytes"].tolist()[:4] == [0, 150, 300, 450]
+    # bits per param per client message: 8 * (100 - 20) / (1000 * 2)
+    assert on_disk["uplink_bits_per_param"].iloc[1] == pytest.approx(0.32)
+
+
+def test_summary_target_ratio_and_reverse_question() -> None:
+    s = summarize(_book().frame(), setup_bytes=77)
+    assert s["target_accuracy"] == pytest.approx(0.89)
+    assert s["methods"]["fedavg"]["bytes_to_target"] == 48000  # reached in round 3
+    assert s["methods"]["pemn"]["bytes_to_target"] is None
+    assert s["ratio_vs_fedavg"] is None
+    best = s["at_pemn_best"]
+    assert best["accuracy"] == 0.85
+    # FedAvg passes 0.85 in round 2 (0.86).
+    assert best["pemn_bytes"] == 450 and best["fedavg_bytes"] == 32000
+    assert best["ratio"] == pytest.approx(32000 / 450)
+    assert s["setup_bytes"] == 77
+    text = summary_table(s)
+    assert "never" in text and "0.890" in text
+
+
+def test_ratio_when_pemn_reaches_the_target() -> None:
+    frame = _book().frame()
+    frame.loc[(frame["method"] == "pemn") & (frame["round"] == 3), "accuracy"] = 0.95
+    s = summarize(frame)
+    assert s["methods"]["pemn"]["bytes_to_target"] == 450
+    assert s["ratio_vs_fedavg"] == pytest.approx(48000 / 450)
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    _book().write(run / "rounds.csv")
+    out = plot_runs([run], tmp_path / "fig.png", title="t")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
