@@ -179,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     from pemn_fl.server_app import write_outputs
 
     started = time.monotonic()
-    book, summary = simulate(settings, args.clients, args.cpus_per_client, not args.quiet, out)
+    from pemn_fl.server_app import ProtocolError
+
+    try:
+        book, summary = simulate(settings, args.clients, args.cpus_per_client, not args.quiet, out)
+    except ProtocolError as exc:
+        print(f"error: {exc}. Finished rounds are in {out / 'rounds.csv'}", file=sys.stderr)
+        return 1
     summary["wall_s"] = round(time.monotonic() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     config = {"clients": args.clients, "command": " ".join(sys.argv),
