@@ -20,9 +20,11 @@ directions without the strategies knowing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
@@ -41,22 +43,12 @@ def payload_bytes(msg: Message) -> int:
     for record in msg.content.values():
         if isinstance(record, ArrayRecord):
             for array in record.values():
-                itemsize = _itemsize(array.dtype)
-                numel = 1
-                for d in array.shape:
-                    numel *= d
-                total += numel * itemsize
+                total += math.prod(array.shape) * np.dtype(array.dtype).itemsize
         elif isinstance(record, ConfigRecord):
             for value in record.values():
                 if isinstance(value, bytes):
                     total += len(value)
     return total
-
-
-def _itemsize(dtype: str) -> int:
-    import numpy as np
-
-    return int(np.dtype(dtype).itemsize)
 
 
 @dataclass
