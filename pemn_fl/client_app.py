@@ -35,7 +35,7 @@ def _held_masks(context: Context) -> tuple[dict[int, P.Mask], list[np.ndarray] |
     """The global mask this node last received (by version) and its own scores, if kept."""
     held: dict[int, P.Mask] = {}
     if P.STATE_GLOBAL in context.state:
-        version = int(context.state[P.STATE_GLOBAL + "-id"]["id"])
+        version = int(context.state[P.STATE_GLOBAL_ID]["id"])
         held[version] = record_to_mask(context.state[P.STATE_GLOBAL])
     scores = None
     if P.STATE_SCORES in context.state:
@@ -56,7 +56,7 @@ def pemn_train(msg: Message, context: Context, settings: RunSettings) -> Message
         # Surfaces to the server as an error reply with this reason; the node keeps its state.
         raise RuntimeError(f"partition {pid} rejected the downlink mask: {exc}") from None
     context.state[P.STATE_GLOBAL] = mask_to_record(result.received)
-    context.state[P.STATE_GLOBAL + "-id"] = ConfigRecord({"id": mask_id})
+    context.state[P.STATE_GLOBAL_ID] = ConfigRecord({"id": mask_id})
     if settings.client_init == "stateful":
         context.state[P.STATE_SCORES] = ArrayRecord(result.scores)
     content = RecordDict(

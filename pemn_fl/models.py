@@ -25,6 +25,7 @@ from torch import nn
 
 from pemn_fl.masked import MaskedConv2d, MaskedLinear, masked_layers
 from pemn_fl.prototype import LayerShape, PrototypeSpec, fingerprint, materialize
+from pemn_fl.scores import score_scale
 
 MODELS = ("mlp", "conv2", "conv4", "conv6", "resnet20")
 
@@ -209,7 +210,7 @@ def seed_scores(model: nn.Module, seed: int) -> None:
     """Reproducible score init (kaiming-uniform, as PEMN), independent of global RNG state."""
     gen = torch.Generator().manual_seed(seed)
     for _, layer in masked_layers(model):
-        bound = 1.0 / max(1, layer.weight[0].numel()) ** 0.5
+        bound = score_scale(tuple(layer.scores.shape))
         layer.set_scores((torch.rand(layer.scores.shape, generator=gen) * 2 - 1) * bound)
 
 

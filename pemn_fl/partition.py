@@ -209,20 +209,28 @@ def _label_table(labels: np.ndarray, seed: int) -> Any:
     return datasets.Dataset.from_dict({"label": labels[order], "idx": order.astype(np.int64)})
 
 
-def _collect(partitioner: Any, num_partitions: int) -> list[np.ndarray]:
-    """Read the ``idx`` column of every partition (the first call triggers the assignment)."""
-    return [
-        np.asarray(partitioner.load_partition(pid)["idx"], dtype=np.int64)
-        for pid in range(num_partitions)
-    ]
+def _collect(
+    partitioner: Any, table: Any, num_partitions: int, *, quiet: bool = False
+) -> list[np.ndarray]:
+    """Attach ``table`` and read the ``idx`` column of every partition.
+
+    The first ``load_partition`` call triggers the assignment. ``quiet`` silences the
+    partitioner's warnings for schemes whose warnings are expected (see the callers).
+    """
+    partitioner.dataset = table
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+        return [
+            np.asarray(partitioner.load_partition(pid)["idx"], dtype=np.int64)
+            for pid in range(num_partitions)
+        ]
 
 
 def _run_iid(table: Any, num_partitions: int) -> list[np.ndarray]:
     from flwr_datasets.partitioner import IidPartitioner
 
-    partitioner = IidPartitioner(num_partitions=num_partitions)
-    partitioner.dataset = table
-    return _collect(partitioner, num_partitions)
+    return _collect(IidPartitioner(num_partitions=num_partitions), table, num_partitions)
 
 
 def _run_dirichlet(
@@ -261,11 +269,8 @@ def _run_dirichlet(
             shuffle=False,  # indices are sorted afterwards, shuffling would only cost time
             seed=seed,
         )
-        partitioner.dataset = table
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return _collect(partitioner, num_partitions)
+            return _collect(partitioner, table, num_partitions, quiet=True)
         except ValueError as exc:
             last_error = exc
     raise PartitionError(
@@ -288,13 +293,10 @@ def _run_pathological(
         shuffle=False,
         seed=seed,
     )
-    partitioner.dataset = table
     try:
-        with warnings.catch_warnings():
-            # "Classes ... will NOT be used" is documented behaviour of this scheme (see
-            # partition_indices) and its advice names a parameter that no longer exists.
-            warnings.simplefilter("ignore")
-            return _collect(partitioner, num_partitions)
+        # quiet: "Classes ... will NOT be used" is documented behaviour of this scheme (see
+        # partition_indices) and its advice names a parameter that no longer exists.
+        return _collect(partitioner, table, num_partitions, quiet=True)
     except ValueError as exc:
         raise PartitionError(
             f"pathological partitioning into {num_partitions} clients with "

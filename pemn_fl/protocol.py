@@ -33,7 +33,7 @@ from pemn_fl.task import train
 
 CONFIG_KEY, UPDATE_KEY, METRICS_KEY = "config", "update", "metrics"
 MASK, MASK_ID, ROUND = "mask", "mask-id", "server-round"
-STATE_SCORES, STATE_GLOBAL = "pemn-scores", "pemn-global"
+STATE_SCORES, STATE_GLOBAL, STATE_GLOBAL_ID = "pemn-scores", "pemn-global", "pemn-global-id"
 
 Mask = list[np.ndarray]
 

@@ -21,14 +21,14 @@ How it fills in the rest -- the magnitudes -- decides how far local training can
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+
+from pemn_fl.prototype import LayerShape
 
 
 def score_scale(shape: tuple[int, ...]) -> float:
     """Magnitude of freshly initialised scores (kaiming-uniform bound 1/sqrt(fan_in))."""
-    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-    return 1.0 / max(1, fan_in) ** 0.5
+    return 1.0 / max(1, LayerShape("", shape).fan_in) ** 0.5
 
 
 def scores_from_mask(
