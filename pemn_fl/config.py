@@ -18,7 +18,6 @@ from pemn_fl.partition import SCHEMES
 from pemn_fl.prototype import INITS, PrototypeSpec, PrototypeSpecError
 from pemn_fl.task import OPTIMIZERS, TrainConfig
 
-METHODS = ("pemn", "fedavg")
 CLIENT_INITS = ("stateless", "stateful")
 VOTE_WEIGHTINGS = ("examples", "uniform")
 
@@ -53,6 +52,9 @@ class RunSettings:
     margin: float = 0.0
     server_momentum: float = 0.0
     vote_weighting: str = "examples"
+    noise_scale: float = 1.0  # evolve*: round noise, in units of each layer's He std
+    density: float = 0.05  # evolve*: fraction of weights a client's noise mask switches on
+    noise_lr: float = 0.001  # evolve*: Adam learning rate of the noise-mask scores
     seed: int = 0
     min_nodes: int = 1
 
@@ -75,10 +77,17 @@ class RunSettings:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
 
     def __post_init__(self) -> None:
+        from pemn_fl.methods import names  # lazy: method modules import this one
+
         methods = self.method_list
-        bad = [m for m in methods if m not in METHODS]
+        valid = names()
+        bad = [m for m in methods if m not in valid]
         if not methods or bad:
-            raise SettingsError(f"methods={self.methods!r}: use a comma list of {METHODS}")
+            raise SettingsError(
+                f"methods={self.methods!r}: use 'all' or a comma list of {', '.join(valid)}"
+            )
+        if len(set(methods)) != len(methods):
+            raise SettingsError(f"methods={self.methods!r}: each method may appear only once")
         _choice("dataset", self.dataset, DATASETS)
         _choice("model", self.model, MODELS)
         _choice("partition", self.partition, SCHEMES)
@@ -91,7 +100,8 @@ class RunSettings:
         _positive("batch-size", self.batch_size)
         _positive("classes-per-client", self.classes_per_client)
         _positive("min-nodes", self.min_nodes)
-        for name in ("width", "dense-width", "lr", "dense-lr", "alpha"):
+        for name in ("width", "dense-width", "lr", "dense-lr", "alpha", "noise-scale",
+                     "noise-lr"):  # fmt: skip
             value = getattr(self, name.replace("-", "_"))
             if not (value > 0 and math.isfinite(value)):
                 raise SettingsError(f"{name}={value!r}: must be a positive number")
@@ -99,6 +109,8 @@ class RunSettings:
             raise SettingsError(f"fraction={self.fraction!r}: must be in (0, 1]")
         if not 0.0 < self.keep < 1.0:
             raise SettingsError(f"keep={self.keep!r}: the kept fraction must be in (0, 1)")
+        if not 0.0 < self.density < 1.0:
+            raise SettingsError(f"density={self.density!r}: must be in (0, 1)")
         if not 0.0 <= self.server_momentum < 1.0:
             raise SettingsError(f"server-momentum={self.server_momentum!r}: must be in [0, 1)")
         if self.margin < 0:
@@ -113,6 +125,11 @@ class RunSettings:
     # -- derived -----------------------------------------------------------------------
     @property
     def method_list(self) -> list[str]:
+        """The methods to run, in the given order; ``all`` means every registered one."""
+        if self.methods.strip() == "all":
+            from pemn_fl.methods import names
+
+            return list(names())
         return [m.strip() for m in self.methods.split(",") if m.strip()]
 
     @property
@@ -121,8 +138,8 @@ class RunSettings:
             seed=self.seed, strategy=self.prototype, init=self.init, rescale=self.rescale
         )
 
-    def train_config(self, method: str) -> TrainConfig:
-        lr = self.lr if method == "pemn" else self.dense_lr
+    def train_config(self, lr: float) -> TrainConfig:
+        """Local training settings at learning rate ``lr`` (each method picks its own)."""
         return TrainConfig(
             epochs=self.local_epochs, batch_size=self.batch_size, lr=lr, optimizer=self.optimizer
         )

@@ -33,7 +33,6 @@ from pemn_fl.task import train
 
 CONFIG_KEY, UPDATE_KEY, METRICS_KEY = "config", "update", "metrics"
 MASK, MASK_ID, ROUND = "mask", "mask-id", "server-round"
-STATE_SCORES, STATE_GLOBAL, STATE_GLOBAL_ID = "pemn-scores", "pemn-global", "pemn-global-id"
 
 Mask = list[np.ndarray]
 
@@ -168,7 +167,7 @@ def client_round(
     init_scores(model, received, previous_scores, settings, f"client/{partition_id}/{server_round}")
     x, y = client_data(settings, partition_id, num_partitions)
     loss = train(
-        model, x, y, settings.train_config("pemn"),
+        model, x, y, settings.train_config(settings.lr),
         seed=derived_seed(settings.seed, f"batches/{partition_id}/{server_round}"),
     )  # fmt: skip
     update = encode_mask(

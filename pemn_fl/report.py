@@ -24,7 +24,19 @@ COLUMNS = [
     "cumulative_bytes", "uplink_bits_per_param", "downlink_bits_per_param",
     "accuracy", "loss", "wall_s",
 ]  # fmt: skip
-LABELS = {"pemn": "PEMN-FL (masks)", "fedavg": "FedAvg (dense floats)"}
+
+
+def label_of(method: str) -> str:
+    """The method's label for tables and plots (its registry entry), else its name."""
+    from pemn_fl.methods import get, names
+
+    return get(method).label if method in names() else method
+
+
+def _marker(method: str) -> str:
+    from pemn_fl.methods import get, names
+
+    return get(method).marker if method in names() else "-^"
 
 
 @dataclass
@@ -156,7 +168,7 @@ def summary_table(summary: dict[str, object]) -> str:
     for method, m in summary["methods"].items():  # type: ignore[union-attr]
         btt = m["bytes_to_target"]
         lines.append(
-            f"{LABELS.get(method, method):<24}"
+            f"{label_of(method):<24}"
             f"{m['final_accuracy']:>10.3f}{m['best_accuracy']:>10.3f}"
             f"{m['uplink_bytes'] / 1e6:>11.3f}{m['downlink_bytes'] / 1e6:>13.3f}"
             f"{m['total_bytes'] / 1e6:>11.3f}{'never' if btt is None else f'{btt / 1e6:.3f}':>14}"
@@ -189,7 +201,6 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, title: str | None = None) -> 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
-    styles = {"pemn": "-o", "fedavg": "-s"}
     for run_dir in run_dirs:
         frame = pd.read_csv(Path(run_dir) / "rounds.csv")
         tag = "" if len(run_dirs) == 1 else f" [{Path(run_dir).name}]"
@@ -197,8 +208,8 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, title: str | None = None) -> 
             part = part[part["cumulative_bytes"] > 0]
             ax.plot(
                 part["cumulative_bytes"] / 1e6, part["accuracy"] * 100,
-                styles.get(str(method), "-^"), lw=2.5, ms=6,
-                label=LABELS.get(str(method), str(method)) + tag,
+                _marker(str(method)), lw=2.5, ms=6,
+                label=label_of(str(method)) + tag,
             )  # fmt: skip
         summary_path = Path(run_dir) / "summary.json"
         if len(run_dirs) == 1 and summary_path.exists():

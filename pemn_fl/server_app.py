@@ -1,9 +1,10 @@
-"""pemn-fl ServerApp: PEMN-FL and dense FedAvg, same clients and rounds, every byte metered.
+"""pemn-fl ServerApp: every selected method, same clients and rounds, every byte metered.
 
 ``run_experiment`` is the whole server side: wrap the Grid in ``MeteredGrid``, ask every
 node which partition it serves (so the client sample is reproducible despite random node
-ids), then run each method's strategy with ``Strategy.start`` and a server-side
-``evaluate_fn`` that closes each round's row in the ``RoundLog``.
+ids), then run each method's strategy (from the registry, ``pemn_fl.methods``) with
+``Strategy.start`` and a server-side ``evaluate_fn`` that closes each round's row in the
+``RoundLog``.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
-from torch import nn
 
 from pemn_fl import protocol as P
 from pemn_fl.accounting import MeteredGrid
 from pemn_fl.config import RunSettings
-from pemn_fl.models import count_params
+from pemn_fl.methods import Method
+from pemn_fl.methods import get as get_method
 from pemn_fl.report import RoundLog, plot_runs, summarize, summary_table
-from pemn_fl.strategy import MaskVoting, RoundSampler, SampledFedAvg, mask_to_record, record_to_mask
+from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import evaluate
 
 log = logging.getLogger("pemn_fl.server")
@@ -61,75 +62,45 @@ def handshake(grid: Grid, min_nodes: int, timeout: float = 300.0) -> dict[int, i
 
 
 def _run_method(
-    method: str, strategy: MaskVoting | SampledFedAvg, model: nn.Module,
-    initial: ArrayRecord, install: Callable[[ArrayRecord], object],
-    grid: MeteredGrid, settings: RunSettings, sampler: RoundSampler, book: RoundLog,
-    on_round: RoundCallback,
+    method: Method, grid: MeteredGrid, settings: RunSettings, sampler: RoundSampler,
+    book: RoundLog, on_round: RoundCallback,
 ) -> None:  # fmt: skip
-    """Drive ``strategy`` with ``Strategy.start``; close each round's row after evaluating."""
+    """Drive the method's strategy with ``Strategy.start``; close each round's row."""
+    side = method.server(settings, sampler)
+    strategy = side.strategy
     data = P.dataset_of(settings)
     clock = [time.monotonic()]
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        install(arrays)
-        loss, acc = evaluate(model, data.x_test, data.y_test)
+        side.install(arrays)
+        loss, acc = evaluate(side.model, data.x_test, data.y_test)
         traffic = grid.take()
-        if server_round >= 1 and traffic.messages_up and traffic.messages_up == strategy.rejected:
+        rejected = int(getattr(strategy, "rejected", 0)) if server_round else 0
+        if server_round >= 1 and traffic.messages_up and traffic.messages_up == rejected:
             raise ProtocolError(
-                f"{method} round {server_round}: every client reply was rejected; see the "
-                "warnings above (a prototype fingerprint mismatch means client and server "
-                "settings differ)"
+                f"{method.name} round {server_round}: every client reply was rejected; see "
+                "the warnings above (a prototype fingerprint mismatch means client and "
+                "server settings differ)"
             )
         now = time.monotonic()
         row = book.add(
-            method, server_round, traffic,
+            method.name, server_round, traffic,
             sampled=len(sampler(server_round)) if server_round else 0,
-            rejected=strategy.rejected if server_round else 0,
-            accuracy=acc, loss=loss, wall_s=now - clock[0],
+            rejected=rejected, accuracy=acc, loss=loss, wall_s=now - clock[0],
         )  # fmt: skip
         clock[0] = now
         on_round(row)
         return MetricRecord({"accuracy": acc, "loss": loss})
 
     strategy.start(
-        grid=grid, initial_arrays=initial, num_rounds=settings.num_server_rounds,
+        grid=grid, initial_arrays=side.initial, num_rounds=settings.num_server_rounds,
         evaluate_fn=evaluate_fn,
     )  # fmt: skip
 
 
-def _pemn(
-    grid: MeteredGrid, settings: RunSettings, sampler: RoundSampler, book: RoundLog,
-    on_round: RoundCallback,
-) -> None:  # fmt: skip
-    model, proto = P.masked_model(settings)
-    strategy = MaskVoting(
-        sampler=sampler, fingerprint=proto.fingerprint, layer_sizes=proto.layer_sizes,
-        initial_mask=P.initial_mask(settings), keep=settings.keep, seed=settings.seed,
-        momentum=settings.server_momentum, weighting=settings.vote_weighting,
-    )  # fmt: skip
-    _run_method(
-        "pemn", strategy, model, mask_to_record(strategy.current),
-        lambda arrays: P.load_mask(model, record_to_mask(arrays)),
-        grid, settings, sampler, book, on_round,
-    )  # fmt: skip
-
-
-def _fedavg(
-    grid: MeteredGrid, settings: RunSettings, sampler: RoundSampler, book: RoundLog,
-    on_round: RoundCallback,
-) -> None:  # fmt: skip
-    model = P.dense_model(settings)
-    _run_method(
-        "fedavg", SampledFedAvg(sampler), model, ArrayRecord(model.state_dict()),
-        lambda arrays: model.load_state_dict(arrays.to_torch_state_dict()),
-        grid, settings, sampler, book, on_round,
-    )  # fmt: skip
-
-
 def parameter_counts(settings: RunSettings) -> dict[str, int]:
-    """Parameters each method's payload describes: masked edges, or dense floats."""
-    _, proto = P.masked_model(settings)
-    return {"pemn": sum(proto.layer_sizes), "fedavg": count_params(P.dense_model(settings))}
+    """Parameters each method's payload describes (the denominator of bits/param)."""
+    return {name: get_method(name).num_params(settings) for name in settings.method_list}
 
 
 def run_experiment(
@@ -147,9 +118,9 @@ def run_experiment(
     if csv_path is not None:
         csv_path.unlink(missing_ok=True)
     book = RoundLog(params=parameter_counts(settings), path=csv_path)
-    runners = {"pemn": _pemn, "fedavg": _fedavg}
-    for method in settings.method_list:
-        runners[method](metered, settings, sampler, book, on_round or (lambda row: None))
+    for name in settings.method_list:
+        _run_method(get_method(name), metered, settings, sampler, book,
+                    on_round or (lambda row: None))  # fmt: skip
     summary = summarize(book.frame(), setup_bytes=setup.total_bytes)
     summary["nodes"] = len(mapping)
     return book, summary

@@ -35,7 +35,11 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    return optimizer_for([p for p in model.parameters() if p.requires_grad], cfg)
+
+
+def optimizer_for(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The configured optimizer over bare tensors (also used for noise-mask scores)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 from pemn_fl.config import RunSettings, SettingsError
+from pemn_fl.methods import names as method_names
 
 DEFAULTS = RunSettings()
 
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     p.add_argument("--clients", type=int, default=10, help="number of simulated clients")
     p.add_argument("--rounds", type=int, default=d.num_server_rounds)
-    p.add_argument("--methods", default=d.methods, help="comma list of pemn, fedavg")
+    p.add_argument("--methods", default=d.methods,
+                   help=f"'all' or a comma list of {', '.join(method_names())}")
     p.add_argument("--dataset", default=d.dataset,
                    help="digits (bundled), fashion-mnist, mnist, cifar10, synthetic")
     p.add_argument("--data-dir", default=d.data_dir, help="directory holding the dataset files")
@@ -60,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-momentum", type=float, default=d.server_momentum,
                    help="EMA factor of the server's vote state (0 = plain voting)")
     p.add_argument("--vote-weighting", default=d.vote_weighting, help="examples or uniform")
+    p.add_argument("--noise-scale", type=float, default=d.noise_scale,
+                   help="evolve*: per-round noise, in units of each layer's He std")
+    p.add_argument("--density", type=float, default=d.density,
+                   help="evolve*: fraction of weights a client's noise mask switches on")
+    p.add_argument("--noise-lr", type=float, default=d.noise_lr,
+                   help="evolve*: Adam learning rate of the noise-mask scores")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--cpus-per-client", type=float, default=1.0,
                    help="Ray CPUs per client actor (2 cores -> 2 clients side by side)")
@@ -79,6 +87,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         init=args.init, rescale=not args.no_rescale, keep=args.keep,
         client_init=args.client_init, margin=args.margin,
         server_momentum=args.server_momentum, vote_weighting=args.vote_weighting,
+        noise_scale=args.noise_scale, density=args.density, noise_lr=args.noise_lr,
         seed=args.seed, min_nodes=args.clients,
     )  # fmt: skip
 

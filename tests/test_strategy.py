@@ -13,7 +13,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from pemn_fl import protocol as P
 from pemn_fl.accounting import message_bytes, payload_bytes
 from pemn_fl.codec import decode_mask, encode_mask
-from pemn_fl.strategy import MaskVoting, RoundSampler, record_to_mask
+from pemn_fl.methods.pemn import MaskVoting, record_to_mask
+from pemn_fl.sampling import RoundSampler
 
 FP = "0123456789abcdef"
 SIZES = (6, 4)

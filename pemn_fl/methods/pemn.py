@@ -1,15 +1,14 @@
-"""Server strategies: PEMN-FL score voting, and Flower's FedAvg on the same client sample.
+"""PEMN-FL over a frozen prototype: bit-packed masks down and up, score voting in between.
 
-``MaskVoting`` is a ``flwr.serverapp.strategy.Strategy``: ``start()`` drives its rounds like
-any built-in one. Its global model is the mask, kept as an ``ArrayRecord`` of per-layer
-uint8 arrays on the server (handy for evaluation); what travels is only the codec payload.
+Client step: decode the global mask (a delta against the version the node holds, or
+packed), start edge-popup scores whose top-k is exactly that mask (``protocol``), train,
+reply with the new mask as a delta against the global it received.
 
-Downlink: the server remembers which mask version each node last acknowledged (a reply
-proves receipt) and sends a delta against it when that is smaller than the packed mask.
-Every node implicitly holds version 0 (derived from the seed).
-
-``SampledFedAvg`` is Flower's ``FedAvg`` with one change: it trains on the node sample the
-shared ``RoundSampler`` draws, so both methods see the same clients in every round.
+Server (``MaskVoting``): the global model is the mask, kept as an ``ArrayRecord`` of
+per-layer uint8 arrays on the server (handy for evaluation); what travels is only the codec
+payload. Downlink: the server remembers which mask version each node last acknowledged (a
+reply proves receipt) and sends a delta against it when that is smaller than the packed
+mask. Every node implicitly holds version 0 (derived from the seed).
 """
 
 from __future__ import annotations
@@ -18,35 +17,21 @@ import logging
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from pemn_fl import protocol as P
 from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
-from pemn_fl.prototype import derived_seed
+from pemn_fl.config import RunSettings
+from pemn_fl.methods.base import Method, ServerSide, partition_of
+from pemn_fl.sampling import RoundSampler
 from pemn_fl.voting import global_mask, tally, update_state
 
 log = logging.getLogger("pemn_fl.server")
 
 HISTORY = 8  # mask versions kept for downlink deltas (a few KB each)
-
-
-class RoundSampler:
-    """Seeded choice of partitions per round, mapped to this run's (random) node ids."""
-
-    def __init__(self, node_of_partition: dict[int, int], fraction: float, seed: int) -> None:
-        self.node_of_partition = dict(sorted(node_of_partition.items()))
-        self.partition_of = {node: p for p, node in self.node_of_partition.items()}
-        self.fraction = fraction
-        self.seed = seed
-
-    def __call__(self, server_round: int) -> list[int]:
-        partitions = np.array(list(self.node_of_partition), dtype=np.int64)
-        size = max(1, int(round(self.fraction * len(partitions))))
-        rng = np.random.default_rng(derived_seed(self.seed, f"sample/{server_round}"))
-        chosen = np.sort(rng.choice(partitions, size=size, replace=False))
-        return [self.node_of_partition[int(p)] for p in chosen]
+NAME = "pemn"
 
 
 def mask_to_record(mask: P.Mask) -> ArrayRecord:
@@ -57,6 +42,62 @@ def record_to_mask(record: ArrayRecord) -> P.Mask:
     return [a.astype(bool) for a in record.to_numpy_ndarrays()]
 
 
+# -- client ------------------------------------------------------------------------------
+def state_keys(name: str) -> tuple[str, str, str]:
+    """Context.state keys of a node's held global mask, its version, and its own scores.
+
+    Prefixed by the method name so two mask methods in one run never read each other's
+    state (``pemn`` keeps the keys it always had).
+    """
+    return f"{name}-global", f"{name}-global-id", f"{name}-scores"
+
+
+def _held_masks(
+    context: Context, name: str
+) -> tuple[dict[int, P.Mask], list[np.ndarray] | None]:
+    """The global mask this node last received (by version) and its own scores, if kept."""
+    key_global, key_id, key_scores = state_keys(name)
+    held: dict[int, P.Mask] = {}
+    if key_global in context.state:
+        version = int(context.state[key_id]["id"])
+        held[version] = record_to_mask(context.state[key_global])
+    scores = None
+    if key_scores in context.state:
+        scores = context.state[key_scores].to_numpy_ndarrays()
+    return held, scores
+
+
+def client_step(
+    msg: Message, context: Context, settings: RunSettings, name: str = NAME
+) -> Message:
+    cfg = msg.content[P.CONFIG_KEY]
+    pid, n = partition_of(context)
+    key_global, key_id, key_scores = state_keys(name)
+    held, prev_scores = _held_masks(context, name)
+    mask_id, server_round = int(cfg[P.MASK_ID]), int(cfg[P.ROUND])
+    try:
+        result = P.client_round(
+            settings, pid, n, bytes(cfg[P.MASK]), held, mask_id, prev_scores, server_round
+        )
+    except MaskPayloadError as exc:
+        # Surfaces to the server as an error reply with this reason; the node keeps its state.
+        raise RuntimeError(f"partition {pid} rejected the downlink mask: {exc}") from None
+    context.state[key_global] = mask_to_record(result.received)
+    context.state[key_id] = ConfigRecord({"id": mask_id})
+    if settings.client_init == "stateful":
+        context.state[key_scores] = ArrayRecord(result.scores)
+    content = RecordDict(
+        {
+            P.UPDATE_KEY: ConfigRecord({P.MASK: result.payload}),
+            P.METRICS_KEY: MetricRecord(
+                {"num-examples": result.num_examples, "train-loss": result.train_loss}
+            ),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+# -- server ------------------------------------------------------------------------------
 class MaskVoting(Strategy):
     """PEMN-FL: bit-packed masks down and up, weighted score voting in between."""
 
@@ -71,11 +112,13 @@ class MaskVoting(Strategy):
         seed: int,
         momentum: float = 0.0,
         weighting: str = "examples",
+        message_type: str = f"train.{NAME}",
     ) -> None:
         self.sampler = sampler
         self.fingerprint = fingerprint
         self.layer_sizes = layer_sizes
         self.keep, self.seed, self.momentum, self.weighting = keep, seed, momentum, weighting
+        self.message_type = message_type
         self.version = 0
         self.history: dict[int, P.Mask] = {0: [m.copy() for m in initial_mask]}
         self.holds: dict[int, int] = {}  # node id -> mask version it holds
@@ -113,7 +156,9 @@ class MaskVoting(Strategy):
                     )
                 }
             )
-            messages.append(Message(content=content, dst_node_id=node, message_type="train.pemn"))
+            messages.append(
+                Message(content=content, dst_node_id=node, message_type=self.message_type)
+            )
         return messages
 
     def aggregate_train(
@@ -179,30 +224,31 @@ class MaskVoting(Strategy):
         )  # fmt: skip
 
 
-class SampledFedAvg(FedAvg):
-    """Flower's FedAvg, training on the shared sampler's nodes (same clients as PEMN-FL)."""
+def server(settings: RunSettings, sampler: RoundSampler, name: str = NAME) -> ServerSide:
+    model, proto = P.masked_model(settings)
+    strategy = MaskVoting(
+        sampler=sampler, fingerprint=proto.fingerprint, layer_sizes=proto.layer_sizes,
+        initial_mask=P.initial_mask(settings), keep=settings.keep, seed=settings.seed,
+        momentum=settings.server_momentum, weighting=settings.vote_weighting,
+        message_type=f"train.{name}",
+    )  # fmt: skip
+    return ServerSide(
+        strategy, model, mask_to_record(strategy.current),
+        lambda arrays: P.load_mask(model, record_to_mask(arrays)),
+    )  # fmt: skip
 
-    def __init__(self, sampler: RoundSampler, **kwargs: object) -> None:
-        super().__init__(fraction_evaluate=0.0, **kwargs)
-        self.sampler = sampler
-        self.rejected = 0
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        config["server-round"] = server_round
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        return [
-            Message(content=record, dst_node_id=node, message_type="train.fedavg")
-            for node in self.sampler(server_round)
-        ]
+def num_params(settings: RunSettings) -> int:
+    """Masked edges: one mask bit each."""
+    return sum(P.masked_model(settings)[1].layer_sizes)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        # Same order every run (by partition, not by random node id or arrival), so the
-        # floating-point average is reproducible.
-        replies = sorted(replies, key=lambda r: self.sampler.partition_of.get(
-            r.metadata.src_node_id, r.metadata.src_node_id))  # fmt: skip
-        self.rejected = sum(1 for r in replies if r.has_error())
-        return super().aggregate_train(server_round, replies)
+
+METHOD = Method(
+    name=NAME,
+    label="PEMN-FL (masks)",
+    client_step=client_step,
+    server=server,
+    num_params=num_params,
+    marker="-o",
+    description="frozen seeded prototype; clients learn top-k masks; server score voting",
+)

@@ -1,0 +1,177 @@
+"""Evolving prototype: a model is its seed plus every round's masks, and no float ever travels.
+
+The frozen-prototype protocol (``methods/pemn.py``) squeezes ten clients' learning into
+one 1-bit top-k vote per edge, and the network can never leave its random weights. Here
+the weights *move*, but only along directions every party can regenerate:
+
+* ``W_0`` is the run's prototype (``PrototypeSpec``: seed, strategy, init), built by
+  everyone from the seed, exactly as PEMN-FL's frozen weights.
+* In round ``r`` every party draws the same *noise* ``N_r`` from ``(seed, r)``: per layer,
+  ``+-noise_scale * he_std`` signs (a signed-constant tensor, fresh every round).
+* A client learns a sparse mask ``m`` over ``N_r`` (edge-popup's straight-through trick on
+  scores that start below zero, so the mask starts empty and only edges whose noise
+  points downhill switch on) and sends the mask, range-coded.
+* The server turns the masks into one integer *level* per weight (the method decides how:
+  vote counts, a seeded stochastic rounding, ...) and everybody applies
+  ``W_r = W_{r-1} + N_r * level / denominator`` in float32, with the same numpy
+  operations in the same order, so server and clients hold bit-identical weights (checked
+  by ``weights_digest``, 8 bytes sent with every update).
+
+This is FedMRN's idea (Li et al., ACM MM 2024: seeded noise times a learned 1-bit mask)
+with the float downlink replaced by the vote itself, so both directions are masks/levels.
+The price is catch-up: weights evolve, so a client that missed rounds must receive those
+rounds' updates (or, past the server's bounded history, a float snapshot); both are
+counted like any other byte.
+
+Plain functions over numpy arrays, so the benchmark can call them in a loop and the Flower
+apps (``methods/evolve_*.py``) only move bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from pemn_fl.masked import topk_mask
+from pemn_fl.prototype import LayerShape, derived_seed, he_std, materialize
+from pemn_fl.task import TrainConfig, optimizer_for
+
+Weights = list[np.ndarray]  # one flat float32 array per weight tensor, in parameter order
+
+
+def weight_shapes(model: nn.Module) -> list[LayerShape]:
+    """Every trainable tensor of a dense model (conv/linear weights, no biases, non-affine BN)."""
+    shapes = [LayerShape(name, tuple(p.shape)) for name, p in model.named_parameters()]
+    for s in shapes:
+        if len(s.shape) < 2:
+            raise ValueError(
+                f"parameter {s.name} of shape {s.shape} is not a conv/linear weight; the "
+                "evolving prototype needs bias-free layers and non-affine BatchNorm"
+            )
+    return shapes
+
+
+def initial_weights(spec: object, shapes: list[LayerShape]) -> Weights:
+    """``W_0``: the run's prototype, flattened to float32 (bit-identical in every process)."""
+    tensors = materialize(spec, shapes)  # type: ignore[arg-type]
+    return [tensors[s.name].numpy().astype(np.float32).reshape(-1).copy() for s in shapes]
+
+
+def round_noise(seed: int, stream: str, shapes: list[LayerShape], scale: float) -> Weights:
+    """``+-scale * he_std`` per weight, drawn from ``(seed, stream, layer)``.
+
+    ``stream`` names the draw (e.g. ``"noise/7"`` for round 7's shared noise, or
+    ``"noise/7/3"`` for partition 3's own noise), so any party can regenerate it.
+    """
+    out = []
+    for s in shapes:
+        rng = np.random.default_rng(derived_seed(seed, f"{stream}/{s.name}"))
+        signs = rng.integers(0, 2, size=s.numel, dtype=np.int8).astype(np.float32) * 2.0 - 1.0
+        out.append((signs * np.float32(scale * he_std(s))).astype(np.float32))
+    return out
+
+
+def apply_levels(weights: Weights, noise: Weights, levels: list[np.ndarray], denom: int) -> Weights:
+    """``W + N * level / denom``, float32, the one update rule every party runs."""
+    if denom < 1:
+        raise ValueError(f"denominator must be >= 1, got {denom}")
+    inv = np.float32(1.0) / np.float32(denom)
+    return [
+        (w + n * (lv.astype(np.float32) * inv)).astype(np.float32)
+        for w, n, lv in zip(weights, noise, levels, strict=True)
+    ]
+
+
+def weights_digest(weights: Weights) -> bytes:
+    """8 bytes identifying the weights exactly: sent with updates so a client can verify."""
+    h = hashlib.sha256()
+    for w in weights:
+        h.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    return h.digest()[:8]
+
+
+def load_weights(model: nn.Module, weights: Weights) -> None:
+    """Install flat ``weights`` into a dense model (for evaluation)."""
+    with torch.no_grad():
+        for (_, p), w in zip(model.named_parameters(), weights, strict=True):
+            p.copy_(torch.from_numpy(w).view_as(p))
+
+
+class _TopK(torch.autograd.Function):
+    """Top-``density`` forward, identity backward (straight-through, as edge-popup)."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, density: float) -> torch.Tensor:  # noqa: ANN001
+        return topk_mask(scores, density).to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+        return grad, None
+
+
+def train_noise_mask(
+    model: nn.Module, weights: Weights, noise: Weights, x: np.ndarray, y: np.ndarray,
+    cfg: TrainConfig, *, density: float, seed: int,
+) -> tuple[list[np.ndarray], float]:  # fmt: skip
+    """Learn a sparse mask over ``noise`` on top of frozen ``weights``; return (masks, loss).
+
+    The forward pass uses ``W + N * m`` with ``m`` the top ``density`` fraction of each
+    layer's scores; the straight-through gradient ``dL/dW * N`` raises a score exactly
+    when adding its noise would lower the loss. Scores start at zero plus a seeded
+    perturbation of 1e-6 (a tie-break only), so after training the mask holds the edges
+    whose noise agreed most with the local gradients. A fixed density (rather than a
+    threshold) makes the uplink's size a setting, not an accident of the data set.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [tuple(p.shape) for _, p in model.named_parameters()]
+    base = [torch.from_numpy(w).view(s) for w, s in zip(weights, shapes, strict=True)]
+    nz = [torch.from_numpy(n).view(s) for n, s in zip(noise, shapes, strict=True)]
+    init = torch.Generator().manual_seed(derived_seed(seed, "tie-break"))
+    scores = [(torch.rand(s, generator=init) * 1e-6).requires_grad_(True) for s in shapes]
+    opt = optimizer_for(scores, cfg)
+    xt = torch.from_numpy(np.require(x, np.float32, "CW"))
+    yt = torch.from_numpy(np.require(y, np.int64, "CW"))
+    n = len(yt)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    last = float("nan")
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n, generator=gen)
+        total, seen = 0.0, 0
+        for start in range(0, n, cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            if len(idx) < 2:
+                continue  # batch-statistics BN cannot normalise one sample
+            opt.zero_grad(set_to_none=True)
+            params = {
+                name: b + z * _TopK.apply(s, density)
+                for name, b, z, s in zip(names, base, nz, scores, strict=True)
+            }
+            loss = F.cross_entropy(functional_call(model, params, (xt[idx],)), yt[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        last = total / max(1, seen)
+    masks = [topk_mask(s.detach(), density).reshape(-1).numpy().copy() for s in scores]
+    return masks, last
+
+
+def vote_fraction(masks: list[list[np.ndarray]], weights: list[float]) -> list[np.ndarray]:
+    """Weighted fraction of clients that switched each edge on, float64 in [0, 1]."""
+    w = np.asarray(weights, dtype=np.float64)
+    total = w.sum()
+    if not len(masks) or not total > 0 or not math.isfinite(total):
+        raise ValueError("vote_fraction needs at least one mask and a positive finite weight sum")
+    out = [np.zeros(m.size, dtype=np.float64) for m in masks[0]]
+    # Summed in partition order by the caller, so the float sum is reproducible.
+    for wi, mask in zip(w, masks, strict=True):
+        for acc, layer in zip(out, mask, strict=True):
+            acc += wi * layer
+    return [acc / total for acc in out]

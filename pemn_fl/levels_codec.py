@@ -1,0 +1,172 @@
+"""Wire format for small-integer arrays (vote levels, sparse masks), range-coded with constriction.
+
+The evolving-prototype methods send, per round, one small integer per weight: a client's
+mask (0/1) up, and the round's vote level (0..Q) down. Both are very skewed (most weights
+get no vote), so the honest cost is close to their empirical entropy, not 1 bit. We code
+them with ``constriction``'s range coder (a well-kept Rust coder with a numpy API) under a
+per-layer categorical model whose exact symbol counts travel in the header: the receiver
+rebuilds the same model, so the payload costs ``n * H(histogram)`` plus a few bytes a layer.
+(The mask codec in ``codec.py`` is Golomb-Rice on XOR gaps; it is the right tool for a
+binary *change* against a reference both sides hold, not for multi-level symbols.)
+
+Layout (little endian)::
+
+    0     4   magic b"PLVL"
+    4     1   format version (u8, currently 1)
+    5     8   prototype fingerprint (8 raw bytes of the 16-hex-char fingerprint)
+    13    4   tag (u32: the round the array belongs to, so a replayed payload is caught)
+    17    1+  max level Q (varint)
+    ...   1+  number of layers (varint), then per layer: size (varint) and Q+1 symbol
+              counts (varints, summing to the size)
+    ...   4   body length in bytes (u32, a multiple of 4: the coder's 32-bit words)
+    ...   n   body: one range-coded stream, layers in order, layers with one symbol skipped
+    ...   4   CRC32 of every byte before it
+
+``decode_levels`` trusts nothing: header fields are checked against what the receiver
+expects before anything is allocated, the CRC covers everything, and the decoded symbols
+must reproduce the header's counts exactly. Every fault is one ``LevelsPayloadError``.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+
+import constriction
+import numpy as np
+
+from pemn_fl.codec import MaskPayloadError, fingerprint_bytes
+
+MAGIC = b"PLVL"
+FORMAT_VERSION = 1
+MAX_LEVEL = 4096  # far above any round's client count; bounds the header a sender can claim
+_PREFIX = struct.Struct("<4sB8sI")
+_U32 = struct.Struct("<I")
+
+
+class LevelsPayloadError(MaskPayloadError):
+    """A levels payload that is malformed, corrupted, or built for another prototype/round."""
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    for i in range(10):
+        if pos + i >= len(buf):
+            raise LevelsPayloadError("payload truncated inside a varint")
+        byte = buf[pos + i]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos + i + 1
+        shift += 7
+    raise LevelsPayloadError("varint longer than 10 bytes")
+
+
+def _model(counts: np.ndarray) -> constriction.stream.model.Categorical:
+    # perfect=False: fast, and deterministic on both sides for the same counts.
+    return constriction.stream.model.Categorical(counts.astype(np.float64), perfect=False)
+
+
+def encode_levels(
+    layers: Sequence[np.ndarray], *, fingerprint: str, tag: int, max_level: int
+) -> bytes:
+    """Encode per-layer integer arrays with values in ``[0, max_level]``."""
+    if not 1 <= max_level <= MAX_LEVEL:
+        raise ValueError(f"max_level must be in [1, {MAX_LEVEL}], got {max_level}")
+    if not 0 <= tag < 2**32:
+        raise ValueError(f"tag must fit in u32, got {tag}")
+    header = bytearray(_PREFIX.pack(MAGIC, FORMAT_VERSION, fingerprint_bytes(fingerprint), tag))
+    header += _varint(max_level) + _varint(len(layers))
+    encoder = constriction.stream.queue.RangeEncoder()
+    for layer in layers:
+        flat = np.asarray(layer).reshape(-1)
+        if flat.size and (flat.min() < 0 or flat.max() > max_level):
+            raise ValueError(f"levels must lie in [0, {max_level}]")
+        symbols = flat.astype(np.int32)
+        counts = np.bincount(symbols, minlength=max_level + 1)
+        header += _varint(flat.size) + b"".join(_varint(int(c)) for c in counts)
+        if np.count_nonzero(counts) > 1:
+            encoder.encode(symbols, _model(counts))
+    body = encoder.get_compressed().astype("<u4").tobytes()
+    out = bytes(header) + _U32.pack(len(body)) + body
+    return out + _U32.pack(zlib.crc32(out))
+
+
+def decode_levels(
+    payload: bytes, *, fingerprint: str, tag: int, layer_sizes: Sequence[int], max_level: int
+) -> list[np.ndarray]:
+    """Decode and validate; returns one flat ``int16`` array per expected layer."""
+    buf = memoryview(bytes(payload)) if not isinstance(payload, bytes) else memoryview(payload)
+    if len(buf) < _PREFIX.size + 2 + 2 * _U32.size:
+        raise LevelsPayloadError(f"payload of {len(buf)} bytes is too short to be a levels array")
+    if zlib.crc32(buf[:-4]) != _U32.unpack_from(buf, len(buf) - 4)[0]:
+        raise LevelsPayloadError("CRC mismatch: the payload was corrupted in transit")
+    magic, version, fp, got_tag = _PREFIX.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise LevelsPayloadError(f"bad magic {bytes(magic)!r}: not a levels payload")
+    if version != FORMAT_VERSION:
+        raise LevelsPayloadError(f"unsupported levels format version {version}")
+    if fp != fingerprint_bytes(fingerprint):
+        raise LevelsPayloadError(
+            f"fingerprint mismatch: payload built for {fp.hex()}, this side holds {fingerprint}"
+        )
+    if got_tag != tag:
+        raise LevelsPayloadError(f"payload is for round {got_tag}, expected round {tag}")
+    pos = _PREFIX.size
+    q, pos = _read_varint(buf, pos)
+    if not 1 <= q <= max_level:
+        raise LevelsPayloadError(f"max level {q} outside [1, {max_level}]")
+    n_layers, pos = _read_varint(buf, pos)
+    if n_layers != len(layer_sizes):
+        raise LevelsPayloadError(f"{n_layers} layers in payload, expected {len(layer_sizes)}")
+    histograms = []
+    for i, want in enumerate(layer_sizes):
+        size, pos = _read_varint(buf, pos)
+        if size != want:
+            raise LevelsPayloadError(f"layer {i} has {size} values, expected {want}")
+        counts = []
+        for _ in range(q + 1):
+            c, pos = _read_varint(buf, pos)
+            counts.append(c)
+        if sum(counts) != size:
+            raise LevelsPayloadError(f"layer {i}: symbol counts sum to {sum(counts)}, not {size}")
+        histograms.append(np.asarray(counts, dtype=np.int64))
+    if pos + _U32.size > len(buf) - 4:
+        raise LevelsPayloadError("payload truncated before the body length")
+    (body_len,) = _U32.unpack_from(buf, pos)
+    pos += _U32.size
+    if body_len % 4 or pos + body_len != len(buf) - 4:
+        raise LevelsPayloadError(
+            f"body length {body_len} does not match the payload ({len(buf) - 4 - pos} bytes)"
+        )
+    words = np.frombuffer(buf[pos : pos + body_len], dtype="<u4").astype(np.uint32)
+    try:
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        out = []
+        for size, counts in zip(layer_sizes, histograms, strict=True):
+            present = np.flatnonzero(counts)
+            if len(present) <= 1:
+                value = int(present[0]) if len(present) else 0
+                out.append(np.full(size, value, dtype=np.int16))
+                continue
+            symbols = decoder.decode(_model(counts), int(size))
+            if not np.array_equal(np.bincount(symbols, minlength=q + 1), counts):
+                raise LevelsPayloadError("decoded symbols do not match the header's counts")
+            out.append(symbols.astype(np.int16))
+    except LevelsPayloadError:
+        raise
+    except Exception as exc:  # constriction raises its own errors on a bad stream
+        raise LevelsPayloadError(f"range decoder failed: {exc}") from None
+    return out

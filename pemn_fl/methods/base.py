@@ -1,0 +1,69 @@
+"""The method interface: what one communication-efficient FL method provides to the meter.
+
+A method is one module (``pemn_fl/methods/<name>.py``) exporting ``METHOD``, a ``Method``:
+its client step (what a node does with a ``train.<name>`` message), a factory for its
+server ``Strategy`` (a ``flwr.serverapp.strategy.Strategy``, driven by ``Strategy.start``
+like any built-in one), how many parameters its payload describes (the denominator of
+bits/param) and its label for tables and plots. ``methods/__init__.py`` lists them; the
+runner, the Flower apps, config validation and the report read that registry and never
+name a method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flwr.app import ArrayRecord, Context, Message
+from flwr.serverapp.strategy import Strategy
+from torch import nn
+
+from pemn_fl.sampling import RoundSampler
+
+if TYPE_CHECKING:
+    from pemn_fl.config import RunSettings
+
+ClientStep = Callable[[Message, Context, "RunSettings"], Message]
+
+
+@dataclass
+class ServerSide:
+    """What the ServerApp needs to run and evaluate one method.
+
+    ``strategy.rejected`` must hold the number of replies rejected in the last round
+    (error replies and bad payloads), so the round log can report it. ``install`` puts the
+    strategy's global ``ArrayRecord`` into ``model`` for server-side evaluation.
+    """
+
+    strategy: Strategy
+    model: nn.Module
+    initial: ArrayRecord
+    install: Callable[[ArrayRecord], object]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method: a registry entry. ``name`` must be a Python identifier (Flower's rule
+    for the action in a message type: the message type is ``train.<name>``)."""
+
+    name: str
+    label: str
+    client_step: ClientStep
+    server: Callable[[RunSettings, RoundSampler], ServerSide]
+    num_params: Callable[[RunSettings], int]
+    marker: str = "-^"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"method name {self.name!r} must be a Python identifier")
+
+    @property
+    def message_type(self) -> str:
+        return f"train.{self.name}"
+
+
+def partition_of(context: Context) -> tuple[int, int]:
+    """This node's (partition id, number of partitions) from its node config."""
+    return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])

@@ -1,0 +1,324 @@
+"""Evolving prototype, exact vote counts down: the model is the seed plus every round's votes.
+
+See ``pemn_fl/evolving.py`` for the idea. Per round ``r``:
+
+* downlink ``train.<name>`` to each sampled node: ``ConfigRecord "config"`` = {
+  ``server-round``; ``from-round`` ``a``; for every round ``t`` in ``a..r-1`` the node has
+  not seen, ``update-t`` (the levels payload everyone applied in round ``t``) and
+  ``denom-t``; ``digest`` (8 bytes of ``W_{r-1}``, so the node verifies it holds exactly
+  the server's weights)}. A node too far behind the server's bounded history
+  (``HISTORY`` rounds) instead gets ``ArrayRecord "snapshot"``: ``W_{r-1}`` as float32,
+  counted like every byte.
+* the node catches up (skipping rounds it already applied: updates carry their round, so
+  a reply lost after a catch-up never double-applies), checks the digest, learns a mask
+  over the round's shared noise ``N_r`` and replies ``ConfigRecord "update"`` =
+  {``mask``: its mask, range-coded (``levels_codec``)} + ``MetricRecord "metrics"``.
+* the server takes the example-weighted vote fraction of the valid masks (summed in
+  partition order), turns it into integer levels with the method's *rule*, range-codes
+  them, and applies ``W_r = W_{r-1} + N_r * level / denom`` itself.
+
+This module's rule is ``counts``: ``level = round(K * fraction)``, ``denom = K`` (K valid
+replies), i.e. the exact vote count under uniform weighting. ``evolve_dither`` swaps in a
+1-bit rule. The server remembers, per node, only the round whose weights it holds.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+from torch import nn
+
+from pemn_fl import evolving as E
+from pemn_fl import protocol as P
+from pemn_fl.codec import MaskPayloadError
+from pemn_fl.config import RunSettings
+from pemn_fl.levels_codec import LevelsPayloadError, decode_levels, encode_levels
+from pemn_fl.methods.base import Method, ServerSide, partition_of
+from pemn_fl.models import build_model
+from pemn_fl.prototype import derived_seed, fingerprint, materialize
+from pemn_fl.sampling import RoundSampler
+from pemn_fl.task import TrainConfig
+
+log = logging.getLogger("pemn_fl.server")
+
+NAME = "evolve"
+HISTORY = 64  # rounds of updates the server keeps for catch-up (a few KB each)
+CONFIG, UPDATE, METRICS, SNAPSHOT = "config", "update", "metrics", "snapshot"
+
+LevelRule = Callable[[list[np.ndarray], int, int, int], tuple[list[np.ndarray], int, int]]
+
+
+# -- the run's network -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Network:
+    shapes: tuple[E.LayerShape, ...]
+    initial: tuple[np.ndarray, ...]  # W_0, read-only
+    fingerprint: str
+
+    @property
+    def sizes(self) -> list[int]:
+        return [s.numel for s in self.shapes]
+
+
+def build(settings: RunSettings) -> nn.Module:
+    """The dense architecture at ``--width`` (bias-free layers, non-affine BN)."""
+    data = P.dataset_of(settings)
+    return build_model(
+        settings.model, data.input_shape, data.num_classes, masked=False, width=settings.width
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def network(settings: RunSettings) -> Network:
+    """Shapes, ``W_0`` (the prototype) and its fingerprint; cached per process."""
+    shapes = E.weight_shapes(build(settings))
+    tensors = materialize(settings.prototype_spec, shapes)
+    initial = E.initial_weights(settings.prototype_spec, shapes)
+    for w in initial:
+        w.setflags(write=False)
+    return Network(tuple(shapes), tuple(initial), fingerprint(settings.prototype_spec, tensors))
+
+
+def noise(settings: RunSettings, server_round: int) -> E.Weights:
+    """Round ``server_round``'s shared noise ``N_r`` (every party regenerates it)."""
+    return E.round_noise(
+        settings.seed, f"noise/{server_round}", list(network(settings).shapes),
+        settings.noise_scale,
+    )  # fmt: skip
+
+
+def train_config(settings: RunSettings) -> TrainConfig:
+    # Adam: scale-free, so the mask learned does not depend on the noise's magnitude.
+    return TrainConfig(
+        epochs=settings.local_epochs, batch_size=settings.batch_size, lr=settings.noise_lr,
+        optimizer="adam",
+    )  # fmt: skip
+
+
+# -- level rules -------------------------------------------------------------------------
+def counts_rule(
+    fraction: list[np.ndarray], k: int, seed: int, server_round: int
+) -> tuple[list[np.ndarray], int, int]:
+    """``level = round(k * fraction)`` over ``denom = k``: the exact vote count."""
+    levels = [np.rint(f * k).astype(np.int16) for f in fraction]
+    return levels, k, k
+
+
+# -- client ------------------------------------------------------------------------------
+def _state_keys(name: str) -> tuple[str, str]:
+    return f"{name}-weights", f"{name}-round"
+
+
+def catch_up(
+    settings: RunSettings, cfg: ConfigRecord, snapshot: ArrayRecord | None,
+    weights: E.Weights, held: int,
+) -> tuple[E.Weights, int]:  # fmt: skip
+    """Bring ``weights`` (of round ``held``) to round ``server-round - 1``; verify the digest.
+
+    Raises ``MaskPayloadError`` if an update is malformed, a needed round is missing, or
+    the result differs from the server's weights.
+    """
+    net = network(settings)
+    server_round = int(cfg["server-round"])
+    target = server_round - 1
+    if snapshot is not None:
+        arrays = snapshot.to_numpy_ndarrays()
+        if [a.size for a in arrays] != net.sizes or any(a.dtype != np.float32 for a in arrays):
+            raise MaskPayloadError("snapshot does not match this model's float32 weights")
+        weights, held = [a.reshape(-1).copy() for a in arrays], target
+    first = int(cfg["from-round"])
+    if held < target and first > held + 1:
+        raise MaskPayloadError(
+            f"cannot catch up: this node holds round {held}, the updates start at round {first}"
+        )
+    for t in range(max(first, held + 1), target + 1):
+        levels = decode_levels(
+            bytes(cfg[f"update-{t}"]), fingerprint=net.fingerprint, tag=t,
+            layer_sizes=net.sizes, max_level=int(cfg[f"denom-{t}"]),
+        )  # fmt: skip
+        weights = E.apply_levels(weights, noise(settings, t), levels, int(cfg[f"denom-{t}"]))
+    if E.weights_digest(weights) != bytes(cfg["digest"]):
+        raise MaskPayloadError(
+            f"weights after catching up to round {target} differ from the server's (digest "
+            "mismatch): client and server settings differ"
+        )
+    return weights, target
+
+
+def client_step(
+    msg: Message, context: Context, settings: RunSettings, name: str = NAME
+) -> Message:
+    pid, n = partition_of(context)
+    cfg = msg.content[CONFIG]
+    snapshot = msg.content.array_records.get(SNAPSHOT)
+    key_w, key_r = _state_keys(name)
+    net = network(settings)
+    if key_w in context.state:
+        weights = [a.copy() for a in context.state[key_w].to_numpy_ndarrays()]
+        held = int(context.state[key_r]["round"])
+    else:
+        weights, held = [w.copy() for w in net.initial], 0
+    try:
+        weights, held = catch_up(settings, cfg, snapshot, weights, held)
+    except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
+        raise RuntimeError(f"partition {pid} rejected the downlink: {exc}") from None
+    context.state[key_w] = ArrayRecord(weights)
+    context.state[key_r] = ConfigRecord({"round": held})
+    server_round = held + 1
+    x, y = P.client_data(settings, pid, n)
+    masks, loss = E.train_noise_mask(
+        build(settings), weights, noise(settings, server_round), x, y, train_config(settings),
+        density=settings.density,
+        seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
+    )  # fmt: skip
+    payload = encode_levels(
+        [m.astype(np.int16) for m in masks], fingerprint=net.fingerprint, tag=server_round,
+        max_level=1,
+    )  # fmt: skip
+    content = RecordDict(
+        {
+            UPDATE: ConfigRecord({"mask": payload}),
+            METRICS: MetricRecord({"num-examples": len(y), "train-loss": loss}),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+# -- server ------------------------------------------------------------------------------
+class EvolvingVotes(Strategy):
+    """Server of the evolving-prototype methods: relay votes as levels, keep ``W`` in step."""
+
+    def __init__(
+        self, *, settings: RunSettings, sampler: RoundSampler, rule: LevelRule,
+        message_type: str,
+    ) -> None:  # fmt: skip
+        self.settings, self.sampler, self.rule = settings, sampler, rule
+        self.message_type = message_type
+        self.net = network(settings)
+        self.weights: E.Weights = [w.copy() for w in self.net.initial]
+        self.round = 0  # the round whose weights self.weights are
+        self.updates: dict[int, tuple[bytes, int]] = {}  # round -> (levels payload, denom)
+        self.holds: dict[int, int] = {}  # node id -> round whose weights it holds
+        self.rejected = 0
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        digest = E.weights_digest(self.weights)
+        messages = []
+        for node in self.sampler(server_round):
+            held = self.holds.get(node, 0)
+            missing = range(held + 1, self.round + 1)
+            cfg = ConfigRecord(
+                {"server-round": server_round, "from-round": held + 1, "digest": digest}
+            )
+            content = RecordDict({CONFIG: cfg})
+            if all(t in self.updates for t in missing):
+                for t in missing:
+                    cfg[f"update-{t}"], cfg[f"denom-{t}"] = self.updates[t]
+            else:  # too far behind the history: a float snapshot (counted as payload)
+                cfg["from-round"] = server_round
+                content[SNAPSHOT] = ArrayRecord([w.copy() for w in self.weights])
+            messages.append(
+                Message(content=content, dst_node_id=node, message_type=self.message_type)
+            )
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        masks, weights, losses, nodes = [], [], [], []
+        self.rejected = 0
+        ordered = sorted(replies, key=lambda r: self.sampler.order_key(r.metadata.src_node_id))
+        for reply in ordered:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                self.rejected += 1
+                log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
+                continue
+            try:
+                metrics = reply.content[METRICS]
+                num_examples = float(metrics["num-examples"])
+                if not (np.isfinite(num_examples) and num_examples >= 0):
+                    raise LevelsPayloadError(f"bad num-examples {num_examples!r}")
+                mask = decode_levels(
+                    bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
+                    tag=server_round, layer_sizes=self.net.sizes, max_level=1,
+                )  # fmt: skip
+            except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
+                self.rejected += 1
+                log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
+                continue
+            masks.append([m.astype(bool) for m in mask])
+            weights.append(num_examples if self.settings.vote_weighting == "examples" else 1.0)
+            losses.append(float(metrics.get("train-loss", float("nan"))))
+            nodes.append(node)
+        if not masks or sum(weights) <= 0:
+            log.warning("round %s: no valid update; weights unchanged", server_round)
+            return None, None
+        fraction = E.vote_fraction(masks, weights)
+        levels, denom, max_level = self.rule(fraction, len(masks), self.settings.seed, server_round)
+        payload = encode_levels(
+            levels, fingerprint=self.net.fingerprint, tag=server_round, max_level=max_level
+        )
+        self.weights = E.apply_levels(self.weights, noise(self.settings, server_round), levels,
+                                      denom)  # fmt: skip
+        self.round = server_round
+        self.updates[server_round] = (payload, denom)
+        self.updates.pop(server_round - HISTORY, None)
+        for node in nodes:  # a valid reply proves the node caught up to server_round - 1
+            self.holds[node] = server_round - 1
+        w = np.asarray(weights) / sum(weights)
+        return ArrayRecord([w_.copy() for w_ in self.weights]), MetricRecord(
+            {"train-loss": float(np.dot(w, losses))}
+        )
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return []
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        return None
+
+    def summary(self) -> None:
+        log.info("EvolvingVotes: noise-scale=%s density=%s", self.settings.noise_scale,
+                 self.settings.density)  # fmt: skip
+
+
+def server_for(name: str, rule: LevelRule) -> Callable[[RunSettings, RoundSampler], ServerSide]:
+    def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
+        model = build(settings)
+        strategy = EvolvingVotes(
+            settings=settings, sampler=sampler, rule=rule, message_type=f"train.{name}"
+        )
+        return ServerSide(
+            strategy, model, ArrayRecord([w.copy() for w in strategy.weights]),
+            lambda arrays: E.load_weights(model, arrays.to_numpy_ndarrays()),
+        )  # fmt: skip
+
+    return server
+
+
+def num_params(settings: RunSettings) -> int:
+    return sum(network(settings).sizes)
+
+
+METHOD = Method(
+    name=NAME,
+    label="Evolving prototype, vote counts",
+    client_step=client_step,
+    server=server_for(NAME, counts_rule),
+    num_params=num_params,
+    marker="-v",
+    description="weights = seed + every round's votes over shared noise; exact counts down",
+)

@@ -1,0 +1,93 @@
+"""Dense FedAvg, the baseline: float32 weights down and up, Flower's own ``FedAvg``.
+
+``SampledFedAvg`` is Flower's ``FedAvg`` with one change: it trains on the node sample the
+shared ``RoundSampler`` draws, so every method sees the same clients in every round, and it
+averages replies in partition order so the float sum is reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from pemn_fl import protocol as P
+from pemn_fl.config import RunSettings
+from pemn_fl.methods.base import Method, ServerSide, partition_of
+from pemn_fl.models import count_params
+from pemn_fl.prototype import derived_seed
+from pemn_fl.sampling import RoundSampler
+from pemn_fl.task import train
+
+NAME = "fedavg"
+
+
+def client_step(msg: Message, context: Context, settings: RunSettings) -> Message:
+    pid, n = partition_of(context)
+    model = P.dense_model(settings)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    x, y = P.client_data(settings, pid, n)
+    server_round = int(msg.content["config"]["server-round"])
+    loss = train(
+        model, x, y, settings.train_config(settings.dense_lr),
+        seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
+    )  # fmt: skip
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(model.state_dict()),
+            "metrics": MetricRecord({"num-examples": len(y), "train-loss": loss}),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+class SampledFedAvg(FedAvg):
+    """Flower's FedAvg, training on the shared sampler's nodes (same clients as PEMN-FL)."""
+
+    def __init__(
+        self, sampler: RoundSampler, message_type: str = f"train.{NAME}", **kwargs: object
+    ) -> None:
+        super().__init__(fraction_evaluate=0.0, **kwargs)
+        self.sampler = sampler
+        self.message_type = message_type
+        self.rejected = 0
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return [
+            Message(content=record, dst_node_id=node, message_type=self.message_type)
+            for node in self.sampler(server_round)
+        ]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        # Same order every run (by partition, not by random node id or arrival), so the
+        # floating-point average is reproducible.
+        replies = sorted(replies, key=lambda r: self.sampler.order_key(r.metadata.src_node_id))
+        self.rejected = sum(1 for r in replies if r.has_error())
+        return super().aggregate_train(server_round, replies)
+
+
+def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
+    model = P.dense_model(settings)
+    return ServerSide(
+        SampledFedAvg(sampler), model, ArrayRecord(model.state_dict()),
+        lambda arrays: model.load_state_dict(arrays.to_torch_state_dict()),
+    )  # fmt: skip
+
+
+METHOD = Method(
+    name=NAME,
+    label="FedAvg (dense floats)",
+    client_step=client_step,
+    server=server,
+    num_params=lambda settings: count_params(P.dense_model(settings)),
+    marker="-s",
+    description="dense float32 weights both ways (McMahan et al. 2017), Flower's FedAvg",
+)
