@@ -33,7 +33,8 @@ def label_of(method: str) -> str:
     return get(method).label if method in names() else method
 
 
-def _marker(method: str) -> str:
+def marker_of(method: str) -> str:
+    """The method's line style in plots."""
     from pemn_fl.methods import get, names
 
     return get(method).marker if method in names() else "-^"
@@ -162,13 +163,13 @@ def _median(series: pd.Series) -> float | None:
 def summary_table(summary: dict[str, object]) -> str:
     """Plain-text table for the terminal (and the README)."""
     lines = [
-        f"{'method':<24}{'final acc':>10}{'best acc':>10}{'uplink MB':>11}{'downlink MB':>13}"
+        f"{'method':<42}{'final acc':>10}{'best acc':>10}{'uplink MB':>11}{'downlink MB':>13}"
         f"{'total MB':>11}{'MB to target':>14}",
     ]
     for method, m in summary["methods"].items():  # type: ignore[union-attr]
         btt = m["bytes_to_target"]
         lines.append(
-            f"{label_of(method):<24}"
+            f"{label_of(method):<42}"
             f"{m['final_accuracy']:>10.3f}{m['best_accuracy']:>10.3f}"
             f"{m['uplink_bytes'] / 1e6:>11.3f}{m['downlink_bytes'] / 1e6:>13.3f}"
             f"{m['total_bytes'] / 1e6:>11.3f}{'never' if btt is None else f'{btt / 1e6:.3f}':>14}"
@@ -208,7 +209,7 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, title: str | None = None) -> 
             part = part[part["cumulative_bytes"] > 0]
             ax.plot(
                 part["cumulative_bytes"] / 1e6, part["accuracy"] * 100,
-                _marker(str(method)), lw=2.5, ms=6,
+                marker_of(str(method)), lw=2.5, ms=6,
                 label=label_of(str(method)) + tag,
             )  # fmt: skip
         summary_path = Path(run_dir) / "summary.json"

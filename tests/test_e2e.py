@@ -95,3 +95,47 @@ def test_bad_option_is_one_clear_line() -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "rp:abc" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_results_unchanged_by_the_method_registry(run_dir: Path) -> None:
+    """Same seed, same run as before pemn and fedavg moved to ``pemn_fl/methods``.
+
+    ``tests/data/e2e_before_registry.csv`` was written by this very command at the commit
+    before the move. Message bytes may differ by a byte or two (Flower's random ids are
+    varints), so compare everything the methods decide: accuracies, losses, payload bytes.
+    """
+    before = pd.read_csv(ROOT / "tests" / "data" / "e2e_before_registry.csv")
+    after = pd.read_csv(run_dir / "rounds.csv")
+    cols = ["method", "round", "clients_sampled", "clients_replied", "clients_rejected",
+            "uplink_payload_bytes", "downlink_payload_bytes"]  # fmt: skip
+    pd.testing.assert_frame_equal(before[cols], after[cols])
+    for col in ("accuracy", "loss"):
+        assert list(before[col]) == pytest.approx(list(after[col]), abs=1e-6), col
+
+
+@pytest.fixture(scope="module")
+def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The accuracy-study variants, each through the real engine: 3 clients, 2 rounds."""
+    out = tmp_path_factory.mktemp("variants")
+    cmd = [
+        sys.executable, "-m", "simulations.run", "--clients", "3", "--rounds", "2",
+        "--dataset", "synthetic", "--model", "mlp", "--width", "0.5", "--fraction", "0.67",
+        "--methods", "evolve,evolve_dither,pemn_wide", "--quiet", "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def test_every_variant_runs_end_to_end_and_sends_bytes_both_ways(variants_dir: Path) -> None:
+    rounds = pd.read_csv(variants_dir / "rounds.csv")
+    assert list(rounds["method"].unique()) == ["evolve", "evolve_dither", "pemn_wide"]
+    for method, part in rounds.groupby("method"):
+        assert list(part["round"]) == [0, 1, 2], method
+        trained = part[part["round"] > 0]
+        assert (trained["clients_replied"] == 2).all() and (trained["clients_rejected"] == 0).all()
+        for col in ("uplink_payload_bytes", "downlink_payload_bytes"):
+            assert (trained[col] > 0).all(), (method, col)
+        # Round 2 carries the round-1 update down; the uplink is a coded sparse mask (< 1 bpp).
+        assert (trained["uplink_bits_per_param"] < 1.0).all(), method
+        assert part["accuracy"].iloc[-1] > part["accuracy"].iloc[0], method

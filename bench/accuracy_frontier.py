@@ -1,0 +1,275 @@
+"""The bandwidth-accuracy frontier: every method, tuned on an equal budget, on one meter.
+
+``python -m bench.accuracy_frontier --preset digits|fashion-mnist [--rounds N]``
+
+For each method in the registry (or ``--methods``) this runs ``python -m simulations.run``
+(Flower's Simulation Engine, every byte metered) once per value of the method's step-size
+knob in ``GRID``: three values each, FedAvg included, so every method gets the same tuning
+budget. All runs share the preset's clients, partitions, per-round client sample, rounds and
+data. The configuration kept for a method is the one with the best test accuracy over the
+rounds (ties: fewer bytes), the same rule for every method.
+
+Resumable: each run lives in ``<out>/runs/<method>__<knob>=<value>/`` and is skipped when
+its ``summary.json`` exists, so a sweep that cannot finish in one sitting is continued by
+running the same command again. ``--report-only`` rebuilds the table and figure from the
+runs on disk.
+
+Writes ``frontier.csv`` (every run), ``frontier.md`` (the tuned table) and ``frontier.png``
+(accuracy against cumulative message bytes, both directions, log x) to ``<out>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+PRESETS: dict[str, list[str]] = {
+    # The classroom default (python -m simulations.run --clients 20), longer.
+    "digits": ["--clients", "20", "--dataset", "digits", "--model", "mlp"],
+    # The Fashion-MNIST reference setting of the README.
+    "fashion-mnist": [
+        "--clients", "20", "--dataset", "fashion-mnist", "--model", "conv2", "--width", "0.25",
+        "--dense-width", "0.25", "--partition", "dirichlet", "--alpha", "0.5",
+        "--fraction", "0.5", "--local-epochs", "1", "--margin", "0.1",
+    ],
+}  # fmt: skip
+DEFAULT_ROUNDS = {"digits": 30, "fashion-mnist": 40}
+
+# The one knob tuned per method (its step size), three values each: an equal budget.
+GRID: dict[str, tuple[str, tuple[float, ...]]] = {
+    "fedavg": ("dense-lr", (0.02, 0.05, 0.1)),
+    "pemn": ("lr", (0.1, 0.3, 1.0)),
+    "pemn_wide": ("lr", (0.1, 0.3, 1.0)),
+    "evolve": ("noise-scale", (0.3, 0.5, 1.0)),
+    "evolve_dither": ("noise-scale", (0.3, 0.5, 1.0)),
+}
+
+
+def run_dir(out: Path, method: str, knob: str, value: float) -> Path:
+    return out / "runs" / f"{method}__{knob}={value:g}"
+
+
+def run_one(base: list[str], method: str, knob: str, value: float, rounds: int,
+            out: Path) -> None:  # fmt: skip
+    """One real simulation; skipped if its results are already on disk."""
+    target = run_dir(out, method, knob, value)
+    if (target / "summary.json").exists():
+        print(f"skip (done): {target.name}", flush=True)
+        return
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    cmd = [sys.executable, "-m", "simulations.run", *base, "--methods", method,
+           f"--{knob}", f"{value:g}", "--rounds", str(rounds), "--quiet",
+           "--out", str(partial)]  # fmt: skip
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-1500:]}{proc.stderr[-3000:]}")
+    (partial / "bandwidth_accuracy.png").unlink(missing_ok=True)  # the frontier figure has it
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    print(f"done: {target.name} in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def _bytes_to(frame: pd.DataFrame, level: float | None) -> int | None:
+    if level is None:
+        return None
+    hit = frame[frame["accuracy"] >= level - 1e-12]
+    return None if hit.empty else int(hit["cumulative_bytes"].iloc[0])
+
+
+def _median(series: pd.Series) -> float | None:
+    series = series.dropna()
+    return None if series.empty else float(series.median())
+
+
+def collect(out: Path, methods: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """One row per finished run; the kept (tuned) run's rounds per method."""
+    rows, curves = [], {}
+    for method in methods:
+        knob, values = GRID[method]
+        for value in values:
+            d = run_dir(out, method, knob, value)
+            if not (d / "rounds.csv").exists() or not (d / "summary.json").exists():
+                continue
+            frame = pd.read_csv(d / "rounds.csv")
+            frame = frame[frame["method"] == method].sort_values("round")
+            curves[f"{method}|{value:g}"] = frame
+            best = float(frame["accuracy"].max())
+            after1 = frame[frame["round"] > 1]
+            rows.append({
+                "method": method, "knob": knob, "value": value, "rounds": int(frame["round"].max()),
+                "best_accuracy": best,
+                "bytes_at_best": _bytes_to(frame, best),
+                "total_bytes": int(frame["cumulative_bytes"].iloc[-1]),
+                "median_uplink_bpp": _median(after1["uplink_bits_per_param"]),
+                "median_downlink_bpp": _median(after1["downlink_bits_per_param"]),
+            })  # fmt: skip
+    return pd.DataFrame(rows), curves
+
+
+def tuned(runs: pd.DataFrame) -> pd.DataFrame:
+    """The kept configuration per method: best accuracy, then fewer bytes to reach it."""
+    ordered = runs.sort_values(["method", "best_accuracy", "bytes_at_best"],
+                               ascending=[True, False, True])  # fmt: skip
+    return ordered.groupby("method", sort=False).head(1).set_index("method")
+
+
+def frontier_table(runs: pd.DataFrame, curves: dict[str, pd.DataFrame],
+                   methods: list[str]) -> tuple[pd.DataFrame, dict[str, float | None]]:  # fmt: skip
+    kept = tuned(runs)
+    targets: dict[str, float | None] = {"target_1pt": None, "target_2pt": None}
+    if "fedavg" in kept.index:
+        fed_best = float(kept.loc["fedavg", "best_accuracy"])
+        targets = {"target_1pt": fed_best - 0.01, "target_2pt": fed_best - 0.02}
+    rows = []
+    for method in methods:
+        if method not in kept.index:
+            continue
+        row = kept.loc[method]
+        frame = curves[f"{method}|{row['value']:g}"]
+        tried = runs[runs["method"] == method]
+        rows.append({
+            "method": method,
+            "tuned": f"{row['knob']}={row['value']:g}",
+            "tried": ", ".join(f"{v:g}: {a:.4f}" for v, a in
+                               zip(tried["value"], tried["best_accuracy"], strict=True)),
+            "best_accuracy": float(row["best_accuracy"]),
+            "bytes_to_fedavg_best_minus_1pt": _bytes_to(frame, targets["target_1pt"]),
+            "bytes_to_fedavg_best_minus_2pt": _bytes_to(frame, targets["target_2pt"]),
+            "total_bytes": int(row["total_bytes"]),
+            "median_uplink_bpp": row["median_uplink_bpp"],
+            "median_downlink_bpp": row["median_downlink_bpp"],
+        })  # fmt: skip
+    table = pd.DataFrame(rows)
+    if not table.empty and "fedavg" in set(table["method"]):
+        fed = table.set_index("method").loc["fedavg"]
+        for col, name in (("bytes_to_fedavg_best_minus_1pt", "fewer_bytes_than_fedavg_1pt"),
+                          ("bytes_to_fedavg_best_minus_2pt", "fewer_bytes_than_fedavg_2pt")):
+            table[name] = [
+                (fed[col] / b) if (b and b == b and fed[col] and fed[col] == fed[col]) else None
+                for b in table[col]
+            ]  # fmt: skip
+    return table, targets
+
+
+def markdown(table: pd.DataFrame, targets: dict[str, float | None], header: str) -> str:
+    def mb(v: object) -> str:
+        return "never" if v is None or v != v else f"{float(v) / 1e6:.3f}"
+
+    def x(v: object) -> str:
+        return "-" if v is None or v != v else f"{float(v):.1f}x"
+
+    def bpp(v: object) -> str:
+        return "-" if v is None or v != v else f"{float(v):.3f}"
+
+    lines = [header, ""]
+    if targets["target_1pt"] is not None:
+        lines.append(f"Targets: tuned FedAvg best - 1 pt = {targets['target_1pt']:.4f}, "
+                     f"- 2 pt = {targets['target_2pt']:.4f}.")  # fmt: skip
+        lines.append("")
+    lines += [
+        "| method | tuned | best acc | MB to -1 pt | vs FedAvg | MB to -2 pt | vs FedAvg "
+        "| up bpp | down bpp | total MB | tried (value: best acc) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in table.iterrows():
+        lines.append(
+            f"| {r['method']} | {r['tuned']} | {r['best_accuracy']:.4f} "
+            f"| {mb(r['bytes_to_fedavg_best_minus_1pt'])} "
+            f"| {x(r.get('fewer_bytes_than_fedavg_1pt'))} "
+            f"| {mb(r['bytes_to_fedavg_best_minus_2pt'])} "
+            f"| {x(r.get('fewer_bytes_than_fedavg_2pt'))} "
+            f"| {bpp(r['median_uplink_bpp'])} | {bpp(r['median_downlink_bpp'])} "
+            f"| {mb(r['total_bytes'])} | {r['tried']} |"
+        )
+    lines += ["", "MB: message bytes (Flower's serialised messages, both directions, all "
+              "clients), cumulative until the first round at or above the target. up/down bpp: "
+              "median over rounds 2.. of payload bits per parameter per client message."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: pd.DataFrame, curves: dict[str, pd.DataFrame], targets: dict[str, float | None],
+         path: Path, title: str) -> None:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pemn_fl.report import label_of, marker_of
+
+    fig, ax = plt.subplots(figsize=(10, 6.5), dpi=120)
+    for _, r in table.iterrows():
+        frame = curves[f"{r['method']}|{r['tuned'].split('=')[1]}"]
+        part = frame[frame["cumulative_bytes"] > 0]
+        ax.plot(part["cumulative_bytes"] / 1e6, part["accuracy"] * 100, marker_of(r["method"]),
+                lw=2.2, ms=4, label=f"{label_of(r['method'])} ({r['tuned']})")  # fmt: skip
+    for key, style, points in (("target_1pt", "--", 1), ("target_2pt", ":", 2)):
+        if targets[key] is not None:
+            ax.axhline(targets[key] * 100, color="grey", ls=style, lw=1.5,
+                       label=f"tuned FedAvg best - {points} pt")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("cumulative message bytes, both directions (MB, log scale)", fontsize=13)
+    ax.set_ylabel("test accuracy (%)", fontsize=13)
+    low = min((float(f["accuracy"].iloc[min(2, len(f) - 1)]) for f in curves.values()),
+              default=0.0)  # fmt: skip
+    ax.set_ylim(max(0.0, low * 100 - 5), None)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=10, loc="lower right")
+    ax.set_title(title, fontsize=13)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.accuracy_frontier", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="digits")
+    p.add_argument("--rounds", type=int, default=None, help="default: 30 digits, 40 fashion-mnist")
+    p.add_argument("--methods", default=",".join(GRID), help="comma list of methods")
+    p.add_argument("--out", type=Path, default=None, help="default results/frontier/<preset>")
+    p.add_argument("--report-only", action="store_true", help="no new runs; rebuild the report")
+    p.add_argument("--extra", default="", help="extra simulations.run options for every run")
+    args = p.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in GRID]
+    if unknown:
+        print(f"error: no tuning grid for {unknown}; choose from {', '.join(GRID)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    rounds = args.rounds or DEFAULT_ROUNDS[args.preset]
+    out = args.out or Path("results/frontier") / args.preset
+    base = PRESETS[args.preset] + args.extra.split()
+    if not args.report_only:
+        for method in methods:
+            knob, values = GRID[method]
+            for value in values:
+                run_one(base, method, knob, value, rounds, out)
+    runs, curves = collect(out, methods)
+    if runs.empty:
+        print("no finished runs yet", file=sys.stderr)
+        return 1
+    table, targets = frontier_table(runs, curves, methods)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / "frontier-runs.csv", index=False)
+    table.to_csv(out / "frontier.csv", index=False)
+    command = f"python -m bench.accuracy_frontier --preset {args.preset} --rounds {rounds}"
+    header = (f"# Bandwidth-accuracy frontier: {args.preset}, {rounds} rounds\n\n"
+              f"Command: `{command}`  \nBase options: `{' '.join(base)}`")  # fmt: skip
+    md = markdown(table, targets, header)
+    (out / "frontier.md").write_text(md)
+    plot(table, curves, targets, out / "frontier.png", f"{args.preset}: {rounds} rounds, "
+         "each method tuned over 3 values of its step size")  # fmt: skip
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

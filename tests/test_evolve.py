@@ -1,0 +1,181 @@
+"""Evolving-prototype methods, in-process on real Flower Messages: every party's weights agree.
+
+Drives ``EvolvingVotes`` and the client steps of ``evolve`` / ``evolve_dither`` round by
+round with partial participation, and checks after every round that each client that took
+part holds bit-identical weights to the server (by digest), that catch-up works from any
+gap (deltas, or a snapshot beyond the history), and that bytes equal the encoded lengths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
+
+from pemn_fl import evolving as E
+from pemn_fl.accounting import payload_bytes
+from pemn_fl.config import RunSettings
+from pemn_fl.levels_codec import decode_levels
+from pemn_fl.methods import evolve, evolve_dither
+from pemn_fl.sampling import RoundSampler
+
+SETTINGS = RunSettings(
+    dataset="synthetic", model="mlp", width=0.25, local_epochs=1, batch_size=32,
+    noise_scale=0.5, density=0.05, min_nodes=1,
+)  # fmt: skip
+PARTITIONS = 4
+
+
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, SUPERLINK_NODE_ID
+
+
+def _context(pid: int) -> Context:
+    return Context(
+        run_id=7, node_id=100 + pid,
+        node_config={"partition-id": pid, "num-partitions": PARTITIONS},
+        state=RecordDict(), run_config={},
+    )  # fmt: skip
+
+
+def _deliver(msg: Message, step, ctx: Context) -> Message:  # noqa: ANN001
+    """What the engine does between server and node: hand the message over, keep the reply."""
+    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    reply = step(msg, ctx, SETTINGS)
+    reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
+    return reply
+
+
+def _run(module, name: str, schedule: dict[int, list[int]], history: int | None = None,  # noqa: ANN001
+         monkeypatch: pytest.MonkeyPatch | None = None,
+         ) -> tuple[object, dict[int, Context], dict[int, list[Message]]]:  # fmt: skip
+    if history is not None and monkeypatch is not None:
+        monkeypatch.setattr(evolve, "HISTORY", history)
+    node_of = {p: 100 + p for p in range(PARTITIONS)}
+    sampler = RoundSampler(node_of, 1.0, seed=0)
+    side = module.METHOD.server(SETTINGS, sampler)
+    strategy = side.strategy
+    # The schedule picks the nodes per round (every node in rounds it does not name).
+    strategy.sampler = type("S", (), {
+        "__call__": lambda self, r: [node_of[p] for p in schedule.get(r, list(node_of))],
+        "order_key": staticmethod(sampler.order_key),
+    })()  # fmt: skip
+    contexts = {p: _context(p) for p in range(PARTITIONS)}
+    log: dict[int, list[Message]] = {}
+    for r in sorted(schedule):
+        start = E.weights_digest(strategy.weights)
+        sent = log[r] = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
+        replies = [
+            _deliver(m, module.METHOD.client_step, contexts[m.metadata.dst_node_id - 100])
+            for m in sent
+        ]
+        arrays, _ = strategy.aggregate_train(r, replies)
+        assert arrays is not None and strategy.rejected == 0
+        # Every node that took part holds exactly the weights the round started from.
+        for m in sent:
+            ctx = contexts[m.metadata.dst_node_id - 100]
+            held = ctx.state[f"{name}-weights"].to_numpy_ndarrays()
+            assert E.weights_digest(held) == start
+            assert int(ctx.state[f"{name}-round"]["round"]) == r - 1
+    return strategy, contexts, log
+
+
+def _weights_before(strategy, r: int) -> list[np.ndarray]:  # noqa: ANN001
+    """Server weights at the start of round r, replayed from W_0 and the stored updates."""
+    w = [x.copy() for x in strategy.net.initial]
+    for t in range(1, r):
+        payload, denom = strategy.updates[t]
+        levels = decode_levels(payload, fingerprint=strategy.net.fingerprint, tag=t,
+                               layer_sizes=strategy.net.sizes, max_level=denom)  # fmt: skip
+        w = E.apply_levels(w, evolve.noise(SETTINGS, t), levels, denom)
+    return w
+
+
+@pytest.mark.parametrize("module,name", [(evolve, "evolve"), (evolve_dither, "evolve_dither")])
+def test_every_party_holds_the_same_weights_after_every_round(module, name: str) -> None:  # noqa: ANN001
+    # Partial participation with gaps of 1-3 rounds: catch-up by relayed updates.
+    schedule = {1: [0, 1], 2: [1, 2], 3: [0, 3], 4: [2, 3], 5: [0, 1, 2, 3]}
+    strategy, contexts, log = _run(module, name, schedule)
+    final = E.weights_digest(strategy.weights)
+    assert final == E.weights_digest(_weights_before(strategy, 6))
+    assert strategy.round == 5
+    # The weights moved (the votes did something) and stayed finite.
+    moved = sum(float(np.abs(a - b).sum()) for a, b in zip(strategy.weights,
+                                                           strategy.net.initial, strict=True))
+    assert moved > 0 and all(np.isfinite(w).all() for w in strategy.weights)
+
+
+def test_a_node_beyond_the_history_gets_a_counted_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    schedule = {1: [0, 1], 2: [1], 3: [1], 4: [0, 1]}  # node 0 misses rounds 2-3
+    strategy, contexts, log = _run(evolve, "evolve", schedule, history=2, monkeypatch=monkeypatch)
+    # In round 4 node 0 holds round 0 and needs updates 1..3; with HISTORY=2 update 1 is
+    # gone, so it got W_3 as float32 (and _run checked it then matched the server).
+    to_node0 = next(m for m in log[4] if m.metadata.dst_node_id == 100)
+    to_node1 = next(m for m in log[4] if m.metadata.dst_node_id == 101)
+    assert "snapshot" in to_node0.content.array_records
+    assert "snapshot" not in to_node1.content.array_records
+    floats = 4 * sum(strategy.net.sizes)
+    assert payload_bytes(to_node0) == floats + 8  # the float32 weights + the digest
+    assert payload_bytes(to_node1) < floats // 8  # node 1 only needed round 3's levels
+    assert int(contexts[0].state["evolve-round"]["round"]) == 3
+
+
+def test_bytes_equal_the_encoded_lengths() -> None:
+    schedule = {1: [0, 1, 2], 2: [0, 1, 2]}
+    strategy, contexts, log = _run(evolve, "evolve", schedule)
+    sent = list(strategy.configure_train(3, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    payload, _ = strategy.updates[2]
+    for m in sent:
+        cfg = m.content["config"]
+        assert bytes(cfg["update-2"]) == payload
+        # Node 3 missed rounds 1-2, so it also gets round 1's update: every one is counted.
+        rounds = [1, 2] if m.metadata.dst_node_id == 103 else [2]
+        sizes = sum(len(strategy.updates[t][0]) for t in rounds)
+        assert payload_bytes(m) == sizes + len(bytes(cfg["digest"])) > 0
+    replies = [_deliver(m, evolve.METHOD.client_step, contexts[m.metadata.dst_node_id - 100])
+               for m in sent]  # fmt: skip
+    for reply in replies:
+        assert payload_bytes(reply) == len(reply.content["update"]["mask"]) > 0
+
+
+def test_a_replayed_catch_up_is_not_applied_twice() -> None:
+    schedule = {1: [0, 1], 2: [0, 1]}
+    strategy, contexts, log = _run(evolve, "evolve", schedule)
+    # The server believes node 0 still holds round 0 (e.g. its last reply was lost): the
+    # node skips the updates it already applied and still lands on the server's weights.
+    strategy.holds[100] = 0
+    sent = [m for m in strategy.configure_train(3, None, ConfigRecord(), None)  # type: ignore[arg-type]
+            if m.metadata.dst_node_id == 100]  # fmt: skip
+    _deliver(sent[0], evolve.METHOD.client_step, contexts[0])
+    held = contexts[0].state["evolve-weights"].to_numpy_ndarrays()
+    assert E.weights_digest(held) == E.weights_digest(strategy.weights)
+
+
+def test_a_wrong_digest_is_a_clear_error_and_keeps_the_node_state() -> None:
+    strategy, contexts, log = _run(evolve, "evolve", {1: [0]})
+    sent = list(strategy.configure_train(2, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    sent = [m for m in sent if m.metadata.dst_node_id == 100] or sent
+    sent[0].content["config"]["digest"] = b"\x00" * 8
+    before = contexts[0].state["evolve-weights"].to_numpy_ndarrays()
+    with pytest.raises(RuntimeError, match="digest mismatch"):
+        evolve.METHOD.client_step(sent[0], contexts[0], SETTINGS)
+    after = contexts[0].state["evolve-weights"].to_numpy_ndarrays()
+    assert E.weights_digest(before) == E.weights_digest(after)
+
+
+def test_dither_rule_is_unbiased_and_binary() -> None:
+    f = [np.full(200_000, 0.3)]
+    levels, denom, max_level = evolve_dither.dither_rule(f, 10, seed=1, server_round=2)
+    assert denom == 1 and max_level == 1 and set(np.unique(levels[0])) <= {0, 1}
+    assert levels[0].mean() == pytest.approx(0.3, abs=0.005)
+    again, _, _ = evolve_dither.dither_rule(f, 10, seed=1, server_round=2)
+    assert np.array_equal(levels[0], again[0])
+
+
+def test_counts_rule_is_the_vote_count() -> None:
+    f = [np.array([0.0, 0.25, 0.5, 1.0])]
+    levels, denom, max_level = evolve.counts_rule(f, 4, seed=0, server_round=1)
+    assert levels[0].tolist() == [0, 1, 2, 4] and denom == 4 and max_level == 4
