@@ -3,14 +3,15 @@
 ``python -m bench.accuracy_frontier --preset digits|fashion-mnist [--rounds N]``
 
 For each method in the registry (or ``--methods``) this runs ``python -m simulations.run``
-(Flower's Simulation Engine, every byte metered) once per value of the method's step-size
-knob in ``GRID``: three values each, FedAvg included, so every method gets the same tuning
-budget. All runs share the preset's clients, partitions, per-round client sample, rounds and
-data. The configuration kept for a method is the one with the best test accuracy over the
+(Flower's Simulation Engine, every byte metered) once per configuration in ``GRID``: three
+each, FedAvg included, so every method gets the same tuning budget (mostly its step
+size). All runs share the preset's clients, partitions, per-round client sample, rounds
+and data. The configuration kept for a method is the one with the best test accuracy over the
 rounds (ties: fewer bytes), the same rule for every method.
 
-Resumable: each run lives in ``<out>/runs/<method>__<knob>=<value>/`` and is skipped when
-its ``summary.json`` exists, so a sweep that cannot finish in one sitting is continued by
+Resumable: each run lives in ``<out>/runs/<method>__<option>=<value>,.../`` and is
+skipped when its ``summary.json`` exists, so a sweep that cannot finish in one sitting is
+continued by
 running the same command again. ``--report-only`` rebuilds the table and figure from the
 runs on disk.
 
@@ -41,32 +42,42 @@ PRESETS: dict[str, list[str]] = {
 }  # fmt: skip
 DEFAULT_ROUNDS = {"digits": 30, "fashion-mnist": 40}
 
-# The one knob tuned per method (its step size), three values each: an equal budget.
-GRID: dict[str, tuple[str, tuple[float, ...]]] = {
-    "fedavg": ("dense-lr", (0.02, 0.05, 0.1)),
-    "pemn": ("lr", (0.1, 0.3, 1.0)),
-    "pemn_wide": ("lr", (0.1, 0.3, 1.0)),
-    "evolve": ("noise-scale", (0.3, 0.5, 1.0)),
-    "evolve_dither": ("noise-scale", (0.3, 0.5, 1.0)),
+# Three configurations per method, FedAvg included: an equal tuning budget. Each tunes the
+# method's step size; evolve_dither spends one of its three on its rate knob instead.
+Config = dict[str, float]
+GRID: dict[str, tuple[Config, ...]] = {
+    "fedavg": ({"dense-lr": 0.02}, {"dense-lr": 0.05}, {"dense-lr": 0.1}),
+    "pemn": ({"lr": 0.1}, {"lr": 0.3}, {"lr": 1.0}),
+    "pemn_wide": ({"lr": 0.1}, {"lr": 0.3}, {"lr": 1.0}),
+    "evolve": ({"noise-scale": 0.5}, {"noise-scale": 1.0}, {"noise-scale": 2.0}),
+    "evolve_dither": (
+        {"noise-scale": 1.0, "dither-levels": 1},
+        {"noise-scale": 2.0, "dither-levels": 1},
+        {"noise-scale": 1.0, "dither-levels": 2},
+    ),
+    "evolve_lattice": ({"noise-scale": 0.1}, {"noise-scale": 0.3}, {"noise-scale": 1.0}),
 }
 
 
-def run_dir(out: Path, method: str, knob: str, value: float) -> Path:
-    return out / "runs" / f"{method}__{knob}={value:g}"
+def config_name(config: Config) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in config.items())
 
 
-def run_one(base: list[str], method: str, knob: str, value: float, rounds: int,
-            out: Path) -> None:  # fmt: skip
+def run_dir(out: Path, method: str, config: Config) -> Path:
+    return out / "runs" / f"{method}__{config_name(config)}"
+
+
+def run_one(base: list[str], method: str, config: Config, rounds: int, out: Path) -> None:
     """One real simulation; skipped if its results are already on disk."""
-    target = run_dir(out, method, knob, value)
+    target = run_dir(out, method, config)
     if (target / "summary.json").exists():
         print(f"skip (done): {target.name}", flush=True)
         return
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    cmd = [sys.executable, "-m", "simulations.run", *base, "--methods", method,
-           f"--{knob}", f"{value:g}", "--rounds", str(rounds), "--quiet",
-           "--out", str(partial)]  # fmt: skip
+    options = [part for k, v in config.items() for part in (f"--{k}", f"{v:g}")]
+    cmd = [sys.executable, "-m", "simulations.run", *base, "--methods", method, *options,
+           "--rounds", str(rounds), "--quiet", "--out", str(partial)]  # fmt: skip
     started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -93,18 +104,18 @@ def collect(out: Path, methods: list[str]) -> tuple[pd.DataFrame, dict[str, pd.D
     """One row per finished run; the kept (tuned) run's rounds per method."""
     rows, curves = [], {}
     for method in methods:
-        knob, values = GRID[method]
-        for value in values:
-            d = run_dir(out, method, knob, value)
+        for config in GRID[method]:
+            d = run_dir(out, method, config)
             if not (d / "rounds.csv").exists() or not (d / "summary.json").exists():
                 continue
             frame = pd.read_csv(d / "rounds.csv")
             frame = frame[frame["method"] == method].sort_values("round")
-            curves[f"{method}|{value:g}"] = frame
+            curves[f"{method}|{config_name(config)}"] = frame
             best = float(frame["accuracy"].max())
             after1 = frame[frame["round"] > 1]
             rows.append({
-                "method": method, "knob": knob, "value": value, "rounds": int(frame["round"].max()),
+                "method": method, "config": config_name(config),
+                "rounds": int(frame["round"].max()),
                 "best_accuracy": best,
                 "bytes_at_best": _bytes_to(frame, best),
                 "total_bytes": int(frame["cumulative_bytes"].iloc[-1]),
@@ -133,13 +144,13 @@ def frontier_table(runs: pd.DataFrame, curves: dict[str, pd.DataFrame],
         if method not in kept.index:
             continue
         row = kept.loc[method]
-        frame = curves[f"{method}|{row['value']:g}"]
+        frame = curves[f"{method}|{row['config']}"]
         tried = runs[runs["method"] == method]
         rows.append({
             "method": method,
-            "tuned": f"{row['knob']}={row['value']:g}",
-            "tried": ", ".join(f"{v:g}: {a:.4f}" for v, a in
-                               zip(tried["value"], tried["best_accuracy"], strict=True)),
+            "tuned": row["config"],
+            "tried": "; ".join(f"{c}: {a:.4f}" for c, a in
+                               zip(tried["config"], tried["best_accuracy"], strict=True)),
             "best_accuracy": float(row["best_accuracy"]),
             "bytes_to_fedavg_best_minus_1pt": _bytes_to(frame, targets["target_1pt"]),
             "bytes_to_fedavg_best_minus_2pt": _bytes_to(frame, targets["target_2pt"]),
@@ -176,7 +187,7 @@ def markdown(table: pd.DataFrame, targets: dict[str, float | None], header: str)
         lines.append("")
     lines += [
         "| method | tuned | best acc | MB to -1 pt | vs FedAvg | MB to -2 pt | vs FedAvg "
-        "| up bpp | down bpp | total MB | tried (value: best acc) |",
+        "| up bpp | down bpp | total MB | tried (config: best acc) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
@@ -206,7 +217,7 @@ def plot(table: pd.DataFrame, curves: dict[str, pd.DataFrame], targets: dict[str
 
     fig, ax = plt.subplots(figsize=(10, 6.5), dpi=120)
     for _, r in table.iterrows():
-        frame = curves[f"{r['method']}|{r['tuned'].split('=')[1]}"]
+        frame = curves[f"{r['method']}|{r['tuned']}"]
         part = frame[frame["cumulative_bytes"] > 0]
         ax.plot(part["cumulative_bytes"] / 1e6, part["accuracy"] * 100, marker_of(r["method"]),
                 lw=2.2, ms=4, label=f"{label_of(r['method'])} ({r['tuned']})")  # fmt: skip
@@ -249,9 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     base = PRESETS[args.preset] + args.extra.split()
     if not args.report_only:
         for method in methods:
-            knob, values = GRID[method]
-            for value in values:
-                run_one(base, method, knob, value, rounds, out)
+            for config in GRID[method]:
+                run_one(base, method, config, rounds, out)
     runs, curves = collect(out, methods)
     if runs.empty:
         print("no finished runs yet", file=sys.stderr)
@@ -266,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     md = markdown(table, targets, header)
     (out / "frontier.md").write_text(md)
     plot(table, curves, targets, out / "frontier.png", f"{args.preset}: {rounds} rounds, "
-         "each method tuned over 3 values of its step size")  # fmt: skip
+         "each method tuned over 3 configurations")  # fmt: skip
     print(md)
     return 0
 

@@ -55,6 +55,7 @@ class RunSettings:
     noise_scale: float = 1.0  # evolve*: round noise, in units of each layer's He std
     density: float = 0.05  # evolve*: fraction of weights a client's noise mask switches on
     noise_lr: float = 0.001  # evolve*: Adam learning rate of the noise-mask scores
+    dither_levels: int = 1  # evolve_dither: grid steps of the dithered vote (1 = one bit)
     seed: int = 0
     min_nodes: int = 1
 
@@ -100,6 +101,7 @@ class RunSettings:
         _positive("batch-size", self.batch_size)
         _positive("classes-per-client", self.classes_per_client)
         _positive("min-nodes", self.min_nodes)
+        _positive("dither-levels", self.dither_levels)
         for name in ("width", "dense-width", "lr", "dense-lr", "alpha", "noise-scale",
                      "noise-lr"):  # fmt: skip
             value = getattr(self, name.replace("-", "_"))

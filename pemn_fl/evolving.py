@@ -77,13 +77,23 @@ def round_noise(seed: int, stream: str, shapes: list[LayerShape], scale: float) 
     return out
 
 
-def apply_levels(weights: Weights, noise: Weights, levels: list[np.ndarray], denom: int) -> Weights:
-    """``W + N * level / denom``, float32, the one update rule every party runs."""
+def lattice_steps(shapes: list[LayerShape], scale: float) -> Weights:
+    """``+scale * he_std`` for every weight: the fixed basis of the signed (lattice) variant."""
+    return [np.full(s.numel, scale * he_std(s), dtype=np.float32) for s in shapes]
+
+
+def apply_levels(
+    weights: Weights, noise: Weights, levels: list[np.ndarray], denom: int, offset: int = 0
+) -> Weights:
+    """``W + N * (level - offset) / denom``, float32, the one update rule every party runs.
+
+    ``offset`` lets signed steps travel as non-negative symbols (``level = step + offset``).
+    """
     if denom < 1:
         raise ValueError(f"denominator must be >= 1, got {denom}")
     inv = np.float32(1.0) / np.float32(denom)
     return [
-        (w + n * (lv.astype(np.float32) * inv)).astype(np.float32)
+        (w + n * ((lv.astype(np.float32) - np.float32(offset)) * inv)).astype(np.float32)
         for w, n, lv in zip(weights, noise, levels, strict=True)
     ]
 
@@ -103,21 +113,28 @@ def load_weights(model: nn.Module, weights: Weights) -> None:
             p.copy_(torch.from_numpy(w).view_as(p))
 
 
+def _select(scores: torch.Tensor, density: float, signed: bool) -> torch.Tensor:
+    """The mask the scores encode: top-``density`` of ``s`` (0/1), or of ``|s|`` with sign."""
+    if signed:
+        return topk_mask(scores.abs(), density).to(scores.dtype) * torch.sign(scores)
+    return topk_mask(scores, density).to(scores.dtype)
+
+
 class _TopK(torch.autograd.Function):
     """Top-``density`` forward, identity backward (straight-through, as edge-popup)."""
 
     @staticmethod
-    def forward(ctx, scores: torch.Tensor, density: float) -> torch.Tensor:  # noqa: ANN001
-        return topk_mask(scores, density).to(scores.dtype)
+    def forward(ctx, scores: torch.Tensor, density: float, signed: bool) -> torch.Tensor:  # noqa: ANN001
+        return _select(scores, density, signed)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
-        return grad, None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
+        return grad, None, None
 
 
 def train_noise_mask(
     model: nn.Module, weights: Weights, noise: Weights, x: np.ndarray, y: np.ndarray,
-    cfg: TrainConfig, *, density: float, seed: int,
+    cfg: TrainConfig, *, density: float, seed: int, signed: bool = False,
 ) -> tuple[list[np.ndarray], float]:  # fmt: skip
     """Learn a sparse mask over ``noise`` on top of frozen ``weights``; return (masks, loss).
 
@@ -127,13 +144,19 @@ def train_noise_mask(
     perturbation of 1e-6 (a tie-break only), so after training the mask holds the edges
     whose noise agreed most with the local gradients. A fixed density (rather than a
     threshold) makes the uplink's size a setting, not an accident of the data set.
+
+    ``signed``: a ternary mask instead, ``sign(s) * top-density(|s|)``, so a weight can move
+    either way along ``noise`` (the lattice variant, whose basis is all-positive). Masks
+    come back as int8 arrays in {0, 1} (or {-1, 0, 1}).
     """
     names = [n for n, _ in model.named_parameters()]
     shapes = [tuple(p.shape) for _, p in model.named_parameters()]
     base = [torch.from_numpy(w).view(s) for w, s in zip(weights, shapes, strict=True)]
     nz = [torch.from_numpy(n).view(s) for n, s in zip(noise, shapes, strict=True)]
     init = torch.Generator().manual_seed(derived_seed(seed, "tie-break"))
-    scores = [(torch.rand(s, generator=init) * 1e-6).requires_grad_(True) for s in shapes]
+    centre = 0.5 if signed else 0.0  # signed: tie-breaks of both signs
+    scores = [((torch.rand(s, generator=init) - centre) * 1e-6).requires_grad_(True)
+              for s in shapes]  # fmt: skip
     opt = optimizer_for(scores, cfg)
     xt = torch.from_numpy(np.require(x, np.float32, "CW"))
     yt = torch.from_numpy(np.require(y, np.int64, "CW"))
@@ -150,7 +173,7 @@ def train_noise_mask(
                 continue  # batch-statistics BN cannot normalise one sample
             opt.zero_grad(set_to_none=True)
             params = {
-                name: b + z * _TopK.apply(s, density)
+                name: b + z * _TopK.apply(s, density, signed)
                 for name, b, z, s in zip(names, base, nz, scores, strict=True)
             }
             loss = F.cross_entropy(functional_call(model, params, (xt[idx],)), yt[idx])
@@ -159,12 +182,15 @@ def train_noise_mask(
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
         last = total / max(1, seen)
-    masks = [topk_mask(s.detach(), density).reshape(-1).numpy().copy() for s in scores]
+    masks = [
+        _select(s.detach(), density, signed).reshape(-1).numpy().astype(np.int8)
+        for s in scores
+    ]
     return masks, last
 
 
 def vote_fraction(masks: list[list[np.ndarray]], weights: list[float]) -> list[np.ndarray]:
-    """Weighted fraction of clients that switched each edge on, float64 in [0, 1]."""
+    """Weighted mean of the clients' masks per edge, float64: in [0, 1] (or [-1, 1] signed)."""
     w = np.asarray(weights, dtype=np.float64)
     total = w.sum()
     if not len(masks) or not total > 0 or not math.isfinite(total):

@@ -18,7 +18,7 @@ from pemn_fl import evolving as E
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels
-from pemn_fl.methods import evolve, evolve_dither
+from pemn_fl.methods import evolve, evolve_dither, evolve_lattice
 from pemn_fl.sampling import RoundSampler
 
 SETTINGS = RunSettings(
@@ -87,14 +87,15 @@ def _weights_before(strategy, r: int) -> list[np.ndarray]:  # noqa: ANN001
     """Server weights at the start of round r, replayed from W_0 and the stored updates."""
     w = [x.copy() for x in strategy.net.initial]
     for t in range(1, r):
-        payload, denom = strategy.updates[t]
+        payload, (denom, max_level, offset) = strategy.updates[t]
         levels = decode_levels(payload, fingerprint=strategy.net.fingerprint, tag=t,
-                               layer_sizes=strategy.net.sizes, max_level=denom)  # fmt: skip
-        w = E.apply_levels(w, evolve.noise(SETTINGS, t), levels, denom)
+                               layer_sizes=strategy.net.sizes, max_level=max_level)  # fmt: skip
+        w = E.apply_levels(w, strategy.scheme.basis(SETTINGS, t), levels, denom, offset)
     return w
 
 
-@pytest.mark.parametrize("module,name", [(evolve, "evolve"), (evolve_dither, "evolve_dither")])
+@pytest.mark.parametrize("module,name", [(evolve, "evolve"), (evolve_dither, "evolve_dither"),
+                                         (evolve_lattice, "evolve_lattice")])
 def test_every_party_holds_the_same_weights_after_every_round(module, name: str) -> None:  # noqa: ANN001
     # Partial participation with gaps of 1-3 rounds: catch-up by relayed updates.
     schedule = {1: [0, 1], 2: [1, 2], 3: [0, 3], 4: [2, 3], 5: [0, 1, 2, 3]}
@@ -168,14 +169,37 @@ def test_a_wrong_digest_is_a_clear_error_and_keeps_the_node_state() -> None:
 
 def test_dither_rule_is_unbiased_and_binary() -> None:
     f = [np.full(200_000, 0.3)]
-    levels, denom, max_level = evolve_dither.dither_rule(f, 10, seed=1, server_round=2)
-    assert denom == 1 and max_level == 1 and set(np.unique(levels[0])) <= {0, 1}
-    assert levels[0].mean() == pytest.approx(0.3, abs=0.005)
-    again, _, _ = evolve_dither.dither_rule(f, 10, seed=1, server_round=2)
-    assert np.array_equal(levels[0], again[0])
+    upd = evolve_dither.dither_rule(f, 10, SETTINGS, 2, {})
+    assert upd.denom == 1 and upd.max_level == 1 and set(np.unique(upd.levels[0])) <= {0, 1}
+    assert upd.levels[0].mean() == pytest.approx(0.3, abs=0.005)
+    again = evolve_dither.dither_rule(f, 10, SETTINGS, 2, {})
+    assert np.array_equal(upd.levels[0], again.levels[0])
+
+
+def test_dither_with_more_levels_is_unbiased_with_less_spread() -> None:
+    f = [np.full(200_000, 0.3)]
+    one = evolve_dither.dithered(f, 1, seed=1, server_round=2)
+    four = evolve_dither.dithered(f, 4, seed=1, server_round=2)
+    assert set(np.unique(four[0])) <= {1, 2}
+    assert (four[0] / 4).mean() == pytest.approx(0.3, abs=0.005)
+    assert (four[0] / 4).std() < one[0].std()
 
 
 def test_counts_rule_is_the_vote_count() -> None:
     f = [np.array([0.0, 0.25, 0.5, 1.0])]
-    levels, denom, max_level = evolve.counts_rule(f, 4, seed=0, server_round=1)
-    assert levels[0].tolist() == [0, 1, 2, 4] and denom == 4 and max_level == 4
+    upd = evolve.counts_rule(f, 4, SETTINGS, 1, {})
+    assert upd.levels[0].tolist() == [0, 1, 2, 4] and upd.denom == upd.max_level == 4
+
+
+def test_sigma_delta_loses_nothing_a_vote_asked_for() -> None:
+    rng = np.random.default_rng(0)
+    state: dict = {}
+    total = np.zeros(1000)
+    steps = np.zeros(1000)
+    for r in range(1, 30):
+        f = [rng.choice([-1.0, -0.1, 0.0, 0.1, 0.3], size=1000)]
+        total += f[0]
+        upd = evolve_lattice.sigma_delta_rule(f, 10, SETTINGS, r, state)
+        assert upd.offset == 2 and upd.denom == 1
+        steps += upd.levels[0] - upd.offset
+        assert np.abs(total - steps).max() <= 0.5 + 1e-9  # only delayed, never lost

@@ -5,8 +5,9 @@ See ``pemn_fl/evolving.py`` for the idea. Per round ``r``:
 * downlink ``train.<name>`` to each sampled node: ``ConfigRecord "config"`` = {
   ``server-round``; ``from-round`` ``a``; for every round ``t`` in ``a..r-1`` the node has
   not seen, ``update-t`` (the levels payload everyone applied in round ``t``) and
-  ``denom-t``; ``digest`` (8 bytes of ``W_{r-1}``, so the node verifies it holds exactly
-  the server's weights)}. A node too far behind the server's bounded history
+  ``levels-t`` = [denom, max level, offset]; ``digest`` (8 bytes of ``W_{r-1}``, so the
+  node verifies it holds exactly the server's weights)}. A node too far behind the server's
+  bounded history
   (``HISTORY`` rounds) instead gets ``ArrayRecord "snapshot"``: ``W_{r-1}`` as float32,
   counted like every byte.
 * the node catches up (skipping rounds it already applied: updates carry their round, so
@@ -40,7 +41,7 @@ from pemn_fl import protocol as P
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import LevelsPayloadError, decode_levels, encode_levels
-from pemn_fl.methods.base import Method, ServerSide, partition_of
+from pemn_fl.methods.base import ClientStep, Method, ServerSide, partition_of
 from pemn_fl.models import build_model
 from pemn_fl.prototype import derived_seed, fingerprint, materialize
 from pemn_fl.sampling import RoundSampler
@@ -52,7 +53,29 @@ NAME = "evolve"
 HISTORY = 64  # rounds of updates the server keeps for catch-up (a few KB each)
 CONFIG, UPDATE, METRICS, SNAPSHOT = "config", "update", "metrics", "snapshot"
 
-LevelRule = Callable[[list[np.ndarray], int, int, int], tuple[list[np.ndarray], int, int]]
+
+@dataclass(frozen=True)
+class Levels:
+    """One round's update as everyone applies it: ``W += basis * (levels - offset) / denom``."""
+
+    levels: list[np.ndarray]  # non-negative ints <= max_level, one flat array per layer
+    denom: int
+    max_level: int
+    offset: int = 0
+
+
+# (weighted mean of the masks per layer, valid replies K, settings, round, server state)
+LevelRule = Callable[[list[np.ndarray], int, RunSettings, int, dict], Levels]
+Basis = Callable[[RunSettings, int], E.Weights]  # (settings, round) -> the round's directions
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """What tells the evolving methods apart: the directions, the client's mask, the rule."""
+
+    rule: LevelRule
+    basis: Basis
+    signed: bool = False  # ternary client masks (move either way along the basis)
 
 
 # -- the run's network -------------------------------------------------------------------
@@ -104,11 +127,10 @@ def train_config(settings: RunSettings) -> TrainConfig:
 
 # -- level rules -------------------------------------------------------------------------
 def counts_rule(
-    fraction: list[np.ndarray], k: int, seed: int, server_round: int
-) -> tuple[list[np.ndarray], int, int]:
+    fraction: list[np.ndarray], k: int, settings: RunSettings, server_round: int, state: dict
+) -> Levels:
     """``level = round(k * fraction)`` over ``denom = k``: the exact vote count."""
-    levels = [np.rint(f * k).astype(np.int16) for f in fraction]
-    return levels, k, k
+    return Levels([np.rint(f * k).astype(np.int16) for f in fraction], k, k)
 
 
 # -- client ------------------------------------------------------------------------------
@@ -117,7 +139,7 @@ def _state_keys(name: str) -> tuple[str, str]:
 
 
 def catch_up(
-    settings: RunSettings, cfg: ConfigRecord, snapshot: ArrayRecord | None,
+    settings: RunSettings, scheme: Scheme, cfg: ConfigRecord, snapshot: ArrayRecord | None,
     weights: E.Weights, held: int,
 ) -> tuple[E.Weights, int]:  # fmt: skip
     """Bring ``weights`` (of round ``held``) to round ``server-round - 1``; verify the digest.
@@ -139,11 +161,12 @@ def catch_up(
             f"cannot catch up: this node holds round {held}, the updates start at round {first}"
         )
     for t in range(max(first, held + 1), target + 1):
+        denom, max_level, offset = (int(v) for v in cfg[f"levels-{t}"])  # type: ignore[union-attr]
         levels = decode_levels(
             bytes(cfg[f"update-{t}"]), fingerprint=net.fingerprint, tag=t,
-            layer_sizes=net.sizes, max_level=int(cfg[f"denom-{t}"]),
+            layer_sizes=net.sizes, max_level=max_level,
         )  # fmt: skip
-        weights = E.apply_levels(weights, noise(settings, t), levels, int(cfg[f"denom-{t}"]))
+        weights = E.apply_levels(weights, scheme.basis(settings, t), levels, denom, offset)
     if E.weights_digest(weights) != bytes(cfg["digest"]):
         raise MaskPayloadError(
             f"weights after catching up to round {target} differ from the server's (digest "
@@ -152,8 +175,17 @@ def catch_up(
     return weights, target
 
 
+def client_step_for(name: str, scheme: Scheme) -> ClientStep:
+    """The client step of an evolving method (its own state keys, its scheme)."""
+
+    def step(msg: Message, context: Context, settings: RunSettings) -> Message:
+        return client_step(msg, context, settings, name, scheme)
+
+    return step
+
+
 def client_step(
-    msg: Message, context: Context, settings: RunSettings, name: str = NAME
+    msg: Message, context: Context, settings: RunSettings, name: str, scheme: Scheme
 ) -> Message:
     pid, n = partition_of(context)
     cfg = msg.content[CONFIG]
@@ -166,7 +198,7 @@ def client_step(
     else:
         weights, held = [w.copy() for w in net.initial], 0
     try:
-        weights, held = catch_up(settings, cfg, snapshot, weights, held)
+        weights, held = catch_up(settings, scheme, cfg, snapshot, weights, held)
     except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
         raise RuntimeError(f"partition {pid} rejected the downlink: {exc}") from None
     context.state[key_w] = ArrayRecord(weights)
@@ -174,13 +206,14 @@ def client_step(
     server_round = held + 1
     x, y = P.client_data(settings, pid, n)
     masks, loss = E.train_noise_mask(
-        build(settings), weights, noise(settings, server_round), x, y, train_config(settings),
-        density=settings.density,
+        build(settings), weights, scheme.basis(settings, server_round), x, y,
+        train_config(settings), density=settings.density, signed=scheme.signed,
         seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
     )  # fmt: skip
+    shift = 1 if scheme.signed else 0  # ternary {-1, 0, 1} travels as {0, 1, 2}
     payload = encode_levels(
-        [m.astype(np.int16) for m in masks], fingerprint=net.fingerprint, tag=server_round,
-        max_level=1,
+        [m.astype(np.int16) + shift for m in masks], fingerprint=net.fingerprint,
+        tag=server_round, max_level=1 + shift,
     )  # fmt: skip
     content = RecordDict(
         {
@@ -196,15 +229,17 @@ class EvolvingVotes(Strategy):
     """Server of the evolving-prototype methods: relay votes as levels, keep ``W`` in step."""
 
     def __init__(
-        self, *, settings: RunSettings, sampler: RoundSampler, rule: LevelRule,
+        self, *, settings: RunSettings, sampler: RoundSampler, scheme: Scheme,
         message_type: str,
     ) -> None:  # fmt: skip
-        self.settings, self.sampler, self.rule = settings, sampler, rule
+        self.settings, self.sampler, self.scheme = settings, sampler, scheme
+        self.rule_state: dict = {}  # server-only memory of a rule (e.g. an error accumulator)
         self.message_type = message_type
         self.net = network(settings)
         self.weights: E.Weights = [w.copy() for w in self.net.initial]
         self.round = 0  # the round whose weights self.weights are
-        self.updates: dict[int, tuple[bytes, int]] = {}  # round -> (levels payload, denom)
+        # round -> (levels payload, [denom, max level, offset]), kept for HISTORY rounds
+        self.updates: dict[int, tuple[bytes, list[int]]] = {}
         self.holds: dict[int, int] = {}  # node id -> round whose weights it holds
         self.rejected = 0
 
@@ -222,7 +257,7 @@ class EvolvingVotes(Strategy):
             content = RecordDict({CONFIG: cfg})
             if all(t in self.updates for t in missing):
                 for t in missing:
-                    cfg[f"update-{t}"], cfg[f"denom-{t}"] = self.updates[t]
+                    cfg[f"update-{t}"], cfg[f"levels-{t}"] = self.updates[t]
             else:  # too far behind the history: a float snapshot (counted as payload)
                 cfg["from-round"] = server_round
                 content[SNAPSHOT] = ArrayRecord([w.copy() for w in self.weights])
@@ -248,15 +283,16 @@ class EvolvingVotes(Strategy):
                 num_examples = float(metrics["num-examples"])
                 if not (np.isfinite(num_examples) and num_examples >= 0):
                     raise LevelsPayloadError(f"bad num-examples {num_examples!r}")
+                shift = 1 if self.scheme.signed else 0
                 mask = decode_levels(
                     bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
-                    tag=server_round, layer_sizes=self.net.sizes, max_level=1,
+                    tag=server_round, layer_sizes=self.net.sizes, max_level=1 + shift,
                 )  # fmt: skip
             except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
                 self.rejected += 1
                 log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
                 continue
-            masks.append([m.astype(bool) for m in mask])
+            masks.append([m.astype(np.int8) - shift for m in mask])
             weights.append(num_examples if self.settings.vote_weighting == "examples" else 1.0)
             losses.append(float(metrics.get("train-loss", float("nan"))))
             nodes.append(node)
@@ -264,14 +300,16 @@ class EvolvingVotes(Strategy):
             log.warning("round %s: no valid update; weights unchanged", server_round)
             return None, None
         fraction = E.vote_fraction(masks, weights)
-        levels, denom, max_level = self.rule(fraction, len(masks), self.settings.seed, server_round)
+        upd = self.scheme.rule(fraction, len(masks), self.settings, server_round,
+                               self.rule_state)  # fmt: skip
         payload = encode_levels(
-            levels, fingerprint=self.net.fingerprint, tag=server_round, max_level=max_level
-        )
-        self.weights = E.apply_levels(self.weights, noise(self.settings, server_round), levels,
-                                      denom)  # fmt: skip
+            upd.levels, fingerprint=self.net.fingerprint, tag=server_round,
+            max_level=upd.max_level,
+        )  # fmt: skip
+        basis = self.scheme.basis(self.settings, server_round)
+        self.weights = E.apply_levels(self.weights, basis, upd.levels, upd.denom, upd.offset)
         self.round = server_round
-        self.updates[server_round] = (payload, denom)
+        self.updates[server_round] = (payload, [upd.denom, upd.max_level, upd.offset])
         self.updates.pop(server_round - HISTORY, None)
         for node in nodes:  # a valid reply proves the node caught up to server_round - 1
             self.holds[node] = server_round - 1
@@ -295,11 +333,13 @@ class EvolvingVotes(Strategy):
                  self.settings.density)  # fmt: skip
 
 
-def server_for(name: str, rule: LevelRule) -> Callable[[RunSettings, RoundSampler], ServerSide]:
+def server_for(name: str, scheme: Scheme) -> Callable[[RunSettings, RoundSampler], ServerSide]:
+    """The server factory of an evolving method."""
+
     def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
         model = build(settings)
         strategy = EvolvingVotes(
-            settings=settings, sampler=sampler, rule=rule, message_type=f"train.{name}"
+            settings=settings, sampler=sampler, scheme=scheme, message_type=f"train.{name}"
         )
         return ServerSide(
             strategy, model, ArrayRecord([w.copy() for w in strategy.weights]),
@@ -313,11 +353,12 @@ def num_params(settings: RunSettings) -> int:
     return sum(network(settings).sizes)
 
 
+SCHEME = Scheme(rule=counts_rule, basis=noise)
 METHOD = Method(
     name=NAME,
     label="Evolving prototype, vote counts",
-    client_step=client_step,
-    server=server_for(NAME, counts_rule),
+    client_step=client_step_for(NAME, SCHEME),
+    server=server_for(NAME, SCHEME),
     num_params=num_params,
     marker="-v",
     description="weights = seed + every round's votes over shared noise; exact counts down",

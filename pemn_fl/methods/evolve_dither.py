@@ -1,17 +1,21 @@
-"""Evolving prototype, 1-bit dithered votes down: the cheap-downlink variant of ``evolve``.
+"""Evolving prototype, dithered votes down: the cheap-downlink variant of ``evolve``.
 
 Same client step and server as ``evolve``; only the rule that turns the round's vote
-fraction ``f`` into levels differs: ``level = 1[u < f]`` with ``u`` uniform, drawn from
-``(seed, round, layer)``. The update ``N * level`` is unbiased (its mean is ``N * f``, the
-exact weighted mean of the clients' masked noise) and costs about ``H(mean f)`` bits per
-weight instead of the entropy of the counts: with 5%-dense client masks, ~0.3 bit, not
-~2. The price is variance, which the following rounds average out.
+fraction ``f`` into levels differs: subtractive-free dithered rounding to a grid of ``Q``
+steps (``--dither-levels``), ``level = floor(Q * f + u)`` over ``denom = Q``, with ``u``
+uniform in [0, 1) drawn from ``(seed, round, layer)`` so every replay gives the same levels.
+The update ``N * level / Q`` is unbiased (its mean is ``N * f``, the exact weighted mean of
+the clients' masked noise) and costs about the entropy of the levels: with ``Q = 1`` a
+sparse bit, ~``H(mean f)`` (~0.3 bit per weight for 5%-dense client masks) instead of the
+~1-2 bits of the exact counts. ``Q`` trades rate for variance; ``Q = K`` is nearly the
+exact count.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve
 from pemn_fl.methods.base import Method
 from pemn_fl.prototype import derived_seed
@@ -19,27 +23,31 @@ from pemn_fl.prototype import derived_seed
 NAME = "evolve_dither"
 
 
-def dither_rule(
-    fraction: list[np.ndarray], k: int, seed: int, server_round: int
-) -> tuple[list[np.ndarray], int, int]:
-    """``level = 1[u < fraction]``, ``u ~ U[0, 1)`` seeded per round and layer; ``denom = 1``."""
+def dithered(fraction: list[np.ndarray], q: int, seed: int, server_round: int) -> list[np.ndarray]:
+    """``floor(q * fraction + u)``, ``u ~ U[0, 1)`` seeded per round and layer."""
     levels = []
     for i, f in enumerate(fraction):
         u = np.random.default_rng(derived_seed(seed, f"dither/{server_round}/{i}")).random(f.size)
-        levels.append((u < f).astype(np.int16))
-    return levels, 1, 1
+        levels.append(np.minimum(np.floor(q * f + u), q).astype(np.int16))
+    return levels
 
 
-def client_step(msg, context, settings):  # noqa: ANN001, ANN201 - same step, own state keys
-    return evolve.client_step(msg, context, settings, name=NAME)
+def dither_rule(
+    fraction: list[np.ndarray], k: int, settings: RunSettings, server_round: int, state: dict
+) -> evolve.Levels:
+    q = settings.dither_levels
+    return evolve.Levels(dithered(fraction, q, settings.seed, server_round), q, q)
+
+
+SCHEME = evolve.Scheme(rule=dither_rule, basis=evolve.noise)
 
 
 METHOD = Method(
     name=NAME,
-    label="Evolving prototype, 1-bit dithered votes",
-    client_step=client_step,
-    server=evolve.server_for(NAME, dither_rule),
+    label="Evolving prototype, dithered votes",
+    client_step=evolve.client_step_for(NAME, SCHEME),
+    server=evolve.server_for(NAME, SCHEME),
     num_params=evolve.num_params,
     marker="-P",
-    description="evolve with a seeded stochastic rounding of the vote fraction: 1 bit down",
+    description="evolve with a seeded dithered rounding of the vote fraction: ~H(levels) down",
 )

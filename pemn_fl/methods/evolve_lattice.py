@@ -1,0 +1,63 @@
+"""Evolving prototype on a lattice: ternary votes, error-fed (sigma-delta) integer steps down.
+
+``evolve_dither`` makes the downlink cheap by rounding the vote *randomly*, and pays in
+variance. This variant rounds it *deterministically with error feedback*, which needs a
+basis that does not change between rounds:
+
+* the directions are fixed, ``+noise_scale * he_std`` for every weight (a lattice around
+  the seeded prototype ``W_0``), so a client's mask must say which way to move: it is
+  ternary, ``sign(s) * top-density(|s|)`` (``train_noise_mask(signed=True)``);
+* the server adds each round's weighted mean vote ``f`` (in [-1, 1]) to a float
+  accumulator ``A`` that only it holds, and sends the integer step ``round(A - S)``
+  (``S`` = the steps already sent), so ``|A - S| <= 1/2`` always: nothing a vote asked
+  for is lost, it is only delayed until it adds up to a whole step;
+* everyone applies ``W += step * noise_scale * he_std``: the model is still the seed plus
+  every round's integer levels, bit-identical everywhere.
+
+Most steps are 0 and the rest +-1, so the downlink costs about the entropy of a sparse
+ternary symbol; the uplink ~``H(density) + density`` bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pemn_fl import evolving as E
+from pemn_fl.config import RunSettings
+from pemn_fl.methods import evolve
+from pemn_fl.methods.base import Method
+
+NAME = "evolve_lattice"
+MAX_STEP = 2  # |A - S| <= 1/2 and |f| <= 1, so a step is at most 1 in magnitude; 2 is slack
+
+
+def lattice(settings: RunSettings, server_round: int) -> E.Weights:
+    """The fixed directions: ``+noise_scale * he_std`` per weight, the same every round."""
+    return E.lattice_steps(list(evolve.network(settings).shapes), settings.noise_scale)
+
+
+def sigma_delta_rule(
+    fraction: list[np.ndarray], k: int, settings: RunSettings, server_round: int, state: dict
+) -> evolve.Levels:
+    """``A += f``; ``step = round(A - S)``; ``S += step``. Steps travel offset by ``MAX_STEP``."""
+    acc = state.setdefault("accumulated", [np.zeros(f.size) for f in fraction])
+    sent = state.setdefault("sent", [np.zeros(f.size, dtype=np.int64) for f in fraction])
+    levels = []
+    for a, s_, f in zip(acc, sent, fraction, strict=True):
+        a += f
+        step = np.clip(np.rint(a - s_), -MAX_STEP, MAX_STEP).astype(np.int64)
+        s_ += step
+        levels.append((step + MAX_STEP).astype(np.int16))
+    return evolve.Levels(levels, 1, 2 * MAX_STEP, MAX_STEP)
+
+
+SCHEME = evolve.Scheme(rule=sigma_delta_rule, basis=lattice, signed=True)
+METHOD = Method(
+    name=NAME,
+    label="Evolving lattice, error-fed ternary votes",
+    client_step=evolve.client_step_for(NAME, SCHEME),
+    server=evolve.server_for(NAME, SCHEME),
+    num_params=evolve.num_params,
+    marker="-X",
+    description="fixed +-step lattice; ternary client masks; sigma-delta integer steps down",
+)
