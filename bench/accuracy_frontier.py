@@ -55,7 +55,7 @@ GRID: dict[str, tuple[Config, ...]] = {
         {"noise-scale": 2.0, "dither-levels": 1},
         {"noise-scale": 1.0, "dither-levels": 2},
     ),
-    "evolve_lattice": ({"noise-scale": 0.1}, {"noise-scale": 0.3}, {"noise-scale": 1.0}),
+    "evolve_lattice": ({"noise-scale": 0.5}, {"noise-scale": 1.0}, {"noise-scale": 2.0}),
 }
 
 

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from flwr.app import Context, Message
-
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import pemn
-from pemn_fl.methods.base import Method, ServerSide
-from pemn_fl.sampling import RoundSampler
+from pemn_fl.methods.base import Method
 
-NAME = "pemn_wide"
 WIDEN = 2.0
 
 
@@ -25,20 +21,11 @@ def widened(settings: RunSettings) -> RunSettings:
     return dataclasses.replace(settings, width=settings.width * WIDEN)
 
 
-def client_step(msg: Message, context: Context, settings: RunSettings) -> Message:
-    return pemn.client_step(msg, context, widened(settings), name=NAME)
-
-
-def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
-    return pemn.server(widened(settings), sampler, name=NAME)
-
-
 METHOD = Method(
-    name=NAME,
-    label=f"PEMN-FL, {WIDEN:g}x wider masks",
-    client_step=client_step,
-    server=server,
-    num_params=lambda settings: pemn.num_params(widened(settings)),
+    name="pemn_wide", label="PEMN-FL, 2x wider masks",
+    client_step=lambda msg, ctx, s: pemn.client_step(msg, ctx, widened(s), name="pemn_wide"),
+    server=lambda s, sampler: pemn.server(widened(s), sampler, name="pemn_wide"),
+    num_params=lambda s: pemn.num_params(widened(s)),
     marker="-D",
-    description=f"pemn on a model {WIDEN:g}x wider than --width (capacity for bytes)",
-)
+    description="pemn on a model 2x wider than --width (capacity for bytes)",
+)  # fmt: skip
