@@ -95,8 +95,23 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     )  # fmt: skip
 
 
+def git_commit() -> str:
+    """The commit the code ran at (``+dirty`` with uncommitted changes), or ``unknown``."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pemn_fl", "simulations"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head + ("+dirty" if dirty.strip() else "")) if head else "unknown"
+
+
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
+    out = {"python": platform.python_version(), "pemn-fl-commit": git_commit()}
     for pkg in ("pemn-fl", "flwr", "flwr-datasets", "torch", "numpy", "bitarray", "ray"):
         try:
             out[pkg] = metadata.version(pkg)
