@@ -139,3 +139,25 @@ def test_every_variant_runs_end_to_end_and_sends_bytes_both_ways(variants_dir: P
         # Round 2 carries the round-1 update down; the uplink is a coded sparse mask (< 1 bpp).
         assert (trained["uplink_bits_per_param"] < 1.0).all(), method
         assert part["accuracy"].iloc[-1] > part["accuracy"].iloc[0], method
+
+
+def test_frontier_report_from_real_runs(run_dir: Path, tmp_path: Path) -> None:
+    """``bench.accuracy_frontier --report-only`` on runs laid out as the sweep writes them."""
+    from bench import accuracy_frontier as F
+
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    for method, config in (("pemn", {"lr": 0.3}), ("fedavg", {"dense-lr": 0.05})):
+        d = F.run_dir(tmp_path, method, config)
+        d.mkdir(parents=True)
+        rounds[rounds["method"] == method].to_csv(d / "rounds.csv", index=False)
+        (d / "summary.json").write_text((run_dir / "summary.json").read_text())
+    assert F.main(["--methods", "pemn,fedavg", "--report-only", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "frontier.csv").set_index("method")
+    fed = rounds[rounds["method"] == "fedavg"]
+    assert table.loc["fedavg", "best_accuracy"] == pytest.approx(fed["accuracy"].max())
+    target = fed["accuracy"].max() - 0.01
+    first = fed[fed["accuracy"] >= target]["cumulative_bytes"].iloc[0]
+    assert table.loc["fedavg", "bytes_to_fedavg_best_minus_1pt"] == first
+    assert table.loc["fedavg", "tuned"] == "dense-lr=0.05"
+    assert (tmp_path / "frontier.png").stat().st_size > 0
+    assert "| fedavg | dense-lr=0.05 |" in (tmp_path / "frontier.md").read_text()
