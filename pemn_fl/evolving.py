@@ -34,13 +34,12 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from pemn_fl.masked import topk_mask
 from pemn_fl.prototype import LayerShape, derived_seed, he_std, materialize
-from pemn_fl.task import TrainConfig, optimizer_for
+from pemn_fl.task import TrainConfig, optimizer_for, train_loop
 
 Weights = list[np.ndarray]  # one flat float32 array per weight tensor, in parameter order
 
@@ -157,31 +156,15 @@ def train_noise_mask(
     centre = 0.5 if signed else 0.0  # signed: tie-breaks of both signs
     scores = [((torch.rand(s, generator=init) - centre) * 1e-6).requires_grad_(True)
               for s in shapes]  # fmt: skip
-    opt = optimizer_for(scores, cfg)
-    xt = torch.from_numpy(np.require(x, np.float32, "CW"))
-    yt = torch.from_numpy(np.require(y, np.int64, "CW"))
-    n = len(yt)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    last = float("nan")
-    for _ in range(cfg.epochs):
-        order = torch.randperm(n, generator=gen)
-        total, seen = 0.0, 0
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            if len(idx) < 2:
-                continue  # batch-statistics BN cannot normalise one sample
-            opt.zero_grad(set_to_none=True)
-            params = {
-                name: b + z * _TopK.apply(s, density, signed)
-                for name, b, z, s in zip(names, base, nz, scores, strict=True)
-            }
-            loss = F.cross_entropy(functional_call(model, params, (xt[idx],)), yt[idx])
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        last = total / max(1, seen)
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        params = {
+            name: b + z * _TopK.apply(s, density, signed)
+            for name, b, z, s in zip(names, base, nz, scores, strict=True)
+        }
+        return functional_call(model, params, (batch,))
+
+    last = train_loop(model, forward, optimizer_for(scores, cfg), x, y, cfg, seed=seed)
     masks = [
         _select(s.detach(), density, signed).reshape(-1).numpy().astype(np.int8)
         for s in scores

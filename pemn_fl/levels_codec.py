@@ -36,7 +36,8 @@ from collections.abc import Sequence
 import constriction
 import numpy as np
 
-from pemn_fl.codec import MaskPayloadError, fingerprint_bytes
+# The mask codec's LEB128 writer is reused; the reader below raises this codec's own error.
+from pemn_fl.codec import MaskPayloadError, _varint, fingerprint_bytes
 
 MAGIC = b"PLVL"
 FORMAT_VERSION = 1
@@ -47,18 +48,6 @@ _U32 = struct.Struct("<I")
 
 class LevelsPayloadError(MaskPayloadError):
     """A levels payload that is malformed, corrupted, or built for another prototype/round."""
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:

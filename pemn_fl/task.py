@@ -7,6 +7,7 @@ same loop trains a mask or, for the dense baseline, the weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,16 +53,26 @@ def optimizer_for(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.O
 def train(
     model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, seed: int = 0
 ) -> float:
-    """Train in place for ``cfg.epochs``; return the mean training loss of the last epoch.
+    """Train in place for ``cfg.epochs``; return the mean training loss of the last epoch."""
+    return train_loop(model, model, make_optimizer(model, cfg), x, y, cfg, seed=seed)
 
-    Batches are shuffled by a seeded generator so a client's round is reproducible. A
-    final batch of one sample is dropped: batch-statistics BN cannot normalise it.
+
+def train_loop(
+    model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
+    opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, seed: int,
+) -> float:  # fmt: skip
+    """The one local-training loop: ``forward(batch) -> logits``, ``opt`` steps what it holds.
+
+    ``forward`` is the model itself for weights or masks, or a closure that builds the
+    effective weights first (the evolving prototype's noise masks). Batches are shuffled
+    by a seeded generator so a client's round is reproducible. A final batch of one sample
+    is dropped: batch-statistics BN cannot normalise it. Returns the mean training loss of
+    the last epoch.
     """
     xt, yt = _tensors(x, y)
     n = len(yt)
     if n == 0:
         return float("nan")
-    opt = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     last = float("nan")
@@ -73,7 +84,7 @@ def train(
             if len(idx) < 2 and seen > 0:
                 continue
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(xt[idx]), yt[idx])
+            loss = F.cross_entropy(forward(xt[idx]), yt[idx])
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)

@@ -11,11 +11,12 @@ name a method.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flwr.app import ArrayRecord, Context, Message
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from torch import nn
 
@@ -62,6 +63,21 @@ class Method:
     @property
     def message_type(self) -> str:
         return f"train.{self.name}"
+
+
+class ServerEvaluation:
+    """Mixin for strategies evaluated on the server only (``evaluate_fn``): no federated
+    evaluation round, so no evaluation traffic is sent or counted."""
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return []
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        return None
 
 
 def partition_of(context: Context) -> tuple[int, int]:

@@ -41,7 +41,7 @@ from pemn_fl import protocol as P
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import LevelsPayloadError, decode_levels, encode_levels
-from pemn_fl.methods.base import ClientStep, Method, ServerSide, partition_of
+from pemn_fl.methods.base import ClientStep, Method, ServerEvaluation, ServerSide, partition_of
 from pemn_fl.models import build_model
 from pemn_fl.prototype import derived_seed, fingerprint, materialize
 from pemn_fl.sampling import RoundSampler
@@ -225,7 +225,7 @@ def client_step(
 
 
 # -- server ------------------------------------------------------------------------------
-class EvolvingVotes(Strategy):
+class EvolvingVotes(ServerEvaluation, Strategy):
     """Server of the evolving-prototype methods: relay votes as levels, keep ``W`` in step."""
 
     def __init__(
@@ -317,16 +317,6 @@ class EvolvingVotes(Strategy):
         return ArrayRecord([w_.copy() for w_ in self.weights]), MetricRecord(
             {"train-loss": float(np.dot(w, losses))}
         )
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return []
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        return None
 
     def summary(self) -> None:
         log.info("EvolvingVotes: noise-scale=%s density=%s", self.settings.noise_scale,

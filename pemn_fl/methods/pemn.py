@@ -24,7 +24,7 @@ from flwr.serverapp.strategy import Strategy
 from pemn_fl import protocol as P
 from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
 from pemn_fl.config import RunSettings
-from pemn_fl.methods.base import Method, ServerSide, partition_of
+from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.voting import global_mask, tally, update_state
 
@@ -98,7 +98,7 @@ def client_step(
 
 
 # -- server ------------------------------------------------------------------------------
-class MaskVoting(Strategy):
+class MaskVoting(ServerEvaluation, Strategy):
     """PEMN-FL: bit-packed masks down and up, weighted score voting in between."""
 
     def __init__(
@@ -205,17 +205,6 @@ class MaskVoting(Strategy):
         flips = sum(int((a != b).sum()) for a, b in zip(new, previous, strict=True))
         metrics = MetricRecord({"train-loss": float(np.dot(w, losses)), "global-flips": flips})
         return mask_to_record(new), metrics
-
-    # -- evaluation is server-side (evaluate_fn), not federated ---------------------------
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return []
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        return None
 
     def summary(self) -> None:
         log.info(
