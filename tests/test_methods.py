@@ -37,3 +37,12 @@ def test_all_means_every_registered_method() -> None:
 def test_wide_variant_is_wider_and_counts_its_own_edges() -> None:
     settings = RunSettings(dataset="synthetic", model="mlp", width=0.25)
     assert get("pemn_wide").num_params(settings) > 2 * get("pemn").num_params(settings)
+
+
+def test_mask_methods_keep_their_state_apart() -> None:
+    """pemn and pemn_wide in one run: a node's state for one never feeds the other."""
+    from pemn_fl.methods import pemn
+
+    keys = {name: pemn.state_keys(name) for name in ("pemn", "pemn_wide")}
+    assert keys["pemn"] == ("pemn-global", "pemn-global-id", "pemn-scores")  # as before
+    assert not set(keys["pemn"]) & set(keys["pemn_wide"])
