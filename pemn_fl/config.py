@@ -28,7 +28,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class RunSettings:
-    methods: str = "pemn,fedavg"
+    methods: str = "evolve_dither,fedavg"  # the accuracy study's winner, and the baseline
     num_server_rounds: int = 12
     dataset: str = "digits"
     data_dir: str = ""
@@ -55,7 +55,7 @@ class RunSettings:
     noise_scale: float = 1.0  # evolve*: round noise, in units of each layer's He std
     density: float = 0.05  # evolve*: fraction of weights a client's noise mask switches on
     noise_lr: float = 0.001  # evolve*: Adam learning rate of the noise-mask scores
-    dither_levels: int = 1  # evolve_dither: grid steps of the dithered vote (1 = one bit)
+    dither_levels: int = 2  # evolve_dither: grid steps of the dithered vote (1 = one bit)
     seed: int = 0
     min_nodes: int = 1
 

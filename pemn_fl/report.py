@@ -122,34 +122,40 @@ def summarize(rounds: pd.DataFrame, setup_bytes: int = 0) -> dict[str, object]:
             ),
             "bytes_to_target": None if target is None else bytes_to_target(frame, target),
         }
-    ratio = None
-    if target is not None and "pemn" in methods:
-        ours, theirs = methods["pemn"]["bytes_to_target"], methods["fedavg"]["bytes_to_target"]
-        if ours and theirs:
-            ratio = theirs / ours
+    headline = next((m for m in methods if m != "fedavg"), None)
+    for name, m in methods.items():
+        if name != "fedavg" and "fedavg" in methods:
+            ours, theirs = m["bytes_to_target"], methods["fedavg"]["bytes_to_target"]
+            m["fewer_bytes_than_fedavg_to_target"] = theirs / ours if ours and theirs else None
     return {
         "target_accuracy": target,
-        "ratio_vs_fedavg": ratio,
-        "at_pemn_best": _at_pemn_best(rounds, methods),
+        "headline_method": headline,
+        "ratio_vs_fedavg": None if headline is None or target is None
+        else methods[headline].get("fewer_bytes_than_fedavg_to_target"),
+        "at_best": _at_best(rounds, methods, headline),
         "setup_bytes": setup_bytes,
         "methods": methods,
     }
 
 
-def _at_pemn_best(rounds: pd.DataFrame, methods: dict[str, dict[str, object]]) -> dict | None:
-    """The reverse question: bytes each method needs to reach PEMN-FL's best accuracy.
+def _at_best(
+    rounds: pd.DataFrame, methods: dict[str, dict[str, object]], headline: str | None
+) -> dict | None:
+    """The reverse question: bytes FedAvg and the headline method need to reach the headline
+    method's best accuracy.
 
-    Answers "how much cheaper is PEMN-FL at the accuracy it does reach?" when it never
-    reaches FedAvg's target; ``None`` unless both methods ran.
+    Answers "how much cheaper is it at the accuracy it does reach?" when it never reaches
+    FedAvg's target; ``None`` unless FedAvg and another method ran.
     """
-    if not {"pemn", "fedavg"} <= set(methods):
+    if headline is None or "fedavg" not in methods:
         return None
-    level = float(methods["pemn"]["best_accuracy"])
-    ours = bytes_to_target(rounds[rounds["method"] == "pemn"], level)
+    level = float(methods[headline]["best_accuracy"])
+    ours = bytes_to_target(rounds[rounds["method"] == headline], level)
     theirs = bytes_to_target(rounds[rounds["method"] == "fedavg"], level)
     return {
+        "method": headline,
         "accuracy": level,
-        "pemn_bytes": ours,
+        "method_bytes": ours,
         "fedavg_bytes": theirs,
         "ratio": theirs / ours if ours and theirs else None,
     }
@@ -174,20 +180,25 @@ def summary_table(summary: dict[str, object]) -> str:
             f"{m['uplink_bytes'] / 1e6:>11.3f}{m['downlink_bytes'] / 1e6:>13.3f}"
             f"{m['total_bytes'] / 1e6:>11.3f}{'never' if btt is None else f'{btt / 1e6:.3f}':>14}"
         )
-    target, ratio = summary["target_accuracy"], summary["ratio_vs_fedavg"]
+    target = summary["target_accuracy"]
     if target is not None:
         lines.append(f"target accuracy (FedAvg best - 1 pt): {target:.3f}")
-        lines.append(
-            "PEMN-FL never reached the target"
-            if ratio is None
-            else f"FedAvg needed {ratio:.1f}x more bytes than PEMN-FL to reach it"
-        )
-    best = summary.get("at_pemn_best")
+        for method, m in summary["methods"].items():  # type: ignore[union-attr]
+            if method == "fedavg":
+                continue
+            ratio = m.get("fewer_bytes_than_fedavg_to_target")
+            lines.append(
+                f"{label_of(method)} never reached the target"
+                if m["bytes_to_target"] is None
+                else f"{label_of(method)} reached it"
+                + ("" if ratio is None else f"; FedAvg needed {ratio:.1f}x more bytes")
+            )
+    best = summary.get("at_best")
     if best:
-        fed = best["fedavg_bytes"]
+        fed, name = best["fedavg_bytes"], label_of(best["method"])
         lines.append(
-            f"at PEMN-FL's best accuracy ({best['accuracy']:.3f}): PEMN-FL "
-            f"{best['pemn_bytes'] / 1e6:.3f} MB, FedAvg "
+            f"at {name}'s best accuracy ({best['accuracy']:.3f}): it sent "
+            f"{best['method_bytes'] / 1e6:.3f} MB, FedAvg "
             + ("never reached it" if fed is None
                else f"{fed / 1e6:.3f} MB ({best['ratio']:.1f}x more)")
         )  # fmt: skip

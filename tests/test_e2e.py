@@ -24,7 +24,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cmd = [
         sys.executable, "-m", "simulations.run", "--clients", "3", "--rounds", "2",
         "--dataset", "synthetic", "--model", "mlp", "--width", "0.5", "--dense-width", "0.5",
-        "--quiet", "--out", str(out),
+        "--methods", "pemn,fedavg", "--quiet", "--out", str(out),
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

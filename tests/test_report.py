@@ -48,11 +48,11 @@ def test_summary_target_ratio_and_reverse_question() -> None:
     assert s["target_accuracy"] == pytest.approx(0.89)
     assert s["methods"]["fedavg"]["bytes_to_target"] == 48000  # reached in round 3
     assert s["methods"]["pemn"]["bytes_to_target"] is None
-    assert s["ratio_vs_fedavg"] is None
-    best = s["at_pemn_best"]
-    assert best["accuracy"] == 0.85
+    assert s["ratio_vs_fedavg"] is None and s["headline_method"] == "pemn"
+    best = s["at_best"]
+    assert best["accuracy"] == 0.85 and best["method"] == "pemn"
     # FedAvg passes 0.85 in round 2 (0.86).
-    assert best["pemn_bytes"] == 450 and best["fedavg_bytes"] == 32000
+    assert best["method_bytes"] == 450 and best["fedavg_bytes"] == 32000
     assert best["ratio"] == pytest.approx(32000 / 450)
     assert s["setup_bytes"] == 77
     text = summary_table(s)
@@ -65,6 +65,8 @@ def test_ratio_when_pemn_reaches_the_target() -> None:
     s = summarize(frame)
     assert s["methods"]["pemn"]["bytes_to_target"] == 450
     assert s["ratio_vs_fedavg"] == pytest.approx(48000 / 450)
+    assert s["methods"]["pemn"]["fewer_bytes_than_fedavg_to_target"] == pytest.approx(48000 / 450)
+    assert "FedAvg needed 106.7x more bytes" in summary_table(s)
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
