@@ -197,7 +197,7 @@ def summary_table(summary: dict[str, object]) -> str:
     if best:
         fed, name = best["fedavg_bytes"], label_of(best["method"])
         lines.append(
-            f"at {name}'s best accuracy ({best['accuracy']:.3f}): it sent "
+            f"at the best accuracy of {name} ({best['accuracy']:.3f}): it sent "
             f"{best['method_bytes'] / 1e6:.3f} MB, FedAvg "
             + ("never reached it" if fed is None
                else f"{fed / 1e6:.3f} MB ({best['ratio']:.1f}x more)")
