@@ -8,6 +8,8 @@ gap (deltas, or a snapshot beyond the history), and that bytes equal the encoded
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -169,10 +171,11 @@ def test_a_wrong_digest_is_a_clear_error_and_keeps_the_node_state() -> None:
 
 def test_dither_rule_is_unbiased_and_binary() -> None:
     f = [np.full(200_000, 0.3)]
-    upd = evolve_dither.dither_rule(f, 10, SETTINGS, 2, {})
+    one_bit = dataclasses.replace(SETTINGS, dither_levels=1)
+    upd = evolve_dither.dither_rule(f, 10, one_bit, 2, {})
     assert upd.denom == 1 and upd.max_level == 1 and set(np.unique(upd.levels[0])) <= {0, 1}
     assert upd.levels[0].mean() == pytest.approx(0.3, abs=0.005)
-    again = evolve_dither.dither_rule(f, 10, SETTINGS, 2, {})
+    again = evolve_dither.dither_rule(f, 10, one_bit, 2, {})
     assert np.array_equal(upd.levels[0], again.levels[0])
 
 
