@@ -18,17 +18,22 @@ from pemn_fl.report import COLUMNS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run")
+def simulate(out: Path, *options: str) -> Path:
+    """``python -m simulations.run`` on 3 clients, 2 rounds of synthetic data, into ``out``."""
     cmd = [
         sys.executable, "-m", "simulations.run", "--clients", "3", "--rounds", "2",
-        "--dataset", "synthetic", "--model", "mlp", "--width", "0.5", "--dense-width", "0.5",
-        "--methods", "pemn,fedavg", "--quiet", "--out", str(out),
+        "--dataset", "synthetic", "--model", "mlp", "--width", "0.5", *options,
+        "--quiet", "--out", str(out),
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return simulate(tmp_path_factory.mktemp("run"), "--dense-width", "0.5",
+                    "--methods", "pemn,fedavg")  # fmt: skip
 
 
 def test_outputs_exist(run_dir: Path) -> None:
@@ -116,15 +121,8 @@ def test_results_unchanged_by_the_method_registry(run_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The accuracy-study variants, each through the real engine: 3 clients, 2 rounds."""
-    out = tmp_path_factory.mktemp("variants")
-    cmd = [
-        sys.executable, "-m", "simulations.run", "--clients", "3", "--rounds", "2",
-        "--dataset", "synthetic", "--model", "mlp", "--width", "0.5", "--fraction", "0.67",
-        "--methods", "evolve,evolve_dither,evolve_lattice,pemn_wide", "--quiet", "--out", str(out),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
+    return simulate(tmp_path_factory.mktemp("variants"), "--fraction", "0.67",
+                    "--methods", "evolve,evolve_dither,evolve_lattice,pemn_wide")  # fmt: skip
 
 
 def test_every_variant_runs_end_to_end_and_sends_bytes_both_ways(variants_dir: Path) -> None:
