@@ -19,8 +19,10 @@ See ``pemn_fl/evolving.py`` for the idea. Per round ``r``:
   them, and applies ``W_r = W_{r-1} + N_r * level / denom`` itself.
 
 This module's rule is ``counts``: ``level = round(K * fraction)``, ``denom = K`` (K valid
-replies), i.e. the exact vote count under uniform weighting. ``evolve_dither`` swaps in a
-1-bit rule. The server remembers, per node, only the round whose weights it holds.
+replies): the exact vote count under uniform weighting, the example-weighted fraction
+rounded to K steps otherwise (what is sent is what everyone applies, so weights agree).
+``evolve_dither`` and ``evolve_lattice`` swap in other rules. The server remembers, per
+node, only the round whose weights it holds.
 """
 
 from __future__ import annotations
