@@ -38,7 +38,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pemn_fl.masked import topk_mask
-from pemn_fl.prototype import LayerShape, derived_seed, he_std, materialize
+from pemn_fl.prototype import LayerShape, derived_seed, he_std
 from pemn_fl.task import TrainConfig, optimizer_for, train_loop
 
 Weights = list[np.ndarray]  # one flat float32 array per weight tensor, in parameter order
@@ -56,9 +56,8 @@ def weight_shapes(model: nn.Module) -> list[LayerShape]:
     return shapes
 
 
-def initial_weights(spec: object, shapes: list[LayerShape]) -> Weights:
-    """``W_0``: the run's prototype, flattened to float32 (bit-identical in every process)."""
-    tensors = materialize(spec, shapes)  # type: ignore[arg-type]
+def initial_weights(tensors: dict[str, torch.Tensor], shapes: list[LayerShape]) -> Weights:
+    """``W_0``: the materialised prototype, flattened to float32 in parameter order."""
     return [tensors[s.name].numpy().astype(np.float32).reshape(-1).copy() for s in shapes]
 
 

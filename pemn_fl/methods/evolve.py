@@ -105,7 +105,7 @@ def network(settings: RunSettings) -> Network:
     """Shapes, ``W_0`` (the prototype) and its fingerprint; cached per process."""
     shapes = E.weight_shapes(build(settings))
     tensors = materialize(settings.prototype_spec, shapes)
-    initial = E.initial_weights(settings.prototype_spec, shapes)
+    initial = E.initial_weights(tensors, shapes)  # the same tensors the fingerprint hashes
     for w in initial:
         w.setflags(write=False)
     return Network(tuple(shapes), tuple(initial), fingerprint(settings.prototype_spec, tensors))
