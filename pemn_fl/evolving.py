@@ -29,7 +29,6 @@ apps (``methods/evolve_*.py``) only move bytes.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
@@ -39,6 +38,7 @@ from torch.func import functional_call
 
 from pemn_fl.masked import topk_mask
 from pemn_fl.prototype import LayerShape, derived_seed, he_std
+from pemn_fl.replica import digest
 from pemn_fl.task import TrainConfig, optimizer_for, train_loop
 
 Weights = list[np.ndarray]  # one flat float32 array per weight tensor, in parameter order
@@ -97,11 +97,8 @@ def apply_levels(
 
 
 def weights_digest(weights: Weights) -> bytes:
-    """8 bytes identifying the weights exactly: sent with updates so a client can verify."""
-    h = hashlib.sha256()
-    for w in weights:
-        h.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
-    return h.digest()[:8]
+    """8 bytes identifying the weights exactly (``replica.digest``)."""
+    return digest(weights)
 
 
 def load_weights(model: nn.Module, weights: Weights) -> None:

@@ -17,6 +17,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
 
 from pemn_fl import evolving as E
+from pemn_fl import replica as R
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels
@@ -55,7 +56,7 @@ def _run(module, name: str, schedule: dict[int, list[int]], history: int | None 
          monkeypatch: pytest.MonkeyPatch | None = None,
          ) -> tuple[object, dict[int, Context], dict[int, list[Message]]]:  # fmt: skip
     if history is not None and monkeypatch is not None:
-        monkeypatch.setattr(evolve, "HISTORY", history)
+        monkeypatch.setattr(R, "HISTORY", history)
     node_of = {p: 100 + p for p in range(PARTITIONS)}
     sampler = RoundSampler(node_of, 1.0, seed=0)
     side = module.METHOD.server(SETTINGS, sampler)
@@ -89,7 +90,8 @@ def _weights_before(strategy, r: int) -> list[np.ndarray]:  # noqa: ANN001
     """Server weights at the start of round r, replayed from W_0 and the stored updates."""
     w = [x.copy() for x in strategy.net.initial]
     for t in range(1, r):
-        payload, (denom, max_level, offset) = strategy.updates[t]
+        payload = strategy.replica.updates[t]["update"]
+        denom, max_level, offset = strategy.replica.updates[t]["levels"]
         levels = decode_levels(payload, fingerprint=strategy.net.fingerprint, tag=t,
                                layer_sizes=strategy.net.sizes, max_level=max_level)  # fmt: skip
         w = E.apply_levels(w, strategy.scheme.basis(SETTINGS, t), levels, denom, offset)
@@ -104,7 +106,7 @@ def test_every_party_holds_the_same_weights_after_every_round(module, name: str)
     strategy, contexts, log = _run(module, name, schedule)
     final = E.weights_digest(strategy.weights)
     assert final == E.weights_digest(_weights_before(strategy, 6))
-    assert strategy.round == 5
+    assert strategy.replica.round == 5
     # The weights moved (the votes did something) and stayed finite.
     moved = sum(float(np.abs(a - b).sum()) for a, b in zip(strategy.weights,
                                                            strategy.net.initial, strict=True))
@@ -130,13 +132,13 @@ def test_bytes_equal_the_encoded_lengths() -> None:
     schedule = {1: [0, 1, 2], 2: [0, 1, 2]}
     strategy, contexts, log = _run(evolve, "evolve", schedule)
     sent = list(strategy.configure_train(3, None, ConfigRecord(), None))  # type: ignore[arg-type]
-    payload, _ = strategy.updates[2]
+    payload = strategy.replica.updates[2]["update"]
     for m in sent:
         cfg = m.content["config"]
         assert bytes(cfg["update-2"]) == payload
         # Node 3 missed rounds 1-2, so it also gets round 1's update: every one is counted.
         rounds = [1, 2] if m.metadata.dst_node_id == 103 else [2]
-        sizes = sum(len(strategy.updates[t][0]) for t in rounds)
+        sizes = sum(len(strategy.replica.updates[t]["update"]) for t in rounds)
         assert payload_bytes(m) == sizes + len(bytes(cfg["digest"])) > 0
     replies = [_deliver(m, evolve.METHOD.client_step, contexts[m.metadata.dst_node_id - 100])
                for m in sent]  # fmt: skip
@@ -149,7 +151,7 @@ def test_a_replayed_catch_up_is_not_applied_twice() -> None:
     strategy, contexts, log = _run(evolve, "evolve", schedule)
     # The server believes node 0 still holds round 0 (e.g. its last reply was lost): the
     # node skips the updates it already applied and still lands on the server's weights.
-    strategy.holds[100] = 0
+    strategy.replica.holds[100] = 0
     sent = [m for m in strategy.configure_train(3, None, ConfigRecord(), None)  # type: ignore[arg-type]
             if m.metadata.dst_node_id == 100]  # fmt: skip
     _deliver(sent[0], evolve.METHOD.client_step, contexts[0])

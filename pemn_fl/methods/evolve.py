@@ -8,7 +8,7 @@ See ``pemn_fl/evolving.py`` for the idea. Per round ``r``:
   ``levels-t`` = [denom, max level, offset]; ``digest`` (8 bytes of ``W_{r-1}``, so the
   node verifies it holds exactly the server's weights)}. A node too far behind the server's
   bounded history
-  (``HISTORY`` rounds) instead gets ``ArrayRecord "snapshot"``: ``W_{r-1}`` as float32,
+  (``replica.HISTORY`` rounds) instead gets ``ArrayRecord "snapshot"``: ``W_{r-1}`` as float32,
   counted like every byte.
 * the node catches up (skipping rounds it already applied: updates carry their round, so
   a reply lost after a catch-up never double-applies), checks the digest, learns a mask
@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -40,6 +41,7 @@ from torch import nn
 
 from pemn_fl import evolving as E
 from pemn_fl import protocol as P
+from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import LevelsPayloadError, decode_levels, encode_levels
@@ -52,8 +54,7 @@ from pemn_fl.task import TrainConfig
 log = logging.getLogger("pemn_fl.server")
 
 NAME = "evolve"
-HISTORY = 64  # rounds of updates the server keeps for catch-up (a few KB each)
-CONFIG, UPDATE, METRICS, SNAPSHOT = "config", "update", "metrics", "snapshot"
+CONFIG, UPDATE, METRICS, SNAPSHOT = "config", "update", "metrics", R.SNAPSHOT
 
 
 @dataclass(frozen=True)
@@ -136,45 +137,31 @@ def counts_rule(
 
 
 # -- client ------------------------------------------------------------------------------
-def _state_keys(name: str) -> tuple[str, str]:
-    return f"{name}-weights", f"{name}-round"
+FIELDS = ("update", "levels")  # one round's wire fields: the levels payload, [denom, max, offset]
+
+
+def apply_round(settings: RunSettings, scheme: Scheme) -> R.Apply:
+    """Replay one logged round: decode its levels and add them along the round's basis."""
+    net = network(settings)
+
+    def apply(weights: E.Weights, t: int, fields: Mapping[str, Any]) -> E.Weights:
+        denom, max_level, offset = (int(v) for v in fields["levels"])
+        levels = decode_levels(
+            bytes(fields["update"]), fingerprint=net.fingerprint, tag=t,
+            layer_sizes=net.sizes, max_level=max_level,
+        )  # fmt: skip
+        return E.apply_levels(weights, scheme.basis(settings, t), levels, denom, offset)
+
+    return apply
 
 
 def catch_up(
     settings: RunSettings, scheme: Scheme, cfg: ConfigRecord, snapshot: ArrayRecord | None,
     weights: E.Weights, held: int,
 ) -> tuple[E.Weights, int]:  # fmt: skip
-    """Bring ``weights`` (of round ``held``) to round ``server-round - 1``; verify the digest.
-
-    Raises ``MaskPayloadError`` if an update is malformed, a needed round is missing, or
-    the result differs from the server's weights.
-    """
-    net = network(settings)
-    server_round = int(cfg["server-round"])
-    target = server_round - 1
-    if snapshot is not None:
-        arrays = snapshot.to_numpy_ndarrays()
-        if [a.size for a in arrays] != net.sizes or any(a.dtype != np.float32 for a in arrays):
-            raise MaskPayloadError("snapshot does not match this model's float32 weights")
-        weights, held = [a.reshape(-1).copy() for a in arrays], target
-    first = int(cfg["from-round"])
-    if held < target and first > held + 1:
-        raise MaskPayloadError(
-            f"cannot catch up: this node holds round {held}, the updates start at round {first}"
-        )
-    for t in range(max(first, held + 1), target + 1):
-        denom, max_level, offset = (int(v) for v in cfg[f"levels-{t}"])  # type: ignore[union-attr]
-        levels = decode_levels(
-            bytes(cfg[f"update-{t}"]), fingerprint=net.fingerprint, tag=t,
-            layer_sizes=net.sizes, max_level=max_level,
-        )  # fmt: skip
-        weights = E.apply_levels(weights, scheme.basis(settings, t), levels, denom, offset)
-    if E.weights_digest(weights) != bytes(cfg["digest"]):
-        raise MaskPayloadError(
-            f"weights after catching up to round {target} differ from the server's (digest "
-            "mismatch): client and server settings differ"
-        )
-    return weights, target
+    """Bring ``weights`` (of round ``held``) to round ``server-round - 1`` (``replica``)."""
+    return R.catch_up(cfg, snapshot, weights, held, network(settings).sizes,
+                      apply_round(settings, scheme), FIELDS)  # fmt: skip
 
 
 def client_step_for(name: str, scheme: Scheme) -> ClientStep:
@@ -192,19 +179,13 @@ def client_step(
     pid, n = partition_of(context)
     cfg = msg.content[CONFIG]
     snapshot = msg.content.array_records.get(SNAPSHOT)
-    key_w, key_r = _state_keys(name)
     net = network(settings)
-    if key_w in context.state:
-        weights = [a.copy() for a in context.state[key_w].to_numpy_ndarrays()]
-        held = int(context.state[key_r]["round"])
-    else:
-        weights, held = [w.copy() for w in net.initial], 0
+    weights, held = R.load(context, name, list(net.initial))
     try:
         weights, held = catch_up(settings, scheme, cfg, snapshot, weights, held)
     except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
         raise RuntimeError(f"partition {pid} rejected the downlink: {exc}") from None
-    context.state[key_w] = ArrayRecord(weights)
-    context.state[key_r] = ConfigRecord({"round": held})
+    R.store(context, name, weights, held)
     server_round = held + 1
     x, y = P.client_data(settings, pid, n)
     masks, loss = E.train_noise_mask(
@@ -238,31 +219,23 @@ class EvolvingVotes(ServerEvaluation, Strategy):
         self.rule_state: dict = {}  # server-only memory of a rule (e.g. an error accumulator)
         self.message_type = message_type
         self.net = network(settings)
-        self.weights: E.Weights = [w.copy() for w in self.net.initial]
-        self.round = 0  # the round whose weights self.weights are
-        # round -> (levels payload, [denom, max level, offset]), kept for HISTORY rounds
-        self.updates: dict[int, tuple[bytes, list[int]]] = {}
-        self.holds: dict[int, int] = {}  # node id -> round whose weights it holds
+        self.replica = R.ReplicaServer(list(self.net.initial), FIELDS)
         self.rejected = 0
+
+    @property
+    def weights(self) -> E.Weights:
+        """``W`` of the last aggregated round (everyone who caught up holds the same)."""
+        return self.replica.state
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        digest = E.weights_digest(self.weights)
         messages = []
         for node in self.sampler(server_round):
-            held = self.holds.get(node, 0)
-            missing = range(held + 1, self.round + 1)
-            cfg = ConfigRecord(
-                {"server-round": server_round, "from-round": held + 1, "digest": digest}
-            )
+            cfg, snapshot = self.replica.downlink(node, server_round)
             content = RecordDict({CONFIG: cfg})
-            if all(t in self.updates for t in missing):
-                for t in missing:
-                    cfg[f"update-{t}"], cfg[f"levels-{t}"] = self.updates[t]
-            else:  # too far behind the history: a float snapshot (counted as payload)
-                cfg["from-round"] = server_round
-                content[SNAPSHOT] = ArrayRecord([w.copy() for w in self.weights])
+            if snapshot is not None:
+                content[SNAPSHOT] = snapshot
             messages.append(
                 Message(content=content, dst_node_id=node, message_type=self.message_type)
             )
@@ -309,12 +282,9 @@ class EvolvingVotes(ServerEvaluation, Strategy):
             max_level=upd.max_level,
         )  # fmt: skip
         basis = self.scheme.basis(self.settings, server_round)
-        self.weights = E.apply_levels(self.weights, basis, upd.levels, upd.denom, upd.offset)
-        self.round = server_round
-        self.updates[server_round] = (payload, [upd.denom, upd.max_level, upd.offset])
-        self.updates.pop(server_round - HISTORY, None)
-        for node in nodes:  # a valid reply proves the node caught up to server_round - 1
-            self.holds[node] = server_round - 1
+        new = E.apply_levels(self.weights, basis, upd.levels, upd.denom, upd.offset)
+        fields = {"update": payload, "levels": [upd.denom, upd.max_level, upd.offset]}
+        self.replica.commit(server_round, fields, new, nodes)
         w = np.asarray(weights) / sum(weights)
         return ArrayRecord([w_.copy() for w_ in self.weights]), MetricRecord(
             {"train-loss": float(np.dot(w, losses))}

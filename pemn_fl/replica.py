@@ -1,0 +1,127 @@
+"""Replicated state: every party holds the same arrays, and only each round's update travels.
+
+Methods whose model is "the seed plus every round's update" (the evolving prototype, the
+carried FedPM posterior, and dense methods that broadcast a compressed global step) share
+one problem: a node sampled in round ``r`` must hold exactly the server's state of round
+``r - 1``, though it may have missed any number of rounds. This module is that machinery,
+and nothing else:
+
+* the server (``ReplicaServer``) applies each round's update to its own copy, logs the
+  round's wire fields for ``history`` rounds, and remembers, per node, only the round
+  whose state the node holds (a valid reply proves it);
+* the downlink to a node is ``from-round`` ``a``, every missed round ``t``'s fields as
+  ``<field>-t`` and an 8-byte ``digest`` of the state, or, for a node further behind than
+  the log, a float32 ``snapshot`` of the state (counted like every byte);
+* the node (``catch_up``) replays the missed rounds with the method's own ``apply`` and
+  checks the digest, so a node can never silently train on other weights than the server's.
+
+Updates carry their round, so a reply lost after a catch-up never double-applies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context
+
+from pemn_fl.codec import MaskPayloadError
+
+State = list[np.ndarray]  # flat float32 arrays
+# (state of round t - 1, round t, the fields of round t) -> state of round t
+Apply = Callable[[State, int, Mapping[str, Any]], State]
+HISTORY = 64  # rounds of updates the server keeps for catch-up (a few KB each)
+SNAPSHOT = "snapshot"
+
+
+def digest(state: State) -> bytes:
+    """8 bytes identifying the state exactly: sent with updates so a node can verify."""
+    h = hashlib.sha256()
+    for a in state:
+        h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
+    return h.digest()[:8]
+
+
+class ReplicaServer:
+    """The server's copy of the state, its bounded update log and what each node holds."""
+
+    def __init__(
+        self, initial: State, fields: tuple[str, ...], history: int | None = None
+    ) -> None:
+        self.state: State = [a.copy() for a in initial]
+        self.fields = fields  # the wire fields of one round's update, e.g. ("update",)
+        self.history = HISTORY if history is None else history
+        self.round = 0  # the round whose state self.state is
+        self.updates: dict[int, dict[str, Any]] = {}  # round -> its fields, last `history`
+        self.holds: dict[int, int] = {}  # node id -> round whose state it holds
+
+    def downlink(self, node: int, server_round: int) -> tuple[ConfigRecord, ArrayRecord | None]:
+        """What ``node`` needs to hold round ``server_round - 1``: updates or a snapshot."""
+        held = self.holds.get(node, 0)
+        missing = range(held + 1, self.round + 1)
+        cfg = ConfigRecord(
+            {"server-round": server_round, "from-round": held + 1, "digest": digest(self.state)}
+        )
+        if all(t in self.updates for t in missing):
+            for t in missing:
+                for field in self.fields:
+                    cfg[f"{field}-{t}"] = self.updates[t][field]
+            return cfg, None
+        cfg["from-round"] = server_round  # too far behind the log: a float snapshot
+        return cfg, ArrayRecord([a.astype(np.float32) for a in self.state])
+
+    def commit(self, server_round: int, fields: Mapping[str, Any], state: State,
+               nodes: list[int]) -> None:  # fmt: skip
+        """Round ``server_round``'s update is ``fields``, giving ``state``; ``nodes`` replied."""
+        self.state = state
+        self.round = server_round
+        self.updates[server_round] = {f: fields[f] for f in self.fields}
+        self.updates.pop(server_round - self.history, None)
+        for node in nodes:  # a valid reply proves the node caught up to server_round - 1
+            self.holds[node] = server_round - 1
+
+
+def catch_up(
+    cfg: ConfigRecord, snapshot: ArrayRecord | None, state: State, held: int,
+    sizes: list[int], apply: Apply, fields: tuple[str, ...],
+) -> tuple[State, int]:  # fmt: skip
+    """Bring ``state`` (of round ``held``) to round ``server-round - 1``; verify the digest.
+
+    Raises ``MaskPayloadError`` if the snapshot does not fit, a needed round is missing, or
+    the result differs from the server's state (``apply`` raises its own payload errors).
+    """
+    target = int(cfg["server-round"]) - 1
+    if snapshot is not None:
+        arrays = snapshot.to_numpy_ndarrays()
+        if [a.size for a in arrays] != sizes or any(a.dtype != np.float32 for a in arrays):
+            raise MaskPayloadError("snapshot does not match this model's float32 state")
+        state, held = [a.reshape(-1).copy() for a in arrays], target
+    first = int(cfg["from-round"])
+    if held < target and first > held + 1:
+        raise MaskPayloadError(
+            f"cannot catch up: this node holds round {held}, the updates start at round {first}"
+        )
+    for t in range(max(first, held + 1), target + 1):
+        state = apply(state, t, {f: cfg[f"{f}-{t}"] for f in fields})
+    if digest(state) != bytes(cfg["digest"]):
+        raise MaskPayloadError(
+            f"state after catching up to round {target} differs from the server's (digest "
+            "mismatch): client and server settings differ"
+        )
+    return state, target
+
+
+def load(context: Context, name: str, initial: State) -> tuple[State, int]:
+    """This node's state of method ``name`` and its round (the initial state, round 0)."""
+    key_state, key_round = f"{name}-weights", f"{name}-round"
+    if key_state in context.state:
+        arrays = [a.copy() for a in context.state[key_state].to_numpy_ndarrays()]
+        return arrays, int(context.state[key_round]["round"])
+    return [a.copy() for a in initial], 0
+
+
+def store(context: Context, name: str, state: State, held: int) -> None:
+    context.state[f"{name}-weights"] = ArrayRecord(state)
+    context.state[f"{name}-round"] = ConfigRecord({"round": held})
