@@ -56,6 +56,8 @@ class RunSettings:
     density: float = 0.05  # evolve*: fraction of weights a client's noise mask switches on
     noise_lr: float = 0.001  # evolve*: Adam learning rate of the noise-mask scores
     dither_levels: int = 2  # evolve_dither: grid steps of the dithered vote (1 = one bit)
+    pm_lr: float = 0.1  # fedpm*: Adam learning rate of the mask scores (FedPM's value)
+    posterior_decay: float = 1.0  # fedpm_bayes: weight of past rounds' votes (1 = keep all)
     seed: int = 0
     min_nodes: int = 1
 
@@ -103,7 +105,7 @@ class RunSettings:
         _positive("min-nodes", self.min_nodes)
         _positive("dither-levels", self.dither_levels)
         for name in ("width", "dense-width", "lr", "dense-lr", "alpha", "noise-scale",
-                     "noise-lr"):  # fmt: skip
+                     "noise-lr", "pm-lr"):  # fmt: skip
             value = getattr(self, name.replace("-", "_"))
             if not (value > 0 and math.isfinite(value)):
                 raise SettingsError(f"{name}={value!r}: must be a positive number")
@@ -115,6 +117,8 @@ class RunSettings:
             raise SettingsError(f"density={self.density!r}: must be in (0, 1)")
         if not 0.0 <= self.server_momentum < 1.0:
             raise SettingsError(f"server-momentum={self.server_momentum!r}: must be in [0, 1)")
+        if not 0.0 <= self.posterior_decay <= 1.0:
+            raise SettingsError(f"posterior-decay={self.posterior_decay!r}: must be in [0, 1]")
         if self.margin < 0:
             raise SettingsError(f"margin={self.margin!r}: must be >= 0")
         if self.seed < 0:

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evolve*: Adam learning rate of the noise-mask scores")
     p.add_argument("--dither-levels", type=int, default=d.dither_levels,
                    help="evolve_dither: grid steps of the dithered vote (1 = one bit)")
+    p.add_argument("--pm-lr", type=float, default=d.pm_lr,
+                   help="fedpm*: Adam learning rate of the mask scores")
+    p.add_argument("--posterior-decay", type=float, default=d.posterior_decay,
+                   help="fedpm_bayes: weight of past rounds' votes in the posterior (1 = all)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--cpus-per-client", type=float, default=1.0,
                    help="Ray CPUs per client actor (2 cores -> 2 clients side by side)")
@@ -90,7 +94,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         client_init=args.client_init, margin=args.margin,
         server_momentum=args.server_momentum, vote_weighting=args.vote_weighting,
         noise_scale=args.noise_scale, density=args.density, noise_lr=args.noise_lr,
-        dither_levels=args.dither_levels,
+        dither_levels=args.dither_levels, pm_lr=args.pm_lr,
+        posterior_decay=args.posterior_decay,
         seed=args.seed, min_nodes=args.clients,
     )  # fmt: skip
 

@@ -121,22 +121,23 @@ def test_results_unchanged_by_the_method_registry(run_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The accuracy-study variants, each through the real engine: 3 clients, 2 rounds."""
+    methods = "evolve,evolve_dither,evolve_lattice,pemn_wide,fedpm,fedpm_bayes"
     return simulate(tmp_path_factory.mktemp("variants"), "--fraction", "0.67",
-                    "--methods", "evolve,evolve_dither,evolve_lattice,pemn_wide")  # fmt: skip
+                    "--methods", methods)  # fmt: skip
 
 
 def test_every_variant_runs_end_to_end_and_sends_bytes_both_ways(variants_dir: Path) -> None:
     rounds = pd.read_csv(variants_dir / "rounds.csv")
     assert list(rounds["method"].unique()) == ["evolve", "evolve_dither", "evolve_lattice",
-                                               "pemn_wide"]  # fmt: skip
+                                               "pemn_wide", "fedpm", "fedpm_bayes"]  # fmt: skip
     for method, part in rounds.groupby("method"):
         assert list(part["round"]) == [0, 1, 2], method
         trained = part[part["round"] > 0]
         assert (trained["clients_replied"] == 2).all() and (trained["clients_rejected"] == 0).all()
         for col in ("uplink_payload_bytes", "downlink_payload_bytes"):
             assert (trained[col] > 0).all(), (method, col)
-        # Round 2 carries the round-1 update down; the uplink is a coded sparse mask (< 1 bpp).
-        assert (trained["uplink_bits_per_param"] < 1.0).all(), method
+        # Round 2 carries the round-1 update down; the uplink is a coded mask (<= ~1 bpp).
+        assert (trained["uplink_bits_per_param"] < 1.05).all(), method
         if method != "evolve_lattice":  # the lattice takes a few rounds to add up to a step
             assert part["accuracy"].iloc[-1] > part["accuracy"].iloc[0], method
 

@@ -15,7 +15,10 @@ __all__ = ["ClientStep", "Method", "ServerSide", "get", "names", "registry"]
 
 # Order = order of tables and plots. Imported lazily: method modules import the settings,
 # and the settings validate method names against this list.
-_MODULES = ("pemn", "fedavg", "evolve", "evolve_dither", "evolve_lattice", "pemn_wide")
+_MODULES = (
+    "pemn", "fedavg", "evolve", "evolve_dither", "evolve_lattice", "pemn_wide", "fedpm",
+    "fedpm_bayes",
+)  # fmt: skip
 
 
 def names() -> tuple[str, ...]:

@@ -1,0 +1,179 @@
+"""FedPM as published (Isik et al., ICLR 2023): probabilistic masks, float probabilities down.
+
+* Model: the run's frozen prototype ``W_0`` (signed constant by default, as FedPM), every
+  edge gated by a Bernoulli mask with a learned probability (``probmask``).
+* Downlink ``train.fedpm``: ``ArrayRecord "probs"``, the global probabilities as float32
+  (32 bits per edge, counted like every byte: FedPM's paper does not count them) +
+  ``ConfigRecord "config"`` {``server-round``}.
+* Client: scores ``logit(theta)``, local training with Adam (``--pm-lr``, FedPM uses 0.1),
+  one Bernoulli sample of the trained probabilities up, coded by our mask codec (packed,
+  or a Golomb-Rice delta against the mode ``theta > 1/2`` when that is smaller; FedPM only
+  *computes* the binary entropy as its rate).
+* Server: a Beta(1, 1) prior **reset every round**, as in FedPM's code (``reset_prior``):
+  ``theta = (1 + sum m) / (2 + K)`` over the K valid samples, unweighted. (FedPM takes the
+  posterior mode and clamps it; the mean never reaches 0 or 1, so no clamp is needed.)
+* Evaluation: one mask sampled from ``theta`` (seeded by the probabilities themselves, so
+  it is reproducible), as FedPM evaluates a sampled network.
+
+Where we differ from FedPM's setting: same clients, rounds and local epochs as every other
+method here (FedPM trains 3 local epochs for hundreds of rounds).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from pemn_fl import evolving as E
+from pemn_fl import probmask as PM
+from pemn_fl import protocol as P
+from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
+from pemn_fl.config import RunSettings
+from pemn_fl.methods import evolve
+from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of
+from pemn_fl.prototype import derived_seed
+from pemn_fl.replica import digest
+from pemn_fl.sampling import RoundSampler
+from pemn_fl.task import TrainConfig
+
+log = logging.getLogger("pemn_fl.server")
+
+NAME = "fedpm"
+CONFIG, PROBS, UPDATE, METRICS = "config", "probs", "update", "metrics"
+
+
+def train_config(settings: RunSettings) -> TrainConfig:
+    return TrainConfig(epochs=settings.local_epochs, batch_size=settings.batch_size,
+                       lr=settings.pm_lr, optimizer="adam")  # fmt: skip
+
+
+def local_round(
+    settings: RunSettings, theta: PM.Probs, pid: int, n: int, server_round: int
+) -> tuple[list[np.ndarray], float, int]:
+    """Train probabilities from ``theta`` on partition ``pid``: (mask sample, loss, examples)."""
+    x, y = P.client_data(settings, pid, n)
+    mask, loss = PM.train_prob_mask(
+        evolve.build(settings), list(evolve.network(settings).initial), theta, x, y,
+        train_config(settings), seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
+    )  # fmt: skip
+    return mask, loss, len(y)
+
+
+def client_step(msg: Message, context: Context, settings: RunSettings) -> Message:
+    pid, n = partition_of(context)
+    net = evolve.network(settings)
+    server_round = int(msg.content[CONFIG]["server-round"])
+    theta = [a.astype(np.float64) for a in msg.content[PROBS].to_numpy_ndarrays()]
+    if [t.size for t in theta] != net.sizes or not all(
+        np.isfinite(t).all() and t.min() >= 0 and t.max() <= 1 for t in theta
+    ):
+        raise RuntimeError(f"partition {pid} rejected the downlink: probabilities do not fit "
+                           "this model or lie outside [0, 1]")  # fmt: skip
+    mask, loss, examples = local_round(settings, theta, pid, n, server_round)
+    payload = encode_mask([m.astype(bool) for m in mask], fingerprint=net.fingerprint,
+                          reference=PM.mode(theta), reference_id=server_round)  # fmt: skip
+    content = RecordDict(
+        {
+            UPDATE: ConfigRecord({"mask": payload}),
+            METRICS: MetricRecord({"num-examples": examples, "train-loss": loss}),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+class ProbabilisticMasks(ServerEvaluation, Strategy):
+    """FedPM's server: float probabilities down, mask samples up, Beta posterior reset."""
+
+    def __init__(self, *, settings: RunSettings, sampler: RoundSampler,
+                 message_type: str = f"train.{NAME}") -> None:  # fmt: skip
+        self.settings, self.sampler, self.message_type = settings, sampler, message_type
+        self.net = evolve.network(settings)
+        self.theta: PM.Probs = [np.full(s, 0.5) for s in self.net.sizes]
+        self.sent: PM.Probs = self.theta  # what the last downlink carried
+        self.rejected = 0
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        probs = ArrayRecord([t.astype(np.float32) for t in self.theta])
+        # Clients train from exactly what was sent: the float32 probabilities.
+        self.sent = [a.astype(np.float64) for a in probs.to_numpy_ndarrays()]
+        return [
+            Message(
+                content=RecordDict({
+                    CONFIG: ConfigRecord({"server-round": server_round}), PROBS: probs,
+                }),
+                dst_node_id=node, message_type=self.message_type,
+            )
+            for node in self.sampler(server_round)
+        ]  # fmt: skip
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        total = [np.zeros(s) for s in self.net.sizes]
+        valid, losses, self.rejected = 0, [], 0
+        reference = PM.mode(self.sent)
+        for reply in sorted(replies, key=lambda r: self.sampler.order_key(r.metadata.src_node_id)):
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                self.rejected += 1
+                log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
+                continue
+            try:
+                mask = decode_mask(
+                    bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
+                    layer_sizes=tuple(self.net.sizes), references={server_round: reference},
+                )  # fmt: skip
+                loss = float(reply.content[METRICS].get("train-loss", float("nan")))
+            except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
+                self.rejected += 1
+                log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
+                continue
+            for acc, m in zip(total, mask, strict=True):
+                acc += m.reshape(-1)
+            valid += 1
+            losses.append(loss)
+        if not valid:
+            log.warning("round %s: no valid mask; probabilities unchanged", server_round)
+            return None, None
+        self.theta = [(1.0 + s) / (2.0 + valid) for s in total]  # Beta(1,1), reset each round
+        record = ArrayRecord([t.astype(np.float32) for t in self.theta])
+        return record, MetricRecord({"train-loss": float(np.mean(losses))})
+
+    def summary(self) -> None:
+        log.info("FedPM: pm-lr=%s, posterior reset every round", self.settings.pm_lr)
+
+
+def install_sampled(model, weights: list[np.ndarray], arrays: ArrayRecord) -> None:  # noqa: ANN001
+    """Evaluate one network sampled from the probabilities (seeded by their digest)."""
+    theta = [a.astype(np.float64) for a in arrays.to_numpy_ndarrays()]
+    seed = int.from_bytes(digest([a.astype(np.float32) for a in theta]), "little")
+    E.load_weights(model, PM.masked_weights(weights, PM.sample(theta, seed)))
+
+
+def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
+    model = evolve.build(settings)
+    strategy = ProbabilisticMasks(settings=settings, sampler=sampler)
+    weights = list(strategy.net.initial)
+    return ServerSide(
+        strategy, model, ArrayRecord([t.astype(np.float32) for t in strategy.theta]),
+        lambda arrays: install_sampled(model, weights, arrays),
+    )  # fmt: skip
+
+
+METHOD = Method(
+    name=NAME,
+    label="FedPM (float probabilities down)",
+    client_step=client_step,
+    server=server,
+    num_params=evolve.num_params,
+    marker="-P",
+    description="Bernoulli masks over the frozen prototype; float32 probabilities down "
+    "(Isik et al. 2023)",
+)

@@ -1,0 +1,194 @@
+"""FedPM with its Beta posterior carried across rounds, and nothing but integers on the wire.
+
+FedPM (``fedpm``) resets its Beta posterior every round, so its "Bayesian" aggregation is
+the mean of one round's samples, and it sends float32 probabilities down. Here the
+posterior is the model, replicated on every party (``replica``):
+
+* state: ``alpha``, ``beta`` per edge (float32), starting at Beta(1, 1); the global
+  probabilities are the posterior mean ``theta = alpha / (alpha + beta)``;
+* uplink: one Bernoulli sample of the client's trained probabilities, range-coded against
+  ``theta`` (``bern_codec``), which both sides hold: it costs about the cross-entropy of
+  the sample under the global model, not 1 bit;
+* downlink: the round's vote counts ``c`` (0..K, ``levels_codec``) and ``K``; everyone
+  applies ``alpha = 1 + rho (alpha - 1) + c``, ``beta = 1 + rho (beta - 1) + K - c`` in
+  float32 (``rho`` = ``--posterior-decay``; 1 keeps every vote forever, smaller values
+  forget old rounds so the posterior can keep moving). A node that missed rounds catches up
+  from the relayed counts or a snapshot, both counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from pemn_fl import probmask as PM
+from pemn_fl import replica as R
+from pemn_fl.bern_codec import decode_bits, encode_bits
+from pemn_fl.codec import MaskPayloadError
+from pemn_fl.config import RunSettings
+from pemn_fl.levels_codec import decode_levels, encode_levels
+from pemn_fl.methods import evolve, fedpm
+from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of
+from pemn_fl.sampling import RoundSampler
+
+log = logging.getLogger("pemn_fl.server")
+
+NAME = "fedpm_bayes"
+CONFIG, UPDATE, METRICS = "config", "update", "metrics"
+FIELDS = ("counts", "k")  # one round's wire fields: the coded counts and the number of votes
+MAX_VOTES = 4096  # levels_codec's bound on K
+
+
+def initial_state(settings: RunSettings) -> R.State:
+    """``[alpha_1..alpha_L, beta_1..beta_L]``: Beta(1, 1) for every edge."""
+    sizes = evolve.network(settings).sizes
+    return [np.ones(s, dtype=np.float32) for s in sizes + sizes]
+
+
+def theta_of(state: R.State) -> PM.Probs:
+    half = len(state) // 2
+    return PM.posterior_mean(state[:half], state[half:])
+
+
+def apply_counts(state: R.State, counts: list[np.ndarray], k: int, decay: float) -> R.State:
+    """The one posterior update every party runs, float32, same operations in the same order."""
+    half = len(state) // 2
+    one, rho, kk = np.float32(1.0), np.float32(decay), np.float32(k)
+    c = [x.astype(np.float32) for x in counts]
+    alpha = [(one + rho * (a - one) + ci).astype(np.float32)
+             for a, ci in zip(state[:half], c, strict=True)]  # fmt: skip
+    beta = [(one + rho * (b - one) + (kk - ci)).astype(np.float32)
+            for b, ci in zip(state[half:], c, strict=True)]  # fmt: skip
+    return alpha + beta
+
+
+def apply_round(settings: RunSettings) -> R.Apply:
+    net = evolve.network(settings)
+
+    def apply(state: R.State, t: int, fields: Mapping[str, Any]) -> R.State:
+        k = int(fields["k"])
+        if not 1 <= k <= MAX_VOTES:
+            raise MaskPayloadError(f"round {t}: vote count {k} outside [1, {MAX_VOTES}]")
+        counts = decode_levels(bytes(fields["counts"]), fingerprint=net.fingerprint, tag=t,
+                               layer_sizes=net.sizes, max_level=k)  # fmt: skip
+        return apply_counts(state, counts, k, settings.posterior_decay)
+
+    return apply
+
+
+def client_step(msg: Message, context: Context, settings: RunSettings) -> Message:
+    pid, n = partition_of(context)
+    cfg = msg.content[CONFIG]
+    net = evolve.network(settings)
+    state, held = R.load(context, NAME, initial_state(settings))
+    try:
+        state, held = R.catch_up(cfg, msg.content.array_records.get(R.SNAPSHOT), state, held,
+                                 net.sizes + net.sizes, apply_round(settings), FIELDS)  # fmt: skip
+    except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
+        raise RuntimeError(f"partition {pid} rejected the downlink: {exc}") from None
+    R.store(context, NAME, state, held)
+    server_round = held + 1
+    theta = theta_of(state)
+    mask, loss, examples = fedpm.local_round(settings, theta, pid, n, server_round)
+    payload = encode_bits(mask, theta, fingerprint=net.fingerprint, tag=server_round)
+    content = RecordDict(
+        {
+            UPDATE: ConfigRecord({"mask": payload}),
+            METRICS: MetricRecord({"num-examples": examples, "train-loss": loss}),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+class CarriedPosterior(ServerEvaluation, Strategy):
+    """Server: decode samples against ``theta``, count them, relay the counts."""
+
+    def __init__(self, *, settings: RunSettings, sampler: RoundSampler,
+                 message_type: str = f"train.{NAME}") -> None:  # fmt: skip
+        self.settings, self.sampler, self.message_type = settings, sampler, message_type
+        self.net = evolve.network(settings)
+        self.replica = R.ReplicaServer(initial_state(settings), FIELDS)
+        self.rejected = 0
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        messages = []
+        for node in self.sampler(server_round):
+            cfg, snapshot = self.replica.downlink(node, server_round)
+            content = RecordDict({CONFIG: cfg})
+            if snapshot is not None:
+                content[R.SNAPSHOT] = snapshot
+            messages.append(
+                Message(content=content, dst_node_id=node, message_type=self.message_type)
+            )
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        theta = theta_of(self.replica.state)
+        counts = [np.zeros(s, dtype=np.int64) for s in self.net.sizes]
+        nodes, losses, self.rejected = [], [], 0
+        for reply in sorted(replies, key=lambda r: self.sampler.order_key(r.metadata.src_node_id)):
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                self.rejected += 1
+                log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
+                continue
+            try:
+                mask = decode_bits(bytes(reply.content[UPDATE]["mask"]), theta,
+                                   fingerprint=self.net.fingerprint, tag=server_round)  # fmt: skip
+                loss = float(reply.content[METRICS].get("train-loss", float("nan")))
+            except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
+                self.rejected += 1
+                log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
+                continue
+            if len(nodes) >= MAX_VOTES:
+                self.rejected += 1
+                continue
+            for acc, m in zip(counts, mask, strict=True):
+                acc += m
+            nodes.append(node)
+            losses.append(loss)
+        if not nodes:
+            log.warning("round %s: no valid mask; posterior unchanged", server_round)
+            return None, None
+        k = len(nodes)
+        payload = encode_levels(counts, fingerprint=self.net.fingerprint, tag=server_round,
+                                max_level=k)  # fmt: skip
+        state = apply_counts(self.replica.state, counts, k, self.settings.posterior_decay)
+        self.replica.commit(server_round, {"counts": payload, "k": k}, state, nodes)
+        record = ArrayRecord([t.astype(np.float32) for t in theta_of(state)])
+        return record, MetricRecord({"train-loss": float(np.mean(losses))})
+
+    def summary(self) -> None:
+        log.info("FedPM carried posterior: pm-lr=%s posterior-decay=%s",
+                 self.settings.pm_lr, self.settings.posterior_decay)  # fmt: skip
+
+
+def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
+    model = evolve.build(settings)
+    strategy = CarriedPosterior(settings=settings, sampler=sampler)
+    weights = list(strategy.net.initial)
+    initial = ArrayRecord([t.astype(np.float32) for t in theta_of(strategy.replica.state)])
+    return ServerSide(strategy, model, initial,
+                      lambda arrays: fedpm.install_sampled(model, weights, arrays))  # fmt: skip
+
+
+METHOD = Method(
+    name=NAME,
+    label="FedPM, carried posterior, counts down",
+    client_step=client_step,
+    server=server,
+    num_params=evolve.num_params,
+    marker="-D",
+    description="FedPM masks; Beta posterior replicated on every party; vote counts down, "
+    "samples coded against the posterior",
+)

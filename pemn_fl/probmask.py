@@ -1,0 +1,101 @@
+"""Probabilistic masks (FedPM, Isik et al. ICLR 2023): a Bernoulli mask per edge, learned.
+
+Where edge-popup keeps the top-k scores, FedPM gives every edge of the frozen prototype a
+probability ``theta = sigmoid(s)`` and draws the mask ``m ~ Bernoulli(theta)`` on every
+forward pass; the straight-through estimator (``m + theta - theta.detach()``) passes the
+gradient to ``theta``. A client starts from the server's probabilities (``s =
+logit(theta)``), trains, and sends one mask sample. The server estimates the global
+probabilities from the samples with a Beta posterior (``posterior_mean``).
+
+Plain functions over numpy arrays, like ``evolving``: the model is the dense architecture
+evaluated with ``functional_call`` on ``W_0 * m`` (the frozen prototype weights, never sent).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from pemn_fl.prototype import derived_seed
+from pemn_fl.task import TrainConfig, optimizer_for, train_loop
+
+Probs = list[np.ndarray]  # one flat float array per weight tensor, in parameter order
+EPS = 1e-3  # probabilities are clamped to [EPS, 1 - EPS] before the logit (FedPM clamps too)
+
+
+def logits(theta: Probs) -> list[np.ndarray]:
+    """Scores whose sigmoid is ``theta`` (clamped so a unanimous vote stays learnable)."""
+    out = []
+    for t in theta:
+        p = np.clip(np.asarray(t, dtype=np.float64), EPS, 1.0 - EPS)
+        out.append((np.log(p) - np.log1p(-p)).astype(np.float32))
+    return out
+
+
+def posterior_mean(alpha: list[np.ndarray], beta: list[np.ndarray]) -> Probs:
+    """``alpha / (alpha + beta)`` in float64, the same operations on every party."""
+    return [
+        np.asarray(a, dtype=np.float64) / (np.asarray(a, dtype=np.float64) + b)
+        for a, b in zip(alpha, beta, strict=True)
+    ]
+
+
+def sample(theta: Probs, seed: int) -> list[np.ndarray]:
+    """One Bernoulli mask per layer from ``theta`` (uint8 0/1), reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [(rng.random(t.size) < t).astype(np.uint8) for t in theta]
+
+
+def mode(theta: Probs) -> list[np.ndarray]:
+    """The most likely mask (``theta > 1/2``): a reference both sides can compute."""
+    return [np.asarray(t) > 0.5 for t in theta]
+
+
+class _Bernoulli(torch.autograd.Function):
+    """Forward: a Bernoulli sample of ``p``; backward: identity (straight-through)."""
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor, generator: torch.Generator) -> torch.Tensor:  # noqa: ANN001
+        return torch.bernoulli(p.detach(), generator=generator)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+        return grad, None
+
+
+def train_prob_mask(
+    model: nn.Module, weights: list[np.ndarray], theta: Probs, x: np.ndarray, y: np.ndarray,
+    cfg: TrainConfig, *, seed: int,
+) -> tuple[list[np.ndarray], float]:  # fmt: skip
+    """Learn edge probabilities from ``theta`` on frozen ``weights``; return (one sample, loss).
+
+    The forward pass uses ``W_0 * m`` with ``m ~ Bernoulli(sigmoid(s))`` drawn anew every
+    batch from a seeded generator, so a client's round is reproducible. The returned mask
+    is one more sample of the trained probabilities (what FedPM uploads), uint8 0/1.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [tuple(p.shape) for _, p in model.named_parameters()]
+    base = [torch.from_numpy(np.require(w, np.float32, "W")).view(s)  # W_0 is read-only
+            for w, s in zip(weights, shapes, strict=True)]  # fmt: skip
+    scores = [torch.from_numpy(s).view(shape).clone().requires_grad_(True)
+              for s, shape in zip(logits(theta), shapes, strict=True)]  # fmt: skip
+    gen = torch.Generator().manual_seed(derived_seed(seed, "bernoulli"))
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        params = {}
+        for name, w, s in zip(names, base, scores, strict=True):
+            p = torch.sigmoid(s)
+            params[name] = w * _Bernoulli.apply(p, gen)
+        return functional_call(model, params, (batch,))
+
+    last = train_loop(model, forward, optimizer_for(scores, cfg), x, y, cfg, seed=seed)
+    trained = [torch.sigmoid(s.detach()).reshape(-1).numpy().astype(np.float64) for s in scores]
+    return sample(trained, derived_seed(seed, "upload")), last
+
+
+def masked_weights(weights: list[np.ndarray], mask: list[np.ndarray]) -> list[np.ndarray]:
+    """``W_0 * m`` as float32 (to evaluate a sampled network with ``evolving.load_weights``)."""
+    return [(w * m.astype(np.float32)).astype(np.float32)
+            for w, m in zip(weights, mask, strict=True)]  # fmt: skip

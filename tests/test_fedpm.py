@@ -1,0 +1,210 @@
+"""FedPM (``fedpm``) and its carried-posterior variant (``fedpm_bayes``), in-process on real
+Flower Messages: probabilistic masks learn, the Bernoulli codec round-trips at about the
+cross-entropy and rejects what it cannot trust, every party holds the same posterior after
+every round, and bytes equal the encoded lengths."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
+
+from pemn_fl import probmask as PM
+from pemn_fl import protocol as P
+from pemn_fl import replica as R
+from pemn_fl.accounting import payload_bytes
+from pemn_fl.bern_codec import BernPayloadError, decode_bits, encode_bits
+from pemn_fl.codec import decode_mask
+from pemn_fl.config import RunSettings
+from pemn_fl.methods import evolve, fedpm, fedpm_bayes
+from pemn_fl.sampling import RoundSampler
+from pemn_fl.task import evaluate
+
+SETTINGS = RunSettings(dataset="synthetic", model="mlp", width=0.25, local_epochs=1,
+                       batch_size=32, min_nodes=1)  # fmt: skip
+PARTITIONS = 4
+FP = "0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, SUPERLINK_NODE_ID
+
+
+def _context(pid: int) -> Context:
+    return Context(
+        run_id=7, node_id=100 + pid,
+        node_config={"partition-id": pid, "num-partitions": PARTITIONS},
+        state=RecordDict(), run_config={},
+    )  # fmt: skip
+
+
+def _deliver(msg: Message, step, ctx: Context, settings: RunSettings = SETTINGS) -> Message:  # noqa: ANN001
+    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    reply = step(msg, ctx, settings)
+    reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
+    return reply
+
+
+def _strategy(module, schedule: dict[int, list[int]], settings: RunSettings = SETTINGS):  # noqa: ANN001, ANN202
+    node_of = {p: 100 + p for p in range(PARTITIONS)}
+    sampler = RoundSampler(node_of, 1.0, seed=0)
+    side = module.METHOD.server(settings, sampler)
+    side.strategy.sampler = type("S", (), {
+        "__call__": lambda self, r: [node_of[p] for p in schedule.get(r, list(node_of))],
+        "order_key": staticmethod(sampler.order_key),
+    })()  # fmt: skip
+    return side
+
+
+# -- probabilistic masks -----------------------------------------------------------------
+def test_probabilistic_masks_learn_the_task() -> None:
+    settings = dataclasses.replace(SETTINGS, local_epochs=3)
+    data = P.dataset_of(settings)
+    model = evolve.build(settings)
+    weights = list(evolve.network(settings).initial)
+    theta = [np.full(s, 0.5) for s in evolve.network(settings).sizes]
+    before = evaluate_sample(model, weights, theta, data)
+    mask, loss = PM.train_prob_mask(model, weights, theta, data.x_train, data.y_train,
+                                    fedpm.train_config(settings), seed=3)  # fmt: skip
+    assert all(set(np.unique(m)) <= {0, 1} for m in mask) and np.isfinite(loss)
+    after = evaluate_sample(model, weights, [m.astype(np.float64) for m in mask], data)
+    assert after > before + 0.2  # one sample of the trained probabilities beats a coin flip
+    again, _ = PM.train_prob_mask(model, weights, theta, data.x_train, data.y_train,
+                                  fedpm.train_config(settings), seed=3)  # fmt: skip
+    assert all(np.array_equal(a, b) for a, b in zip(mask, again, strict=True))  # reproducible
+
+
+def evaluate_sample(model, weights, theta, data) -> float:  # noqa: ANN001
+    from pemn_fl import evolving as E
+
+    E.load_weights(model, PM.masked_weights(weights, PM.sample(theta, 0)))
+    return evaluate(model, data.x_test, data.y_test)[1]
+
+
+# -- the Bernoulli codec -----------------------------------------------------------------
+def _bits_and_probs(n: int = 20_000, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    probs = [rng.beta(0.3, 0.3, size=n), rng.random(n // 4)]
+    bits = [(rng.random(p.size) < p).astype(np.uint8) for p in probs]
+    return bits, probs
+
+
+def test_bern_codec_round_trips_at_about_the_cross_entropy() -> None:
+    bits, probs = _bits_and_probs()
+    payload = encode_bits(bits, probs, fingerprint=FP, tag=5)
+    out = decode_bits(payload, probs, fingerprint=FP, tag=5)
+    assert all(np.array_equal(a, b) for a, b in zip(bits, out, strict=True))
+    p = np.clip(np.concatenate(probs), 1e-6, 1 - 1e-6)
+    b = np.concatenate(bits)
+    cross_entropy_bytes = -np.sum(np.where(b == 1, np.log2(p), np.log2(1 - p))) / 8
+    assert cross_entropy_bytes < len(payload) < 1.02 * cross_entropy_bytes + 64
+    assert len(payload) < 0.8 * sum(x.size for x in bits) / 8  # far below 1 bit per edge
+
+
+def test_bern_codec_rejects_corruption_and_other_probabilities() -> None:
+    bits, probs = _bits_and_probs(2000)
+    payload = encode_bits(bits, probs, fingerprint=FP, tag=5)
+    for i in range(0, len(payload), 7):
+        bad = bytearray(payload)
+        bad[i] ^= 0x40
+        with pytest.raises(BernPayloadError):
+            decode_bits(bytes(bad), probs, fingerprint=FP, tag=5)
+    for cut in (0, 10, len(payload) - 1):
+        with pytest.raises(BernPayloadError):
+            decode_bits(payload[:cut], probs, fingerprint=FP, tag=5)
+    with pytest.raises(BernPayloadError, match="round"):
+        decode_bits(payload, probs, fingerprint=FP, tag=6)
+    with pytest.raises(BernPayloadError, match="fingerprint"):
+        decode_bits(payload, probs, fingerprint="fedcba9876543210", tag=5)
+    other = [np.clip(p + 0.3, 0, 1) for p in probs]
+    with pytest.raises(BernPayloadError, match="other probabilities"):
+        decode_bits(payload, other, fingerprint=FP, tag=5)
+
+
+# -- FedPM as published ------------------------------------------------------------------
+def test_fedpm_round_trip_floats_down_mask_samples_up() -> None:
+    side = _strategy(fedpm, {1: [0, 1, 2], 2: [1, 2, 3]})
+    strategy = side.strategy
+    contexts = {p: _context(p) for p in range(PARTITIONS)}
+    net = evolve.network(SETTINGS)
+    for r in (1, 2):
+        sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
+        for m in sent:  # float32 probabilities, every one counted
+            assert payload_bytes(m) == 4 * sum(net.sizes)
+        replies = [_deliver(m, fedpm.METHOD.client_step, contexts[m.metadata.dst_node_id - 100])
+                   for m in sent]  # fmt: skip
+        masks = []
+        for reply in replies:
+            payload = bytes(reply.content["update"]["mask"])
+            assert payload_bytes(reply) == len(payload) > 0
+            masks.append(decode_mask(payload, fingerprint=net.fingerprint,
+                                     layer_sizes=tuple(net.sizes),
+                                     references={r: PM.mode(strategy.sent)}))  # fmt: skip
+        arrays, _ = strategy.aggregate_train(r, replies)
+        assert arrays is not None and strategy.rejected == 0
+        # Beta(1, 1) reset every round: (1 + votes) / (2 + K), from this round's samples only.
+        votes = [sum(m[i].astype(float) for m in masks) for i in range(len(net.sizes))]
+        for got, v in zip(arrays.to_numpy_ndarrays(), votes, strict=True):
+            np.testing.assert_allclose(got, (1 + v) / (2 + len(masks)), rtol=1e-6)
+    side.install(arrays)  # evaluates one sampled network
+
+
+def test_fedpm_rejects_a_bad_reply_and_goes_on() -> None:
+    strategy = _strategy(fedpm, {1: [0, 1]}).strategy
+    contexts = {p: _context(p) for p in range(PARTITIONS)}
+    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    replies = [_deliver(m, fedpm.METHOD.client_step, contexts[m.metadata.dst_node_id - 100])
+               for m in sent]  # fmt: skip
+    replies[0].content["update"]["mask"] = b"garbage"
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None and strategy.rejected == 1
+
+
+# -- FedPM with the posterior carried ----------------------------------------------------
+@pytest.mark.parametrize("decay", [1.0, 0.5])
+def test_fedpm_bayes_every_party_holds_the_same_posterior(decay: float) -> None:
+    settings = dataclasses.replace(SETTINGS, posterior_decay=decay)
+    schedule = {1: [0, 1], 2: [1, 2], 3: [0, 3], 4: [0, 1, 2, 3]}
+    strategy = _strategy(fedpm_bayes, schedule, settings).strategy
+    contexts = {p: _context(p) for p in range(PARTITIONS)}
+    for r in sorted(schedule):
+        start = R.digest(strategy.replica.state)
+        sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
+        replies = [_deliver(m, fedpm_bayes.METHOD.client_step,
+                            contexts[m.metadata.dst_node_id - 100], settings)
+                   for m in sent]  # fmt: skip
+        for m, reply in zip(sent, replies, strict=True):
+            ctx = contexts[m.metadata.dst_node_id - 100]
+            assert R.digest(ctx.state["fedpm_bayes-weights"].to_numpy_ndarrays()) == start
+            # Counted bytes = the relayed counts of every missed round + digest, and the
+            # mask coded against the posterior both sides hold.
+            held_before = r - 1 - (len([k for k in m.content["config"] if k.startswith("counts-")]))
+            assert held_before >= 0
+            cfg = m.content["config"]
+            relayed = sum(len(bytes(v)) for k, v in cfg.items() if k.startswith("counts-"))
+            assert payload_bytes(m) == relayed + 8
+            assert payload_bytes(reply) == len(bytes(reply.content["update"]["mask"])) > 0
+        arrays, _ = strategy.aggregate_train(r, replies)
+        assert arrays is not None and strategy.rejected == 0
+    alpha = strategy.replica.state[: len(strategy.replica.state) // 2]
+    total = sum(len(v) for v in schedule.values())
+    if decay == 1.0:  # every vote kept: alpha + beta = 2 + all votes ever cast
+        beta = strategy.replica.state[len(alpha):]
+        assert all(np.all(a + b == 2 + total) for a, b in zip(alpha, beta, strict=True))
+    assert any(np.abs(a - 1).max() > 0 for a in alpha)
+
+
+def test_fedpm_bayes_rejects_a_wrong_digest_clearly() -> None:
+    strategy = _strategy(fedpm_bayes, {1: [0], 2: [0]}).strategy
+    contexts = {p: _context(p) for p in range(PARTITIONS)}
+    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    strategy.aggregate_train(1, [_deliver(sent[0], fedpm_bayes.METHOD.client_step, contexts[0])])
+    sent = list(strategy.configure_train(2, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    sent[0].content["config"]["digest"] = b"\x00" * 8
+    with pytest.raises(RuntimeError, match="digest mismatch"):
+        fedpm_bayes.METHOD.client_step(sent[0], contexts[0], SETTINGS)
