@@ -48,6 +48,26 @@ def sample(theta: Probs, seed: int) -> list[np.ndarray]:
     return [(rng.random(t.size) < t).astype(np.uint8) for t in theta]
 
 
+def coupled_sample(
+    q: Probs, theta: Probs, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A sample of ``q`` and one of ``theta`` drawn with the *same* uniforms (shared randomness).
+
+    ``m = [u < q]``, ``r = [u < theta]`` with ``u`` from ``seed``: each is an exact
+    Bernoulli sample of its own probabilities, and they differ only where ``u`` falls
+    between ``theta`` and ``q``, with probability ``|q - theta|``. A receiver that holds
+    ``theta`` and the seed rebuilds ``r`` itself, so ``m`` costs only the entropy of
+    ``m XOR r`` (KLMS's shared-randomness idea in its simplest form). Returns ``(m, r)``.
+    """
+    rng = np.random.default_rng(seed)
+    m, r = [], []
+    for qi, ti in zip(q, theta, strict=True):
+        u = rng.random(np.asarray(ti).size)
+        m.append((u < qi).astype(np.uint8))
+        r.append((u < ti).astype(np.uint8))
+    return m, r
+
+
 def mode(theta: Probs) -> list[np.ndarray]:
     """The most likely mask (``theta > 1/2``): a reference both sides can compute."""
     return [np.asarray(t) > 0.5 for t in theta]
@@ -68,12 +88,12 @@ class _Bernoulli(torch.autograd.Function):
 def train_prob_mask(
     model: nn.Module, weights: list[np.ndarray], theta: Probs, x: np.ndarray, y: np.ndarray,
     cfg: TrainConfig, *, seed: int,
-) -> tuple[list[np.ndarray], float]:  # fmt: skip
-    """Learn edge probabilities from ``theta`` on frozen ``weights``; return (one sample, loss).
+) -> tuple[Probs, float]:  # fmt: skip
+    """Learn edge probabilities from ``theta`` on frozen ``weights``; return (them, loss).
 
     The forward pass uses ``W_0 * m`` with ``m ~ Bernoulli(sigmoid(s))`` drawn anew every
-    batch from a seeded generator, so a client's round is reproducible. The returned mask
-    is one more sample of the trained probabilities (what FedPM uploads), uint8 0/1.
+    batch from a seeded generator, so a client's round is reproducible. What a client
+    uploads is a sample of the returned probabilities (``sample`` or ``coupled_sample``).
     """
     names = [n for n, _ in model.named_parameters()]
     shapes = [tuple(p.shape) for _, p in model.named_parameters()]
@@ -92,7 +112,7 @@ def train_prob_mask(
 
     last = train_loop(model, forward, optimizer_for(scores, cfg), x, y, cfg, seed=seed)
     trained = [torch.sigmoid(s.detach()).reshape(-1).numpy().astype(np.float64) for s in scores]
-    return sample(trained, derived_seed(seed, "upload")), last
+    return trained, last
 
 
 def masked_weights(weights: list[np.ndarray], mask: list[np.ndarray]) -> list[np.ndarray]:

@@ -17,7 +17,6 @@ from pemn_fl import probmask as PM
 from pemn_fl import protocol as P
 from pemn_fl import replica as R
 from pemn_fl.accounting import payload_bytes
-from pemn_fl.bern_codec import BernPayloadError, decode_bits, encode_bits
 from pemn_fl.codec import decode_mask
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve, fedpm, fedpm_bayes
@@ -27,7 +26,6 @@ from pemn_fl.task import evaluate
 SETTINGS = RunSettings(dataset="synthetic", model="mlp", width=0.25, local_epochs=1,
                        batch_size=32, min_nodes=1)  # fmt: skip
 PARTITIONS = 4
-FP = "0123456789abcdef"
 
 
 @pytest.fixture(autouse=True)
@@ -69,14 +67,14 @@ def test_probabilistic_masks_learn_the_task() -> None:
     weights = list(evolve.network(settings).initial)
     theta = [np.full(s, 0.5) for s in evolve.network(settings).sizes]
     before = evaluate_sample(model, weights, theta, data)
-    mask, loss = PM.train_prob_mask(model, weights, theta, data.x_train, data.y_train,
-                                    fedpm.train_config(settings), seed=3)  # fmt: skip
-    assert all(set(np.unique(m)) <= {0, 1} for m in mask) and np.isfinite(loss)
-    after = evaluate_sample(model, weights, [m.astype(np.float64) for m in mask], data)
+    q, loss = PM.train_prob_mask(model, weights, theta, data.x_train, data.y_train,
+                                 fedpm.train_config(settings), seed=3)  # fmt: skip
+    assert all(((p >= 0) & (p <= 1)).all() for p in q) and np.isfinite(loss)
+    after = evaluate_sample(model, weights, q, data)
     assert after > before + 0.2  # one sample of the trained probabilities beats a coin flip
     again, _ = PM.train_prob_mask(model, weights, theta, data.x_train, data.y_train,
                                   fedpm.train_config(settings), seed=3)  # fmt: skip
-    assert all(np.array_equal(a, b) for a, b in zip(mask, again, strict=True))  # reproducible
+    assert all(np.array_equal(a, b) for a, b in zip(q, again, strict=True))  # reproducible
 
 
 def evaluate_sample(model, weights, theta, data) -> float:  # noqa: ANN001
@@ -86,44 +84,17 @@ def evaluate_sample(model, weights, theta, data) -> float:  # noqa: ANN001
     return evaluate(model, data.x_test, data.y_test)[1]
 
 
-# -- the Bernoulli codec -----------------------------------------------------------------
-def _bits_and_probs(n: int = 20_000, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    probs = [rng.beta(0.3, 0.3, size=n), rng.random(n // 4)]
-    bits = [(rng.random(p.size) < p).astype(np.uint8) for p in probs]
-    return bits, probs
-
-
-def test_bern_codec_round_trips_at_about_the_cross_entropy() -> None:
-    bits, probs = _bits_and_probs()
-    payload = encode_bits(bits, probs, fingerprint=FP, tag=5)
-    out = decode_bits(payload, probs, fingerprint=FP, tag=5)
-    assert all(np.array_equal(a, b) for a, b in zip(bits, out, strict=True))
-    p = np.clip(np.concatenate(probs), 1e-6, 1 - 1e-6)
-    b = np.concatenate(bits)
-    cross_entropy_bytes = -np.sum(np.where(b == 1, np.log2(p), np.log2(1 - p))) / 8
-    assert cross_entropy_bytes < len(payload) < 1.02 * cross_entropy_bytes + 64
-    assert len(payload) < 0.8 * sum(x.size for x in bits) / 8  # far below 1 bit per edge
-
-
-def test_bern_codec_rejects_corruption_and_other_probabilities() -> None:
-    bits, probs = _bits_and_probs(2000)
-    payload = encode_bits(bits, probs, fingerprint=FP, tag=5)
-    for i in range(0, len(payload), 7):
-        bad = bytearray(payload)
-        bad[i] ^= 0x40
-        with pytest.raises(BernPayloadError):
-            decode_bits(bytes(bad), probs, fingerprint=FP, tag=5)
-    for cut in (0, 10, len(payload) - 1):
-        with pytest.raises(BernPayloadError):
-            decode_bits(payload[:cut], probs, fingerprint=FP, tag=5)
-    with pytest.raises(BernPayloadError, match="round"):
-        decode_bits(payload, probs, fingerprint=FP, tag=6)
-    with pytest.raises(BernPayloadError, match="fingerprint"):
-        decode_bits(payload, probs, fingerprint="fedcba9876543210", tag=5)
-    other = [np.clip(p + 0.3, 0, 1) for p in probs]
-    with pytest.raises(BernPayloadError, match="other probabilities"):
-        decode_bits(payload, other, fingerprint=FP, tag=5)
+def test_coupled_samples_are_exact_and_differ_by_the_probability_gap() -> None:
+    rng = np.random.default_rng(1)
+    theta = [rng.random(200_000)]
+    q = [np.clip(theta[0] + rng.normal(0, 0.05, theta[0].size), 0, 1)]
+    m, r = PM.coupled_sample(q, theta, seed=9)
+    assert m[0].mean() == pytest.approx(q[0].mean(), abs=0.005)  # a true sample of q
+    assert r[0].mean() == pytest.approx(theta[0].mean(), abs=0.005)  # and of theta
+    flips = (m[0] ^ r[0]).mean()
+    assert flips == pytest.approx(np.abs(q[0] - theta[0]).mean(), abs=0.003)
+    _, r_again = PM.coupled_sample(theta, theta, seed=9)  # the server's rebuild
+    assert np.array_equal(r[0], r_again[0])
 
 
 # -- FedPM as published ------------------------------------------------------------------

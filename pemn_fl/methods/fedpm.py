@@ -55,13 +55,13 @@ def train_config(settings: RunSettings) -> TrainConfig:
 def local_round(
     settings: RunSettings, theta: PM.Probs, pid: int, n: int, server_round: int
 ) -> tuple[list[np.ndarray], float, int]:
-    """Train probabilities from ``theta`` on partition ``pid``: (mask sample, loss, examples)."""
+    """Train probabilities from ``theta`` on partition ``pid``: (trained probs, loss, examples)."""
     x, y = P.client_data(settings, pid, n)
-    mask, loss = PM.train_prob_mask(
+    q, loss = PM.train_prob_mask(
         evolve.build(settings), list(evolve.network(settings).initial), theta, x, y,
         train_config(settings), seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
     )  # fmt: skip
-    return mask, loss, len(y)
+    return q, loss, len(y)
 
 
 def client_step(msg: Message, context: Context, settings: RunSettings) -> Message:
@@ -74,7 +74,8 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
     ):
         raise RuntimeError(f"partition {pid} rejected the downlink: probabilities do not fit "
                            "this model or lie outside [0, 1]")  # fmt: skip
-    mask, loss, examples = local_round(settings, theta, pid, n, server_round)
+    q, loss, examples = local_round(settings, theta, pid, n, server_round)
+    mask = PM.sample(q, derived_seed(settings.seed, f"upload/{pid}/{server_round}"))
     payload = encode_mask([m.astype(bool) for m in mask], fingerprint=net.fingerprint,
                           reference=PM.mode(theta), reference_id=server_round)  # fmt: skip
     content = RecordDict(

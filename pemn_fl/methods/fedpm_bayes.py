@@ -6,9 +6,12 @@ posterior is the model, replicated on every party (``replica``):
 
 * state: ``alpha``, ``beta`` per edge (float32), starting at Beta(1, 1); the global
   probabilities are the posterior mean ``theta = alpha / (alpha + beta)``;
-* uplink: one Bernoulli sample of the client's trained probabilities, range-coded against
-  ``theta`` (``bern_codec``), which both sides hold: it costs about the cross-entropy of
-  the sample under the global model, not 1 bit;
+* uplink: one Bernoulli sample ``m`` of the client's trained probabilities ``q``, drawn
+  with uniforms the server can regenerate (seeded by run seed, round and partition) and
+  sent as ``m XOR r``, where ``r`` is the sample of ``theta`` those uniforms give
+  (``probmask.coupled_sample``); the server rebuilds ``r`` and so ``m``. The XOR is 1 with
+  probability ``|q - theta|``, so the range-coded payload (``levels_codec``) shrinks as
+  clients agree with the global model, instead of costing ~1 bit per edge;
 * downlink: the round's vote counts ``c`` (0..K, ``levels_codec``) and ``K``; everyone
   applies ``alpha = 1 + rho (alpha - 1) + c``, ``beta = 1 + rho (beta - 1) + K - c`` in
   float32 (``rho`` = ``--posterior-decay``; 1 keeps every vote forever, smaller values
@@ -29,12 +32,12 @@ from flwr.serverapp.strategy import Strategy
 
 from pemn_fl import probmask as PM
 from pemn_fl import replica as R
-from pemn_fl.bern_codec import decode_bits, encode_bits
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
 from pemn_fl.methods import evolve, fedpm
 from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of
+from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
 
 log = logging.getLogger("pemn_fl.server")
@@ -82,6 +85,11 @@ def apply_round(settings: RunSettings) -> R.Apply:
     return apply
 
 
+def uniforms_seed(settings: RunSettings, pid: int, server_round: int) -> int:
+    """Seed of partition ``pid``'s shared uniforms in ``server_round`` (both sides derive it)."""
+    return derived_seed(settings.seed, f"fedpm-uniforms/{pid}/{server_round}")
+
+
 def client_step(msg: Message, context: Context, settings: RunSettings) -> Message:
     pid, n = partition_of(context)
     cfg = msg.content[CONFIG]
@@ -95,8 +103,10 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
     R.store(context, NAME, state, held)
     server_round = held + 1
     theta = theta_of(state)
-    mask, loss, examples = fedpm.local_round(settings, theta, pid, n, server_round)
-    payload = encode_bits(mask, theta, fingerprint=net.fingerprint, tag=server_round)
+    q, loss, examples = fedpm.local_round(settings, theta, pid, n, server_round)
+    mask, ref = PM.coupled_sample(q, theta, uniforms_seed(settings, pid, server_round))
+    payload = encode_levels([m ^ r for m, r in zip(mask, ref, strict=True)],
+                            fingerprint=net.fingerprint, tag=server_round, max_level=1)  # fmt: skip
     content = RecordDict(
         {
             UPDATE: ConfigRecord({"mask": payload}),
@@ -143,8 +153,15 @@ class CarriedPosterior(ServerEvaluation, Strategy):
                 log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
                 continue
             try:
-                mask = decode_bits(bytes(reply.content[UPDATE]["mask"]), theta,
-                                   fingerprint=self.net.fingerprint, tag=server_round)  # fmt: skip
+                flips = decode_levels(
+                    bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
+                    tag=server_round, layer_sizes=self.net.sizes, max_level=1,
+                )  # fmt: skip
+                pid = self.sampler.order_key(node)
+                _, ref = PM.coupled_sample(
+                    theta, theta, uniforms_seed(self.settings, pid, server_round)
+                )
+                mask = [f.astype(np.uint8) ^ r for f, r in zip(flips, ref, strict=True)]
                 loss = float(reply.content[METRICS].get("train-loss", float("nan")))
             except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
                 self.rejected += 1
@@ -190,5 +207,5 @@ METHOD = Method(
     num_params=evolve.num_params,
     marker="-D",
     description="FedPM masks; Beta posterior replicated on every party; vote counts down, "
-    "samples coded against the posterior",
+    "samples sent as flips against a shared-randomness sample of the posterior",
 )
