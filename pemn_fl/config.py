@@ -58,6 +58,9 @@ class RunSettings:
     dither_levels: int = 2  # evolve_dither: grid steps of the dithered vote (1 = one bit)
     pm_lr: float = 0.1  # fedpm*: Adam learning rate of the mask scores (FedPM's value)
     posterior_decay: float = 1.0  # fedpm_bayes: weight of past rounds' votes (1 = keep all)
+    server_lr: float = 0.001  # signsgd: the step everyone applies along the majority sign
+    bits: int = 8  # qsgd: bits per weight with the sign (8, 4 or 2)
+    topk_fraction: float = 0.01  # topk: fraction of each tensor's update sent, both ways
     seed: int = 0
     min_nodes: int = 1
 
@@ -105,7 +108,7 @@ class RunSettings:
         _positive("min-nodes", self.min_nodes)
         _positive("dither-levels", self.dither_levels)
         for name in ("width", "dense-width", "lr", "dense-lr", "alpha", "noise-scale",
-                     "noise-lr", "pm-lr"):  # fmt: skip
+                     "noise-lr", "pm-lr", "server-lr"):  # fmt: skip
             value = getattr(self, name.replace("-", "_"))
             if not (value > 0 and math.isfinite(value)):
                 raise SettingsError(f"{name}={value!r}: must be a positive number")
@@ -117,6 +120,10 @@ class RunSettings:
             raise SettingsError(f"density={self.density!r}: must be in (0, 1)")
         if not 0.0 <= self.server_momentum < 1.0:
             raise SettingsError(f"server-momentum={self.server_momentum!r}: must be in [0, 1)")
+        if self.bits not in (2, 4, 8):
+            raise SettingsError(f"bits={self.bits!r}: QSGD takes 2, 4 or 8 bits per weight")
+        if not 0.0 < self.topk_fraction <= 1.0:
+            raise SettingsError(f"topk-fraction={self.topk_fraction!r}: must be in (0, 1]")
         if not 0.0 <= self.posterior_decay <= 1.0:
             raise SettingsError(f"posterior-decay={self.posterior_decay!r}: must be in [0, 1]")
         if self.margin < 0:

@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fedpm*: Adam learning rate of the mask scores")
     p.add_argument("--posterior-decay", type=float, default=d.posterior_decay,
                    help="fedpm_bayes: weight of past rounds' votes in the posterior (1 = all)")
+    p.add_argument("--server-lr", type=float, default=d.server_lr,
+                   help="signsgd: the step everyone applies along the majority sign")
+    p.add_argument("--bits", type=int, default=d.bits, help="qsgd: bits per weight (8, 4, 2)")
+    p.add_argument("--topk-fraction", type=float, default=d.topk_fraction,
+                   help="topk: fraction of each tensor's update sent, both ways")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--cpus-per-client", type=float, default=1.0,
                    help="Ray CPUs per client actor (2 cores -> 2 clients side by side)")
@@ -95,7 +100,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         server_momentum=args.server_momentum, vote_weighting=args.vote_weighting,
         noise_scale=args.noise_scale, density=args.density, noise_lr=args.noise_lr,
         dither_levels=args.dither_levels, pm_lr=args.pm_lr,
-        posterior_decay=args.posterior_decay,
+        posterior_decay=args.posterior_decay, server_lr=args.server_lr, bits=args.bits,
+        topk_fraction=args.topk_fraction,
         seed=args.seed, min_nodes=args.clients,
     )  # fmt: skip
 

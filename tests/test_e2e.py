@@ -142,6 +142,27 @@ def test_every_variant_runs_end_to_end_and_sends_bytes_both_ways(variants_dir: P
             assert part["accuracy"].iloc[-1] > part["accuracy"].iloc[0], method
 
 
+@pytest.fixture(scope="module")
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The compressed-update baselines through the real engine: 3 clients, 2 rounds."""
+    return simulate(tmp_path_factory.mktemp("zoo"), "--fraction", "0.67",
+                    "--methods", "signsgd,qsgd,topk", "--bits", "4")  # fmt: skip
+
+
+def test_every_baseline_runs_end_to_end_and_compresses_both_ways(zoo_dir: Path) -> None:
+    rounds = pd.read_csv(zoo_dir / "rounds.csv")
+    assert list(rounds["method"].unique()) == ["signsgd", "qsgd", "topk"]
+    for method, part in rounds.groupby("method"):
+        assert list(part["round"]) == [0, 1, 2], method
+        trained = part[part["round"] > 0]
+        assert (trained["clients_replied"] == 2).all() and (trained["clients_rejected"] == 0).all()
+        assert (trained["uplink_payload_bytes"] > 0).all(), method
+        # Round 1 needs no downlink payload (W_0 comes from the seed); round 2 carries a step.
+        assert part.loc[part["round"] == 2, "downlink_payload_bytes"].iloc[0] > 0, method
+        for col in ("uplink_bits_per_param", "downlink_bits_per_param"):
+            assert (trained[col] < 5).all(), (method, col)  # far below FedAvg's 32
+
+
 def test_frontier_report_from_real_runs(run_dir: Path, tmp_path: Path) -> None:
     """``bench.accuracy_frontier --report-only`` on runs laid out as the sweep writes them."""
     from bench import accuracy_frontier as F

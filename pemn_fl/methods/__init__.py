@@ -17,7 +17,7 @@ __all__ = ["ClientStep", "Method", "ServerSide", "get", "names", "registry"]
 # and the settings validate method names against this list.
 _MODULES = (
     "pemn", "fedavg", "evolve", "evolve_dither", "evolve_lattice", "pemn_wide", "fedpm",
-    "fedpm_bayes",
+    "fedpm_bayes", "signsgd", "qsgd", "topk",
 )  # fmt: skip
 
 

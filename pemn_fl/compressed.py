@@ -1,0 +1,258 @@
+"""Compressed dense updates in both directions: the shared frame of signSGD, QSGD and top-k.
+
+The classic compressors train the same dense model as FedAvg and differ only in how an
+update is squeezed. Here *both* directions are compressed and every byte is real:
+
+* every party holds the dense weights ``W`` (``W_0`` from the seed, as FedAvg's initial
+  model), replicated with ``replica``: the downlink to a node is the coded *global
+  steps* of the rounds it missed (or a float32 snapshot past the history), so no dense
+  float model ever travels after round 0;
+* a client catches up, trains exactly as a FedAvg client (SGD, ``--dense-lr``), and sends
+  its update ``delta = W_local - W`` through the method's ``encode_up``;
+* the server decodes the valid replies (in partition order), lets the method turn them into
+  one coded global step (``aggregate``: a majority vote, a re-quantised mean, a top-k with
+  error feedback, ...) and everyone applies ``W += decode_down(step)`` in float32.
+
+A method module (``methods/signsgd.py``, ...) supplies an ``UpdateCodec``; this module is
+the strategy and client step around it, so the methods stay one small module each.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+from torch import nn
+
+from pemn_fl import protocol as P
+from pemn_fl import replica as R
+from pemn_fl.codec import MaskPayloadError
+from pemn_fl.config import RunSettings
+from pemn_fl.methods.base import ClientStep, Method, ServerEvaluation, ServerSide, partition_of
+from pemn_fl.prototype import derived_seed
+from pemn_fl.sampling import RoundSampler
+from pemn_fl.task import train
+
+log = logging.getLogger("pemn_fl.server")
+
+Weights = list[np.ndarray]  # flat float32 arrays, in state_dict order
+Fields = dict[str, Any]  # ConfigRecord values of one coded update (bytes are payload)
+CONFIG, UPDATE, METRICS = "config", "update", "metrics"
+
+
+@dataclass(frozen=True)
+class DenseNet:
+    """The dense model's tensors: names, shapes, ``W_0`` and a fingerprint of ``W_0``."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    initial: tuple[np.ndarray, ...]
+    fingerprint: str  # 16 hex chars, binds payloads to this model
+
+    @property
+    def sizes(self) -> list[int]:
+        return [int(np.prod(s)) for s in self.shapes]
+
+
+@functools.lru_cache(maxsize=8)
+def dense_net(settings: RunSettings) -> DenseNet:
+    """FedAvg's model at ``--dense-width``, flattened; cached per process."""
+    state = P.dense_model(settings).state_dict()
+    names = tuple(state)
+    initial = tuple(state[n].detach().numpy().astype(np.float32).reshape(-1) for n in names)
+    for w in initial:
+        w.setflags(write=False)
+    shapes = tuple(tuple(state[n].shape) for n in names)
+    return DenseNet(names, shapes, initial, R.digest(list(initial)).hex())
+
+
+def load(model: nn.Module, net: DenseNet, weights: Weights) -> None:
+    import torch
+
+    model.load_state_dict(
+        {n: torch.from_numpy(np.array(w).reshape(s)) for n, s, w in
+         zip(net.names, net.shapes, weights, strict=True)}  # fmt: skip
+    )
+
+
+@dataclass(frozen=True)
+class UpdateCodec:
+    """What one compressor decides; every function is pure given its explicit state.
+
+    * ``encode_up(settings, net, delta, residual, tag) -> (fields, residual)``: a client's
+      update on the wire; ``residual`` is the client's error-feedback memory (``None`` if the
+      method keeps none), stored in the node's ``Context.state`` between rounds.
+    * ``decode_up(settings, net, fields, tag) -> delta``: the server's view of it.
+    * ``aggregate(settings, net, deltas, weights, state, tag) -> fields``: one coded global
+      step from the decoded updates (``state`` is server-only memory, e.g. a residual).
+    * ``decode_down(settings, net, fields, tag) -> step``: the step every party adds to ``W``.
+    * ``up_fields`` / ``down_fields``: the ConfigRecord keys each direction uses.
+    """
+
+    encode_up: Callable[[RunSettings, DenseNet, Weights, Weights | None, int],
+                        tuple[Fields, Weights | None]]  # fmt: skip
+    decode_up: Callable[[RunSettings, DenseNet, Mapping[str, Any], int], Weights]
+    aggregate: Callable[[RunSettings, DenseNet, list[Weights], list[float], dict, int], Fields]
+    decode_down: Callable[[RunSettings, DenseNet, Mapping[str, Any], int], Weights]
+    up_fields: tuple[str, ...]
+    down_fields: tuple[str, ...]
+
+
+def weighted_mean(deltas: list[Weights], weights: list[float]) -> Weights:
+    """Example-weighted mean update, float64 sums in the caller's (partition) order."""
+    total = float(sum(weights))
+    out = [np.zeros(d.size, dtype=np.float64) for d in deltas[0]]
+    for w, delta in zip(weights, deltas, strict=True):
+        for acc, d in zip(out, delta, strict=True):
+            acc += w * d
+    return [(acc / total).astype(np.float32) for acc in out]
+
+
+def _apply(settings: RunSettings, codec: UpdateCodec) -> R.Apply:
+    net = dense_net(settings)
+
+    def apply(weights: Weights, t: int, fields: Mapping[str, Any]) -> Weights:
+        step = codec.decode_down(settings, net, fields, t)
+        return [(w + s).astype(np.float32) for w, s in zip(weights, step, strict=True)]
+
+    return apply
+
+
+# -- client ------------------------------------------------------------------------------
+def client_step_for(name: str, codec: UpdateCodec) -> ClientStep:
+    def step(msg: Message, context: Context, settings: RunSettings) -> Message:
+        pid, n = partition_of(context)
+        net = dense_net(settings)
+        weights, held = R.load(context, name, list(net.initial))
+        try:
+            weights, held = R.catch_up(
+                msg.content[CONFIG], msg.content.array_records.get(R.SNAPSHOT), weights, held,
+                net.sizes, _apply(settings, codec), codec.down_fields,
+            )  # fmt: skip
+        except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
+            raise RuntimeError(f"partition {pid} rejected the downlink: {exc}") from None
+        R.store(context, name, weights, held)
+        server_round = held + 1
+        model = P.dense_model(settings)
+        load(model, net, weights)
+        x, y = P.client_data(settings, pid, n)
+        loss = train(model, x, y, settings.train_config(settings.dense_lr),
+                     seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"))  # fmt: skip
+        local = model.state_dict()
+        delta = [
+            (local[k].detach().numpy().reshape(-1).astype(np.float32) - w)
+            for k, w in zip(net.names, weights, strict=True)
+        ]
+        key = f"{name}-residual"
+        residual = context.state[key].to_numpy_ndarrays() if key in context.state else None
+        fields, residual = codec.encode_up(settings, net, delta, residual, server_round)
+        if residual is not None:
+            context.state[key] = ArrayRecord(residual)
+        content = RecordDict(
+            {
+                UPDATE: ConfigRecord(fields),
+                METRICS: MetricRecord({"num-examples": len(y), "train-loss": loss}),
+            }
+        )
+        return Message(content=content, reply_to=msg)
+
+    return step
+
+
+# -- server ------------------------------------------------------------------------------
+class CompressedUpdates(ServerEvaluation, Strategy):
+    """Server of a compressed-update method: coded steps down, coded updates up."""
+
+    def __init__(self, *, settings: RunSettings, sampler: RoundSampler, codec: UpdateCodec,
+                 message_type: str) -> None:  # fmt: skip
+        self.settings, self.sampler, self.codec = settings, sampler, codec
+        self.message_type = message_type
+        self.net = dense_net(settings)
+        self.replica = R.ReplicaServer(list(self.net.initial), codec.down_fields)
+        self.state: dict = {}  # the method's server-only memory
+        self.rejected = 0
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        messages = []
+        for node in self.sampler(server_round):
+            cfg, snapshot = self.replica.downlink(node, server_round)
+            content = RecordDict({CONFIG: cfg})
+            if snapshot is not None:
+                content[R.SNAPSHOT] = snapshot
+            messages.append(
+                Message(content=content, dst_node_id=node, message_type=self.message_type)
+            )
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        deltas, weights, losses, nodes = [], [], [], []
+        self.rejected = 0
+        for reply in sorted(replies, key=lambda r: self.sampler.order_key(r.metadata.src_node_id)):
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                self.rejected += 1
+                log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
+                continue
+            try:
+                metrics = reply.content[METRICS]
+                num_examples = float(metrics["num-examples"])
+                if not (np.isfinite(num_examples) and num_examples >= 0):
+                    raise MaskPayloadError(f"bad num-examples {num_examples!r}")
+                fields = reply.content[UPDATE]
+                delta = self.codec.decode_up(self.settings, self.net, fields, server_round)
+                if not all(np.isfinite(d).all() for d in delta):
+                    raise MaskPayloadError("update holds non-finite values")
+            except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
+                self.rejected += 1
+                log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
+                continue
+            deltas.append(delta)
+            weights.append(num_examples if self.settings.vote_weighting == "examples" else 1.0)
+            losses.append(float(metrics.get("train-loss", float("nan"))))
+            nodes.append(node)
+        if not deltas or sum(weights) <= 0:
+            log.warning("round %s: no valid update; weights unchanged", server_round)
+            return None, None
+        fields = self.codec.aggregate(self.settings, self.net, deltas, weights, self.state,
+                                      server_round)  # fmt: skip
+        new = _apply(self.settings, self.codec)(self.replica.state, server_round, fields)
+        self.replica.commit(server_round, fields, new, nodes)
+        w = np.asarray(weights) / sum(weights)
+        return ArrayRecord([a.copy() for a in new]), MetricRecord(
+            {"train-loss": float(np.dot(w, losses))}
+        )
+
+    def summary(self) -> None:
+        log.info("%s: dense-lr=%s", type(self).__name__, self.settings.dense_lr)
+
+
+def method(name: str, codec: UpdateCodec, *, label: str, marker: str,
+           description: str) -> Method:  # fmt: skip
+    """The registry entry of a compressed-update method."""
+
+    def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
+        model = P.dense_model(settings)
+        strategy = CompressedUpdates(settings=settings, sampler=sampler, codec=codec,
+                                     message_type=f"train.{name}")  # fmt: skip
+        net = strategy.net
+        return ServerSide(
+            strategy, model, ArrayRecord([w.copy() for w in net.initial]),
+            lambda arrays: load(model, net, arrays.to_numpy_ndarrays()),
+        )  # fmt: skip
+
+    return Method(
+        name=name, label=label, client_step=client_step_for(name, codec), server=server,
+        num_params=lambda settings: sum(dense_net(settings).sizes), marker=marker,
+        description=description,
+    )  # fmt: skip

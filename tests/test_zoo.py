@@ -1,0 +1,160 @@
+"""The compressed-update baselines (signsgd, qsgd, topk), in-process on real Flower Messages.
+
+Each: its payload round trip, every party holding bit-identical dense weights after every
+round under partial participation (catch-up through ``replica``), counted bytes equal to the
+encoded lengths in both directions, and a malformed reply rejected while the round goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
+
+from pemn_fl import replica as R
+from pemn_fl.accounting import payload_bytes
+from pemn_fl.compressed import dense_net
+from pemn_fl.config import RunSettings, SettingsError
+from pemn_fl.methods import qsgd, signsgd, topk
+from pemn_fl.sampling import RoundSampler
+
+SETTINGS = RunSettings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
+                       local_epochs=1, min_nodes=1, server_lr=0.01, topk_fraction=0.05)  # fmt: skip
+PARTITIONS = 4
+MODULES = {"signsgd": signsgd, "qsgd": qsgd, "topk": topk}
+
+
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, SUPERLINK_NODE_ID
+
+
+def _context(pid: int) -> Context:
+    return Context(
+        run_id=7, node_id=100 + pid,
+        node_config={"partition-id": pid, "num-partitions": PARTITIONS},
+        state=RecordDict(), run_config={},
+    )  # fmt: skip
+
+
+def _deliver(msg: Message, step, ctx: Context, settings: RunSettings) -> Message:  # noqa: ANN001
+    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    reply = step(msg, ctx, settings)
+    reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
+    return reply
+
+
+def _strategy(module, schedule: dict[int, list[int]], settings: RunSettings):  # noqa: ANN001, ANN202
+    node_of = {p: 100 + p for p in range(PARTITIONS)}
+    sampler = RoundSampler(node_of, 1.0, seed=0)
+    side = module.METHOD.server(settings, sampler)
+    side.strategy.sampler = type("S", (), {
+        "__call__": lambda self, r: [node_of[p] for p in schedule.get(r, list(node_of))],
+        "order_key": staticmethod(sampler.order_key),
+    })()  # fmt: skip
+    return side
+
+
+def _update(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, 0.01, n).astype(np.float32) for n in dense_net(SETTINGS).sizes]
+
+
+# -- payload round trips -----------------------------------------------------------------
+def test_signsgd_sends_signs_and_a_majority() -> None:
+    net, delta = dense_net(SETTINGS), _update()
+    fields, _ = signsgd.encode_up(SETTINGS, net, delta, None, 3)
+    got = signsgd.decode_up(SETTINGS, net, fields, 3)
+    assert all(np.array_equal(g, np.sign(d)) for g, d in zip(got, delta, strict=True))
+    votes = [got, got, [-g for g in got]]
+    step = signsgd.decode_down(SETTINGS, net, signsgd.aggregate(SETTINGS, net, votes,
+                                                                [1, 1, 1], {}, 3), 3)  # fmt: skip
+    assert all(np.allclose(s, 0.01 * np.sign(d)) for s, d in zip(step, delta, strict=True))
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_qsgd_is_unbiased_and_within_a_level(bits: int) -> None:
+    settings = dataclasses.replace(SETTINGS, bits=bits)
+    net, delta = dense_net(settings), _update()
+    s = qsgd.levels_of(settings)
+    outs = []
+    for seed in range(40):
+        symbols, norms = qsgd.quantize(delta, s, seed)
+        outs.append(qsgd.dequantize(symbols, norms, s))
+    fields, _ = qsgd.encode_up(settings, net, delta, None, 2)
+    assert len(fields["update"]) <= sum(net.sizes) * bits / 8 + 400  # never above b bits
+    decoded = qsgd.decode_up(settings, net, fields, 2)
+    for i, d in enumerate(delta):
+        mean = np.mean([o[i] for o in outs], axis=0)
+        bucket_norm = np.linalg.norm(d[: qsgd.BUCKET])
+        # every value is within one level of the truth, and the mean over roundings is close
+        assert np.abs(decoded[i] - d).max() <= np.linalg.norm(d) / s + 1e-6
+        assert np.abs(mean - d)[: qsgd.BUCKET].mean() < 0.35 * bucket_norm / s
+
+
+def test_topk_keeps_the_largest_and_feeds_back_the_rest() -> None:
+    net, delta = dense_net(SETTINGS), _update()
+    fields, residual = topk.encode_up(SETTINGS, net, delta, None, 1)
+    sent = topk.decode(SETTINGS, net, fields, 1)
+    for d, s_, r in zip(delta, sent, residual, strict=True):
+        k = int(np.ceil(0.05 * d.size))
+        assert np.count_nonzero(s_) == k and np.allclose(s_ + r, d)  # nothing lost
+        assert np.abs(s_[s_ != 0]).min() >= np.abs(r).max()  # the largest were sent
+    assert len(fields["values"]) == 4 * sum(np.count_nonzero(x) for x in sent)
+    # The next round sends what was left plus the new update.
+    fields2, residual2 = topk.encode_up(SETTINGS, net, delta, residual, 2)
+    sent2 = topk.decode(SETTINGS, net, fields2, 2)
+    for d, old, s_, r in zip(delta, residual, sent2, residual2, strict=True):
+        assert np.allclose(s_ + r, d + old)  # error feedback: the residual is carried
+
+
+def test_settings_reject_bad_compressor_knobs() -> None:
+    with pytest.raises(SettingsError, match="bits"):
+        RunSettings(bits=3)
+    with pytest.raises(SettingsError, match="topk-fraction"):
+        RunSettings(topk_fraction=0.0)
+
+
+# -- rounds on real messages -------------------------------------------------------------
+@pytest.mark.parametrize("name", list(MODULES))
+def test_every_party_holds_the_same_weights_and_bytes_are_the_payloads(name: str) -> None:
+    module = MODULES[name]
+    schedule = {1: [0, 1], 2: [1, 2], 3: [0, 3], 4: [0, 1, 2, 3]}
+    strategy = _strategy(module, schedule, SETTINGS).strategy
+    contexts = {p: _context(p) for p in range(PARTITIONS)}
+    for r in sorted(schedule):
+        start = R.digest(strategy.replica.state)
+        sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
+        replies = [_deliver(m, module.METHOD.client_step, contexts[m.metadata.dst_node_id - 100],
+                            SETTINGS) for m in sent]  # fmt: skip
+        for m, reply in zip(sent, replies, strict=True):
+            ctx = contexts[m.metadata.dst_node_id - 100]
+            assert R.digest(ctx.state[f"{name}-weights"].to_numpy_ndarrays()) == start
+            cfg = m.content["config"]
+            relayed = sum(len(v) for k, v in cfg.items() if isinstance(v, bytes) and k != "digest")
+            assert payload_bytes(m) == relayed + 8 and (r == 1 or relayed > 0)
+            up = reply.content["update"]
+            assert payload_bytes(reply) == sum(len(v) for v in up.values()) > 0
+        arrays, _ = strategy.aggregate_train(r, replies)
+        assert arrays is not None and strategy.rejected == 0
+    moved = sum(float(np.abs(a - b).sum()) for a, b in
+                zip(strategy.replica.state, dense_net(SETTINGS).initial, strict=True))  # fmt: skip
+    assert moved > 0
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_a_malformed_reply_is_rejected_and_the_round_goes_on(name: str) -> None:
+    module = MODULES[name]
+    strategy = _strategy(module, {1: [0, 1, 2]}, SETTINGS).strategy
+    contexts = {p: _context(p) for p in range(PARTITIONS)}
+    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    replies = [_deliver(m, module.METHOD.client_step, contexts[m.metadata.dst_node_id - 100],
+                        SETTINGS) for m in sent]  # fmt: skip
+    replies[0].content["update"]["update"] = b"not a payload"
+    del replies[1].content["update"]["update"]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None and strategy.rejected == 2
