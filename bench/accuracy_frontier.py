@@ -59,7 +59,12 @@ GRID: dict[str, tuple[Config, ...]] = {
     "fedpm": ({"pm-lr": 0.03}, {"pm-lr": 0.1}, {"pm-lr": 0.3}),
     # fedpm_bayes spends its budget on how fast the carried posterior forgets.
     "fedpm_bayes": ({"posterior-decay": 1.0}, {"posterior-decay": 0.7}, {"posterior-decay": 0.4}),
-}
+    # The dense compressors tune what FedAvg tunes (their step size); QSGD at 4 bits.
+    "signsgd": ({"server-lr": 0.001}, {"server-lr": 0.0003}, {"server-lr": 0.003}),
+    "qsgd": ({"bits": 4, "dense-lr": 0.1}, {"bits": 4, "dense-lr": 0.05},
+             {"bits": 4, "dense-lr": 0.02}),
+    "topk": ({"dense-lr": 0.1}, {"dense-lr": 0.05}, {"dense-lr": 0.2}),
+}  # fmt: skip
 
 
 def config_name(config: Config) -> str:
@@ -254,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="default results/frontier/<preset>")
     p.add_argument("--report-only", action="store_true", help="no new runs; rebuild the report")
     p.add_argument("--extra", default="", help="extra simulations.run options for every run")
+    p.add_argument("--max-configs", type=int, default=None,
+                   help="run only the first N configurations of each method (a partial "
+                   "sweep; the report says how many each method got)")
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in GRID]
@@ -266,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     base = PRESETS[args.preset] + args.extra.split()
     if not args.report_only:
         for method in methods:
-            for config in GRID[method]:
+            for config in GRID[method][: args.max_configs]:
                 run_one(base, method, config, rounds, out)
     runs, curves = collect(out, methods)
     if runs.empty:
