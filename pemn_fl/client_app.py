@@ -11,7 +11,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from pemn_fl.config import RunSettings
-from pemn_fl.methods import ClientStep, registry
+from pemn_fl.methods import ClientStep, get, is_plugin, registry
 from pemn_fl.methods.base import partition_of
 
 
@@ -37,8 +37,12 @@ def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
 
         return handler
 
-    for name, method in registry().items():
-        app.train(name)(route(method.client_step))
+    methods = list(registry().values())
+    # Plug-in methods (module paths in the simulator's --methods) get a handler too.
+    specs = str((overrides or {}).get("methods", "")).split(",")
+    methods += [get(spec.strip()) for spec in specs if is_plugin(spec.strip())]
+    for method in methods:
+        app.train(method.name)(route(method.client_step))
 
     @app.query("hello")
     def _hello(msg: Message, context: Context) -> Message:

@@ -83,15 +83,21 @@ class RunSettings:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
 
     def __post_init__(self) -> None:
-        from pemn_fl.methods import names  # lazy: method modules import this one
+        from pemn_fl.methods import get, is_plugin, names  # lazy: methods import this module
 
         methods = self.method_list
         valid = names()
-        bad = [m for m in methods if m not in valid]
+        bad = [m for m in methods if m not in valid and not is_plugin(m)]
         if not methods or bad:
             raise SettingsError(
-                f"methods={self.methods!r}: use 'all' or a comma list of {', '.join(valid)}"
+                f"methods={self.methods!r}: use 'all' or a comma list of {', '.join(valid)} "
+                "(or plug-in module paths such as mypkg.mymethod)"
             )
+        for spec in (m for m in methods if m not in valid):
+            try:
+                get(spec)
+            except KeyError as exc:
+                raise SettingsError(f"methods={self.methods!r}: {exc.args[0]}") from None
         if len(set(methods)) != len(methods):
             raise SettingsError(f"methods={self.methods!r}: each method may appear only once")
         _choice("dataset", self.dataset, DATASETS)

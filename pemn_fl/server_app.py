@@ -100,7 +100,8 @@ def _run_method(
 
 def parameter_counts(settings: RunSettings) -> dict[str, int]:
     """Parameters each method's payload describes (the denominator of bits/param)."""
-    return {name: get_method(name).num_params(settings) for name in settings.method_list}
+    methods = [get_method(spec) for spec in settings.method_list]
+    return {method.name: method.num_params(settings) for method in methods}
 
 
 def run_experiment(

@@ -183,3 +183,44 @@ def test_frontier_report_from_real_runs(run_dir: Path, tmp_path: Path) -> None:
     assert table.loc["fedavg", "tuned"] == "dense-lr=0.05"
     assert (tmp_path / "frontier.png").stat().st_size > 0
     assert "| fedavg | dense-lr=0.05 |" in (tmp_path / "frontier.md").read_text()
+
+
+TOY = '''"""A method from outside the package: FedAvg's client and server under another name."""
+
+from pemn_fl.methods import fedavg
+from pemn_fl.methods.base import Method
+
+
+def server(settings, sampler):
+    side = fedavg.server(settings, sampler)
+    side.strategy.message_type = "train.toy"
+    return side
+
+
+METHOD = Method(name="toy", label="Toy (FedAvg, renamed)", client_step=fedavg.client_step,
+                server=server, num_params=fedavg.METHOD.num_params)
+'''
+
+
+def test_a_method_added_through_the_registry_alone_runs_end_to_end(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    ) -> None:  # fmt: skip
+    package = tmp_path / "pemn_toy"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "toy.py").write_text(TOY)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    out = simulate(tmp_path / "out", "--dense-width", "0.5", "--methods", "pemn_toy.toy,fedavg")
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert list(rounds["method"].unique()) == ["toy", "fedavg"]
+    toy, fed = (rounds[rounds["method"] == m].reset_index(drop=True) for m in ("toy", "fedavg"))
+    assert (toy.loc[1:, "uplink_payload_bytes"] > 0).all()
+    # The same client step and strategy as FedAvg: the same accuracies, round by round.
+    assert list(toy["accuracy"]) == pytest.approx(list(fed["accuracy"]), abs=1e-9)
+
+
+def test_a_bad_plugin_method_is_one_clear_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "simulations.run", "--methods", "no_such_pkg.method"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "cannot import module no_such_pkg.method" in proc.stderr
+    assert "Traceback" not in proc.stderr
