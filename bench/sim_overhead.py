@@ -1,0 +1,161 @@
+"""The Simulation Engine's cost on top of its clients' compute: ``python -m bench.sim_overhead``.
+
+For each preset and method, the same client rounds run twice:
+
+(a) **plain loop**: in this process, the method's own server strategy and client step called
+    as functions (``configure_train`` -> each sampled client's step -> ``aggregate_train``
+    -> server evaluation), one thread, timing each piece;
+(b) **engine**: ``python -m simulations.run`` with the same settings, Flower's Simulation
+    Engine (Ray) running ``--parallel`` clients side by side; its per-round wall time comes
+    from ``rounds.csv`` (``wall_s``: one round's configure, training, aggregation and
+    evaluation, metered).
+
+The ideal engine round is the plain loop's client compute divided by the parallelism, plus
+the server's own work (configure, aggregate, evaluate), which does not parallelise. The
+table prints medians over rounds 2.. (round 1 includes the actors' start-up, shown apart)
+and ``engine / ideal``. Target (method-zoo issue): at most 1.15.
+
+Writes ``results/bench/sim_overhead.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from flwr.app import ConfigRecord, Context, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
+
+from pemn_fl import protocol as P
+from pemn_fl.config import RunSettings
+from pemn_fl.methods import get
+from pemn_fl.sampling import RoundSampler
+from pemn_fl.task import evaluate
+
+PRESETS: dict[str, list[str]] = {
+    "digits": ["--clients", "20", "--dataset", "digits", "--model", "mlp"],
+    "fashion-mnist": [
+        "--clients", "20", "--dataset", "fashion-mnist", "--model", "conv2", "--width", "0.25",
+        "--dense-width", "0.25", "--partition", "dirichlet", "--alpha", "0.5",
+        "--fraction", "0.5", "--local-epochs", "1", "--margin", "0.1",
+    ],
+}  # fmt: skip
+
+
+def _settings(options: list[str], method: str, rounds: int) -> tuple[RunSettings, int]:
+    from simulations.run import build_parser, settings_from_args
+
+    args = build_parser().parse_args([*options, "--methods", method, "--rounds", str(rounds)])
+    return settings_from_args(args), args.clients
+
+
+def plain_loop(settings: RunSettings, clients: int, method_name: str) -> pd.DataFrame:
+    """Every round of one method as plain function calls; seconds per piece per round."""
+    torch.set_num_threads(1)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
+    method = get(method_name)
+    node_of = {pid: 1000 + pid for pid in range(clients)}
+    sampler = RoundSampler(node_of, settings.fraction, settings.seed)
+    side = method.server(settings, sampler)
+    strategy = side.strategy
+    data = P.dataset_of(settings)
+    contexts = {
+        pid: Context(run_id=1, node_id=node,
+                     node_config={"partition-id": pid, "num-partitions": clients},
+                     state=RecordDict(), run_config={})  # fmt: skip
+        for pid, node in node_of.items()
+    }
+    arrays, rows = side.initial, []
+    for r in range(1, settings.num_server_rounds + 1):
+        t0 = time.perf_counter()
+        sent = list(strategy.configure_train(r, arrays, ConfigRecord(), None))  # type: ignore[arg-type]
+        configure = time.perf_counter() - t0
+        replies, client_s = [], []
+        for msg in sent:
+            msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+            t = time.perf_counter()
+            reply = method.client_step(msg, contexts[msg.metadata.dst_node_id - 1000], settings)
+            client_s.append(time.perf_counter() - t)
+            reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
+            replies.append(reply)
+        t = time.perf_counter()
+        new, _ = strategy.aggregate_train(r, replies)
+        aggregate = time.perf_counter() - t
+        arrays = new if new is not None else arrays
+        t = time.perf_counter()
+        side.install(arrays)
+        evaluate(side.model, data.x_test, data.y_test)
+        evaluation = time.perf_counter() - t
+        rows.append({"round": r, "clients": len(sent), "client_compute_s": sum(client_s),
+                     "server_s": configure + aggregate + evaluation,
+                     "evaluate_s": evaluation})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def engine(options: list[str], method: str, rounds: int, parallel: int) -> pd.DataFrame:
+    """Per-round wall time of the same rounds in the Simulation Engine."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "simulations.run", *options, "--methods", method,
+               "--rounds", str(rounds), "--cpus-per-client", f"{2 / parallel:g}", "--quiet",
+               "--out", tmp]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        if proc.returncode:
+            raise RuntimeError(proc.stdout[-2000:] + proc.stderr[-2000:])
+        frame = pd.read_csv(Path(tmp) / "rounds.csv")
+        wall = json.loads((Path(tmp) / "summary.json").read_text()).get("wall_s")
+    frame = frame[frame["round"] >= 1][["round", "wall_s"]].rename(columns={"wall_s": "engine_s"})
+    frame.attrs["total_wall_s"] = wall
+    return frame
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.sim_overhead", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="digits,fashion-mnist")
+    p.add_argument("--methods", default="evolve_dither,fedavg")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--parallel", type=int, default=2, help="clients side by side in the engine")
+    p.add_argument("--out", type=Path, default=Path("results/bench/sim_overhead.csv"))
+    args = p.parse_args(argv)
+    rows = []
+    for preset in args.presets.split(","):
+        for method in args.methods.split(","):
+            settings, clients = _settings(PRESETS[preset], method, args.rounds)
+            loop = plain_loop(settings, clients, method)
+            eng = engine(PRESETS[preset], method, args.rounds, args.parallel)
+            both = loop.merge(eng, on="round")
+            both["ideal_s"] = both["client_compute_s"] / args.parallel + both["server_s"]
+            both["ratio"] = both["engine_s"] / both["ideal_s"]
+            later = both[both["round"] >= 2]
+            first = both[both["round"] == 1].iloc[0]
+            rows.append({
+                "preset": preset, "method": method,
+                "clients_per_round": int(later["clients"].median()),
+                "client_compute_s": later["client_compute_s"].median(),
+                "server_s": later["server_s"].median(),
+                "ideal_s": later["ideal_s"].median(), "engine_s": later["engine_s"].median(),
+                "engine_over_ideal": float(np.median(later["ratio"])),
+                "round1_engine_s": first["engine_s"], "round1_ideal_s": first["ideal_s"],
+                "engine_total_wall_s": eng.attrs["total_wall_s"],
+            })  # fmt: skip
+            print(f"{preset} {method}: median engine/ideal {rows[-1]['engine_over_ideal']:.2f}",
+                  flush=True)  # fmt: skip
+    table = pd.DataFrame(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    with pd.option_context("display.width", 250, "display.precision", 3):
+        print(table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
