@@ -56,6 +56,10 @@ GRID: dict[str, tuple[Config, ...]] = {
         {"noise-scale": 1.0, "dither-levels": 2},
     ),
     "evolve_lattice": ({"noise-scale": 0.5}, {"noise-scale": 1.0}, {"noise-scale": 2.0}),
+    # Momentum multiplies the step by ~1/(1 - beta): smaller noise with larger beta.
+    "evolve_momentum": ({"noise-scale": 0.5, "weight-momentum": 0.7},
+                        {"noise-scale": 0.3, "weight-momentum": 0.9},
+                        {"noise-scale": 1.0, "weight-momentum": 0.5}),
     "fedpm": ({"pm-lr": 0.03}, {"pm-lr": 0.1}, {"pm-lr": 0.3}),
     # fedpm_bayes spends its budget on how fast the carried posterior forgets.
     "fedpm_bayes": ({"posterior-decay": 1.0}, {"posterior-decay": 0.7}, {"posterior-decay": 0.4}),

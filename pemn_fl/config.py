@@ -56,6 +56,7 @@ class RunSettings:
     density: float = 0.05  # evolve*: fraction of weights a client's noise mask switches on
     noise_lr: float = 0.001  # evolve*: Adam learning rate of the noise-mask scores
     dither_levels: int = 2  # evolve_dither: grid steps of the dithered vote (1 = one bit)
+    weight_momentum: float = 0.9  # evolve_momentum: server momentum beta on the weights
     pm_lr: float = 0.1  # fedpm*: Adam learning rate of the mask scores (FedPM's value)
     posterior_decay: float = 1.0  # fedpm_bayes: weight of past rounds' votes (1 = keep all)
     server_lr: float = 0.001  # signsgd: the step everyone applies along the majority sign
@@ -130,6 +131,8 @@ class RunSettings:
             raise SettingsError(f"bits={self.bits!r}: QSGD takes 2, 4 or 8 bits per weight")
         if not 0.0 < self.topk_fraction <= 1.0:
             raise SettingsError(f"topk-fraction={self.topk_fraction!r}: must be in (0, 1]")
+        if not 0.0 <= self.weight_momentum < 1.0:
+            raise SettingsError(f"weight-momentum={self.weight_momentum!r}: must be in [0, 1)")
         if not 0.0 <= self.posterior_decay <= 1.0:
             raise SettingsError(f"posterior-decay={self.posterior_decay!r}: must be in [0, 1]")
         if self.margin < 0:

@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evolve*: Adam learning rate of the noise-mask scores")
     p.add_argument("--dither-levels", type=int, default=d.dither_levels,
                    help="evolve_dither: grid steps of the dithered vote (1 = one bit)")
+    p.add_argument("--weight-momentum", type=float, default=d.weight_momentum,
+                   help="evolve_momentum: server momentum beta on the replicated weights")
     p.add_argument("--pm-lr", type=float, default=d.pm_lr,
                    help="fedpm*: Adam learning rate of the mask scores")
     p.add_argument("--posterior-decay", type=float, default=d.posterior_decay,
@@ -99,7 +101,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         client_init=args.client_init, margin=args.margin,
         server_momentum=args.server_momentum, vote_weighting=args.vote_weighting,
         noise_scale=args.noise_scale, density=args.density, noise_lr=args.noise_lr,
-        dither_levels=args.dither_levels, pm_lr=args.pm_lr,
+        dither_levels=args.dither_levels, weight_momentum=args.weight_momentum,
+        pm_lr=args.pm_lr,
         posterior_decay=args.posterior_decay, server_lr=args.server_lr, bits=args.bits,
         topk_fraction=args.topk_fraction,
         seed=args.seed, min_nodes=args.clients,

@@ -21,7 +21,7 @@ from pemn_fl import replica as R
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels
-from pemn_fl.methods import evolve, evolve_dither, evolve_lattice
+from pemn_fl.methods import evolve, evolve_dither, evolve_lattice, evolve_momentum
 from pemn_fl.sampling import RoundSampler
 
 SETTINGS = RunSettings(
@@ -69,7 +69,7 @@ def _run(module, name: str, schedule: dict[int, list[int]], history: int | None 
     contexts = {p: _context(p) for p in range(PARTITIONS)}
     log: dict[int, list[Message]] = {}
     for r in sorted(schedule):
-        start = E.weights_digest(strategy.weights)
+        start = R.digest(strategy.replica.state)  # W (and V, with momentum)
         sent = log[r] = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
         replies = [
             _deliver(m, module.METHOD.client_step, contexts[m.metadata.dst_node_id - 100])
@@ -88,18 +88,21 @@ def _run(module, name: str, schedule: dict[int, list[int]], history: int | None 
 
 def _weights_before(strategy, r: int) -> list[np.ndarray]:  # noqa: ANN001
     """Server weights at the start of round r, replayed from W_0 and the stored updates."""
-    w = [x.copy() for x in strategy.net.initial]
+    scheme = strategy.scheme
+    state = evolve.state_of(SETTINGS, scheme)
     for t in range(1, r):
         payload = strategy.replica.updates[t]["update"]
         denom, max_level, offset = strategy.replica.updates[t]["levels"]
         levels = decode_levels(payload, fingerprint=strategy.net.fingerprint, tag=t,
                                layer_sizes=strategy.net.sizes, max_level=max_level)  # fmt: skip
-        w = E.apply_levels(w, strategy.scheme.basis(SETTINGS, t), levels, denom, offset)
-    return w
+        state = evolve.step(SETTINGS, scheme, state, t,
+                            evolve.Levels(levels, denom, max_level, offset))  # fmt: skip
+    return state[: len(strategy.net.sizes)]
 
 
 @pytest.mark.parametrize("module,name", [(evolve, "evolve"), (evolve_dither, "evolve_dither"),
-                                         (evolve_lattice, "evolve_lattice")])
+                                         (evolve_lattice, "evolve_lattice"),
+                                         (evolve_momentum, "evolve_momentum")])
 def test_every_party_holds_the_same_weights_after_every_round(module, name: str) -> None:  # noqa: ANN001
     # Partial participation with gaps of 1-3 rounds: catch-up by relayed updates.
     schedule = {1: [0, 1], 2: [1, 2], 3: [0, 3], 4: [2, 3], 5: [0, 1, 2, 3]}

@@ -22,8 +22,8 @@ __all__ = ["ClientStep", "Method", "ServerSide", "get", "is_plugin", "names", "r
 # Order = order of tables and plots. Imported lazily: method modules import the settings,
 # and the settings validate method names against this list.
 _MODULES = (
-    "pemn", "fedavg", "evolve", "evolve_dither", "evolve_lattice", "pemn_wide", "fedpm",
-    "fedpm_bayes", "signsgd", "qsgd", "topk",
+    "pemn", "fedavg", "evolve", "evolve_dither", "evolve_lattice", "evolve_momentum",
+    "pemn_wide", "fedpm", "fedpm_bayes", "signsgd", "qsgd", "topk",
 )  # fmt: skip
 
 

@@ -79,6 +79,35 @@ class Scheme:
     rule: LevelRule
     basis: Basis
     signed: bool = False  # ternary client masks (move either way along the basis)
+    # Server momentum on the replicated weights (``evolve_momentum``): beta from the settings,
+    # or None for none. Every party keeps the velocity ``V`` next to ``W``.
+    momentum: Callable[[RunSettings], float] | None = None
+
+
+def state_of(settings: RunSettings, scheme: Scheme) -> E.Weights:
+    """The replicated state at round 0: ``W_0``, and a zero velocity with momentum."""
+    net = network(settings)
+    zeros = [np.zeros_like(w) for w in net.initial] if scheme.momentum else []
+    return [w.copy() for w in net.initial] + zeros
+
+
+def step(settings: RunSettings, scheme: Scheme, state: E.Weights, t: int, levels: Levels
+         ) -> E.Weights:  # fmt: skip
+    """One round's update of the state, float32, the same operations on every party.
+
+    Without momentum ``W += basis * (levels - offset) / denom``; with it ``V = beta * V +
+    that``, then ``W += V``.
+    """
+    basis = scheme.basis(settings, t)
+    n = len(network(settings).sizes)
+    if scheme.momentum is None:
+        return E.apply_levels(state, basis, levels.levels, levels.denom, levels.offset)
+    beta = np.float32(scheme.momentum(settings))
+    zero = [np.zeros_like(w) for w in state[:n]]
+    update = E.apply_levels(zero, basis, levels.levels, levels.denom, levels.offset)
+    velocity = [(beta * v + u).astype(np.float32) for v, u in zip(state[n:], update, strict=True)]
+    weights = [(w + v).astype(np.float32) for w, v in zip(state[:n], velocity, strict=True)]
+    return weights + velocity
 
 
 # -- the run's network -------------------------------------------------------------------
@@ -144,13 +173,13 @@ def apply_round(settings: RunSettings, scheme: Scheme) -> R.Apply:
     """Replay one logged round: decode its levels and add them along the round's basis."""
     net = network(settings)
 
-    def apply(weights: E.Weights, t: int, fields: Mapping[str, Any]) -> E.Weights:
+    def apply(state: E.Weights, t: int, fields: Mapping[str, Any]) -> E.Weights:
         denom, max_level, offset = (int(v) for v in fields["levels"])
         levels = decode_levels(
             bytes(fields["update"]), fingerprint=net.fingerprint, tag=t,
             layer_sizes=net.sizes, max_level=max_level,
         )  # fmt: skip
-        return E.apply_levels(weights, scheme.basis(settings, t), levels, denom, offset)
+        return step(settings, scheme, state, t, Levels(levels, denom, max_level, offset))
 
     return apply
 
@@ -160,8 +189,9 @@ def catch_up(
     weights: E.Weights, held: int,
 ) -> tuple[E.Weights, int]:  # fmt: skip
     """Bring ``weights`` (of round ``held``) to round ``server-round - 1`` (``replica``)."""
-    return R.catch_up(cfg, snapshot, weights, held, network(settings).sizes,
-                      apply_round(settings, scheme), FIELDS)  # fmt: skip
+    sizes = [w.size for w in state_of(settings, scheme)]
+    return R.catch_up(cfg, snapshot, weights, held, sizes, apply_round(settings, scheme),
+                      FIELDS)  # fmt: skip
 
 
 def client_step_for(name: str, scheme: Scheme) -> ClientStep:
@@ -180,12 +210,13 @@ def client_step(
     cfg = msg.content[CONFIG]
     snapshot = msg.content.array_records.get(SNAPSHOT)
     net = network(settings)
-    weights, held = R.load(context, name, list(net.initial))
+    state, held = R.load(context, name, state_of(settings, scheme))
     try:
-        weights, held = catch_up(settings, scheme, cfg, snapshot, weights, held)
+        state, held = catch_up(settings, scheme, cfg, snapshot, state, held)
     except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
         raise RuntimeError(f"partition {pid} rejected the downlink: {exc}") from None
-    R.store(context, name, weights, held)
+    R.store(context, name, state, held)
+    weights = state[: len(net.sizes)]
     server_round = held + 1
     x, y = P.client_data(settings, pid, n)
     masks, loss = E.train_noise_mask(
@@ -219,13 +250,13 @@ class EvolvingVotes(ServerEvaluation, Strategy):
         self.rule_state: dict = {}  # server-only memory of a rule (e.g. an error accumulator)
         self.message_type = message_type
         self.net = network(settings)
-        self.replica = R.ReplicaServer(list(self.net.initial), FIELDS)
+        self.replica = R.ReplicaServer(state_of(settings, scheme), FIELDS)
         self.rejected = 0
 
     @property
     def weights(self) -> E.Weights:
         """``W`` of the last aggregated round (everyone who caught up holds the same)."""
-        return self.replica.state
+        return self.replica.state[: len(self.net.sizes)]
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -281,8 +312,7 @@ class EvolvingVotes(ServerEvaluation, Strategy):
             upd.levels, fingerprint=self.net.fingerprint, tag=server_round,
             max_level=upd.max_level,
         )  # fmt: skip
-        basis = self.scheme.basis(self.settings, server_round)
-        new = E.apply_levels(self.weights, basis, upd.levels, upd.denom, upd.offset)
+        new = step(self.settings, self.scheme, self.replica.state, server_round, upd)
         fields = {"update": payload, "levels": [upd.denom, upd.max_level, upd.offset]}
         self.replica.commit(server_round, fields, new, nodes)
         w = np.asarray(weights) / sum(weights)

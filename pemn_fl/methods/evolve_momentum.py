@@ -1,0 +1,30 @@
+"""Evolving prototype with server momentum: dithered votes down, a velocity every party keeps.
+
+``evolve_dither``'s update ``U_r = N_r * level / Q`` follows fresh random directions every
+round, so one round's step is a noisy projection of the clients' descent direction. Here
+every party also keeps a velocity ``V`` (FedAvgM's server momentum, Hsu et al. 2019) and
+applies ``V = beta * V + U_r``, ``W += V`` (``--weight-momentum`` = beta): consistent
+directions add up across rounds, noise averages out. Nothing more travels: ``V`` is a
+function of the updates every party already applies; it only joins ``W`` in the replicated
+state (the digest, and the snapshot a node far behind receives, which doubles).
+"""
+
+from __future__ import annotations
+
+from pemn_fl.methods import evolve, evolve_dither
+from pemn_fl.methods.base import Method
+
+NAME = "evolve_momentum"
+
+SCHEME = evolve.Scheme(rule=evolve_dither.dither_rule, basis=evolve.noise,
+                       momentum=lambda settings: settings.weight_momentum)  # fmt: skip
+METHOD = Method(
+    name=NAME,
+    label="Evolving prototype, dithered votes + momentum",
+    client_step=evolve.client_step_for(NAME, SCHEME),
+    server=evolve.server_for(NAME, SCHEME),
+    num_params=evolve.num_params,
+    marker="-h",
+    description="evolve_dither with a server velocity every party keeps (beta = "
+    "--weight-momentum); no extra bytes",
+)
