@@ -35,7 +35,14 @@ from pemn_fl import protocol as P
 from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
-from pemn_fl.methods.base import ClientStep, Method, ServerEvaluation, ServerSide, partition_of
+from pemn_fl.methods.base import (
+    ClientStep,
+    Method,
+    ServerEvaluation,
+    ServerSide,
+    num_examples_of,
+    partition_of,
+)
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import train
@@ -177,6 +184,7 @@ class CompressedUpdates(ServerEvaluation, Strategy):
         self.net = dense_net(settings)
         self.replica = R.ReplicaServer(list(self.net.initial), codec.down_fields)
         self.state: dict = {}  # the method's server-only memory
+        self.data = P.dataset_of(settings)  # bounds a reply's num-examples
         self.rejected = 0
 
     def configure_train(
@@ -206,9 +214,7 @@ class CompressedUpdates(ServerEvaluation, Strategy):
                 continue
             try:
                 metrics = reply.content[METRICS]
-                num_examples = float(metrics["num-examples"])
-                if not (np.isfinite(num_examples) and num_examples >= 0):
-                    raise MaskPayloadError(f"bad num-examples {num_examples!r}")
+                num_examples = num_examples_of(metrics, len(self.data.y_train))
                 fields = reply.content[UPDATE]
                 delta = self.codec.decode_up(self.settings, self.net, fields, server_round)
                 if not all(np.isfinite(d).all() for d in delta):

@@ -83,3 +83,16 @@ class ServerEvaluation:
 def partition_of(context: Context) -> tuple[int, int]:
     """This node's (partition id, number of partitions) from its node config."""
     return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+
+
+def num_examples_of(metrics: MetricRecord, limit: int) -> float:
+    """A reply's ``num-examples``, validated: an integer in ``[0, limit]``.
+
+    It weights the client's vote or update, so an absurd value (inf, NaN, 2**63, more
+    examples than the whole training set) would let one reply dominate or overflow the
+    tally; the reply is rejected instead (``ValueError``, caught with the payload errors).
+    """
+    value = float(metrics["num-examples"])
+    if not (value == value and 0 <= value <= limit and value == int(value)):
+        raise ValueError(f"num-examples {value!r} is not an integer in [0, {limit}]")
+    return value

@@ -44,8 +44,15 @@ from pemn_fl import protocol as P
 from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
-from pemn_fl.levels_codec import LevelsPayloadError, decode_levels, encode_levels
-from pemn_fl.methods.base import ClientStep, Method, ServerEvaluation, ServerSide, partition_of
+from pemn_fl.levels_codec import decode_levels, encode_levels
+from pemn_fl.methods.base import (
+    ClientStep,
+    Method,
+    ServerEvaluation,
+    ServerSide,
+    num_examples_of,
+    partition_of,
+)
 from pemn_fl.models import build_model
 from pemn_fl.prototype import derived_seed, fingerprint, materialize
 from pemn_fl.sampling import RoundSampler
@@ -251,6 +258,7 @@ class EvolvingVotes(ServerEvaluation, Strategy):
         self.message_type = message_type
         self.net = network(settings)
         self.replica = R.ReplicaServer(state_of(settings, scheme), FIELDS)
+        self.data = P.dataset_of(settings)  # bounds a reply's num-examples
         self.rejected = 0
 
     @property
@@ -286,9 +294,7 @@ class EvolvingVotes(ServerEvaluation, Strategy):
                 continue
             try:
                 metrics = reply.content[METRICS]
-                num_examples = float(metrics["num-examples"])
-                if not (np.isfinite(num_examples) and num_examples >= 0):
-                    raise LevelsPayloadError(f"bad num-examples {num_examples!r}")
+                num_examples = num_examples_of(metrics, len(self.data.y_train))
                 shift = 1 if self.scheme.signed else 0
                 mask = decode_levels(
                     bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,

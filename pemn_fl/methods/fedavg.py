@@ -7,19 +7,23 @@ averages replies in partition order so the float sum is reproducible.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from pemn_fl import protocol as P
 from pemn_fl.config import RunSettings
-from pemn_fl.methods.base import Method, ServerSide, partition_of
+from pemn_fl.methods.base import Method, ServerSide, num_examples_of, partition_of
 from pemn_fl.models import count_params
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import train
+
+log = logging.getLogger("pemn_fl.server")
 
 NAME = "fedavg"
 
@@ -47,16 +51,20 @@ class SampledFedAvg(FedAvg):
     """Flower's FedAvg, training on the shared sampler's nodes (same clients as PEMN-FL)."""
 
     def __init__(
-        self, sampler: RoundSampler, message_type: str = f"train.{NAME}", **kwargs: object
-    ) -> None:
+        self, sampler: RoundSampler, message_type: str = f"train.{NAME}",
+        max_examples: int = 2**31 - 1, **kwargs: object,
+    ) -> None:  # fmt: skip
         super().__init__(fraction_evaluate=0.0, **kwargs)
         self.sampler = sampler
         self.message_type = message_type
+        self.max_examples = max_examples  # bound on a reply's num-examples (the train set)
+        self.expected: dict[str, tuple[tuple[int, ...], object]] = {}
         self.rejected = 0
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        self._remember_shapes(arrays)
         config["server-round"] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return [
@@ -64,20 +72,55 @@ class SampledFedAvg(FedAvg):
             for node in self.sampler(server_round)
         ]
 
+    def _remember_shapes(self, arrays: ArrayRecord) -> None:
+        """Remember the model's tensors, so a reply of other keys or shapes is rejected."""
+        self.expected = {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
+
+    def _check(self, reply: Message) -> None:
+        """Raise ``ValueError`` unless the reply is a model of the right shape, finite."""
+        arrays, metrics = reply.content["arrays"], reply.content["metrics"]
+        num_examples_of(metrics, self.max_examples)
+        got = {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
+        if got != self.expected:
+            raise ValueError("the reply's tensors do not match the model's keys, shapes and "
+                             "dtypes")  # fmt: skip
+        if not all(np.isfinite(a).all() for a in arrays.to_numpy_ndarrays()):
+            raise ValueError("the reply holds non-finite weights")
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         # Same order every run (by partition, not by random node id or arrival), so the
         # floating-point average is reproducible.
         replies = sorted(replies, key=lambda r: self.sampler.order_key(r.metadata.src_node_id))
-        self.rejected = sum(1 for r in replies if r.has_error())
-        return super().aggregate_train(server_round, replies)
+        valid, self.rejected = [], 0
+        # Flower's FedAvg would stop the run on one reply of wrong keys or shapes, and
+        # average a NaN into the model: each reply is checked first, a bad one is rejected
+        # and logged, and the round goes on with the rest (as every other method does).
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                self.rejected += 1
+                log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
+                continue
+            try:
+                self._check(reply)
+            except (KeyError, TypeError, ValueError) as exc:
+                self.rejected += 1
+                log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
+                continue
+            valid.append(reply)
+        if not valid:
+            log.warning("round %s: no valid update; model unchanged", server_round)
+            return None, None
+        return super().aggregate_train(server_round, valid)
 
 
 def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
     model = P.dense_model(settings)
     return ServerSide(
-        SampledFedAvg(sampler), model, ArrayRecord(model.state_dict()),
+        SampledFedAvg(sampler, max_examples=len(P.dataset_of(settings).y_train)), model,
+        ArrayRecord(model.state_dict()),
         lambda arrays: model.load_state_dict(arrays.to_torch_state_dict()),
     )  # fmt: skip
 

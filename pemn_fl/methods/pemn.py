@@ -24,7 +24,13 @@ from flwr.serverapp.strategy import Strategy
 from pemn_fl import protocol as P
 from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
 from pemn_fl.config import RunSettings
-from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of
+from pemn_fl.methods.base import (
+    Method,
+    ServerEvaluation,
+    ServerSide,
+    num_examples_of,
+    partition_of,
+)
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.voting import global_mask, tally, update_state
 
@@ -113,12 +119,14 @@ class MaskVoting(ServerEvaluation, Strategy):
         momentum: float = 0.0,
         weighting: str = "examples",
         message_type: str = f"train.{NAME}",
+        max_examples: int = 2**31 - 1,
     ) -> None:
         self.sampler = sampler
         self.fingerprint = fingerprint
         self.layer_sizes = layer_sizes
         self.keep, self.seed, self.momentum, self.weighting = keep, seed, momentum, weighting
         self.message_type = message_type
+        self.max_examples = max_examples  # bound on a reply's num-examples (the train set)
         self.version = 0
         self.history: dict[int, P.Mask] = {0: [m.copy() for m in initial_mask]}
         self.holds: dict[int, int] = {}  # node id -> mask version it holds
@@ -170,14 +178,18 @@ class MaskVoting(ServerEvaluation, Strategy):
             node = reply.metadata.src_node_id
             if reply.has_error():
                 self.rejected += 1
+                # The node may hold the mask it was just sent, or not: until a reply proves
+                # which, send it the packed mask (a delta against a version it lacks would
+                # fail every round until that version left the history).
+                self.holds.pop(node, None)
                 log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
                 continue
             try:
                 update = reply.content[P.UPDATE_KEY][P.MASK]
                 metrics = reply.content[P.METRICS_KEY]
-                num_examples = float(metrics["num-examples"])
-                if not isinstance(update, bytes) or not num_examples >= 0:
-                    raise MaskPayloadError("reply lacks a mask payload or num-examples")
+                num_examples = num_examples_of(metrics, self.max_examples)
+                if not isinstance(update, bytes):
+                    raise MaskPayloadError("reply lacks a mask payload")
                 mask = decode_mask(
                     update,
                     fingerprint=self.fingerprint,
@@ -186,6 +198,7 @@ class MaskVoting(ServerEvaluation, Strategy):
                 )
             except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
                 self.rejected += 1
+                self.holds.pop(node, None)  # as above: what it holds is unknown
                 log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
                 continue
             self.holds[node] = self.version
@@ -219,7 +232,7 @@ def server(settings: RunSettings, sampler: RoundSampler, name: str = NAME) -> Se
         sampler=sampler, fingerprint=proto.fingerprint, layer_sizes=proto.layer_sizes,
         initial_mask=P.initial_mask(settings), keep=settings.keep, seed=settings.seed,
         momentum=settings.server_momentum, weighting=settings.vote_weighting,
-        message_type=f"train.{name}",
+        message_type=f"train.{name}", max_examples=len(P.dataset_of(settings).y_train),
     )  # fmt: skip
     return ServerSide(
         strategy, model, mask_to_record(strategy.current),

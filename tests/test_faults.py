@@ -1,0 +1,129 @@
+"""Faulty and hostile replies, in-process on real Flower Messages: each is rejected and
+logged, the round goes on with the others, and the sender is not shut out afterwards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
+
+from pemn_fl.codec import inspect_payload
+from pemn_fl.config import RunSettings
+from pemn_fl.methods import evolve_dither, fedavg, pemn, qsgd
+from pemn_fl.sampling import RoundSampler
+
+SETTINGS = RunSettings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
+                       local_epochs=1, min_nodes=1)  # fmt: skip
+PARTITIONS = 3
+
+
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, SUPERLINK_NODE_ID
+
+
+def _setup(module):  # noqa: ANN001, ANN202
+    node_of = {p: 100 + p for p in range(PARTITIONS)}
+    side = module.METHOD.server(SETTINGS, RoundSampler(node_of, 1.0, seed=0))
+    contexts = {
+        100 + p: Context(run_id=7, node_id=100 + p,
+                         node_config={"partition-id": p, "num-partitions": PARTITIONS},
+                         state=RecordDict(), run_config={})  # fmt: skip
+        for p in range(PARTITIONS)
+    }
+    return side, contexts
+
+
+def _round(module, side, contexts, r: int, spoil=None):  # noqa: ANN001, ANN202
+    """One round; ``spoil(reply)`` tampers with node 100's reply. Returns the sent messages."""
+    arrays = side.initial if r == 1 else side.strategy.last  # type: ignore[attr-defined]
+    sent = list(side.strategy.configure_train(r, arrays, ConfigRecord(), None))  # type: ignore[arg-type]
+    replies = []
+    for m in sent:
+        m.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+        reply = module.METHOD.client_step(m, contexts[m.metadata.dst_node_id], SETTINGS)
+        reply.metadata.__dict__["_src_node_id"] = m.metadata.dst_node_id
+        if spoil is not None and m.metadata.dst_node_id == 100:
+            spoil(reply)
+        replies.append(reply)
+    new, _ = side.strategy.aggregate_train(r, replies)
+    side.strategy.last = new if new is not None else arrays  # type: ignore[attr-defined]
+    return sent, new
+
+
+def test_a_rejected_pemn_reply_does_not_shut_the_client_out() -> None:
+    side, contexts = _setup(pemn)
+    _round(pemn, side, contexts, 1)
+    _round(pemn, side, contexts, 2)  # node 100 now provably holds version 1
+
+    def garbage(reply: Message) -> None:
+        reply.content["update"]["mask"] = b"garbage"
+
+    _round(pemn, side, contexts, 3, spoil=garbage)  # it received version 2, its reply is lost
+    assert side.strategy.rejected == 1
+    # Round 4: the server no longer assumes node 100 holds version 1 (it holds 2 now), so it
+    # sends a mask the node can decode (against version 0, which every node derives from the
+    # seed, or packed), and the reply counts again. Before the fix the delta was against
+    # version 1, the node failed to decode it, and it stayed out until version 1 left the
+    # server's history.
+    for r in (4, 5):
+        sent, _ = _round(pemn, side, contexts, r)
+        assert side.strategy.rejected == 0, r
+    header = inspect_payload(bytes(next(m for m in sent if m.metadata.dst_node_id == 100)
+                                   .content["config"]["mask"]))  # fmt: skip
+    assert header.reference_id == 3  # round 5: a delta against what its round-4 reply proved
+
+
+@pytest.mark.parametrize("module", [pemn, evolve_dither, qsgd, fedavg])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 2.0**63, -1.0, 2.5, 1e9])
+def test_absurd_num_examples_are_rejected(module, value: float) -> None:  # noqa: ANN001
+    side, contexts = _setup(module)
+
+    def lie(reply: Message) -> None:
+        reply.content["metrics"]["num-examples"] = value
+
+    _, new = _round(module, side, contexts, 1, spoil=lie)
+    assert side.strategy.rejected == 1 and new is not None
+    assert all(np.isfinite(a).all() for a in new.to_numpy_ndarrays())
+
+
+def _fedavg_spoilers():  # noqa: ANN202
+    def wrong_keys(reply: Message) -> None:
+        arrays = reply.content["arrays"]
+        key = next(iter(arrays))
+        arrays["not-a-layer"] = arrays[key]
+        del arrays[key]
+
+    def wrong_shape(reply: Message) -> None:
+        arrays = reply.content["arrays"]
+        key = next(iter(arrays))
+        from flwr.app import Array
+
+        arrays[key] = Array(np.zeros(3, dtype=np.float32))
+
+    def nan(reply: Message) -> None:
+        arrays = reply.content["arrays"]
+        key = next(iter(arrays))
+        from flwr.app import Array
+
+        bad = arrays[key].numpy().copy()
+        bad.flat[0] = np.nan
+        arrays[key] = Array(bad)
+
+    def no_arrays(reply: Message) -> None:
+        del reply.content["arrays"]
+
+    return [wrong_keys, wrong_shape, nan, no_arrays]
+
+
+@pytest.mark.parametrize("spoil", _fedavg_spoilers(), ids=lambda f: f.__name__)
+def test_fedavg_rejects_a_bad_reply_and_goes_on(spoil) -> None:  # noqa: ANN001
+    side, contexts = _setup(fedavg)
+    _, new = _round(fedavg, side, contexts, 1, spoil=spoil)
+    assert side.strategy.rejected == 1 and new is not None
+    assert all(np.isfinite(a).all() for a in new.to_numpy_ndarrays())
+    # The next round runs normally, all three replies counted.
+    _round(fedavg, side, contexts, 2)
+    assert side.strategy.rejected == 0
