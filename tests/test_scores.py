@@ -129,13 +129,6 @@ def test_realign_keeps_agreeing_edges_away_from_the_threshold() -> None:
     assert torch.equal(new[agree], scores[agree])
 
 
-_REALIGN_BUG = (
-    "realign() clamps every edge to tau*(1+-eps), so agreeing edges within eps of the "
-    "client's own threshold (always including the k-th largest one) are moved too"
-)
-
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_realign_leaves_all_agreeing_edges_unchanged(seed: int) -> None:
     """Documented: 'edges where its own top-k agrees with g keep their magnitude'."""
