@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "simulations.run", "--clients", str(args.clients),
                "--fraction", f"{args.per_round / args.clients:g}", "--rounds", str(args.rounds),
                "--dataset", args.dataset, "--model", args.model, "--partition", "iid",
-               "--methods", args.methods, "--quiet", "--out", tmp]  # fmt: skip
+               "--methods", args.methods, "--quiet", "--out", str(Path(tmp) / "run")]  # fmt: skip
         started = time.monotonic()
         log = Path(tmp) / "run.log"  # a file, not a pipe: a full pipe would stall the run
         proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         if proc.returncode:
             print(log.read_text()[-3000:], file=sys.stderr)
             return 1
-        rounds = pd.read_csv(Path(tmp) / "rounds.csv")
+        rounds = pd.read_csv(Path(tmp) / "run" / "rounds.csv")
     row = {
         "clients": args.clients, "per_round": args.per_round, "rounds": args.rounds,
         "methods": args.methods, "dataset": args.dataset, "model": args.model,

@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     from pemn_fl.describe import anatomy, table
 
     try:
+        if not 0.0 < args.keep < 1.0:
+            raise ValueError(f"keep={args.keep!r}: the kept fraction must be in (0, 1), as "
+                             "for simulations.run")  # fmt: skip
         spec = PrototypeSpec(
             seed=args.seed, strategy=args.prototype, init=args.init, rescale=not args.no_rescale
         )

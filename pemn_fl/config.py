@@ -135,10 +135,11 @@ class RunSettings:
             raise SettingsError(f"weight-momentum={self.weight_momentum!r}: must be in [0, 1)")
         if not 0.0 <= self.posterior_decay <= 1.0:
             raise SettingsError(f"posterior-decay={self.posterior_decay!r}: must be in [0, 1]")
-        if self.margin < 0:
-            raise SettingsError(f"margin={self.margin!r}: must be >= 0")
-        if self.seed < 0:
-            raise SettingsError(f"seed={self.seed!r}: must be >= 0")
+        if not (self.margin >= 0 and math.isfinite(self.margin)):
+            raise SettingsError(f"margin={self.margin!r}: must be a finite number >= 0")
+        if not 0 <= self.seed < 2**32:
+            raise SettingsError(f"seed={self.seed!r}: must be in [0, {2**32 - 1}] (the "
+                                "data split's random state is 32-bit)")  # fmt: skip
         try:
             self.prototype_spec  # noqa: B018 - validate
         except PrototypeSpecError as exc:

@@ -16,6 +16,7 @@ papers: 64-64-pool[-128-128-pool[-256-256-pool]] then fc 256-256-classes); ``res
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,7 +68,13 @@ def make_kit(masked: bool, keep: float = 0.5, affine_bn: bool = False) -> LayerK
 
 
 def _w(channels: int, width: float) -> int:
-    return max(1, int(round(channels * width)))
+    units = int(round(channels * width))
+    if units < 1:
+        raise ModelError(
+            f"width {width:g} leaves a layer of {channels} channels with no unit; use a width "
+            f"above {0.5 / channels:g} for this model"
+        )
+    return units
 
 
 class MLP(nn.Module):
@@ -180,8 +187,8 @@ def build_model(
 
     Call ``apply_prototype`` on a masked model before use.
     """
-    if width <= 0:
-        raise ModelError(f"width must be > 0, got {width}")
+    if not (width > 0 and math.isfinite(width)):
+        raise ModelError(f"width must be a finite number > 0, got {width}")
     kit = make_kit(masked, keep=keep, affine_bn=affine_bn)
     c, h, w = input_shape
     if name == "mlp":

@@ -205,6 +205,33 @@ def summary_table(summary: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+class RoundsFileError(ValueError):
+    """A ``rounds.csv`` that is not one ``simulations.run`` wrote (empty, binary, cut short)."""
+
+
+def read_rounds(path: Path) -> pd.DataFrame:
+    """A run's ``rounds.csv``, checked: the columns the plots need, one complete row or more.
+
+    A truncated last line (a run killed mid-write) is dropped with the rows that lack a
+    required value, so what is drawn is only what was fully recorded.
+    """
+    need = ["method", "round", "cumulative_bytes", "accuracy"]
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RoundsFileError(f"{path}: not a rounds.csv written by simulations.run "
+                              f"({type(exc).__name__})") from None  # fmt: skip
+    missing = [c for c in need if c not in frame.columns]
+    if missing:
+        raise RoundsFileError(f"{path}: lacks the column(s) {', '.join(missing)}")
+    for col in need[1:]:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    frame = frame.dropna(subset=need)
+    if frame.empty:
+        raise RoundsFileError(f"{path}: no complete round recorded")
+    return frame
+
+
 def plot_runs(run_dirs: Sequence[Path], out: Path, title: str | None = None) -> Path:
     """Accuracy vs cumulative MB (log x), one curve per method per run, target line."""
     import matplotlib
@@ -214,7 +241,7 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, title: str | None = None) -> 
 
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     for run_dir in run_dirs:
-        frame = pd.read_csv(Path(run_dir) / "rounds.csv")
+        frame = read_rounds(Path(run_dir) / "rounds.csv")
         tag = "" if len(run_dirs) == 1 else f" [{Path(run_dir).name}]"
         for method, part in frame.groupby("method", sort=False):
             part = part[part["cumulative_bytes"] > 0]

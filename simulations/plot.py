@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pemn_fl.report import plot_runs
+from pemn_fl.report import RoundsFileError, plot_runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     default = (args.runs[0] / "bandwidth_accuracy.png" if len(args.runs) == 1
                else Path("comparison.png"))  # fmt: skip
-    out = plot_runs(args.runs, args.out or default, title=args.title)
+    try:
+        out = plot_runs(args.runs, args.out or default, title=args.title)
+    except RoundsFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     return 0
 

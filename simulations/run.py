@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray CPUs per client actor (2 cores -> 2 clients side by side)")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default results/runs/<timestamp>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out directory that already holds files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -107,6 +109,22 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         topk_fraction=args.topk_fraction,
         seed=args.seed, min_nodes=args.clients,
     )  # fmt: skip
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """Create ``out`` and prove it writable before Ray starts; never clobber silently."""
+    if out.exists() and not out.is_dir():
+        raise SettingsError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SettingsError(f"--out {out}: already holds files; choose a new directory or "
+                            "pass --overwrite")  # fmt: skip
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(f"--out {out}: cannot write there ({exc.strerror})") from None
 
 
 def git_commit() -> str:
@@ -214,6 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = args.out or Path("results/runs") / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        prepare_out(out, args.overwrite)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = {"clients": args.clients, "command": " ".join(sys.argv),
+              "settings": settings.to_run_config(), "versions": versions()}  # fmt: skip
+    # Written first, so even a run that is killed says what it was.
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     print(f"pemn-fl: {args.clients} clients, {settings.num_server_rounds} rounds, "
           f"{settings.dataset}/{settings.model}, methods {settings.methods} -> {out}")  # fmt: skip
     from pemn_fl.report import summary_table
@@ -228,10 +255,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}. Finished rounds are in {out / 'rounds.csv'}", file=sys.stderr)
         return 1
     summary["wall_s"] = round(time.monotonic() - started, 1)
-    out.mkdir(parents=True, exist_ok=True)
-    config = {"clients": args.clients, "command": " ".join(sys.argv),
-              "settings": settings.to_run_config(), "versions": versions()}  # fmt: skip
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     title = f"{settings.dataset} / {settings.model}, {args.clients} clients"
     write_outputs(out, book, summary, title=title)  # type: ignore[arg-type]
     print(summary_table(summary))
