@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import pickle
 import zlib
 from dataclasses import dataclass
@@ -329,7 +330,9 @@ def _parse_idx(path: Path, ndim: int) -> np.ndarray:
     if len(raw) < header_len:
         raise DataError(f"{path} is truncated: header needs {header_len} bytes, got {len(raw)}")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected_len = int(np.prod(dims, dtype=np.int64))
+    if any(d == 0 for d in dims[1:]):
+        raise DataError(f"{path} is malformed: its header declares a zero-size dimension {dims}")
+    expected_len = math.prod(dims)  # Python ints: a forged huge header cannot overflow
     actual_len = len(raw) - header_len
     if actual_len < expected_len:
         raise DataError(

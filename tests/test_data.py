@@ -387,3 +387,16 @@ def test_malformed_cifar_batch(tmp_path: Path, payload: bytes, expected: str) ->
 
 def test_errors_are_value_errors() -> None:
     assert issubclass(DataError, ValueError)
+
+
+@pytest.mark.parametrize(("dims", "word"), [
+    ((30, 0, 6), "zero-size dimension"),
+    ((2**32 - 1, 2**32 - 1, 2**32 - 1), "truncated"),  # would overflow an int64 product
+])  # fmt: skip
+def test_forged_idx_dimensions_are_a_clear_error(tmp_path: Path, dims: tuple[int, ...],
+                                                 word: str) -> None:  # fmt: skip
+    write_idx_dataset(tmp_path)
+    header = (0x00000803).to_bytes(4, "big") + np.asarray(dims, dtype=">u4").tobytes()
+    write_file(tmp_path / "train-images-idx3-ubyte", header + bytes(30 * 36), compress=True)
+    with pytest.raises(DataError, match=word):
+        load_dataset("mnist", tmp_path)
