@@ -1,0 +1,186 @@
+"""``python -m simulations.deploy``: the same experiment on Flower's Deployment Engine, on loopback.
+
+Where ``simulations.run`` drives the Simulation Engine in one process, this starts real
+Flower processes on 127.0.0.1, exactly as one would across machines:
+
+1. ``flower-superlink --insecure --host 127.0.0.1 --port P`` (Fleet, Control and
+   ServerAppIo APIs on one port), in a scratch directory: the ServerApp runs with the
+   SuperLink's working directory as its cwd and writes ``results/runs/flwr-*/`` there;
+2. ``--nodes`` x ``flower-supernode --insecure --superlink 127.0.0.1:P --node-config
+   "partition-id=i num-partitions=N" --host 127.0.0.1 --port Q_i`` (each its own port);
+3. a throw-away ``$FLWR_HOME/config.toml`` naming the federation ``deploy`` (address
+   ``127.0.0.1:P``, insecure), then ``flwr run . deploy --stream --run-config "..."`` with
+   every setting (``min-nodes`` = the node count, so the server waits for all of them);
+4. the run's ``rounds.csv``, ``summary.json`` and figure are moved into ``--out`` with a
+   ``config.json`` and the processes' logs (``logs/``);
+5. every process it started is stopped by its PID (SIGTERM, then SIGKILL), also after an
+   error or Ctrl-C.
+
+Options are those of ``simulations.run`` (``--clients`` is replaced by ``--nodes``); plain
+Flower commands for the same steps are in the README.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pemn_fl.config import RunSettings, SettingsError
+from pemn_fl.data import DataError
+from pemn_fl.models import ModelError
+from pemn_fl.partition import PartitionError
+from simulations.run import build_parser, check_data, prepare_out, settings_from_args, versions
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"  # loopback only: the processes never listen beyond this machine
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def toml_value(value: object) -> str:
+    """A run-config value as TOML (strings quoted, so a comma list stays one value)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def run_config(settings: RunSettings) -> str:
+    return " ".join(f"{k}={toml_value(v)}" for k, v in settings.to_run_config().items())
+
+
+def _executable(name: str) -> str:
+    found = shutil.which(name, path=f"{Path(sys.executable).parent}{os.pathsep}"
+                                   f"{os.environ.get('PATH', '')}")  # fmt: skip
+    if found is None:
+        raise SettingsError(f"{name} not found: install Flower (pip install -e .) in this "
+                            "environment")  # fmt: skip
+    return found
+
+
+class Processes:
+    """The processes this command started, stopped by PID however the command ends."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, cmd: list[str], log: Path, **kwargs: object) -> subprocess.Popen:
+        # Its own process group (id = its PID): the SuperLink and SuperNodes start helper
+        # processes (flower-superexec, the app processes) that must stop with them.
+        proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                start_new_session=True, **kwargs)  # type: ignore[call-overload]  # fmt: skip
+        self.started.append(proc)
+        return proc
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)  # the group this command created, by its PID
+
+    def stop(self) -> None:
+        for proc in reversed(self.started):
+            self._signal(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            self._signal(proc, signal.SIGKILL)  # helpers that outlived their parent
+            proc.wait()
+
+
+def deploy(settings: RunSettings, nodes: int, out: Path, timeout: float) -> Path:
+    """Run ``settings`` on a loopback SuperLink with ``nodes`` SuperNodes; results into ``out``."""
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = Processes()
+    with tempfile.TemporaryDirectory(prefix="pemn-fl-deploy-") as scratch:
+        home, link_dir = Path(scratch) / "flwr-home", Path(scratch) / "superlink"
+        home.mkdir()
+        link_dir.mkdir()
+        env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
+               "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}  # fmt: skip
+        port = free_port()
+        try:
+            procs.start([_executable("flower-superlink"), "--insecure", "--host", HOST,
+                         "--port", str(port)], logs / "superlink.log", cwd=link_dir,
+                        env=env)  # fmt: skip
+            for pid in range(nodes):
+                procs.start([_executable("flower-supernode"), "--insecure", "--superlink",
+                             f"{HOST}:{port}", "--node-config",
+                             f"partition-id={pid} num-partitions={nodes}", "--host", HOST,
+                             "--port", str(free_port())], logs / f"supernode-{pid}.log",
+                            cwd=link_dir, env=env)  # fmt: skip
+            (home / "config.toml").write_text(
+                '[superlink]\ndefault = "deploy"\n\n[superlink.deploy]\n'
+                f'address = "{HOST}:{port}"\ninsecure = true\n'
+            )
+            flwr = subprocess.run(
+                [_executable("flwr"), "run", str(ROOT), "deploy", "--stream",
+                 "--run-config", run_config(settings)],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+            )  # fmt: skip
+            (logs / "flwr-run.log").write_text(flwr.stdout + flwr.stderr)
+            runs = sorted((link_dir / "results" / "runs").glob("flwr-*"))
+            if flwr.returncode or not runs or not (runs[-1] / "rounds.csv").exists():
+                tail = (flwr.stdout + flwr.stderr)[-2000:]
+                raise RuntimeError(f"the deployment run failed (flwr run exit {flwr.returncode})"
+                                   f"; logs in {logs}\n{tail}")  # fmt: skip
+            for item in runs[-1].iterdir():
+                shutil.move(str(item), out / item.name)
+        finally:
+            procs.stop()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    parser.prog = "python -m simulations.deploy"
+    parser.description = __doc__.split("\n\n")[0]
+    parser.add_argument("--nodes", type=int, default=3, help="SuperNodes (= clients) to start")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds for the run")
+    args = parser.parse_args(argv)
+    args.clients = args.nodes
+    try:
+        if args.nodes < 1:
+            raise SettingsError(f"--nodes {args.nodes}: need at least 1 node")
+        settings = settings_from_args(args)
+        check_data(settings, args.nodes)
+        out = args.out or Path("results/runs") / time.strftime("deploy-%Y%m%d-%H%M%S")
+        prepare_out(out, args.overwrite)
+    except (SettingsError, DataError, PartitionError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = {"nodes": args.nodes, "command": " ".join(sys.argv), "engine": "deployment",
+              "settings": settings.to_run_config(), "versions": versions()}  # fmt: skip
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    print(f"pemn-fl deploy: SuperLink + {args.nodes} SuperNodes on {HOST}, "
+          f"{settings.num_server_rounds} rounds, methods {settings.methods} -> {out}")  # fmt: skip
+    started = time.monotonic()
+    try:
+        deploy(settings, args.nodes, out, args.timeout)
+    except (RuntimeError, SettingsError, subprocess.TimeoutExpired) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        return 130
+    print(f"done in {time.monotonic() - started:.1f} s; results in {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""The Deployment Engine path: ``python -m simulations.deploy`` starts a real SuperLink and
+three SuperNodes on 127.0.0.1, and the run gives the simulator's accuracies and payload
+bytes. Slow (real processes polling each other): ``pytest -m slow``; CI runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONS = ["--rounds", "2", "--methods", "pemn,fedavg", "--dataset", "synthetic", "--model", "mlp",
+           "--width", "0.5", "--dense-width", "0.5", "--quiet"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_deployment_matches_the_simulator(tmp_path: Path) -> None:
+    deployed, simulated = tmp_path / "deployed", tmp_path / "simulated"
+    for module, count, out in (("simulations.deploy", ["--nodes", "3"], deployed),
+                               ("simulations.run", ["--clients", "3"], simulated)):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", module, *count, *OPTIONS, "--out", str(out)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    a, b = (pd.read_csv(d / "rounds.csv") for d in (deployed, simulated))
+    assert list(a["method"]) == list(b["method"]) and list(a["round"]) == list(b["round"])
+    for col in ("accuracy", "uplink_payload_bytes", "downlink_payload_bytes", "clients_replied"):
+        assert list(a[col]) == pytest.approx(list(b[col]), abs=1e-9), col
+    assert (deployed / "config.json").exists() and (deployed / "logs" / "superlink.log").exists()
