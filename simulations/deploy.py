@@ -91,6 +91,9 @@ class Processes:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)  # the group this command created, by its PID
 
+    def kill_node(self, proc: subprocess.Popen) -> None:
+        self._signal(proc, signal.SIGKILL)
+
     def stop(self) -> None:
         for proc in reversed(self.started):
             self._signal(proc, signal.SIGTERM)
@@ -102,8 +105,22 @@ class Processes:
             proc.wait()
 
 
-def deploy(settings: RunSettings, nodes: int, out: Path, timeout: float) -> Path:
-    """Run ``settings`` on a loopback SuperLink with ``nodes`` SuperNodes; results into ``out``."""
+def _rounds_done(link_dir: Path) -> int:
+    """Rounds the ServerApp has logged so far (its rounds.csv grows a line per round)."""
+    runs = sorted((link_dir / "results" / "runs").glob("flwr-*"))
+    if not runs or not (runs[-1] / "rounds.csv").exists():
+        return 0
+    lines = (runs[-1] / "rounds.csv").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split(",")[1:2] != ["0"])  # round 0 = initial eval
+
+
+def deploy(settings: RunSettings, nodes: int, out: Path, timeout: float,
+           kill_after: int | None = None) -> Path:  # fmt: skip
+    """Run ``settings`` on a loopback SuperLink with ``nodes`` SuperNodes; results into ``out``.
+
+    ``kill_after``: SIGKILL SuperNode 0 once that many training rounds are logged (a node
+    crash, for the fault tests); the run must go on with the others.
+    """
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     procs = Processes()
@@ -118,25 +135,35 @@ def deploy(settings: RunSettings, nodes: int, out: Path, timeout: float) -> Path
             procs.start([_executable("flower-superlink"), "--insecure", "--host", HOST,
                          "--port", str(port)], logs / "superlink.log", cwd=link_dir,
                         env=env)  # fmt: skip
+            nodes_started = []
             for pid in range(nodes):
-                procs.start([_executable("flower-supernode"), "--insecure", "--superlink",
-                             f"{HOST}:{port}", "--node-config",
-                             f"partition-id={pid} num-partitions={nodes}", "--host", HOST,
-                             "--port", str(free_port())], logs / f"supernode-{pid}.log",
-                            cwd=link_dir, env=env)  # fmt: skip
+                cmd = [_executable("flower-supernode"), "--insecure", "--superlink",
+                       f"{HOST}:{port}", "--node-config",
+                       f"partition-id={pid} num-partitions={nodes}", "--host", HOST,
+                       "--port", str(free_port())]  # fmt: skip
+                nodes_started.append(procs.start(cmd, logs / f"supernode-{pid}.log",
+                                                 cwd=link_dir, env=env))  # fmt: skip
             (home / "config.toml").write_text(
                 '[superlink]\ndefault = "deploy"\n\n[superlink.deploy]\n'
                 f'address = "{HOST}:{port}"\ninsecure = true\n'
             )
-            flwr = subprocess.run(
+            flwr = procs.start(
                 [_executable("flwr"), "run", str(ROOT), "deploy", "--stream",
                  "--run-config", run_config(settings)],
-                cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                logs / "flwr-run.log", cwd=ROOT, env=env,
             )  # fmt: skip
-            (logs / "flwr-run.log").write_text(flwr.stdout + flwr.stderr)
+            deadline = time.monotonic() + timeout
+            while flwr.poll() is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the run took over {timeout:g} s; logs in {logs}")
+                if kill_after is not None and _rounds_done(link_dir) >= kill_after:
+                    # Fault injection: SuperNode 0 dies without a goodbye (SIGKILL).
+                    procs.kill_node(nodes_started[0])
+                    kill_after = None
+                time.sleep(0.5)
             runs = sorted((link_dir / "results" / "runs").glob("flwr-*"))
             if flwr.returncode or not runs or not (runs[-1] / "rounds.csv").exists():
-                tail = (flwr.stdout + flwr.stderr)[-2000:]
+                tail = (logs / "flwr-run.log").read_text()[-2000:]
                 raise RuntimeError(f"the deployment run failed (flwr run exit {flwr.returncode})"
                                    f"; logs in {logs}\n{tail}")  # fmt: skip
             for item in runs[-1].iterdir():
@@ -152,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("--nodes", type=int, default=3, help="SuperNodes (= clients) to start")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds for the run")
+    parser.add_argument("--kill-node-after", type=int, default=None, metavar="ROUNDS",
+                        help="fault injection: SIGKILL SuperNode 0 once ROUNDS training rounds "
+                        "are logged; the run goes on with the others")  # fmt: skip
     args = parser.parse_args(argv)
     args.clients = args.nodes
     try:
@@ -171,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{settings.num_server_rounds} rounds, methods {settings.methods} -> {out}")  # fmt: skip
     started = time.monotonic()
     try:
-        deploy(settings, args.nodes, out, args.timeout)
-    except (RuntimeError, SettingsError, subprocess.TimeoutExpired) as exc:
+        deploy(settings, args.nodes, out, args.timeout, args.kill_node_after)
+    except (RuntimeError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

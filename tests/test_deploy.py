@@ -29,3 +29,19 @@ def test_deployment_matches_the_simulator(tmp_path: Path) -> None:
     for col in ("accuracy", "uplink_payload_bytes", "downlink_payload_bytes", "clients_replied"):
         assert list(a[col]) == pytest.approx(list(b[col]), abs=1e-9), col
     assert (deployed / "config.json").exists() and (deployed / "logs" / "superlink.log").exists()
+
+
+@pytest.mark.slow
+def test_a_supernode_killed_mid_run_does_not_stop_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "simulations.deploy", "--nodes", "3", "--rounds", "3",
+           "--methods", "pemn", "--dataset", "synthetic", "--width", "0.5", "--quiet",
+           "--kill-node-after", "1", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert list(rounds["round"]) == [0, 1, 2, 3]  # every round ran
+    after = rounds[rounds["round"] >= 2]
+    # The dead node's failure is recorded in every later round; the other two still count.
+    assert (after["clients_rejected"] == 1).all()
+    assert (after["uplink_payload_bytes"] > 0).all() and after["accuracy"].notna().all()
