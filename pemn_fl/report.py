@@ -19,7 +19,7 @@ import pandas as pd
 from pemn_fl.accounting import Traffic
 
 COLUMNS = [
-    "method", "round", "clients_sampled", "clients_replied", "clients_rejected",
+    "method", "round", "clients_sampled", "clients_replied", "clients_rejected", "clients_failed",
     "uplink_payload_bytes", "downlink_payload_bytes", "uplink_bytes", "downlink_bytes",
     "cumulative_bytes", "uplink_bits_per_param", "downlink_bits_per_param",
     "accuracy", "loss", "wall_s",
@@ -60,18 +60,26 @@ class RoundLog:
         def bpp(payload: int, messages: int) -> float:
             return 8.0 * payload / (n * messages) if messages and n else float("nan")
 
+        # Three kinds of sampled client: replied (a valid update, used), rejected (it replied,
+        # but the payload was refused), failed (no reply, or an error reply: a crashed client,
+        # a node the SuperLink reports unavailable). ``rejected`` from the strategy counts
+        # both refused payloads and error replies.
+        failed = traffic.error_replies + max(0, sampled - traffic.messages_up)
+        bad = max(0, rejected - traffic.error_replies)
+        answered = traffic.messages_up - traffic.error_replies  # messages that carry an update
         row = {
             "method": method,
             "round": server_round,
             "clients_sampled": sampled,
-            "clients_replied": traffic.messages_up,
-            "clients_rejected": rejected,
+            "clients_replied": answered - bad,
+            "clients_rejected": bad,
+            "clients_failed": failed if server_round else 0,
             "uplink_payload_bytes": traffic.uplink_payload_bytes,
             "downlink_payload_bytes": traffic.downlink_payload_bytes,
             "uplink_bytes": traffic.uplink_bytes,
             "downlink_bytes": traffic.downlink_bytes,
             "cumulative_bytes": total,
-            "uplink_bits_per_param": bpp(traffic.uplink_payload_bytes, traffic.messages_up),
+            "uplink_bits_per_param": bpp(traffic.uplink_payload_bytes, answered),
             "downlink_bits_per_param": bpp(traffic.downlink_payload_bytes, traffic.messages_down),
             "accuracy": accuracy,
             "loss": loss,

@@ -43,5 +43,6 @@ def test_a_supernode_killed_mid_run_does_not_stop_the_run(tmp_path: Path) -> Non
     assert list(rounds["round"]) == [0, 1, 2, 3]  # every round ran
     after = rounds[rounds["round"] >= 2]
     # The dead node's failure is recorded in every later round; the other two still count.
-    assert (after["clients_rejected"] == 1).all()
+    assert (after["clients_failed"] == 1).all() and (after["clients_replied"] == 2).all()
+    assert (after["clients_rejected"] == 0).all()
     assert (after["uplink_payload_bytes"] > 0).all() and after["accuracy"].notna().all()

@@ -75,3 +75,16 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     _book().write(run / "rounds.csv")
     out = plot_runs([run], tmp_path / "fig.png", title="t")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_replied_rejected_and_failed_are_told_apart() -> None:
+    # 5 sampled: 3 messages carry an update (one refused), 1 error reply (a dead node),
+    # 1 never answered. The strategy's own count of refused replies includes the error reply.
+    traffic = Traffic(uplink_payload_bytes=300, uplink_bytes=400, messages_up=4,
+                      error_replies=1, messages_down=5, downlink_payload_bytes=50,
+                      downlink_bytes=100)  # fmt: skip
+    book = RoundLog(params={"pemn": 100})
+    row = book.add("pemn", 1, traffic, sampled=5, rejected=2, accuracy=0.5, loss=1.0, wall_s=1)
+    assert (row["clients_replied"], row["clients_rejected"], row["clients_failed"]) == (2, 1, 2)
+    # Bits per parameter per client message that carried an update (3), not per error reply.
+    assert row["uplink_bits_per_param"] == pytest.approx(8 * 300 / (100 * 3))
