@@ -42,6 +42,7 @@ from pemn_fl.methods.base import (
     ServerSide,
     num_examples_of,
     partition_of,
+    screen,
 )
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
@@ -190,43 +191,26 @@ class CompressedUpdates(ServerEvaluation, Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        messages = []
-        for node in self.sampler(server_round):
-            cfg, snapshot = self.replica.downlink(node, server_round)
-            content = RecordDict({CONFIG: cfg})
-            if snapshot is not None:
-                content[R.SNAPSHOT] = snapshot
-            messages.append(
-                Message(content=content, dst_node_id=node, message_type=self.message_type)
-            )
-        return messages
+        return self.replica.messages(self.sampler(server_round), server_round, self.message_type)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        deltas, weights, losses, nodes = [], [], [], []
-        self.rejected = 0
-        for reply in sorted(replies, key=lambda r: self.sampler.order_key(r.metadata.src_node_id)):
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                self.rejected += 1
-                log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
-                continue
-            try:
-                metrics = reply.content[METRICS]
-                num_examples = num_examples_of(metrics, len(self.data.y_train))
-                fields = reply.content[UPDATE]
-                delta = self.codec.decode_up(self.settings, self.net, fields, server_round)
-                if not all(np.isfinite(d).all() for d in delta):
-                    raise MaskPayloadError("update holds non-finite values")
-            except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
-                self.rejected += 1
-                log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
-                continue
-            deltas.append(delta)
-            weights.append(num_examples if self.settings.vote_weighting == "examples" else 1.0)
-            losses.append(float(metrics.get("train-loss", float("nan"))))
-            nodes.append(node)
+        def check(reply: Message) -> tuple[Weights, float, float]:
+            metrics = reply.content[METRICS]
+            num_examples = num_examples_of(metrics, len(self.data.y_train))
+            delta = self.codec.decode_up(self.settings, self.net, reply.content[UPDATE],
+                                         server_round)  # fmt: skip
+            if not all(np.isfinite(d).all() for d in delta):
+                raise MaskPayloadError("update holds non-finite values")
+            return delta, num_examples, float(metrics.get("train-loss", float("nan")))
+
+        kept, self.rejected = screen(replies, self.sampler, server_round, check)
+        nodes = [node for node, _ in kept]
+        deltas = [delta for _, (delta, _, _) in kept]
+        weights = [n if self.settings.vote_weighting == "examples" else 1.0
+                   for _, (_, n, _) in kept]  # fmt: skip
+        losses = [loss for _, (_, _, loss) in kept]
         if not deltas or sum(weights) <= 0:
             log.warning("round %s: no valid update; weights unchanged", server_round)
             return None, None

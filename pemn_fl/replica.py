@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from pemn_fl.codec import MaskPayloadError
 
@@ -71,6 +71,17 @@ class ReplicaServer:
             return cfg, None
         cfg["from-round"] = server_round  # too far behind the log: a float snapshot
         return cfg, ArrayRecord([a.astype(np.float32) for a in self.state])
+
+    def messages(self, nodes: list[int], server_round: int, message_type: str) -> list[Message]:
+        """One training message per sampled node: ``ConfigRecord "config"`` (+ a snapshot)."""
+        out = []
+        for node in nodes:
+            cfg, snapshot = self.downlink(node, server_round)
+            content = RecordDict({"config": cfg})
+            if snapshot is not None:
+                content[SNAPSHOT] = snapshot
+            out.append(Message(content=content, dst_node_id=node, message_type=message_type))
+        return out
 
     def commit(self, server_round: int, fields: Mapping[str, Any], state: State,
                nodes: list[int]) -> None:  # fmt: skip

@@ -11,19 +11,24 @@ name a method.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from torch import nn
 
+from pemn_fl.codec import MaskPayloadError
 from pemn_fl.sampling import RoundSampler
 
 if TYPE_CHECKING:
     from pemn_fl.config import RunSettings
+
+log = logging.getLogger("pemn_fl.server")
+T = TypeVar("T")
 
 ClientStep = Callable[[Message, Context, "RunSettings"], Message]
 
@@ -96,3 +101,29 @@ def num_examples_of(metrics: MetricRecord, limit: int) -> float:
     if not (value == value and 0 <= value <= limit and value == int(value)):
         raise ValueError(f"num-examples {value!r} is not an integer in [0, {limit}]")
     return value
+
+
+def screen(
+    replies: Iterable[Message], sampler: RoundSampler, server_round: int,
+    check: Callable[[Message], T],
+) -> tuple[list[tuple[int, T]], int]:  # fmt: skip
+    """Replies in partition order (reproducible sums), each parsed by ``check``.
+
+    An error reply (a crashed client, a dead node) or one whose ``check`` raises a payload
+    error (``MaskPayloadError``, ``KeyError``, ``TypeError``, ``ValueError``) is logged and
+    counted, never used: one bad reply never stops the round. Returns ``([(node, parsed)],
+    number refused)``.
+    """
+    kept, refused = [], 0
+    for reply in sorted(replies, key=lambda r: sampler.order_key(r.metadata.src_node_id)):
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            refused += 1
+            log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
+            continue
+        try:
+            kept.append((node, check(reply)))
+        except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
+            refused += 1
+            log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
+    return kept, refused

@@ -52,6 +52,7 @@ from pemn_fl.methods.base import (
     ServerSide,
     num_examples_of,
     partition_of,
+    screen,
 )
 from pemn_fl.models import build_model
 from pemn_fl.prototype import derived_seed, fingerprint, materialize
@@ -269,45 +270,29 @@ class EvolvingVotes(ServerEvaluation, Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        messages = []
-        for node in self.sampler(server_round):
-            cfg, snapshot = self.replica.downlink(node, server_round)
-            content = RecordDict({CONFIG: cfg})
-            if snapshot is not None:
-                content[SNAPSHOT] = snapshot
-            messages.append(
-                Message(content=content, dst_node_id=node, message_type=self.message_type)
-            )
-        return messages
+        return self.replica.messages(self.sampler(server_round), server_round, self.message_type)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        masks, weights, losses, nodes = [], [], [], []
-        self.rejected = 0
-        ordered = sorted(replies, key=lambda r: self.sampler.order_key(r.metadata.src_node_id))
-        for reply in ordered:
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                self.rejected += 1
-                log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
-                continue
-            try:
-                metrics = reply.content[METRICS]
-                num_examples = num_examples_of(metrics, len(self.data.y_train))
-                shift = 1 if self.scheme.signed else 0
-                mask = decode_levels(
-                    bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
-                    tag=server_round, layer_sizes=self.net.sizes, max_level=1 + shift,
-                )  # fmt: skip
-            except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
-                self.rejected += 1
-                log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
-                continue
-            masks.append([m.astype(np.int8) - shift for m in mask])
-            weights.append(num_examples if self.settings.vote_weighting == "examples" else 1.0)
-            losses.append(float(metrics.get("train-loss", float("nan"))))
-            nodes.append(node)
+        shift = 1 if self.scheme.signed else 0
+
+        def check(reply: Message) -> tuple[list[np.ndarray], float, float]:
+            metrics = reply.content[METRICS]
+            mask = decode_levels(
+                bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
+                tag=server_round, layer_sizes=self.net.sizes, max_level=1 + shift,
+            )  # fmt: skip
+            return ([m.astype(np.int8) - shift for m in mask],
+                    num_examples_of(metrics, len(self.data.y_train)),
+                    float(metrics.get("train-loss", float("nan"))))  # fmt: skip
+
+        kept, self.rejected = screen(replies, self.sampler, server_round, check)
+        nodes = [node for node, _ in kept]
+        masks = [mask for _, (mask, _, _) in kept]
+        weights = [n if self.settings.vote_weighting == "examples" else 1.0
+                   for _, (_, n, _) in kept]  # fmt: skip
+        losses = [loss for _, (_, _, loss) in kept]
         if not masks or sum(weights) <= 0:
             log.warning("round %s: no valid update; weights unchanged", server_round)
             return None, None

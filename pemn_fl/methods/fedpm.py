@@ -32,10 +32,10 @@ from flwr.serverapp.strategy import Strategy
 from pemn_fl import evolving as E
 from pemn_fl import probmask as PM
 from pemn_fl import protocol as P
-from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
+from pemn_fl.codec import decode_mask, encode_mask
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve
-from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of
+from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of, screen
 from pemn_fl.prototype import derived_seed
 from pemn_fl.replica import digest
 from pemn_fl.sampling import RoundSampler
@@ -117,29 +117,21 @@ class ProbabilisticMasks(ServerEvaluation, Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        total = [np.zeros(s) for s in self.net.sizes]
-        valid, losses, self.rejected = 0, [], 0
         reference = PM.mode(self.sent)
-        for reply in sorted(replies, key=lambda r: self.sampler.order_key(r.metadata.src_node_id)):
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                self.rejected += 1
-                log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
-                continue
-            try:
-                mask = decode_mask(
-                    bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
-                    layer_sizes=tuple(self.net.sizes), references={server_round: reference},
-                )  # fmt: skip
-                loss = float(reply.content[METRICS].get("train-loss", float("nan")))
-            except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
-                self.rejected += 1
-                log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
-                continue
+
+        def check(reply: Message) -> tuple[list[np.ndarray], float]:
+            mask = decode_mask(
+                bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
+                layer_sizes=tuple(self.net.sizes), references={server_round: reference},
+            )  # fmt: skip
+            return mask, float(reply.content[METRICS].get("train-loss", float("nan")))
+
+        kept, self.rejected = screen(replies, self.sampler, server_round, check)
+        total = [np.zeros(s) for s in self.net.sizes]
+        for _, (mask, _) in kept:
             for acc, m in zip(total, mask, strict=True):
                 acc += m.reshape(-1)
-            valid += 1
-            losses.append(loss)
+        valid, losses = len(kept), [loss for _, (_, loss) in kept]
         if not valid:
             log.warning("round %s: no valid mask; probabilities unchanged", server_round)
             return None, None

@@ -36,7 +36,7 @@ from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
 from pemn_fl.methods import evolve, fedpm
-from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of
+from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of, screen
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
 
@@ -129,51 +129,33 @@ class CarriedPosterior(ServerEvaluation, Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        messages = []
-        for node in self.sampler(server_round):
-            cfg, snapshot = self.replica.downlink(node, server_round)
-            content = RecordDict({CONFIG: cfg})
-            if snapshot is not None:
-                content[R.SNAPSHOT] = snapshot
-            messages.append(
-                Message(content=content, dst_node_id=node, message_type=self.message_type)
-            )
-        return messages
+        return self.replica.messages(self.sampler(server_round), server_round, self.message_type)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         theta = theta_of(self.replica.state)
         counts = [np.zeros(s, dtype=np.int64) for s in self.net.sizes]
-        nodes, losses, self.rejected = [], [], 0
-        for reply in sorted(replies, key=lambda r: self.sampler.order_key(r.metadata.src_node_id)):
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                self.rejected += 1
-                log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
-                continue
-            try:
-                flips = decode_levels(
-                    bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
-                    tag=server_round, layer_sizes=self.net.sizes, max_level=1,
-                )  # fmt: skip
-                pid = self.sampler.order_key(node)
-                _, ref = PM.coupled_sample(
-                    theta, theta, uniforms_seed(self.settings, pid, server_round)
-                )
-                mask = [f.astype(np.uint8) ^ r for f, r in zip(flips, ref, strict=True)]
-                loss = float(reply.content[METRICS].get("train-loss", float("nan")))
-            except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
-                self.rejected += 1
-                log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
-                continue
-            if len(nodes) >= MAX_VOTES:
-                self.rejected += 1
-                continue
+
+        def check(reply: Message) -> tuple[list[np.ndarray], float]:
+            flips = decode_levels(
+                bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
+                tag=server_round, layer_sizes=self.net.sizes, max_level=1,
+            )  # fmt: skip
+            pid = self.sampler.order_key(reply.metadata.src_node_id)
+            seed = uniforms_seed(self.settings, pid, server_round)
+            _, ref = PM.coupled_sample(theta, theta, seed)
+            mask = [f.astype(np.uint8) ^ r for f, r in zip(flips, ref, strict=True)]
+            return mask, float(reply.content[METRICS].get("train-loss", float("nan")))
+
+        kept, self.rejected = screen(replies, self.sampler, server_round, check)
+        self.rejected += max(0, len(kept) - MAX_VOTES)  # levels_codec's bound on K
+        kept = kept[:MAX_VOTES]
+        nodes = [node for node, _ in kept]
+        losses = [loss for _, (_, loss) in kept]
+        for _, (mask, _) in kept:
             for acc, m in zip(counts, mask, strict=True):
                 acc += m
-            nodes.append(node)
-            losses.append(loss)
         if not nodes:
             log.warning("round %s: no valid mask; posterior unchanged", server_round)
             return None, None
