@@ -35,20 +35,12 @@ from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
 
+from bench.accuracy_frontier import PRESETS  # the same two settings as the accuracy study
 from pemn_fl import protocol as P
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import get
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import evaluate
-
-PRESETS: dict[str, list[str]] = {
-    "digits": ["--clients", "20", "--dataset", "digits", "--model", "mlp"],
-    "fashion-mnist": [
-        "--clients", "20", "--dataset", "fashion-mnist", "--model", "conv2", "--width", "0.25",
-        "--dense-width", "0.25", "--partition", "dirichlet", "--alpha", "0.5",
-        "--fraction", "0.5", "--local-epochs", "1", "--margin", "0.1",
-    ],
-}  # fmt: skip
 
 
 def _settings(options: list[str], method: str, rounds: int) -> tuple[RunSettings, int]:

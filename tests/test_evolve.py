@@ -12,10 +12,9 @@ import dataclasses
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import ConfigRecord, Context, Message
 
+import tests.harness as H
 from pemn_fl import evolving as E
 from pemn_fl import replica as R
 from pemn_fl.accounting import payload_bytes
@@ -31,25 +30,15 @@ SETTINGS = RunSettings(
 PARTITIONS = 4
 
 
-@pytest.fixture(autouse=True)
-def _task_identity() -> None:
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, SUPERLINK_NODE_ID
+pytestmark = pytest.mark.usefixtures("flower_identity")
 
 
 def _context(pid: int) -> Context:
-    return Context(
-        run_id=7, node_id=100 + pid,
-        node_config={"partition-id": pid, "num-partitions": PARTITIONS},
-        state=RecordDict(), run_config={},
-    )  # fmt: skip
+    return H.context(pid, PARTITIONS)
 
 
 def _deliver(msg: Message, step, ctx: Context) -> Message:  # noqa: ANN001
-    """What the engine does between server and node: hand the message over, keep the reply."""
-    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
-    reply = step(msg, ctx, SETTINGS)
-    reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
-    return reply
+    return H.deliver(msg, step, ctx, SETTINGS)
 
 
 def _run(module, name: str, schedule: dict[int, list[int]], history: int | None = None,  # noqa: ANN001

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.supercore.task_identity import TaskIdentity
 
 from pemn_fl.codec import inspect_payload
 from pemn_fl.config import RunSettings
@@ -19,9 +18,7 @@ SETTINGS = RunSettings(dataset="synthetic", model="mlp", width=0.25, dense_width
 PARTITIONS = 3
 
 
-@pytest.fixture(autouse=True)
-def _task_identity() -> None:
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, SUPERLINK_NODE_ID
+pytestmark = pytest.mark.usefixtures("flower_identity")
 
 
 def _setup(module):  # noqa: ANN001, ANN202

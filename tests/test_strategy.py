@@ -7,8 +7,6 @@ import logging
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.supercore.task_identity import TaskIdentity
 
 from pemn_fl import protocol as P
 from pemn_fl.accounting import message_bytes, payload_bytes
@@ -20,10 +18,8 @@ FP = "0123456789abcdef"
 SIZES = (6, 4)
 
 
-@pytest.fixture(autouse=True)
-def _task_identity() -> None:
-    # Messages need a run id; Flower's simulation sets these the same way.
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, SUPERLINK_NODE_ID
+# Messages need a run id; Flower's simulation sets it the same way (restored after each test).
+pytestmark = pytest.mark.usefixtures("flower_identity")
 
 
 def _mask(bits: str) -> np.ndarray:

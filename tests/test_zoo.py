@@ -11,16 +11,14 @@ import dataclasses
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import ConfigRecord, Context, Message
 
+import tests.harness as H
 from pemn_fl import replica as R
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.compressed import dense_net
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods import qsgd, signsgd, topk
-from pemn_fl.sampling import RoundSampler
 
 SETTINGS = RunSettings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
                        local_epochs=1, min_nodes=1, server_lr=0.01, topk_fraction=0.05)  # fmt: skip
@@ -28,35 +26,19 @@ PARTITIONS = 4
 MODULES = {"signsgd": signsgd, "qsgd": qsgd, "topk": topk}
 
 
-@pytest.fixture(autouse=True)
-def _task_identity() -> None:
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, SUPERLINK_NODE_ID
+pytestmark = pytest.mark.usefixtures("flower_identity")
 
 
 def _context(pid: int) -> Context:
-    return Context(
-        run_id=7, node_id=100 + pid,
-        node_config={"partition-id": pid, "num-partitions": PARTITIONS},
-        state=RecordDict(), run_config={},
-    )  # fmt: skip
+    return H.context(pid, PARTITIONS)
 
 
 def _deliver(msg: Message, step, ctx: Context, settings: RunSettings) -> Message:  # noqa: ANN001
-    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
-    reply = step(msg, ctx, settings)
-    reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
-    return reply
+    return H.deliver(msg, step, ctx, settings)
 
 
 def _strategy(module, schedule: dict[int, list[int]], settings: RunSettings):  # noqa: ANN001, ANN202
-    node_of = {p: 100 + p for p in range(PARTITIONS)}
-    sampler = RoundSampler(node_of, 1.0, seed=0)
-    side = module.METHOD.server(settings, sampler)
-    side.strategy.sampler = type("S", (), {
-        "__call__": lambda self, r: [node_of[p] for p in schedule.get(r, list(node_of))],
-        "order_key": staticmethod(sampler.order_key),
-    })()  # fmt: skip
-    return side
+    return H.scheduled(module, settings, PARTITIONS, schedule)
 
 
 def _update(seed: int = 0) -> list[np.ndarray]:

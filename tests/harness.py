@@ -1,0 +1,56 @@
+"""In-process Flower plumbing for strategy tests: what the engine does between a server
+strategy and its nodes, on real ``Message`` objects, without starting an engine.
+
+Use with the ``flower_identity`` fixture (``tests/conftest.py``): Flower stamps replies with
+the identity of the task that built them, which outside an engine must be set by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flwr.app import Context, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+
+from pemn_fl.config import RunSettings
+from pemn_fl.methods.base import ServerSide
+from pemn_fl.sampling import RoundSampler
+
+FIRST_NODE = 100  # node id of partition 0; partition p is node 100 + p
+
+
+def context(pid: int, partitions: int) -> Context:
+    """A node's context as a SuperNode holds it: its partition, an empty state."""
+    return Context(
+        run_id=7, node_id=FIRST_NODE + pid,
+        node_config={"partition-id": pid, "num-partitions": partitions},
+        state=RecordDict(), run_config={},
+    )  # fmt: skip
+
+
+def contexts(partitions: int) -> dict[int, Context]:
+    """Every node's context, by node id."""
+    return {FIRST_NODE + p: context(p, partitions) for p in range(partitions)}
+
+
+def deliver(msg: Message, step: Callable[[Message, Context, RunSettings], Message],
+            ctx: Context, settings: RunSettings) -> Message:  # fmt: skip
+    """Hand ``msg`` to a node's client step and return its reply, addressed as the engine would."""
+    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    reply = step(msg, ctx, settings)
+    reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
+    return reply
+
+
+def scheduled(module, settings: RunSettings, partitions: int,  # noqa: ANN001
+              schedule: dict[int, list[int]] | None = None) -> ServerSide:  # fmt: skip
+    """The method's server side; ``schedule`` picks the partitions per round (all by default)."""
+    node_of = {p: FIRST_NODE + p for p in range(partitions)}
+    sampler = RoundSampler(node_of, 1.0, seed=0)
+    side = module.METHOD.server(settings, sampler)
+    if schedule is not None:
+        side.strategy.sampler = type("S", (), {
+            "__call__": lambda self, r: [node_of[p] for p in schedule.get(r, list(node_of))],
+            "order_key": staticmethod(sampler.order_key),
+        })()  # fmt: skip
+    return side
