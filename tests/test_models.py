@@ -119,7 +119,7 @@ def test_too_small_input_raises_helpful_model_error(
 def test_unknown_model_and_bad_width_raise_model_error() -> None:
     with pytest.raises(ModelError, match=r"unknown model 'vgg16'.*mlp, conv2, conv4, conv6"):
         build_model("vgg16", INPUT, 10)
-    with pytest.raises(ModelError, match="width must be > 0"):
+    with pytest.raises(ModelError, match="width must be a finite number > 0"):
         build_model("mlp", INPUT, 10, width=0)
     assert issubclass(ModelError, ValueError)
 
