@@ -224,3 +224,20 @@ def test_a_bad_plugin_method_is_one_clear_line(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "cannot import module no_such_pkg.method" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_fedavg_payload_is_exactly_its_float32_weights(run_dir: Path) -> None:
+    """Byte accounting itself: FedAvg's payload = messages x parameters x 4, both ways."""
+    from pemn_fl import protocol as P
+    from pemn_fl.config import RunSettings
+    from pemn_fl.models import count_params
+
+    params = count_params(P.dense_model(RunSettings(dataset="synthetic", model="mlp",
+                                                    dense_width=0.5)))  # fmt: skip
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    fed = rounds[(rounds["method"] == "fedavg") & (rounds["round"] > 0)]
+    assert (fed["uplink_payload_bytes"] == fed["clients_replied"] * params * 4).all()
+    assert (fed["downlink_payload_bytes"] == fed["clients_sampled"] * params * 4).all()
+    # Message bytes = payload + Flower's framing (metadata, record names, metrics): a little more.
+    assert (fed["uplink_bytes"] > fed["uplink_payload_bytes"]).all()
+    assert (fed["uplink_bytes"] < 1.01 * fed["uplink_payload_bytes"] + 2000).all()
