@@ -241,3 +241,14 @@ def test_fedavg_payload_is_exactly_its_float32_weights(run_dir: Path) -> None:
     # Message bytes = payload + Flower's framing (metadata, record names, metrics): a little more.
     assert (fed["uplink_bytes"] > fed["uplink_payload_bytes"]).all()
     assert (fed["uplink_bytes"] < 1.01 * fed["uplink_payload_bytes"] + 2000).all()
+
+
+def test_the_same_job_twice_gives_the_same_results(run_dir: Path, tmp_path: Path) -> None:
+    again = simulate(tmp_path / "again", "--dense-width", "0.5", "--methods", "pemn,fedavg")
+    a, b = (pd.read_csv(d / "rounds.csv") for d in (run_dir, again))
+    for col in ("method", "round", "clients_replied", "clients_rejected", "clients_failed",
+                "uplink_payload_bytes", "downlink_payload_bytes", "accuracy", "loss"):
+        assert list(a[col]) == list(b[col]), col
+    # Message bytes may differ by a few bytes a message: Flower's random node and run ids
+    # are serialised as varints.
+    assert (abs(a["uplink_bytes"] - b["uplink_bytes"]) <= 4 * a["clients_sampled"] + 4).all()
