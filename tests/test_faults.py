@@ -124,3 +124,48 @@ def test_fedavg_rejects_a_bad_reply_and_goes_on(spoil) -> None:  # noqa: ANN001
     # The next round runs normally, all three replies counted.
     _round(fedavg, side, contexts, 2)
     assert side.strategy.rejected == 0
+
+
+def _scheduled_rounds(schedule: dict[int, list[int]]):  # noqa: ANN202
+    import tests.harness as H
+
+    side = H.scheduled(pemn, SETTINGS, PARTITIONS, schedule)
+    ctxs = H.contexts(PARTITIONS)
+    sent_log = {}
+    for r in sorted(schedule):
+        sent = list(side.strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
+        replies = [H.deliver(m, pemn.METHOD.client_step, ctxs[m.metadata.dst_node_id], SETTINGS)
+                   for m in sent]  # fmt: skip
+        side.strategy.aggregate_train(r, replies)
+        assert side.strategy.rejected == 0, r
+        sent_log[r] = {m.metadata.dst_node_id: m for m in sent}
+    return side, ctxs, sent_log
+
+
+def test_a_node_back_after_missed_rounds_gets_a_delta_against_what_it_holds() -> None:
+    # Node 100 trains in rounds 1 and 2 (so it holds version 1), misses 3-5, returns in 6.
+    schedule = {1: [0, 1, 2], 2: [0, 1, 2], 3: [1, 2], 4: [1, 2], 5: [1, 2], 6: [0, 1, 2]}
+    side, ctxs, sent = _scheduled_rounds(schedule)
+    header = inspect_payload(bytes(sent[6][100].content["config"]["mask"]))
+    assert header.encoding == "delta" and header.reference_id == 1
+    # The node decoded it (no rejection above) and now holds the version it was sent.
+    assert int(ctxs[100].state["pemn-global-id"]["id"]) == 5
+
+
+def test_past_the_history_a_returning_node_gets_the_packed_mask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pemn, "HISTORY", 2)
+    schedule = {1: [0, 1, 2], 2: [0, 1, 2], 3: [1, 2], 4: [1, 2], 5: [1, 2], 6: [0, 1, 2]}
+    side, ctxs, sent = _scheduled_rounds(schedule)
+    header = inspect_payload(bytes(sent[6][100].content["config"]["mask"]))
+    # Version 1 left the server's history, and version 0 too: the packed mask is what remains.
+    assert header.encoding == "packed"
+
+
+def test_stateful_clients_carry_their_own_scores() -> None:
+    schedule = {1: [0, 1, 2], 2: [0, 1, 2]}
+    _, ctxs, _ = _scheduled_rounds(schedule)
+    scores_after_2 = ctxs[100].state["pemn-scores"].to_numpy_ndarrays()
+    # Real-valued scores, not a 0/1 image of a mask: the client's own learning is kept.
+    assert any(len(np.unique(s)) > 2 for s in scores_after_2)
