@@ -10,6 +10,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from pemn_fl import faults
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import ClientStep, get, is_plugin, registry
 from pemn_fl.methods.base import partition_of
@@ -31,9 +32,16 @@ def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
     app = ClientApp()
     torch.set_num_threads(1)  # one core per client; the engine runs clients side by side
 
-    def route(step: ClientStep):  # noqa: ANN202 - a Flower handler
+    def route(name: str, step: ClientStep):  # noqa: ANN202 - a Flower handler
         def handler(msg: Message, context: Context) -> Message:
-            return step(msg, context, _settings(context, overrides))
+            settings = _settings(context, overrides)
+            fault, seed = faults.draw(settings, context, name, msg)
+            if fault == "drop":
+                raise RuntimeError("fault injection: this client failed (--drop-rate)")
+            reply = step(msg, context, settings)
+            if fault == "corrupt":
+                faults.corrupt(reply, seed)
+            return reply
 
         return handler
 
@@ -42,7 +50,7 @@ def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
     specs = str((overrides or {}).get("methods", "")).split(",")
     methods += [get(spec.strip()) for spec in specs if is_plugin(spec.strip())]
     for method in methods:
-        app.train(method.name)(route(method.client_step))
+        app.train(method.name)(route(method.name, method.client_step))
 
     @app.query("hello")
     def _hello(msg: Message, context: Context) -> Message:

@@ -62,6 +62,8 @@ class RunSettings:
     server_lr: float = 0.001  # signsgd: the step everyone applies along the majority sign
     bits: int = 8  # qsgd: bits per weight with the sign (8, 4 or 2)
     topk_fraction: float = 0.01  # topk: fraction of each tensor's update sent, both ways
+    drop_rate: float = 0.0  # fault injection: share of sampled clients that fail (pemn_fl.faults)
+    corrupt_rate: float = 0.0  # fault injection: share of replies with a bit flipped per payload
     seed: int = 0
     min_nodes: int = 1
 
@@ -131,6 +133,12 @@ class RunSettings:
             raise SettingsError(f"bits={self.bits!r}: QSGD takes 2, 4 or 8 bits per weight")
         if not 0.0 < self.topk_fraction <= 1.0:
             raise SettingsError(f"topk-fraction={self.topk_fraction!r}: must be in (0, 1]")
+        for name in ("drop-rate", "corrupt-rate"):
+            value = getattr(self, name.replace("-", "_"))
+            if not 0.0 <= value <= 1.0:
+                raise SettingsError(f"{name}={value!r}: must be a probability in [0, 1]")
+        if self.drop_rate + self.corrupt_rate > 1.0:
+            raise SettingsError("drop-rate + corrupt-rate must be at most 1")
         if not 0.0 <= self.weight_momentum < 1.0:
             raise SettingsError(f"weight-momentum={self.weight_momentum!r}: must be in [0, 1)")
         if not 0.0 <= self.posterior_decay <= 1.0:

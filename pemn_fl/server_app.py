@@ -76,12 +76,6 @@ def _run_method(
         loss, acc = evaluate(side.model, data.x_test, data.y_test)
         traffic = grid.take()
         rejected = int(getattr(strategy, "rejected", 0)) if server_round else 0
-        if server_round >= 1 and traffic.messages_up and traffic.messages_up == rejected:
-            raise ProtocolError(
-                f"{method.name} round {server_round}: every client reply was rejected; see "
-                "the warnings above (a prototype fingerprint mismatch means client and "
-                "server settings differ)"
-            )
         now = time.monotonic()
         row = book.add(
             method.name, server_round, traffic,
@@ -90,6 +84,16 @@ def _run_method(
         )  # fmt: skip
         clock[0] = now
         on_round(row)
+        injected = settings.drop_rate > 0 or settings.corrupt_rate > 0
+        if server_round >= 1 and traffic.messages_up == rejected > 0 and not injected:
+            # Without injected faults, a round where no reply is usable means a setup error
+            # (a prototype fingerprint mismatch: client and server settings differ); stop
+            # early. With injected faults it can happen by chance: the model stays put.
+            raise ProtocolError(
+                f"{method.name} round {server_round}: every client reply was rejected; see "
+                "the warnings above (a prototype fingerprint mismatch means client and "
+                "server settings differ)"
+            )
         return MetricRecord({"accuracy": acc, "loss": loss})
 
     strategy.start(

@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=d.bits, help="qsgd: bits per weight (8, 4, 2)")
     p.add_argument("--topk-fraction", type=float, default=d.topk_fraction,
                    help="topk: fraction of each tensor's update sent, both ways")
+    p.add_argument("--drop-rate", type=float, default=d.drop_rate,
+                   help="fault injection: share of sampled clients that fail each round")
+    p.add_argument("--corrupt-rate", type=float, default=d.corrupt_rate,
+                   help="fault injection: share of replies with one bit flipped per payload")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--cpus-per-client", type=float, default=1.0,
                    help="Ray CPUs per client actor (2 cores -> 2 clients side by side)")
@@ -106,7 +110,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         dither_levels=args.dither_levels, weight_momentum=args.weight_momentum,
         pm_lr=args.pm_lr,
         posterior_decay=args.posterior_decay, server_lr=args.server_lr, bits=args.bits,
-        topk_fraction=args.topk_fraction,
+        topk_fraction=args.topk_fraction, drop_rate=args.drop_rate,
+        corrupt_rate=args.corrupt_rate,
         seed=args.seed, min_nodes=args.clients,
     )  # fmt: skip
 

@@ -252,3 +252,16 @@ def test_the_same_job_twice_gives_the_same_results(run_dir: Path, tmp_path: Path
     # Message bytes may differ by a few bytes a message: Flower's random node and run ids
     # are serialised as varints.
     assert (abs(a["uplink_bytes"] - b["uplink_bytes"]) <= 4 * a["clients_sampled"] + 4).all()
+
+
+def test_injected_faults_are_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
+    out = simulate(tmp_path / "faulty", "--dense-width", "0.5", "--methods", "pemn,fedavg",
+                   "--rounds", "4", "--drop-rate", "0.3", "--corrupt-rate", "0.3")  # fmt: skip
+    rounds = pd.read_csv(out / "rounds.csv")
+    trained = rounds[rounds["round"] > 0]
+    assert list(trained.groupby("method")["round"].max()) == [4, 4]  # every round ran
+    assert trained["clients_failed"].sum() > 0  # drops: error replies, recorded as failed
+    pemn = trained[trained["method"] == "pemn"]
+    assert pemn["clients_rejected"].sum() > 0  # a flipped bit fails the codec's CRC
+    counts = trained[["clients_replied", "clients_rejected", "clients_failed"]].sum(axis=1)
+    assert (counts == trained["clients_sampled"]).all()

@@ -169,3 +169,41 @@ def test_stateful_clients_carry_their_own_scores() -> None:
     scores_after_2 = ctxs[100].state["pemn-scores"].to_numpy_ndarrays()
     # Real-valued scores, not a 0/1 image of a mask: the client's own learning is kept.
     assert any(len(np.unique(s)) > 2 for s in scores_after_2)
+
+
+# -- fault injection ---------------------------------------------------------------------
+def _message(server_round: int) -> Message:
+    from flwr.app import ArrayRecord
+
+    content = RecordDict({"config": ConfigRecord({"server-round": server_round,
+                                                  "mask": b"\x00" * 64}),
+                          "arrays": ArrayRecord([np.zeros(16, dtype=np.float32)])})  # fmt: skip
+    return Message(content=content, dst_node_id=100, message_type="train.pemn")
+
+
+def test_fault_draws_are_seeded_by_round_and_hit_their_rates() -> None:
+    import dataclasses
+
+    from pemn_fl import faults
+
+    settings = dataclasses.replace(SETTINGS, drop_rate=0.2, corrupt_rate=0.3)
+    ctx = _setup(pemn)[1][100]
+    draws = [faults.draw(settings, ctx, "pemn", _message(r))[0] for r in range(1, 4001)]
+    again = [faults.draw(settings, ctx, "pemn", _message(r))[0] for r in range(1, 4001)]
+    assert draws == again  # the same round gives the same fault, whatever happened before
+    assert draws.count("drop") / 4000 == pytest.approx(0.2, abs=0.03)
+    assert draws.count("corrupt") / 4000 == pytest.approx(0.3, abs=0.03)
+    clean = dataclasses.replace(SETTINGS)
+    assert faults.draw(clean, ctx, "pemn", _message(1)) == (None, 0)
+
+
+def test_corrupt_flips_exactly_one_bit_of_each_payload() -> None:
+    from pemn_fl import faults
+
+    msg = _message(1)
+    before_mask = bytes(msg.content["config"]["mask"])
+    faults.corrupt(msg, seed=5)
+    after_mask = bytes(msg.content["config"]["mask"])
+    flipped = sum(bin(a ^ b).count("1") for a, b in zip(before_mask, after_mask, strict=True))
+    raw = msg.content["arrays"].to_numpy_ndarrays()[0].view(np.uint8)
+    assert flipped == 1 and int(np.unpackbits(raw).sum()) == 1

@@ -51,7 +51,10 @@ class ServerSide:
 @dataclass(frozen=True)
 class Method:
     """One method: a registry entry. ``name`` must be a Python identifier (Flower's rule
-    for the action in a message type: the message type is ``train.<name>``)."""
+    for the action in a message type: the message type is ``train.<name>``).
+
+    Convention: a training message carries ``ConfigRecord "config"`` with ``"server-round"``
+    (fault injection seeds its draws by it)."""
 
     name: str
     label: str

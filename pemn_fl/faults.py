@@ -1,0 +1,76 @@
+"""Fault injection (``--drop-rate``, ``--corrupt-rate``): what goes wrong between a client and
+the server, drawn from the run seed so a faulty run is as reproducible as a clean one.
+
+* **drop**: the sampled client fails before it trains (an error reply, as a crashed client or
+  a dead node gives): the server records it in ``clients_failed`` and goes on.
+* **corrupt**: the client trains, and one random bit of each payload in its reply is flipped
+  in transit (a ``bytes`` payload, or the raw data of a float array). Coded payloads carry a
+  CRC and are rejected (``clients_rejected``); FedAvg's float arrays carry none, so a flipped
+  bit reaches the average unless it makes a value non-finite: the honest difference.
+
+Each draw is seeded by (run seed, method, partition, round), so the same command injects the
+same faults, and a client that failed once is not doomed to fail again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
+
+from pemn_fl.config import RunSettings
+from pemn_fl.prototype import derived_seed
+
+COUNTER = "fault-messages"
+
+
+def round_of(msg: Message) -> int | None:
+    """The round a training message belongs to: every built-in method sends it as
+    ``config["server-round"]`` (the ``Method`` convention); ``None`` if absent."""
+    try:
+        return int(msg.content["config"]["server-round"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def draw(settings: RunSettings, context: Context, method: str, msg: Message
+         ) -> tuple[str | None, int]:  # fmt: skip
+    """``("drop" | "corrupt" | None, seed)`` for this node's message of ``method``.
+
+    Seeded by the message's round, so a failure does not shift later draws (a failed client
+    keeps no state); a message without a round (a plug-in method) falls back to a per-node
+    count of the messages it completed.
+    """
+    if not (settings.drop_rate or settings.corrupt_rate):
+        return None, 0
+    index = round_of(msg)
+    if index is None:
+        key = f"{COUNTER}-{method}"
+        index = -1 - (int(context.state[key]["n"]) if key in context.state else 0)
+        context.state[key] = ConfigRecord({"n": -index})
+    pid = int(context.node_config["partition-id"])
+    seed = derived_seed(settings.seed, f"faults/{method}/{pid}/{index}")
+    u = np.random.default_rng(seed).random()
+    if u < settings.drop_rate:
+        return "drop", seed
+    if u < settings.drop_rate + settings.corrupt_rate:
+        return "corrupt", seed
+    return None, seed
+
+
+def corrupt(reply: Message, seed: int) -> None:
+    """Flip one random bit of every payload in ``reply``, in place."""
+    rng = np.random.default_rng(seed)
+    for record in reply.content.values():
+        if isinstance(record, ConfigRecord):
+            for key, value in list(record.items()):
+                if isinstance(value, bytes) and value:
+                    data = bytearray(value)
+                    data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+                    record[key] = bytes(data)
+        elif isinstance(record, ArrayRecord):
+            for key in list(record.keys()):
+                arr = record[key].numpy().copy()
+                if arr.size:
+                    raw = arr.reshape(-1).view(np.uint8)
+                    raw[int(rng.integers(raw.size))] ^= np.uint8(1 << int(rng.integers(8)))
+                    record[key] = Array(arr)
