@@ -307,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
               f"Command: `{command}`  \nBase options: `{' '.join(base)}`")  # fmt: skip
     md = markdown(table, targets, header)
     (out / "frontier.md").write_text(md)
-    plot(table, curves, targets, out / "frontier.png", f"{args.preset}: {rounds} rounds, "
-         "each method tuned over 3 configurations")  # fmt: skip
+    per_method = runs.groupby("method").size()
+    tuning = ("each method tuned over 3 configurations" if (per_method >= 3).all()
+              else "partial sweep: configurations per method in frontier.md")  # fmt: skip
+    plot(table, curves, targets, out / "frontier.png", f"{args.preset}: {rounds} rounds, {tuning}")
     print(md)
     return 0
 
