@@ -121,7 +121,7 @@ def test_results_unchanged_by_the_method_registry(run_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The accuracy-study variants, each through the real engine: 3 clients, 2 rounds."""
-    methods = "evolve,evolve_dither,evolve_lattice,pemn_wide,fedpm,fedpm_bayes"
+    methods = "evolve,evolve_dither,evolve_lattice,evolve_momentum,pemn_wide,fedpm,fedpm_bayes"
     return simulate(tmp_path_factory.mktemp("variants"), "--fraction", "0.67",
                     "--methods", methods)  # fmt: skip
 
@@ -129,7 +129,8 @@ def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_variant_runs_end_to_end_and_sends_bytes_both_ways(variants_dir: Path) -> None:
     rounds = pd.read_csv(variants_dir / "rounds.csv")
     assert list(rounds["method"].unique()) == ["evolve", "evolve_dither", "evolve_lattice",
-                                               "pemn_wide", "fedpm", "fedpm_bayes"]  # fmt: skip
+                                               "evolve_momentum", "pemn_wide", "fedpm",
+                                               "fedpm_bayes"]  # fmt: skip
     for method, part in rounds.groupby("method"):
         assert list(part["round"]) == [0, 1, 2], method
         trained = part[part["round"] > 0]
