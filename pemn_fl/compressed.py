@@ -138,7 +138,7 @@ def client_step_for(name: str, codec: UpdateCodec) -> ClientStep:
     def step(msg: Message, context: Context, settings: RunSettings) -> Message:
         pid, n = partition_of(context)
         net = dense_net(settings)
-        weights, held = R.load(context, name, list(net.initial))
+        weights, held = R.load(context, name, lambda: [w.copy() for w in net.initial])
         try:
             weights, held = R.catch_up(
                 msg.content[CONFIG], msg.content.array_records.get(R.SNAPSHOT), weights, held,

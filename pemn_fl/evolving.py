@@ -15,7 +15,7 @@ the weights *move*, but only along directions every party can regenerate:
   vote counts, a seeded stochastic rounding, ...) and everybody applies
   ``W_r = W_{r-1} + N_r * level / denominator`` in float32, with the same numpy
   operations in the same order, so server and clients hold bit-identical weights (checked
-  by ``weights_digest``, 8 bytes sent with every update).
+  by ``replica.digest``, 8 bytes sent with every update).
 
 This is FedMRN's idea (Li et al., ACM MM 2024: seeded noise times a learned 1-bit mask)
 with the float downlink replaced by the vote itself, so both directions are masks/levels.
@@ -38,7 +38,6 @@ from torch.func import functional_call
 
 from pemn_fl.masked import topk_mask
 from pemn_fl.prototype import LayerShape, derived_seed, he_std
-from pemn_fl.replica import digest
 from pemn_fl.task import TrainConfig, optimizer_for, train_loop
 
 Weights = list[np.ndarray]  # one flat float32 array per weight tensor, in parameter order
@@ -94,11 +93,6 @@ def apply_levels(
         (w + n * ((lv.astype(np.float32) - np.float32(offset)) * inv)).astype(np.float32)
         for w, n, lv in zip(weights, noise, levels, strict=True)
     ]
-
-
-def weights_digest(weights: Weights) -> bytes:
-    """8 bytes identifying the weights exactly (``replica.digest``)."""
-    return digest(weights)
 
 
 def load_weights(model: nn.Module, weights: Weights) -> None:

@@ -51,6 +51,7 @@ class ReplicaServer:
         self, initial: State, fields: tuple[str, ...], history: int | None = None
     ) -> None:
         self.state: State = [a.copy() for a in initial]
+        self.digest = digest(self.state)  # of self.state; sent to every node, hashed once
         self.fields = fields  # the wire fields of one round's update, e.g. ("update",)
         self.history = HISTORY if history is None else history
         self.round = 0  # the round whose state self.state is
@@ -62,7 +63,7 @@ class ReplicaServer:
         held = self.holds.get(node, 0)
         missing = range(held + 1, self.round + 1)
         cfg = ConfigRecord(
-            {"server-round": server_round, "from-round": held + 1, "digest": digest(self.state)}
+            {"server-round": server_round, "from-round": held + 1, "digest": self.digest}
         )
         if all(t in self.updates for t in missing):
             for t in missing:
@@ -87,6 +88,7 @@ class ReplicaServer:
                nodes: list[int]) -> None:  # fmt: skip
         """Round ``server_round``'s update is ``fields``, giving ``state``; ``nodes`` replied."""
         self.state = state
+        self.digest = digest(state)
         self.round = server_round
         self.updates[server_round] = {f: fields[f] for f in self.fields}
         self.updates.pop(server_round - self.history, None)
@@ -124,13 +126,14 @@ def catch_up(
     return state, target
 
 
-def load(context: Context, name: str, initial: State) -> tuple[State, int]:
-    """This node's state of method ``name`` and its round (the initial state, round 0)."""
+def load(context: Context, name: str, initial: Callable[[], State]) -> tuple[State, int]:
+    """This node's state of method ``name`` and its round; ``initial()`` (round 0) if it has
+    none yet, built only then and owned by the caller (it returns fresh arrays)."""
     key_state, key_round = f"{name}-weights", f"{name}-round"
     if key_state in context.state:
         arrays = [a.copy() for a in context.state[key_state].to_numpy_ndarrays()]
         return arrays, int(context.state[key_round]["round"])
-    return [a.copy() for a in initial], 0
+    return initial(), 0
 
 
 def store(context: Context, name: str, state: State, held: int) -> None:

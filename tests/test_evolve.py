@@ -15,7 +15,6 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message
 
 import tests.harness as H
-from pemn_fl import evolving as E
 from pemn_fl import replica as R
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.config import RunSettings
@@ -70,7 +69,7 @@ def _run(module, name: str, schedule: dict[int, list[int]], history: int | None 
         for m in sent:
             ctx = contexts[m.metadata.dst_node_id - 100]
             held = ctx.state[f"{name}-weights"].to_numpy_ndarrays()
-            assert E.weights_digest(held) == start
+            assert R.digest(held) == start
             assert int(ctx.state[f"{name}-round"]["round"]) == r - 1
     return strategy, contexts, log
 
@@ -96,8 +95,8 @@ def test_every_party_holds_the_same_weights_after_every_round(module, name: str)
     # Partial participation with gaps of 1-3 rounds: catch-up by relayed updates.
     schedule = {1: [0, 1], 2: [1, 2], 3: [0, 3], 4: [2, 3], 5: [0, 1, 2, 3]}
     strategy, contexts, log = _run(module, name, schedule)
-    final = E.weights_digest(strategy.weights)
-    assert final == E.weights_digest(_weights_before(strategy, 6))
+    final = R.digest(strategy.weights)
+    assert final == R.digest(_weights_before(strategy, 6))
     assert strategy.replica.round == 5
     # The weights moved (the votes did something) and stayed finite.
     moved = sum(float(np.abs(a - b).sum()) for a, b in zip(strategy.weights,
@@ -148,7 +147,7 @@ def test_a_replayed_catch_up_is_not_applied_twice() -> None:
             if m.metadata.dst_node_id == 100]  # fmt: skip
     _deliver(sent[0], evolve.METHOD.client_step, contexts[0])
     held = contexts[0].state["evolve-weights"].to_numpy_ndarrays()
-    assert E.weights_digest(held) == E.weights_digest(strategy.weights)
+    assert R.digest(held) == R.digest(strategy.weights)
 
 
 def test_a_wrong_digest_is_a_clear_error_and_keeps_the_node_state() -> None:
@@ -160,7 +159,7 @@ def test_a_wrong_digest_is_a_clear_error_and_keeps_the_node_state() -> None:
     with pytest.raises(RuntimeError, match="digest mismatch"):
         evolve.METHOD.client_step(sent[0], contexts[0], SETTINGS)
     after = contexts[0].state["evolve-weights"].to_numpy_ndarrays()
-    assert E.weights_digest(before) == E.weights_digest(after)
+    assert R.digest(before) == R.digest(after)
 
 
 def test_dither_rule_is_unbiased_and_binary() -> None:

@@ -93,10 +93,17 @@ class Scheme:
 
 
 def state_of(settings: RunSettings, scheme: Scheme) -> E.Weights:
-    """The replicated state at round 0: ``W_0``, and a zero velocity with momentum."""
+    """The replicated state at round 0 (fresh arrays): ``W_0``, and a zero velocity with
+    momentum."""
     net = network(settings)
     zeros = [np.zeros_like(w) for w in net.initial] if scheme.momentum else []
     return [w.copy() for w in net.initial] + zeros
+
+
+def state_sizes(settings: RunSettings, scheme: Scheme) -> list[int]:
+    """Sizes of the arrays of the replicated state (``W``, then ``V`` with momentum)."""
+    sizes = network(settings).sizes
+    return sizes + sizes if scheme.momentum else sizes
 
 
 def step(settings: RunSettings, scheme: Scheme, state: E.Weights, t: int, levels: Levels
@@ -197,9 +204,8 @@ def catch_up(
     weights: E.Weights, held: int,
 ) -> tuple[E.Weights, int]:  # fmt: skip
     """Bring ``weights`` (of round ``held``) to round ``server-round - 1`` (``replica``)."""
-    sizes = [w.size for w in state_of(settings, scheme)]
-    return R.catch_up(cfg, snapshot, weights, held, sizes, apply_round(settings, scheme),
-                      FIELDS)  # fmt: skip
+    return R.catch_up(cfg, snapshot, weights, held, state_sizes(settings, scheme),
+                      apply_round(settings, scheme), FIELDS)  # fmt: skip
 
 
 def client_step_for(name: str, scheme: Scheme) -> ClientStep:
@@ -218,7 +224,7 @@ def client_step(
     cfg = msg.content[CONFIG]
     snapshot = msg.content.array_records.get(SNAPSHOT)
     net = network(settings)
-    state, held = R.load(context, name, state_of(settings, scheme))
+    state, held = R.load(context, name, lambda: state_of(settings, scheme))
     try:
         state, held = catch_up(settings, scheme, cfg, snapshot, state, held)
     except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:

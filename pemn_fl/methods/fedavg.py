@@ -17,7 +17,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from pemn_fl import protocol as P
 from pemn_fl.config import RunSettings
-from pemn_fl.methods.base import Method, ServerSide, num_examples_of, partition_of
+from pemn_fl.methods.base import Method, ServerSide, num_examples_of, partition_of, screen
 from pemn_fl.models import count_params
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
@@ -76,8 +76,8 @@ class SampledFedAvg(FedAvg):
         """Remember the model's tensors, so a reply of other keys or shapes is rejected."""
         self.expected = {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
 
-    def _check(self, reply: Message) -> None:
-        """Raise ``ValueError`` unless the reply is a model of the right shape, finite."""
+    def _check(self, reply: Message) -> Message:
+        """The reply itself; ``ValueError`` unless it is a model of the right shape, finite."""
         arrays, metrics = reply.content["arrays"], reply.content["metrics"]
         num_examples_of(metrics, self.max_examples)
         got = {k: (tuple(a.shape), a.dtype) for k, a in arrays.items()}
@@ -86,30 +86,18 @@ class SampledFedAvg(FedAvg):
                              "dtypes")  # fmt: skip
         if not all(np.isfinite(a).all() for a in arrays.to_numpy_ndarrays()):
             raise ValueError("the reply holds non-finite weights")
+        return reply
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        # Same order every run (by partition, not by random node id or arrival), so the
-        # floating-point average is reproducible.
-        replies = sorted(replies, key=lambda r: self.sampler.order_key(r.metadata.src_node_id))
-        valid, self.rejected = [], 0
         # Flower's FedAvg would stop the run on one reply of wrong keys or shapes, and
         # average a NaN into the model: each reply is checked first, a bad one is rejected
         # and logged, and the round goes on with the rest (as every other method does).
-        for reply in replies:
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                self.rejected += 1
-                log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
-                continue
-            try:
-                self._check(reply)
-            except (KeyError, TypeError, ValueError) as exc:
-                self.rejected += 1
-                log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
-                continue
-            valid.append(reply)
+        # ``screen`` also keeps them in partition order (not by random node id or arrival),
+        # so the floating-point average is reproducible.
+        kept, self.rejected = screen(replies, self.sampler, server_round, self._check)
+        valid = [reply for _, reply in kept]
         if not valid:
             log.warning("round %s: no valid update; model unchanged", server_round)
             return None, None

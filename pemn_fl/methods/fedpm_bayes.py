@@ -94,7 +94,7 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
     pid, n = partition_of(context)
     cfg = msg.content[CONFIG]
     net = evolve.network(settings)
-    state, held = R.load(context, NAME, initial_state(settings))
+    state, held = R.load(context, NAME, lambda: initial_state(settings))
     try:
         state, held = R.catch_up(cfg, msg.content.array_records.get(R.SNAPSHOT), state, held,
                                  net.sizes + net.sizes, apply_round(settings), FIELDS)  # fmt: skip
