@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -82,8 +83,7 @@ def dense_net(settings: RunSettings) -> DenseNet:
 
 
 def load(model: nn.Module, net: DenseNet, weights: Weights) -> None:
-    import torch
-
+    """Install flat ``weights`` into the dense model (state_dict order and shapes)."""
     model.load_state_dict(
         {n: torch.from_numpy(np.array(w).reshape(s)) for n, s, w in
          zip(net.names, net.shapes, weights, strict=True)}  # fmt: skip
