@@ -1,10 +1,11 @@
-"""``python -m pemn_fl describe ...``: the command-line face of the library."""
+"""``python -m pemn_fl describe|export|evaluate ...``: the command-line face of the library."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from pemn_fl.data import DATASETS, DataError
 from pemn_fl.models import MODELS, ModelError
@@ -25,7 +26,20 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--width", type=float, default=1.0)
     d.add_argument("--keep", type=float, default=0.5)
     d.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    x = sub.add_parser("export", help="write a run's final model as one small model.pemn file")
+    x.add_argument("run_dir", type=Path, help="a simulations.run / simulations.deploy --out")
+    x.add_argument("--out", type=Path, default=Path("model.pemn"))
+    x.add_argument("--method", default=None,
+                   help="which method's model (default: the run's first non-FedAvg method)")
+    e = sub.add_parser("evaluate", help="rebuild a model.pemn and measure its test accuracy")
+    e.add_argument("model", type=Path)
+    e.add_argument("--dataset", default=None, help="check the file is for this dataset")
+    e.add_argument("--data-dir", default=None, help="where the dataset files are on this machine")
     args = parser.parse_args(argv)
+    if args.command == "export":
+        return _export(args.run_dir, args.out, args.method)
+    if args.command == "evaluate":
+        return _evaluate(args.model, args.dataset, args.data_dir)
 
     from pemn_fl.describe import anatomy, table
 
@@ -42,6 +56,47 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(info) if args.json else table(info, spec))
+    return 0
+
+
+def _export(run_dir: Path, out: Path, method: str | None) -> int:
+    from pemn_fl.export import find_model
+    from pemn_fl.modelfile import ModelFileError, dumps, load
+
+    try:
+        model = load(find_model(run_dir, method))
+        data = dumps(model)
+        out.write_bytes(data)
+    except ModelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    dense = int(model.info.get("float32_bytes", 0))
+    ratio = f" ({dense / len(data):.1f}x smaller)" if dense and len(data) < dense else ""
+    print(f"{out}: {model.method} after round {model.final_round}, accuracy "
+          f"{model.accuracy:.4f}; {len(data):,} bytes, against {dense:,} bytes for the same "
+          f"model's arrays as float32{ratio}")  # fmt: skip
+    return 0
+
+
+def _evaluate(path: Path, dataset: str | None, data_dir: str | None) -> int:
+    from pemn_fl.export import evaluate_model
+    from pemn_fl.modelfile import ModelFileError, load
+
+    try:
+        model = load(path)
+        if dataset is not None and dataset != model.run_config.get("dataset"):
+            raise ModelFileError(f"{path} is a {model.run_config.get('dataset')} model, not "
+                                 f"{dataset}")  # fmt: skip
+        loss, acc = evaluate_model(model, data_dir)
+    except (ModelFileError, DataError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{path}: {model.method} on {model.run_config.get('dataset')}: test accuracy "
+          f"{acc:.4f}, loss {loss:.4f} (the run recorded {model.accuracy:.4f} after round "
+          f"{model.final_round})")  # fmt: skip
     return 0
 
 

@@ -21,8 +21,10 @@ from flwr.serverapp import Grid, ServerApp
 from pemn_fl import protocol as P
 from pemn_fl.accounting import MeteredGrid
 from pemn_fl.config import RunSettings
+from pemn_fl.export import export_model, fingerprint_of
 from pemn_fl.methods import Method
 from pemn_fl.methods import get as get_method
+from pemn_fl.modelfile import save
 from pemn_fl.report import RoundLog, plot_runs, summarize, summary_table
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import evaluate
@@ -63,13 +65,17 @@ def handshake(grid: Grid, min_nodes: int, timeout: float = 300.0) -> dict[int, i
 
 def _run_method(
     method: Method, grid: MeteredGrid, settings: RunSettings, sampler: RoundSampler,
-    book: RoundLog, on_round: RoundCallback,
+    book: RoundLog, on_round: RoundCallback, models_dir: Path | None = None,
 ) -> None:  # fmt: skip
-    """Drive the method's strategy with ``Strategy.start``; close each round's row."""
+    """Drive the method's strategy with ``Strategy.start``; close each round's row.
+
+    With ``models_dir``, the final global model is written to ``<models_dir>/<method>.pemn``.
+    """
     side = method.server(settings, sampler)
     strategy = side.strategy
     data = P.dataset_of(settings)
     clock = [time.monotonic()]
+    fingerprint = fingerprint_of(side) if models_dir is not None else ""
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         side.install(arrays)
@@ -83,6 +89,10 @@ def _run_method(
             rejected=rejected, accuracy=acc, loss=loss, wall_s=now - clock[0],
         )  # fmt: skip
         clock[0] = now
+        if models_dir is not None and server_round == settings.num_server_rounds:
+            models_dir.mkdir(parents=True, exist_ok=True)
+            save(models_dir / f"{method.name}.pemn", export_model(
+                method, settings, fingerprint, arrays, server_round, acc))  # fmt: skip
         on_round(row)
         injected = settings.drop_rate > 0 or settings.corrupt_rate > 0
         if server_round >= 1 and traffic.messages_up == rejected > 0 and not injected:
@@ -110,11 +120,12 @@ def parameter_counts(settings: RunSettings) -> dict[str, int]:
 
 def run_experiment(
     grid: Grid, settings: RunSettings, on_round: RoundCallback | None = None,
-    csv_path: Path | None = None,
+    csv_path: Path | None = None, models_dir: Path | None = None,
 ) -> tuple[RoundLog, dict[str, object]]:  # fmt: skip
     """Run every method in ``settings.methods`` on ``grid``; return the log and the summary.
 
-    With ``csv_path``, rows are appended to that CSV as each round finishes.
+    With ``csv_path``, rows are appended to that CSV as each round finishes; with
+    ``models_dir``, each method's final model is written there as ``<method>.pemn``.
     """
     metered = MeteredGrid(grid)
     mapping = handshake(metered, settings.min_nodes)
@@ -125,7 +136,7 @@ def run_experiment(
     book = RoundLog(params=parameter_counts(settings), path=csv_path)
     for name in settings.method_list:
         _run_method(get_method(name), metered, settings, sampler, book,
-                    on_round or (lambda row: None))  # fmt: skip
+                    on_round or (lambda row: None), models_dir)  # fmt: skip
     summary = summarize(book.frame(), setup_bytes=setup.total_bytes)
     summary["nodes"] = len(mapping)
     return book, summary
@@ -147,7 +158,8 @@ def main(grid: Grid, context: Context) -> None:
     """Entry point under ``flwr run .``: settings from the run config, outputs to out-dir."""
     settings = RunSettings.from_run_config(dict(context.run_config))
     out = Path("results/runs") / time.strftime("flwr-%Y%m%d-%H%M%S")
-    book, summary = run_experiment(grid, settings, csv_path=out / "rounds.csv")
+    book, summary = run_experiment(grid, settings, csv_path=out / "rounds.csv",
+                                   models_dir=out / "models")  # fmt: skip
     write_outputs(out, book, summary, title=f"{settings.dataset} / {settings.model}")
     print(summary_table(summary))
     print(f"results written to {out.resolve()}")

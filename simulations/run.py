@@ -202,7 +202,8 @@ def simulate(settings: RunSettings, clients: int, cpus_per_client: float = 1.0,
     @server.main()
     def _main(grid: Grid, context: object) -> None:
         holder["book"], holder["summary"] = run_experiment(
-            grid, settings, on_round, csv_path=None if out is None else out / "rounds.csv"
+            grid, settings, on_round, csv_path=None if out is None else out / "rounds.csv",
+            models_dir=None if out is None else out / "models",
         )
 
     run_simulation(

@@ -266,3 +266,56 @@ def test_injected_faults_are_recorded_and_the_run_goes_on(tmp_path: Path) -> Non
     assert pemn["clients_rejected"].sum() > 0  # a flipped bit fails the codec's CRC
     counts = trained[["clients_replied", "clients_rejected", "clients_failed"]].sum(axis=1)
     assert (counts == trained["clients_sampled"]).all()
+
+
+@pytest.mark.parametrize("which", ["run_dir", "variants_dir", "zoo_dir"])
+def test_every_run_writes_a_model_that_evaluates_to_its_final_accuracy(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    from pemn_fl.export import evaluate_model
+    from pemn_fl.modelfile import load
+
+    out = request.getfixturevalue(which)
+    rounds = pd.read_csv(out / "rounds.csv")
+    for method, part in rounds.groupby("method"):
+        model = load(out / "models" / f"{method}.pemn")
+        assert model.method == method and model.final_round == 2
+        _, acc = evaluate_model(model)
+        assert acc == model.accuracy, method  # the very same network, not a close one
+        assert acc == pytest.approx(part["accuracy"].iloc[-1], abs=1e-12), method
+
+
+def test_export_and_evaluate_commands(run_dir: Path, tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pemn_fl", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    target = tmp_path / "model.pemn"
+    done = cli("export", str(run_dir), "--out", str(target))
+    assert done.returncode == 0, done.stderr
+    size = target.stat().st_size
+    # The default is the run's subject (PEMN-FL), not FedAvg: a mask, ~1 bit per weight.
+    assert "pemn after round 2" in done.stdout and f"{size:,} bytes" in done.stdout
+    from pemn_fl.modelfile import load
+
+    dense = int(load(target).info["float32_bytes"])
+    assert f"against {dense:,} bytes" in done.stdout
+    assert size < dense / 10  # 1 bit per weight plus a ~1 KB header, against 32 bits
+    final = pd.read_csv(run_dir / "rounds.csv").query("method == 'pemn'")["accuracy"].iloc[-1]
+    done = cli("evaluate", str(target), "--dataset", "synthetic")
+    assert done.returncode == 0, done.stderr
+    assert f"test accuracy {final:.4f}" in done.stdout
+    # A corrupted file, a foreign file and the wrong dataset: one clear line, exit 2.
+    broken = tmp_path / "broken.pemn"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    broken.write_bytes(bytes(data))
+    for args, words in [((str(broken),), "CRC32"),
+                        ((str(run_dir / "summary.json"),), "not a pemn-fl model file"),
+                        ((str(target), "--dataset", "digits"), "not digits"),
+                        ((str(tmp_path / "missing.pemn"),), "cannot read")]:  # fmt: skip
+        done = cli("evaluate", *args)
+        assert done.returncode == 2 and words in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+    done = cli("export", str(tmp_path), "--out", str(tmp_path / "x.pemn"))
+    assert done.returncode == 2 and "holds no models" in done.stderr

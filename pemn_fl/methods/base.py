@@ -63,6 +63,9 @@ class Method:
     num_params: Callable[[RunSettings], int]
     marker: str = "-^"
     description: str = ""
+    # The final global arrays in their most compact equivalent form for ``model.pemn``
+    # (``install`` must evaluate both identically); ``None``: the arrays themselves.
+    compact: Callable[[RunSettings, ArrayRecord], ArrayRecord] | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():

@@ -143,11 +143,23 @@ class ProbabilisticMasks(ServerEvaluation, Strategy):
         log.info("FedPM: pm-lr=%s, posterior reset every round", self.settings.pm_lr)
 
 
-def install_sampled(model, weights: list[np.ndarray], arrays: ArrayRecord) -> None:  # noqa: ANN001
-    """Evaluate one network sampled from the probabilities (seeded by their digest)."""
+def sampled_mask(arrays: ArrayRecord) -> list[np.ndarray]:
+    """The one network the server evaluates: a mask sampled from the probabilities, seeded by
+    their digest (0/1 probabilities give back that very mask)."""
     theta = [a.astype(np.float64) for a in arrays.to_numpy_ndarrays()]
     seed = int.from_bytes(digest([a.astype(np.float32) for a in theta]), "little")
-    E.load_weights(model, PM.masked_weights(weights, PM.sample(theta, seed)))
+    return PM.sample(theta, seed)
+
+
+def install_sampled(model, weights: list[np.ndarray], arrays: ArrayRecord) -> None:  # noqa: ANN001
+    """Evaluate one network sampled from the probabilities (seeded by their digest)."""
+    E.load_weights(model, PM.masked_weights(weights, sampled_mask(arrays)))
+
+
+def compact(settings: RunSettings, arrays: ArrayRecord) -> ArrayRecord:
+    """For ``model.pemn``: the evaluated sample as 0/1 probabilities (1 bit each in the file),
+    which ``install_sampled`` turns back into the same network."""
+    return ArrayRecord([m.astype(np.float32) for m in sampled_mask(arrays)])
 
 
 def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
@@ -167,6 +179,7 @@ METHOD = Method(
     server=server,
     num_params=evolve.num_params,
     marker="-P",
+    compact=compact,
     description="Bernoulli masks over the frozen prototype; float32 probabilities down "
     "(Isik et al. 2023)",
 )

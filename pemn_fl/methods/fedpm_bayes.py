@@ -188,6 +188,7 @@ METHOD = Method(
     server=server,
     num_params=evolve.num_params,
     marker="-D",
+    compact=fedpm.compact,
     description="FedPM masks; Beta posterior replicated on every party; vote counts down, "
     "samples sent as flips against a shared-randomness sample of the posterior",
 )

@@ -1,0 +1,101 @@
+"""Export a run's final model as ``model.pemn`` and evaluate one: a model is a seed + masks.
+
+The run writes ``<out>/models/<method>.pemn`` for every method; ``python -m pemn_fl export``
+picks one and reports its size against float32, and ``python -m pemn_fl evaluate`` rebuilds
+the model from the settings in the file (the same prototype from the same seed), checks the
+fingerprint and measures test accuracy through the very code the run evaluated with
+(``Method.server(...).install`` + ``task.evaluate``), so it equals the run's final accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flwr.app import ArrayRecord
+
+from pemn_fl import protocol as P
+from pemn_fl.config import RunSettings
+from pemn_fl.methods import Method, ServerSide, get
+from pemn_fl.modelfile import ModelFile, ModelFileError, float32_bytes, model_fingerprint
+from pemn_fl.sampling import RoundSampler
+from pemn_fl.task import evaluate
+
+
+def fingerprint_of(side: ServerSide) -> str:
+    """What the settings rebuild, hashed: the model with the initial arrays installed
+    (prototype weights, buffers, the seeded initial mask or weights)."""
+    side.install(side.initial)
+    state = {k: v.detach().cpu().numpy() for k, v in side.model.state_dict().items()}
+    return model_fingerprint(state, side.initial.to_numpy_ndarrays())
+
+
+def export_model(method: Method, settings: RunSettings, fingerprint: str, arrays: ArrayRecord,
+                 server_round: int, accuracy: float) -> ModelFile:  # fmt: skip
+    """A method's global model after ``server_round``, as ``model.pemn`` contents."""
+    compact = method.compact(settings, arrays) if method.compact else arrays
+    return ModelFile(method=method.name, run_config=settings.to_run_config(),
+                     fingerprint=fingerprint, arrays=compact, final_round=server_round,
+                     accuracy=accuracy, info={"float32_bytes": float32_bytes(arrays)})  # fmt: skip
+
+
+def rebuild(model: ModelFile, data_dir: str | None = None) -> tuple[RunSettings, ServerSide]:
+    """The method's server side rebuilt from the file's settings, with its arrays installed."""
+    config = dict(model.run_config)
+    if data_dir is not None:
+        config["data-dir"] = str(data_dir)
+    try:
+        settings = RunSettings.from_run_config(config)
+        method = get(model.method)
+    except (ValueError, KeyError) as exc:
+        raise ModelFileError(f"model file settings are not usable here: {exc}") from None
+    side = method.server(settings, RoundSampler({0: 0}, 1.0, settings.seed))
+    if fingerprint_of(side) != model.fingerprint:
+        raise ModelFileError(
+            f"the settings in this file rebuild a different starting model here (fingerprint "
+            f"{fingerprint_of(side)} != {model.fingerprint}): the masks would select edges of "
+            "another network. Use the pemn-fl and torch versions the run used."
+        )
+    try:
+        side.install(model.arrays)
+    except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise ModelFileError(f"model file arrays do not fit the {model.method} model: {exc}"
+                             ) from None  # fmt: skip
+    return settings, side
+
+
+def evaluate_model(model: ModelFile, data_dir: str | None = None) -> tuple[float, float]:
+    """``(loss, accuracy)`` of the model on its dataset's test split."""
+    settings, side = rebuild(model, data_dir)
+    data = P.dataset_of(settings)
+    return evaluate(side.model, data.x_test, data.y_test)
+
+
+def find_model(run_dir: Path, method: str | None) -> Path:
+    """``<run_dir>/models/<method>.pemn``; without ``method``, the run's only model or, when
+    there are several, the first that is not FedAvg (the run's subject)."""
+    models = run_dir / "models"
+    found = sorted(models.glob("*.pemn")) if models.is_dir() else []
+    if not found:
+        raise ModelFileError(
+            f"{run_dir} holds no models/*.pemn: is it a pemn-fl run directory of this "
+            "version (the runner writes them after the last round)?"
+        )
+    names = [p.stem for p in found]
+    if method is not None:
+        if method not in names:
+            raise ModelFileError(f"{run_dir} has no model for method {method!r}; it has "
+                                 f"{', '.join(names)}")  # fmt: skip
+        return models / f"{method}.pemn"
+    names.sort(key=lambda n: (n == "fedavg", _method_order(run_dir).get(n, len(names))))
+    return models / f"{names[0]}.pemn"
+
+
+def _method_order(run_dir: Path) -> dict[str, int]:
+    """Position of each method in the run's ``--methods`` (from its config.json), if known."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text())["settings"]
+        methods = str(config["methods"]).split(",")
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {name.strip(): i for i, name in enumerate(methods)}

@@ -1,0 +1,200 @@
+"""``model.pemn``: a trained global model as one small, self-checking file.
+
+A model of a mask method is its seed and its masks: every party rebuilds the same random
+prototype from the run settings, so the file holds those settings, a fingerprint of what they
+rebuild (to catch a platform whose RNG differs) and the final global arrays, each stored in
+the smallest form that evaluates identically:
+
+* a 0/1 array (a mask) goes through the mask codec (``codec.encode_mask``: 1 bit per entry,
+  CRC-checked), all masks of the model in one payload;
+* any other array (FedAvg's weights, the evolving weights of ``evolve*``) is raw
+  little-endian bytes of its dtype: such a model *is* floats, and the file says so.
+
+Layout (little-endian): ``MAGIC`` (8 bytes), header length (u32), header (UTF-8 JSON: format
+version, method, run config, fingerprint, final round and accuracy, and per array its name,
+dtype, shape and coding), mask payload length (u32), mask payload, raw arrays in header
+order, CRC32 of everything before it (u32).
+
+Reading validates every length and shape against the bytes actually present before it
+allocates anything, so a truncated, corrupted or foreign file is a :class:`ModelFileError`
+that says what is wrong, never a numpy or torch traceback.
+
+Hand-written rather than ``np.savez``/``torch.save``: those store every array as full-width
+values (a mask as 8 bits per entry, 8x the codec's) and ``torch.load`` of an untrusted file
+unpickles; this format carries no code and checks itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+
+from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
+
+MAGIC = b"PEMNFLM\x01"
+FORMAT_VERSION = 1
+_U32 = struct.Struct("<I")
+# dtypes a model array may have; anything else in a header is refused, not interpreted.
+_DTYPES = {"float32", "float64", "float16", "int64", "int32", "uint8", "bool"}
+_MAX_HEADER = 1 << 20
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used, with a message that says why."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The contents of a ``model.pemn``."""
+
+    method: str
+    run_config: dict[str, object]
+    fingerprint: str
+    arrays: ArrayRecord
+    final_round: int
+    accuracy: float
+    info: dict[str, object] = field(default_factory=dict)
+
+
+def model_fingerprint(model_state: dict[str, np.ndarray], initial: list[np.ndarray]) -> str:
+    """16 hex chars identifying what the settings rebuild before training: the model's tensors
+    (prototype weights, buffers) and the method's initial global arrays (seeded mask or
+    weights). Equal on two machines means the saved arrays mean the same network there."""
+    h = hashlib.sha256()
+    for name in sorted(model_state):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(model_state[name]).tobytes())
+    for a in initial:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _is_mask(a: np.ndarray) -> bool:
+    return a.dtype in (np.uint8, np.bool_, np.float32) and a.size > 0 and bool(
+        np.all((a == 0) | (a == 1))
+    )
+
+
+def dumps(model: ModelFile) -> bytes:
+    """The file's bytes."""
+    names = list(model.arrays)
+    arrays = [model.arrays[n].numpy() for n in names]
+    entries, masks, raw = [], [], []
+    for name, a in zip(names, arrays, strict=True):
+        coding = "mask" if _is_mask(a) else "raw"
+        entries.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape),
+                        "coding": coding})  # fmt: skip
+        if coding == "mask":
+            masks.append(a.reshape(-1).astype(bool))
+        else:
+            raw.append(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes())
+    payload = encode_mask(masks, fingerprint=model.fingerprint) if masks else b""
+    header = json.dumps({
+        "format": FORMAT_VERSION, "method": model.method, "run_config": model.run_config,
+        "fingerprint": model.fingerprint, "final_round": model.final_round,
+        "accuracy": model.accuracy, "arrays": entries, "info": model.info,
+    }, sort_keys=True).encode()  # fmt: skip
+    body = b"".join([MAGIC, _U32.pack(len(header)), header, _U32.pack(len(payload)), payload,
+                     *raw])  # fmt: skip
+    return body + _U32.pack(zlib.crc32(body))
+
+
+def loads(data: bytes) -> ModelFile:
+    """Parse and fully check a model file's bytes; :class:`ModelFileError` if anything is off."""
+    view = memoryview(data)
+    if len(view) < len(MAGIC) + 12 or bytes(view[: len(MAGIC) - 1]) != MAGIC[:-1]:
+        raise ModelFileError("not a pemn-fl model file (no PEMNFLM header)")
+    if view[len(MAGIC) - 1] != MAGIC[-1]:
+        raise ModelFileError(
+            f"model file format {view[len(MAGIC) - 1]} is not supported by this pemn-fl "
+            f"(it reads format {MAGIC[-1]}); upgrade pemn-fl"
+        )
+    (crc,) = _U32.unpack(view[-4:])
+    if zlib.crc32(view[:-4]) != crc:
+        raise ModelFileError("model file is corrupted or truncated (CRC32 mismatch)")
+    pos = len(MAGIC)
+    (header_len,) = _U32.unpack(view[pos : pos + 4])
+    pos += 4
+    if header_len > min(_MAX_HEADER, len(view) - pos - 8):
+        raise ModelFileError(f"model file header length {header_len} exceeds the file")
+    try:
+        header = json.loads(bytes(view[pos : pos + header_len]))
+        method, config = str(header["method"]), dict(header["run_config"])
+        fp, entries = str(header["fingerprint"]), list(header["arrays"])
+        final_round, accuracy = int(header["final_round"]), float(header["accuracy"])
+        info = dict(header.get("info", {}))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"model file header is not valid: {exc}") from None
+    pos += header_len
+    (payload_len,) = _U32.unpack(view[pos : pos + 4])
+    pos += 4
+    if payload_len > len(view) - pos - 4:
+        raise ModelFileError(f"model file mask payload length {payload_len} exceeds the file")
+    payload = view[pos : pos + payload_len]
+    pos += payload_len
+    shapes, mask_sizes = [], []
+    seen: set[str] = set()
+    for e in entries:
+        if not (isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"] not in seen
+                and e.get("dtype") in _DTYPES and e.get("coding") in ("mask", "raw")
+                and isinstance(e.get("shape"), list)):  # fmt: skip
+            raise ModelFileError(f"model file array entry {str(e)[:200]} is not valid")
+        seen.add(e["name"])
+        shape = tuple(e["shape"])
+        if not all(type(d) is int and 0 <= d < 2**40 for d in shape):
+            raise ModelFileError(f"model file array {e['name']!r} has shape {shape!r}")
+        shapes.append(shape)
+        if e["coding"] == "mask":
+            mask_sizes.append(math.prod(shape))  # Python ints: no overflow
+    masks: list[np.ndarray] = []
+    if mask_sizes:
+        try:
+            masks = decode_mask(payload, fingerprint=fp, layer_sizes=mask_sizes)
+        except (MaskPayloadError, ValueError, TypeError) as exc:
+            raise ModelFileError(f"model file masks do not decode: {exc}") from None
+    elif payload_len:
+        raise ModelFileError("model file has a mask payload but no mask arrays")
+    arrays: dict[str, Array] = {}
+    for e, shape in zip(entries, shapes, strict=True):
+        dtype = np.dtype(e["dtype"])
+        if e["coding"] == "mask":
+            arrays[str(e["name"])] = Array(masks.pop(0).astype(dtype).reshape(shape))
+            continue
+        size = math.prod(shape) * dtype.itemsize
+        if size > len(view) - 4 - pos:
+            raise ModelFileError(f"model file array {e['name']!r} ({size} bytes) exceeds the file")
+        flat = np.frombuffer(view[pos : pos + size], dtype=dtype.newbyteorder("<"))
+        arrays[str(e["name"])] = Array(flat.astype(dtype).reshape(shape))
+        pos += size
+    if pos != len(view) - 4:
+        raise ModelFileError(f"model file has {len(view) - 4 - pos} unexpected trailing bytes")
+    return ModelFile(method, config, fp, ArrayRecord(arrays), final_round, accuracy, info)
+
+
+def save(path: Path, model: ModelFile) -> int:
+    """Write ``model`` to ``path``; return its size in bytes."""
+    data = dumps(model)
+    Path(path).write_bytes(data)
+    return len(data)
+
+
+def load(path: Path) -> ModelFile:
+    """Read and check a model file; :class:`ModelFileError` (also for an unreadable path)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    return loads(data)
+
+
+def float32_bytes(arrays: ArrayRecord) -> int:
+    """What the same arrays take as plain float32 values (the dense baseline for sizes)."""
+    return 4 * sum(int(arrays[n].numpy().size) for n in arrays)
