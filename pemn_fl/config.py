@@ -20,6 +20,7 @@ from pemn_fl.task import OPTIMIZERS, TrainConfig
 
 CLIENT_INITS = ("stateless", "stateful")
 VOTE_WEIGHTINGS = ("examples", "uniform")
+ROBUST = ("none", "median", "trimmed-mean")  # FedAvg's aggregation (Flower's strategies)
 
 
 class SettingsError(ValueError):
@@ -64,6 +65,8 @@ class RunSettings:
     topk_fraction: float = 0.01  # topk: fraction of each tensor's update sent, both ways
     drop_rate: float = 0.0  # fault injection: share of sampled clients that fail (pemn_fl.faults)
     corrupt_rate: float = 0.0  # fault injection: share of replies with a bit flipped per payload
+    byzantine: float = 0.0  # share of clients that attack every round (pemn_fl.faults)
+    robust: str = "none"  # FedAvg: none (mean), median or trimmed-mean (Flower's strategies)
     seed: int = 0
     min_nodes: int = 1
 
@@ -110,6 +113,18 @@ class RunSettings:
         _choice("init", self.init, INITS)
         _choice("client-init", self.client_init, CLIENT_INITS)
         _choice("vote-weighting", self.vote_weighting, VOTE_WEIGHTINGS)
+        _choice("robust", self.robust, ROBUST)
+        if not 0.0 <= self.byzantine < 0.5:
+            raise SettingsError(f"byzantine={self.byzantine!r}: the attacking share of clients "
+                                "must be in [0, 0.5)")  # fmt: skip
+        if self.byzantine > 0:
+            unarmed = [m for m in methods if not get(m).attack]
+            if unarmed:
+                armed = [n for n in valid if get(n).attack]
+                raise SettingsError(
+                    f"byzantine={self.byzantine!r}: no attack is defined for "
+                    f"{', '.join(unarmed)}; Byzantine clients are defined for {', '.join(armed)}"
+                )
         _positive("num-server-rounds", self.num_server_rounds)
         _positive("local-epochs", self.local_epochs)
         _positive("batch-size", self.batch_size)

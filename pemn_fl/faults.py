@@ -1,5 +1,6 @@
-"""Fault injection (``--drop-rate``, ``--corrupt-rate``): what goes wrong between a client and
-the server, drawn from the run seed so a faulty run is as reproducible as a clean one.
+"""Fault injection (``--drop-rate``, ``--corrupt-rate``, ``--byzantine``): what goes wrong
+between a client and the server, drawn from the run seed so a faulty run is as reproducible
+as a clean one.
 
 * **drop**: the sampled client fails before it trains (an error reply, as a crashed client or
   a dead node gives): the server records it in ``clients_failed`` and goes on.
@@ -7,6 +8,11 @@ the server, drawn from the run seed so a faulty run is as reproducible as a clea
   in transit (a ``bytes`` payload, or the raw data of a float array). Coded payloads carry a
   CRC and are rejected (``clients_rejected``); FedAvg's float arrays carry none, so a flipped
   bit reaches the average unless it makes a value non-finite: the honest difference.
+
+* **byzantine**: a fixed share of the clients (the same partitions all run, drawn from the
+  seed) attack every time they are sampled, each method as its ``Method.attack`` says
+  (PEMN-FL: the complement of the trained mask; FedAvg: the local update negated and
+  scaled by ``ATTACK_SCALE``), with well-formed payloads that pass every check.
 
 Each draw is seeded by (run seed, method, partition, round), so the same command injects the
 same faults, and a client that failed once is not doomed to fail again.
@@ -21,6 +27,18 @@ from pemn_fl.config import RunSettings
 from pemn_fl.prototype import derived_seed
 
 COUNTER = "fault-messages"
+ATTACK_SCALE = 5.0  # a Byzantine FedAvg client sends W - 5 * (its update) instead of W + update
+
+
+def is_byzantine(settings: RunSettings, partition_id: int, num_partitions: int) -> bool:
+    """Whether this partition's client is one of the run's ``round(byzantine * n)`` attackers."""
+    count = int(settings.byzantine * num_partitions + 0.5)
+    if count == 0:
+        return False
+    order = np.random.default_rng(derived_seed(settings.seed, "byzantine")).permutation(
+        num_partitions
+    )
+    return partition_id in set(order[:count].tolist())
 
 
 def round_of(msg: Message) -> int | None:

@@ -156,8 +156,12 @@ def client_round(
     mask_id: int,
     previous_scores: list[np.ndarray] | None,
     server_round: int,
+    invert: bool = False,
 ) -> ClientRoundResult:
-    """One PEMN-FL client round. Raises ``MaskPayloadError`` for a bad downlink payload."""
+    """One PEMN-FL client round. Raises ``MaskPayloadError`` for a bad downlink payload.
+
+    ``invert``: a Byzantine client (``--byzantine``) sends the complement of its trained mask,
+    a well-formed payload that votes against every edge it found useful."""
     model, proto = masked_model(settings)
     references = {0: initial_mask(settings), **held}
     received = decode_mask(
@@ -170,8 +174,9 @@ def client_round(
         model, x, y, settings.train_config(settings.lr),
         seed=derived_seed(settings.seed, f"batches/{partition_id}/{server_round}"),
     )  # fmt: skip
+    sent = [np.logical_not(m) for m in masks_of(model)] if invert else masks_of(model)
     update = encode_mask(
-        masks_of(model), fingerprint=proto.fingerprint, reference=received, reference_id=mask_id
+        sent, fingerprint=proto.fingerprint, reference=received, reference_id=mask_id
     )
     scores = [layer.scores.detach().flatten().numpy().copy() for _, layer in masked_layers(model)]
     return ClientRoundResult(update, len(y), loss, scores, received)

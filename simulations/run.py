@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fault injection: share of sampled clients that fail each round")
     p.add_argument("--corrupt-rate", type=float, default=d.corrupt_rate,
                    help="fault injection: share of replies with one bit flipped per payload")
+    p.add_argument("--byzantine", type=float, default=d.byzantine,
+                   help="share of clients that attack every round (pemn: inverted masks; "
+                   "fedavg: negated, scaled updates)")
+    p.add_argument("--robust", default=d.robust,
+                   help="FedAvg's aggregation: none (mean), median or trimmed-mean")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--cpus-per-client", type=float, default=1.0,
                    help="Ray CPUs per client actor (2 cores -> 2 clients side by side)")
@@ -110,7 +115,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         dither_levels=args.dither_levels, weight_momentum=args.weight_momentum,
         pm_lr=args.pm_lr,
         posterior_decay=args.posterior_decay, server_lr=args.server_lr, bits=args.bits,
-        topk_fraction=args.topk_fraction, drop_rate=args.drop_rate,
+        topk_fraction=args.topk_fraction, drop_rate=args.drop_rate, byzantine=args.byzantine,
+        robust=args.robust,
         corrupt_rate=args.corrupt_rate,
         seed=args.seed, min_nodes=args.clients,
     )  # fmt: skip

@@ -207,3 +207,115 @@ def test_corrupt_flips_exactly_one_bit_of_each_payload() -> None:
     flipped = sum(bin(a ^ b).count("1") for a, b in zip(before_mask, after_mask, strict=True))
     raw = msg.content["arrays"].to_numpy_ndarrays()[0].view(np.uint8)
     assert flipped == 1 and int(np.unpackbits(raw).sum()) == 1
+
+
+# -- Byzantine clients -------------------------------------------------------------------
+def test_byzantine_clients_are_a_fixed_seeded_share() -> None:
+    import dataclasses
+
+    from pemn_fl import faults
+
+    for share, n, expected in [(0.0, 20, 0), (0.1, 20, 2), (0.2, 20, 4), (0.3, 20, 6),
+                               (0.2, 3, 1), (0.1, 3, 0)]:  # fmt: skip
+        settings = dataclasses.replace(SETTINGS, methods="pemn,fedavg", byzantine=share)
+        chosen = [p for p in range(n) if faults.is_byzantine(settings, p, n)]
+        assert len(chosen) == expected, (share, n)
+        assert chosen == [p for p in range(n) if faults.is_byzantine(settings, p, n)]
+    a = dataclasses.replace(SETTINGS, methods="pemn", byzantine=0.3)
+    b = dataclasses.replace(SETTINGS, methods="pemn", byzantine=0.3, seed=1)
+    assert {p for p in range(20) if faults.is_byzantine(a, p, 20)} != {
+        p for p in range(20) if faults.is_byzantine(b, p, 20)}
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"byzantine": 0.5}, "[0, 0.5)"),
+    ({"byzantine": -0.1}, "[0, 0.5)"),
+    ({"byzantine": 0.2, "methods": "evolve_dither,fedavg"}, "no attack is defined for evolve"),
+    ({"robust": "krum"}, "robust"),
+])  # fmt: skip
+def test_bad_byzantine_settings_are_clear_errors(options: dict[str, object], words: str) -> None:
+    import dataclasses
+
+    from pemn_fl.config import SettingsError
+
+    with pytest.raises(SettingsError, match=words.replace("[", r"\[").replace(")", r"\)")):
+        dataclasses.replace(SETTINGS, **options)
+
+
+def test_a_byzantine_pemn_client_sends_the_complement_of_its_mask() -> None:
+    import dataclasses
+
+    from pemn_fl import protocol as P
+    from pemn_fl.codec import decode_mask
+
+    settings = dataclasses.replace(SETTINGS, methods="pemn")
+    _, proto = P.masked_model(settings)
+    start = P.initial_mask(settings)
+    down = P.encode_mask(start, fingerprint=proto.fingerprint)
+    sent = {}
+    for invert in (False, True):
+        result = P.client_round(settings, 0, PARTITIONS, down, {}, 0, None, 1, invert=invert)
+        sent[invert] = decode_mask(
+            result.payload, fingerprint=proto.fingerprint, layer_sizes=proto.layer_sizes,
+            references={0: start},
+        )
+    for honest, attack in zip(sent[False], sent[True], strict=True):
+        np.testing.assert_array_equal(attack, ~honest)
+
+
+def test_a_byzantine_fedavg_client_sends_its_update_negated_and_scaled() -> None:
+    import dataclasses
+
+    from pemn_fl import faults
+
+    honest_settings = dataclasses.replace(SETTINGS, methods="fedavg")
+    settings = dataclasses.replace(honest_settings, byzantine=0.34)  # 1 of 3 partitions
+    attacker = next(p for p in range(PARTITIONS) if faults.is_byzantine(settings, p, PARTITIONS))
+    side, contexts = _setup(fedavg)
+    msg = next(m for m in side.strategy.configure_train(1, side.initial, ConfigRecord(), None)
+               if m.metadata.dst_node_id == 100 + attacker)  # type: ignore[arg-type]  # fmt: skip
+    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    ctx = contexts[100 + attacker]
+    honest = fedavg.client_step(msg, ctx, honest_settings).content["arrays"].to_numpy_ndarrays()
+    attack = fedavg.client_step(msg, ctx, settings).content["arrays"].to_numpy_ndarrays()
+    for w0, h, a in zip(side.initial.to_numpy_ndarrays(), honest, attack, strict=True):
+        np.testing.assert_allclose(a - w0, -faults.ATTACK_SCALE * (h - w0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("robust, kind", [("median", "FedMedian"),
+                                          ("trimmed-mean", "FedTrimmedAvg")])  # fmt: skip
+def test_robust_fedavg_is_flowers_own_strategy_and_shrugs_off_an_outlier(
+    robust: str, kind: str
+) -> None:
+    import dataclasses
+
+    from flwr.serverapp import strategy as flower
+
+    settings = dataclasses.replace(SETTINGS, methods="fedavg", robust=robust)
+    n = 5
+    side = fedavg.METHOD.server(settings, RoundSampler({p: 100 + p for p in range(n)}, 1.0, 0))
+    assert isinstance(side.strategy, getattr(flower, kind))
+    sent = list(side.strategy.configure_train(1, side.initial, ConfigRecord(), None))  # type: ignore[arg-type]
+    replies = []
+    for m in sent:
+        m.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+        ctx = Context(run_id=7, node_id=m.metadata.dst_node_id, node_config={
+            "partition-id": m.metadata.dst_node_id - 100, "num-partitions": n},
+            state=RecordDict(), run_config={})  # fmt: skip
+        reply = fedavg.client_step(m, ctx, settings)
+        reply.metadata.__dict__["_src_node_id"] = m.metadata.dst_node_id
+        replies.append(reply)
+    arrays = replies[0].content["arrays"]
+    for key in arrays:  # one client sends a huge, finite model: it passes every check
+        arrays[key] = type(arrays[key])(arrays[key].numpy() * 1e6)
+    stacked = [np.stack(layer) for layer in zip(
+        *(r.content["arrays"].to_numpy_ndarrays() for r in replies), strict=True)]  # fmt: skip
+    new, _ = side.strategy.aggregate_train(1, replies)
+    assert side.strategy.rejected == 0
+    for got, layer in zip(new.to_numpy_ndarrays(), stacked, strict=True):
+        if robust == "median":
+            np.testing.assert_allclose(got, np.median(layer, axis=0), rtol=1e-6, atol=1e-7)
+        honest_range = np.abs(layer[1:]).max()
+        assert np.abs(got).max() <= honest_range + 1e-6  # the outlier moved nothing
+    mean = np.mean(stacked[0], axis=0)
+    assert np.abs(mean).max() > 1e3  # while a plain mean would have been ruined

@@ -66,6 +66,9 @@ class Method:
     # The final global arrays in their most compact equivalent form for ``model.pemn``
     # (``install`` must evaluate both identically); ``None``: the arrays themselves.
     compact: Callable[[RunSettings, ArrayRecord], ArrayRecord] | None = None
+    # What a Byzantine client of this method sends (``--byzantine``, ``faults.is_byzantine``),
+    # in words; empty: the method defines no attack and refuses ``--byzantine``.
+    attack: str = ""
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():

@@ -2,7 +2,10 @@
 
 ``SampledFedAvg`` is Flower's ``FedAvg`` with one change: it trains on the node sample the
 shared ``RoundSampler`` draws, so every method sees the same clients in every round, and it
-averages replies in partition order so the float sum is reproducible.
+averages replies in partition order so the float sum is reproducible. ``--robust median`` and
+``--robust trimmed-mean`` put the same sampling and screening in front of Flower's own
+``FedMedian`` and ``FedTrimmedAvg`` (coordinate-wise median; mean after cutting the top and
+bottom ``TRIM`` of each coordinate), the classic defences against Byzantine updates.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from collections.abc import Iterable
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg
 
+from pemn_fl import faults
 from pemn_fl import protocol as P
 from pemn_fl.config import RunSettings
 from pemn_fl.methods.base import Method, ServerSide, num_examples_of, partition_of, screen
@@ -26,6 +30,7 @@ from pemn_fl.task import train
 log = logging.getLogger("pemn_fl.server")
 
 NAME = "fedavg"
+TRIM = 0.2  # --robust trimmed-mean: share of each coordinate's values cut at each end
 
 
 def client_step(msg: Message, context: Context, settings: RunSettings) -> Message:
@@ -38,9 +43,15 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
         model, x, y, settings.train_config(settings.dense_lr),
         seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
     )  # fmt: skip
+    state = model.state_dict()
+    if faults.is_byzantine(settings, pid, n):
+        # The update negated and scaled: W - s * (W_local - W), a finite, well-shaped model.
+        start = msg.content["arrays"].to_torch_state_dict()
+        state = {k: start[k] - faults.ATTACK_SCALE * (v - start[k]) if v.is_floating_point()
+                 else v for k, v in state.items()}  # fmt: skip
     content = RecordDict(
         {
-            "arrays": ArrayRecord(model.state_dict()),
+            "arrays": ArrayRecord(state),
             "metrics": MetricRecord({"num-examples": len(y), "train-loss": loss}),
         }
     )
@@ -104,10 +115,29 @@ class SampledFedAvg(FedAvg):
         return super().aggregate_train(server_round, valid)
 
 
+class SampledFedMedian(SampledFedAvg, FedMedian):
+    """``--robust median``: Flower's ``FedMedian`` behind the same sampling and screening."""
+
+
+class SampledFedTrimmedAvg(SampledFedAvg, FedTrimmedAvg):
+    """``--robust trimmed-mean``: Flower's ``FedTrimmedAvg`` (``beta=TRIM``), same sampling."""
+
+
+def sampled_strategy(settings: RunSettings, sampler: RoundSampler, **kwargs: object
+                     ) -> SampledFedAvg:  # fmt: skip
+    """The FedAvg-family strategy ``settings.robust`` names."""
+    if settings.robust == "median":
+        return SampledFedMedian(sampler, **kwargs)
+    if settings.robust == "trimmed-mean":
+        return SampledFedTrimmedAvg(sampler, beta=TRIM, **kwargs)
+    return SampledFedAvg(sampler, **kwargs)
+
+
 def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
     model = P.dense_model(settings)
     return ServerSide(
-        SampledFedAvg(sampler, max_examples=len(P.dataset_of(settings).y_train)), model,
+        sampled_strategy(settings, sampler, max_examples=len(P.dataset_of(settings).y_train)),
+        model,
         ArrayRecord(model.state_dict()),
         lambda arrays: model.load_state_dict(arrays.to_torch_state_dict()),
     )  # fmt: skip
@@ -121,4 +151,5 @@ METHOD = Method(
     num_params=lambda settings: count_params(P.dense_model(settings)),
     marker="-s",
     description="dense float32 weights both ways (McMahan et al. 2017), Flower's FedAvg",
+    attack=f"its update negated and scaled by {faults.ATTACK_SCALE:g}",
 )

@@ -21,6 +21,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from pemn_fl import faults
 from pemn_fl import protocol as P
 from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
 from pemn_fl.config import RunSettings
@@ -83,7 +84,8 @@ def client_step(
     mask_id, server_round = int(cfg[P.MASK_ID]), int(cfg[P.ROUND])
     try:
         result = P.client_round(
-            settings, pid, n, bytes(cfg[P.MASK]), held, mask_id, prev_scores, server_round
+            settings, pid, n, bytes(cfg[P.MASK]), held, mask_id, prev_scores, server_round,
+            invert=faults.is_byzantine(settings, pid, n),
         )
     except MaskPayloadError as exc:
         # Surfaces to the server as an error reply with this reason; the node keeps its state.
@@ -253,4 +255,5 @@ METHOD = Method(
     num_params=num_params,
     marker="-o",
     description="frozen seeded prototype; clients learn top-k masks; server score voting",
+    attack="the complement of its trained mask",
 )

@@ -27,5 +27,6 @@ METHOD = Method(
     server=lambda s, sampler: pemn.server(widened(s), sampler, name="pemn_wide"),
     num_params=lambda s: pemn.num_params(widened(s)),
     marker="-D",
+    attack=pemn.METHOD.attack,
     description="pemn on a model 2x wider than --width (capacity for bytes)",
 )  # fmt: skip
