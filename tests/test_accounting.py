@@ -1,0 +1,100 @@
+"""``MeteredGrid`` counts what crosses the grid; the handshake gives up cleanly.
+
+The grid under the meter is a small stand-in that answers every message at once: what is
+tested is the counting around it (the real engines are covered by the end-to-end and
+deployment tests, whose byte columns come from this class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Error as FlowerError
+from flwr.common.constant import SUPERLINK_NODE_ID
+
+from pemn_fl.accounting import MeteredGrid, message_bytes, payload_bytes
+from pemn_fl.server_app import ProtocolError, handshake
+
+pytestmark = pytest.mark.usefixtures("flower_identity")
+
+
+class EchoGrid:
+    """Answers each message with a fixed-size reply, or an error for node ``fail``."""
+
+    def __init__(self, nodes: list[int], fail: int | None = None) -> None:
+        self.nodes, self.fail = nodes, fail
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.nodes)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
+                         ) -> Iterable[Message]:  # fmt: skip
+        replies = []
+        for msg in messages:
+            msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+            if msg.metadata.dst_node_id == self.fail:
+                reply = Message(FlowerError(code=0, reason="node died"), reply_to=msg)
+            else:
+                content = RecordDict({"update": ConfigRecord({"mask": b"\x01" * 100})})
+                reply = Message(content=content, reply_to=msg)
+            reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
+            replies.append(reply)
+        return replies
+
+
+def _messages(nodes: list[int]) -> list[Message]:
+    content = RecordDict({"arrays": ArrayRecord([np.zeros(250, dtype=np.float32)])})
+    return [Message(content=content, dst_node_id=n, message_type="train.x") for n in nodes]
+
+
+def test_every_message_is_counted_both_ways_and_take_resets() -> None:
+    grid = MeteredGrid(EchoGrid([1, 2, 3], fail=3))  # type: ignore[arg-type]
+    sent = _messages([1, 2, 3])
+    replies = list(grid.send_and_receive(sent))
+    traffic = grid.take()
+    assert (traffic.messages_down, traffic.messages_up, traffic.error_replies) == (3, 3, 1)
+    assert traffic.downlink_payload_bytes == 3 * 250 * 4
+    assert traffic.uplink_payload_bytes == 2 * 100  # the error reply carries no payload
+    assert traffic.downlink_bytes == sum(message_bytes(m) for m in sent)
+    assert traffic.uplink_bytes == sum(message_bytes(r) for r in replies)
+    assert traffic.downlink_bytes > traffic.downlink_payload_bytes  # framing is counted too
+    assert traffic.total_bytes == traffic.uplink_bytes + traffic.downlink_bytes
+    empty = grid.take()
+    assert (empty.total_bytes, empty.messages_up, empty.messages_down) == (0, 0, 0)
+
+
+def test_payload_bytes_counts_arrays_and_byte_configs_only() -> None:
+    content = RecordDict({
+        "arrays": ArrayRecord([np.zeros((3, 5), dtype=np.float64), np.zeros(7, np.uint8)]),
+        "config": ConfigRecord({"mask": b"abc", "server-round": 4, "name": "not a payload"}),
+    })  # fmt: skip
+    assert payload_bytes(Message(content=content, dst_node_id=1, message_type="train.x")) == (
+        15 * 8 + 7 + 3
+    )
+
+
+def test_the_handshake_gives_up_after_its_timeout_with_a_clear_error() -> None:
+    with pytest.raises(ProtocolError, match="only 1 of 2 nodes connected in 0.2s"):
+        handshake(MeteredGrid(EchoGrid([5])), min_nodes=2, timeout=0.2)  # type: ignore[arg-type]
+
+
+def test_the_handshake_maps_partitions_and_skips_a_failed_node() -> None:
+    class HelloGrid(EchoGrid):
+        def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN202
+            replies = []
+            for i, msg in enumerate(messages):
+                msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+                if msg.metadata.dst_node_id == self.fail:
+                    reply = Message(FlowerError(code=0, reason="node died"), reply_to=msg)
+                else:
+                    reply = Message(RecordDict({"node": ConfigRecord(
+                        {"partition-id": 10 + i, "num-partitions": 3})}), reply_to=msg)  # fmt: skip
+                reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
+                replies.append(reply)
+            return replies
+
+    mapping = handshake(MeteredGrid(HelloGrid([7, 8, 9], fail=8)), min_nodes=3, timeout=5)  # type: ignore[arg-type]
+    assert mapping == {10: 7, 12: 9}
