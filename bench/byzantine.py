@@ -1,13 +1,13 @@
 """Robustness to Byzantine clients: ``python -m bench.byzantine``.
 
 A fixed, seeded share F of the clients attacks every round it is sampled (``--byzantine F``):
-PEMN-FL clients send the complement of their trained mask, FedAvg clients their update
-negated and scaled by 5. Both payloads are well formed, so no check rejects them. For
+PEMN-FL clients send the complement of their trained mask, evolve_dither clients the
+complement of their noise mask, FedAvg clients their update negated and scaled by 5. Both payloads are well formed, so no check rejects them. For
 F = 0, 0.1, 0.2, 0.3 on the classroom setting (digits, 20 clients), each defence runs through
 ``python -m simulations.run`` (Flower's Simulation Engine, same clients, rounds and data):
 
-* PEMN-FL, votes weighted by example count (the default) and one vote per client
-  (``--vote-weighting uniform``, FRL's rule);
+* PEMN-FL and evolve_dither, votes weighted by example count (the default) and one vote per
+  client (``--vote-weighting uniform``, FRL's rule);
 * FedAvg with the mean (``--robust none``), the coordinate-wise median (``--robust median``)
   and the 20%-trimmed mean (``--robust trimmed-mean``), Flower's own strategies.
 
@@ -32,6 +32,8 @@ RUNS: dict[str, list[str]] = {
     "uniform+median": ["--methods", "pemn,fedavg", "--vote-weighting", "uniform",
                        "--robust", "median"],
     "trimmed-mean": ["--methods", "fedavg", "--robust", "trimmed-mean"],
+    "dither": ["--methods", "evolve_dither"],
+    "dither+uniform": ["--methods", "evolve_dither", "--vote-weighting", "uniform"],
 }  # fmt: skip
 DEFENCES = {  # (run, method) -> label
     ("examples+mean", "pemn"): "PEMN-FL, votes weighted by examples",
@@ -39,6 +41,8 @@ DEFENCES = {  # (run, method) -> label
     ("examples+mean", "fedavg"): "FedAvg, mean",
     ("uniform+median", "fedavg"): "FedAvg, coordinate-wise median",
     ("trimmed-mean", "fedavg"): "FedAvg, 20% trimmed mean",
+    ("dither", "evolve_dither"): "evolve_dither, votes weighted by examples",
+    ("dither+uniform", "evolve_dither"): "evolve_dither, one vote per client",
 }
 
 

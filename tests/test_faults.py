@@ -230,7 +230,7 @@ def test_byzantine_clients_are_a_fixed_seeded_share() -> None:
 @pytest.mark.parametrize("options, words", [
     ({"byzantine": 0.5}, "[0, 0.5)"),
     ({"byzantine": -0.1}, "[0, 0.5)"),
-    ({"byzantine": 0.2, "methods": "evolve_dither,fedavg"}, "no attack is defined for evolve"),
+    ({"byzantine": 0.2, "methods": "fedpm,fedavg"}, "no attack is defined for fedpm"),
     ({"robust": "krum"}, "robust"),
 ])  # fmt: skip
 def test_bad_byzantine_settings_are_clear_errors(options: dict[str, object], words: str) -> None:
@@ -261,6 +261,40 @@ def test_a_byzantine_pemn_client_sends_the_complement_of_its_mask() -> None:
         )
     for honest, attack in zip(sent[False], sent[True], strict=True):
         np.testing.assert_array_equal(attack, ~honest)
+
+
+@pytest.mark.parametrize("module_name", ["evolve", "evolve_lattice"])
+def test_a_byzantine_evolve_client_votes_against_its_noise_mask(module_name: str) -> None:
+    import dataclasses
+    import importlib
+
+    from pemn_fl import faults
+    from pemn_fl.levels_codec import decode_levels
+
+    module = importlib.import_module(f"pemn_fl.methods.{module_name}")
+    honest_settings = dataclasses.replace(SETTINGS, methods=module_name)
+    settings = dataclasses.replace(honest_settings, byzantine=0.34)
+    attacker = next(p for p in range(PARTITIONS) if faults.is_byzantine(settings, p, PARTITIONS))
+    side, _ = _setup(module)
+    msg = next(m for m in side.strategy.configure_train(1, side.initial, ConfigRecord(), None)
+               if m.metadata.dst_node_id == 100 + attacker)  # type: ignore[arg-type]  # fmt: skip
+    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    signed = module.METHOD.name == "evolve_lattice"
+    sent = []
+    for s in (honest_settings, settings):
+        config = {"partition-id": attacker, "num-partitions": PARTITIONS}
+        ctx = Context(run_id=7, node_id=100 + attacker, state=RecordDict(), run_config={},
+                      node_config=config)  # fmt: skip
+        payload = bytes(module.METHOD.client_step(msg, ctx, s).content["update"]["mask"])
+        net = side.strategy.net  # type: ignore[attr-defined]
+        sent.append(decode_levels(payload, fingerprint=net.fingerprint, tag=1,
+                                  layer_sizes=net.sizes, max_level=2 if signed else 1))  # fmt: skip
+    for honest, attack in zip(*sent, strict=True):
+        if signed:  # ternary {-1, 0, 1} travels as {0, 1, 2}: negation is 2 - level
+            np.testing.assert_array_equal(attack, 2 - honest)
+        else:
+            np.testing.assert_array_equal(attack, 1 - honest)
+        assert honest.min() < honest.max()  # a real mask, not a constant
 
 
 def test_a_byzantine_fedavg_client_sends_its_update_negated_and_scaled() -> None:

@@ -40,6 +40,7 @@ from flwr.serverapp.strategy import Strategy
 from torch import nn
 
 from pemn_fl import evolving as E
+from pemn_fl import faults
 from pemn_fl import protocol as P
 from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
@@ -238,6 +239,8 @@ def client_step(
         train_config(settings), density=settings.density, signed=scheme.signed,
         seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
     )  # fmt: skip
+    if faults.is_byzantine(settings, pid, n):  # --byzantine: vote against what it learned
+        masks = [-m if scheme.signed else 1 - m for m in masks]
     shift = 1 if scheme.signed else 0  # ternary {-1, 0, 1} travels as {0, 1, 2}
     payload = encode_levels(
         [m.astype(np.int16) + shift for m in masks], fingerprint=net.fingerprint,
@@ -250,6 +253,9 @@ def client_step(
         }
     )
     return Message(content=content, reply_to=msg)
+
+
+ATTACK = "the complement of its noise mask (its negation for ternary masks)"
 
 
 # -- server ------------------------------------------------------------------------------
@@ -351,4 +357,5 @@ METHOD = Method(
     num_params=num_params,
     marker="-v",
     description="weights = seed + every round's votes over shared noise; exact counts down",
+    attack=ATTACK,
 )

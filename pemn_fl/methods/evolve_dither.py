@@ -49,5 +49,6 @@ METHOD = Method(
     server=evolve.server_for(NAME, SCHEME),
     num_params=evolve.num_params,
     marker="-P",
+    attack=evolve.ATTACK,
     description="evolve with a seeded dithered rounding of the vote fraction: ~H(levels) down",
 )

@@ -59,5 +59,6 @@ METHOD = Method(
     server=evolve.server_for(NAME, SCHEME),
     num_params=evolve.num_params,
     marker="-X",
+    attack=evolve.ATTACK,
     description="fixed +-step lattice; ternary client masks; sigma-delta integer steps down",
 )

@@ -25,6 +25,7 @@ METHOD = Method(
     server=evolve.server_for(NAME, SCHEME),
     num_params=evolve.num_params,
     marker="-h",
+    attack=evolve.ATTACK,
     description="evolve_dither with a server velocity every party keeps (beta = "
     "--weight-momentum); no extra bytes",
 )
