@@ -2,7 +2,8 @@
 
 A fixed, seeded share F of the clients attacks every round it is sampled (``--byzantine F``):
 PEMN-FL clients send the complement of their trained mask, evolve_dither clients the
-complement of their noise mask, FedAvg clients their update negated and scaled by 5. Both payloads are well formed, so no check rejects them. For
+complement of their noise mask, FedAvg clients their update negated and scaled by 5. All
+payloads are well formed, so no check rejects them. For
 F = 0, 0.1, 0.2, 0.3 on the classroom setting (digits, 20 clients), each defence runs through
 ``python -m simulations.run`` (Flower's Simulation Engine, same clients, rounds and data):
 
