@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 
@@ -74,11 +75,17 @@ class Traffic:
         self.messages_down += 1
 
     def add_up(self, msg: Message) -> None:
-        self.uplink_bytes += message_bytes(msg)
-        self.uplink_payload_bytes += payload_bytes(msg)
         self.messages_up += 1
         if msg.has_error():
             self.error_replies += 1
+        if msg.metadata.src_node_id == SUPERLINK_NODE_ID:
+            # Made by the SuperLink itself (node unavailable, reply expired): it never crossed
+            # a node's link, so it is a failed client but no uplink traffic. (Whether the
+            # instruction reached the node before it died, the Grid API does not say; its
+            # downlink stays counted, an upper bound.)
+            return
+        self.uplink_bytes += message_bytes(msg)
+        self.uplink_payload_bytes += payload_bytes(msg)
 
     @property
     def total_bytes(self) -> int:

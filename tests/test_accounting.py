@@ -22,7 +22,8 @@ pytestmark = pytest.mark.usefixtures("flower_identity")
 
 
 class EchoGrid:
-    """Answers each message with a fixed-size reply, or an error for node ``fail``."""
+    """Answers each message with a fixed-size reply, or an error for node ``fail``.
+    (Node ids start at 11: id 1 is the SuperLink's own.)"""
 
     def __init__(self, nodes: list[int], fail: int | None = None) -> None:
         self.nodes, self.fail = nodes, fail
@@ -51,8 +52,8 @@ def _messages(nodes: list[int]) -> list[Message]:
 
 
 def test_every_message_is_counted_both_ways_and_take_resets() -> None:
-    grid = MeteredGrid(EchoGrid([1, 2, 3], fail=3))  # type: ignore[arg-type]
-    sent = _messages([1, 2, 3])
+    grid = MeteredGrid(EchoGrid([11, 12, 13], fail=13))  # type: ignore[arg-type]
+    sent = _messages([11, 12, 13])
     replies = list(grid.send_and_receive(sent))
     traffic = grid.take()
     assert (traffic.messages_down, traffic.messages_up, traffic.error_replies) == (3, 3, 1)
@@ -98,3 +99,28 @@ def test_the_handshake_maps_partitions_and_skips_a_failed_node() -> None:
 
     mapping = handshake(MeteredGrid(HelloGrid([7, 8, 9], fail=8)), min_nodes=3, timeout=5)  # type: ignore[arg-type]
     assert mapping == {10: 7, 12: 9}
+
+
+def test_an_error_the_superlink_made_is_a_failed_client_but_no_uplink_traffic() -> None:
+    """A dead node's 'node unavailable' reply comes from the SuperLink, not over its link."""
+
+    class DeadNodeGrid(EchoGrid):
+        def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN202
+            replies = list(super().send_and_receive(messages, timeout=timeout))
+            for reply in replies:
+                if reply.has_error():
+                    reply.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+            return replies
+
+    crashed = MeteredGrid(EchoGrid([11, 12], fail=12))  # type: ignore[arg-type]
+    dead = MeteredGrid(DeadNodeGrid([11, 12], fail=12))  # type: ignore[arg-type]
+    replies = {id(g): list(g.send_and_receive(_messages([11, 12]))) for g in (crashed, dead)}
+    a, b = crashed.take(), dead.take()
+    assert (a.error_replies, b.error_replies) == (1, 1)  # both are failed clients
+    assert (a.messages_up, b.messages_up) == (2, 2)
+    assert a.downlink_bytes == b.downlink_bytes
+    # A crashed ClientApp's error reply travelled up its link; the SuperLink's did not.
+    assert b.uplink_bytes < a.uplink_bytes
+    good = [r for r in replies[id(dead)] if not r.has_error()]
+    assert b.uplink_bytes == sum(message_bytes(r) for r in good)
+    assert a.uplink_bytes == sum(message_bytes(r) for r in replies[id(crashed)])
