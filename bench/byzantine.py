@@ -7,8 +7,10 @@ payloads are well formed, so no check rejects them. For
 F = 0, 0.1, 0.2, 0.3 on the classroom setting (digits, 20 clients), each defence runs through
 ``python -m simulations.run`` (Flower's Simulation Engine, same clients, rounds and data):
 
-* PEMN-FL and evolve_dither, votes weighted by example count (the default) and one vote per
-  client (``--vote-weighting uniform``, FRL's rule);
+* PEMN-FL and evolve_dither, votes weighted by example count (the default), PEMN-FL with one
+  vote per client (``--vote-weighting uniform``, FRL's rule), and both with 30% of each
+  round's votes trimmed (``--trim-votes 0.3``: the votes farthest from the coordinate-wise
+  median are left out);
 * FedAvg with the mean (``--robust none``), the coordinate-wise median (``--robust median``)
   and the 20%-trimmed mean (``--robust trimmed-mean``), Flower's own strategies.
 
@@ -33,17 +35,19 @@ RUNS: dict[str, list[str]] = {
     "uniform+median": ["--methods", "pemn,fedavg", "--vote-weighting", "uniform",
                        "--robust", "median"],
     "trimmed-mean": ["--methods", "fedavg", "--robust", "trimmed-mean"],
+    "pemn+trim": ["--methods", "pemn", "--trim-votes", "0.3"],
     "dither": ["--methods", "evolve_dither"],
-    "dither+uniform": ["--methods", "evolve_dither", "--vote-weighting", "uniform"],
+    "dither+trim": ["--methods", "evolve_dither", "--trim-votes", "0.3"],
 }  # fmt: skip
 DEFENCES = {  # (run, method) -> label
     ("examples+mean", "pemn"): "PEMN-FL, votes weighted by examples",
     ("uniform+median", "pemn"): "PEMN-FL, one vote per client",
     ("examples+mean", "fedavg"): "FedAvg, mean",
     ("uniform+median", "fedavg"): "FedAvg, coordinate-wise median",
+    ("pemn+trim", "pemn"): "PEMN-FL, 30% trimmed votes",
     ("trimmed-mean", "fedavg"): "FedAvg, 20% trimmed mean",
     ("dither", "evolve_dither"): "evolve_dither, votes weighted by examples",
-    ("dither+uniform", "evolve_dither"): "evolve_dither, one vote per client",
+    ("dither+trim", "evolve_dither"): "evolve_dither, 30% trimmed votes",
 }
 
 

@@ -67,6 +67,7 @@ class RunSettings:
     corrupt_rate: float = 0.0  # fault injection: share of replies with a bit flipped per payload
     byzantine: float = 0.0  # share of clients that attack every round (pemn_fl.faults)
     robust: str = "none"  # FedAvg: none (mean), median or trimmed-mean (Flower's strategies)
+    trim_votes: float = 0.0  # mask votes: share of the farthest-from-median votes dropped
     seed: int = 0
     min_nodes: int = 1
 
@@ -116,6 +117,9 @@ class RunSettings:
         _choice("robust", self.robust, ROBUST)
         if not 0.0 <= self.byzantine < 0.5:
             raise SettingsError(f"byzantine={self.byzantine!r}: the attacking share of clients "
+                                "must be in [0, 0.5)")  # fmt: skip
+        if not 0.0 <= self.trim_votes < 0.5:
+            raise SettingsError(f"trim-votes={self.trim_votes!r}: the share of votes dropped "
                                 "must be in [0, 0.5)")  # fmt: skip
         if self.byzantine > 0:
             unarmed = [m for m in methods if not get(m).attack]

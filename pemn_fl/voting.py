@@ -8,10 +8,16 @@ top-k edges of ``S``. The state never travels; only the resulting mask does.
 
 Ties are broken deterministically so every replay of a run gives the same mask: first by
 the previous global mask (an edge already kept stays kept), then by a seeded random order.
+
+``--trim-votes BETA`` (``outliers``) first drops the ``BETA`` share of the round's votes that
+lie farthest (L1) from the coordinate-wise median of all of them, the way a trimmed mean
+drops extreme values: a minority of clients voting against what the others learned (the
+``--byzantine`` attack: complemented masks) is the farthest from that median.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,3 +91,20 @@ def global_mask(
         )
         for i, s in enumerate(state)
     ]
+
+
+def outliers(masks: Sequence[Sequence[np.ndarray]], trim: float) -> set[int]:
+    """Indices of the ``round(trim * n)`` votes farthest (L1) from the coordinate-wise median.
+
+    Works for 0/1 masks (the median is the majority) and ternary ones alike; at least one
+    vote is always kept, and ties in distance go to the earlier index (deterministic)."""
+    n = len(masks)
+    drop = min(n - 1, math.floor(trim * n + 0.5))
+    if drop <= 0:
+        return set()
+    distance = np.zeros(n)
+    for layer in range(len(masks[0])):
+        stack = np.stack([np.asarray(m[layer], dtype=np.float32) for m in masks])
+        distance += np.abs(stack - np.median(stack, axis=0)).sum(axis=1)
+    order = sorted(range(n), key=lambda i: (-distance[i], i))
+    return set(order[:drop])

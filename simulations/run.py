@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "fedavg: negated, scaled updates)")
     p.add_argument("--robust", default=d.robust,
                    help="FedAvg's aggregation: none (mean), median or trimmed-mean")
+    p.add_argument("--trim-votes", type=float, default=d.trim_votes,
+                   help="mask-voting methods: share of each round's votes farthest from the "
+                   "coordinate-wise median left out (a trimmed vote)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--cpus-per-client", type=float, default=1.0,
                    help="Ray CPUs per client actor (2 cores -> 2 clients side by side)")
@@ -116,7 +119,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         pm_lr=args.pm_lr,
         posterior_decay=args.posterior_decay, server_lr=args.server_lr, bits=args.bits,
         topk_fraction=args.topk_fraction, drop_rate=args.drop_rate, byzantine=args.byzantine,
-        robust=args.robust,
+        robust=args.robust, trim_votes=args.trim_votes,
         corrupt_rate=args.corrupt_rate,
         seed=args.seed, min_nodes=args.clients,
     )  # fmt: skip

@@ -213,3 +213,20 @@ def test_tally_is_exactly_order_independent() -> None:
     backward = tally(masks[::-1], weights[::-1])
     for a, b in zip(forward, backward, strict=True):
         assert np.array_equal(a, b)
+
+
+def test_trimmed_votes_drop_the_masks_farthest_from_the_median() -> None:
+    from pemn_fl.voting import outliers
+
+    rng = np.random.default_rng(5)
+    consensus = [rng.random(300) < 0.5, rng.random(40) < 0.5]
+    honest = []
+    for _ in range(8):  # each honest vote: the consensus with 10% of its bits flipped
+        honest.append([np.where(rng.random(c.size) < 0.1, ~c, c) for c in consensus])
+    attackers = [[~m for m in honest[0]], [~m for m in honest[1]]]
+    votes = honest[:3] + [attackers[0]] + honest[3:] + [attackers[1]]
+    assert outliers(votes, 0.2) == {3, 9}  # round(0.2 * 10) = 2 dropped: the complements
+    assert outliers(votes, 0.0) == set()
+    assert len(outliers(votes[:2], 0.49)) == 1  # at least one vote is always kept
+    ternary = [[np.array([1, 0, -1, 0])], [np.array([1, 0, -1, 1])], [np.array([-1, 0, 1, 0])]]
+    assert outliers(ternary, 0.34) == {2}  # the negated vote is the farthest

@@ -43,6 +43,7 @@ from pemn_fl import evolving as E
 from pemn_fl import faults
 from pemn_fl import protocol as P
 from pemn_fl import replica as R
+from pemn_fl import voting as V
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
@@ -300,6 +301,12 @@ class EvolvingVotes(ServerEvaluation, Strategy):
                     float(metrics.get("train-loss", float("nan"))))  # fmt: skip
 
         kept, self.rejected = screen(replies, self.sampler, server_round, check)
+        dropped = V.outliers([mask for _, (mask, _, _) in kept], self.settings.trim_votes
+                             ) if kept else set()  # fmt: skip
+        if dropped:  # --trim-votes: valid payloads, left out of the vote (and counted)
+            log.info("round %s: %d outlying votes trimmed", server_round, len(dropped))
+            self.rejected += len(dropped)
+            kept = [item for i, item in enumerate(kept) if i not in dropped]
         nodes = [node for node, _ in kept]
         masks = [mask for _, (mask, _, _) in kept]
         weights = [n if self.settings.vote_weighting == "examples" else 1.0

@@ -33,7 +33,7 @@ from pemn_fl.methods.base import (
     partition_of,
 )
 from pemn_fl.sampling import RoundSampler
-from pemn_fl.voting import global_mask, tally, update_state
+from pemn_fl.voting import global_mask, outliers, tally, update_state
 
 log = logging.getLogger("pemn_fl.server")
 
@@ -122,8 +122,10 @@ class MaskVoting(ServerEvaluation, Strategy):
         weighting: str = "examples",
         message_type: str = f"train.{NAME}",
         max_examples: int = 2**31 - 1,
+        trim: float = 0.0,
     ) -> None:
         self.sampler = sampler
+        self.trim = trim  # --trim-votes: share of outlying votes left out each round
         self.fingerprint = fingerprint
         self.layer_sizes = layer_sizes
         self.keep, self.seed, self.momentum, self.weighting = keep, seed, momentum, weighting
@@ -207,6 +209,12 @@ class MaskVoting(ServerEvaluation, Strategy):
             masks.append(mask)
             weights.append(num_examples if self.weighting == "examples" else 1.0)
             losses.append(float(metrics.get("train-loss", float("nan"))))
+        dropped = outliers(masks, self.trim)
+        if dropped:  # --trim-votes: valid payloads, left out of the vote (and counted)
+            log.info("round %s: %d outlying votes trimmed", server_round, len(dropped))
+            self.rejected += len(dropped)
+            masks, weights, losses = ([v for i, v in enumerate(seq) if i not in dropped]
+                                      for seq in (masks, weights, losses))  # fmt: skip
         if not masks or sum(weights) <= 0:
             log.warning("round %s: no valid mask update; global mask unchanged", server_round)
             return None, None
@@ -235,6 +243,7 @@ def server(settings: RunSettings, sampler: RoundSampler, name: str = NAME) -> Se
         initial_mask=P.initial_mask(settings), keep=settings.keep, seed=settings.seed,
         momentum=settings.server_momentum, weighting=settings.vote_weighting,
         message_type=f"train.{name}", max_examples=len(P.dataset_of(settings).y_train),
+        trim=settings.trim_votes,
     )  # fmt: skip
     return ServerSide(
         strategy, model, mask_to_record(strategy.current),
