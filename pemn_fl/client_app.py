@@ -6,6 +6,8 @@ module under ``pemn_fl/methods``; this file only routes messages and builds the 
 
 from __future__ import annotations
 
+import time
+
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -41,6 +43,8 @@ def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
             reply = step(msg, context, settings)
             if fault == "corrupt":
                 faults.corrupt(reply, seed)
+            if fault == "straggle":  # trained, but answers after the server stopped waiting
+                time.sleep(settings.round_deadline + faults.STRAGGLE_AFTER)
             return reply
 
         return handler

@@ -20,6 +20,7 @@ from pemn_fl.task import OPTIMIZERS, TrainConfig
 
 CLIENT_INITS = ("stateless", "stateful")
 VOTE_WEIGHTINGS = ("examples", "uniform")
+MAX_STRAGGLER_DEADLINE = 600.0  # a straggler sleeps past the deadline: keep runs finite
 ROBUST = ("none", "median", "trimmed-mean")  # FedAvg's aggregation (Flower's strategies)
 
 
@@ -65,6 +66,8 @@ class RunSettings:
     topk_fraction: float = 0.01  # topk: fraction of each tensor's update sent, both ways
     drop_rate: float = 0.0  # fault injection: share of sampled clients that fail (pemn_fl.faults)
     corrupt_rate: float = 0.0  # fault injection: share of replies with a bit flipped per payload
+    straggler_rate: float = 0.0  # fault injection: share of sampled clients that answer late
+    round_deadline: float = 3600.0  # seconds the server waits for a round's replies (Flower's)
     byzantine: float = 0.0  # share of clients that attack every round (pemn_fl.faults)
     robust: str = "none"  # FedAvg: none (mean), median or trimmed-mean (Flower's strategies)
     trim_votes: float = 0.0  # mask votes: share of the farthest-from-median votes dropped
@@ -152,12 +155,22 @@ class RunSettings:
             raise SettingsError(f"bits={self.bits!r}: QSGD takes 2, 4 or 8 bits per weight")
         if not 0.0 < self.topk_fraction <= 1.0:
             raise SettingsError(f"topk-fraction={self.topk_fraction!r}: must be in (0, 1]")
-        for name in ("drop-rate", "corrupt-rate"):
+        for name in ("drop-rate", "corrupt-rate", "straggler-rate"):
             value = getattr(self, name.replace("-", "_"))
             if not 0.0 <= value <= 1.0:
                 raise SettingsError(f"{name}={value!r}: must be a probability in [0, 1]")
-        if self.drop_rate + self.corrupt_rate > 1.0:
-            raise SettingsError("drop-rate + corrupt-rate must be at most 1")
+        if self.drop_rate + self.corrupt_rate + self.straggler_rate > 1.0:
+            raise SettingsError("drop-rate + corrupt-rate + straggler-rate must be at most 1")
+        if not (self.round_deadline > 0 and math.isfinite(self.round_deadline)):
+            raise SettingsError(f"round-deadline={self.round_deadline!r}: must be a positive "
+                                "number of seconds")  # fmt: skip
+        if self.straggler_rate > 0 and self.round_deadline > MAX_STRAGGLER_DEADLINE:
+            raise SettingsError(
+                f"straggler-rate={self.straggler_rate!r} with round-deadline="
+                f"{self.round_deadline!r}: a straggler answers just after the deadline, so set "
+                f"--round-deadline (seconds, at most {MAX_STRAGGLER_DEADLINE:g}) above a normal "
+                "round's client time"
+            )
         if not 0.0 <= self.weight_momentum < 1.0:
             raise SettingsError(f"weight-momentum={self.weight_momentum!r}: must be in [0, 1)")
         if not 0.0 <= self.posterior_decay <= 1.0:

@@ -9,6 +9,9 @@ as a clean one.
   CRC and are rejected (``clients_rejected``); FedAvg's float arrays carry none, so a flipped
   bit reaches the average unless it makes a value non-finite: the honest difference.
 
+* **straggle**: the client trains and answers ``STRAGGLE_AFTER`` seconds past the round
+  deadline (``--round-deadline``), which the server does not wait for: a failed client whose
+  late reply never reaches the ServerApp (nor the meter), as on a real SuperLink.
 * **byzantine**: a fixed share of the clients (the same partitions all run, drawn from the
   seed) attack every time they are sampled, each method as its ``Method.attack`` says
   (PEMN-FL: the complement of the trained mask; FedAvg: the local update negated and
@@ -27,6 +30,7 @@ from pemn_fl.config import RunSettings
 from pemn_fl.prototype import derived_seed
 
 COUNTER = "fault-messages"
+STRAGGLE_AFTER = 1.0  # seconds past the round deadline a straggler's reply is sent
 ATTACK_SCALE = 5.0  # a Byzantine FedAvg client sends W - 5 * (its update) instead of W + update
 
 
@@ -52,13 +56,13 @@ def round_of(msg: Message) -> int | None:
 
 def draw(settings: RunSettings, context: Context, method: str, msg: Message
          ) -> tuple[str | None, int]:  # fmt: skip
-    """``("drop" | "corrupt" | None, seed)`` for this node's message of ``method``.
+    """``("drop" | "corrupt" | "straggle" | None, seed)`` for this node's message of ``method``.
 
     Seeded by the message's round, so a failure does not shift later draws (a failed client
     keeps no state); a message without a round (a plug-in method) falls back to a per-node
     count of the messages it completed.
     """
-    if not (settings.drop_rate or settings.corrupt_rate):
+    if not (settings.drop_rate or settings.corrupt_rate or settings.straggler_rate):
         return None, 0
     index = round_of(msg)
     if index is None:
@@ -72,6 +76,8 @@ def draw(settings: RunSettings, context: Context, method: str, msg: Message
         return "drop", seed
     if u < settings.drop_rate + settings.corrupt_rate:
         return "corrupt", seed
+    if u < settings.drop_rate + settings.corrupt_rate + settings.straggler_rate:
+        return "straggle", seed
     return None, seed
 
 

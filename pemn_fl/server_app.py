@@ -94,7 +94,7 @@ def _run_method(
             save(models_dir / f"{method.name}.pemn", export_model(
                 method, settings, fingerprint, arrays, server_round, acc))  # fmt: skip
         on_round(row)
-        injected = settings.drop_rate > 0 or settings.corrupt_rate > 0
+        injected = settings.drop_rate > 0 or settings.corrupt_rate > 0 or settings.byzantine > 0
         if server_round >= 1 and traffic.messages_up == rejected > 0 and not injected:
             # Without injected faults, a round where no reply is usable means a setup error
             # (a prototype fingerprint mismatch: client and server settings differ); stop
@@ -108,7 +108,7 @@ def _run_method(
 
     strategy.start(
         grid=grid, initial_arrays=side.initial, num_rounds=settings.num_server_rounds,
-        evaluate_fn=evaluate_fn,
+        evaluate_fn=evaluate_fn, timeout=settings.round_deadline,
     )  # fmt: skip
 
 

@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fault injection: share of sampled clients that fail each round")
     p.add_argument("--corrupt-rate", type=float, default=d.corrupt_rate,
                    help="fault injection: share of replies with one bit flipped per payload")
+    p.add_argument("--straggler-rate", type=float, default=d.straggler_rate,
+                   help="fault injection: share of sampled clients that answer after the "
+                   "round deadline (needs --round-deadline)")
+    p.add_argument("--round-deadline", type=float, default=d.round_deadline,
+                   help="seconds the server waits for a round's replies")
     p.add_argument("--byzantine", type=float, default=d.byzantine,
                    help="share of clients that attack every round (pemn: inverted masks; "
                    "fedavg: negated, scaled updates)")
@@ -119,7 +124,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         pm_lr=args.pm_lr,
         posterior_decay=args.posterior_decay, server_lr=args.server_lr, bits=args.bits,
         topk_fraction=args.topk_fraction, drop_rate=args.drop_rate, byzantine=args.byzantine,
-        robust=args.robust, trim_votes=args.trim_votes,
+        robust=args.robust, trim_votes=args.trim_votes, straggler_rate=args.straggler_rate,
+        round_deadline=args.round_deadline,
         corrupt_rate=args.corrupt_rate,
         seed=args.seed, min_nodes=args.clients,
     )  # fmt: skip

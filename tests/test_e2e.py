@@ -268,6 +268,22 @@ def test_injected_faults_are_recorded_and_the_run_goes_on(tmp_path: Path) -> Non
     assert (counts == trained["clients_sampled"]).all()
 
 
+def test_stragglers_miss_the_deadline_and_the_run_goes_on(tmp_path: Path) -> None:
+    out = simulate(tmp_path / "late", "--dense-width", "0.5", "--methods", "pemn,fedavg",
+                   "--rounds", "3", "--straggler-rate", "0.34",
+                   "--round-deadline", "6")  # fmt: skip
+    rounds = pd.read_csv(out / "rounds.csv")
+    trained = rounds[rounds["round"] > 0]
+    assert list(trained.groupby("method")["round"].max()) == [3, 3]
+    assert trained["clients_failed"].sum() > 0  # late replies: no reply by the deadline
+    # A straggler's late reply is never used, and a PEMN-FL node that straggled can still
+    # decode what it is sent next (no rejections follow).
+    assert trained["clients_rejected"].sum() == 0
+    counts = trained[["clients_replied", "clients_rejected", "clients_failed"]].sum(axis=1)
+    assert (counts == trained["clients_sampled"]).all()
+    assert (trained["wall_s"] >= 6).any()  # the server did wait for the deadline
+
+
 @pytest.mark.parametrize("which", ["run_dir", "variants_dir", "zoo_dir"])
 def test_every_run_writes_a_model_that_evaluates_to_its_final_accuracy(
     which: str, request: pytest.FixtureRequest

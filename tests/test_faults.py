@@ -353,3 +353,47 @@ def test_robust_fedavg_is_flowers_own_strategy_and_shrugs_off_an_outlier(
         assert np.abs(got).max() <= honest_range + 1e-6  # the outlier moved nothing
     mean = np.mean(stacked[0], axis=0)
     assert np.abs(mean).max() > 1e3  # while a plain mean would have been ruined
+
+
+# -- stragglers --------------------------------------------------------------------------
+def test_a_pemn_node_whose_reply_never_came_is_not_sent_a_delta_it_cannot_decode() -> None:
+    side, contexts = _setup(pemn)
+    _round(pemn, side, contexts, 1)
+    _round(pemn, side, contexts, 2)  # node 100 provably holds version 1
+    # Round 3: node 100 trains (so it now holds version 2) but its reply misses the deadline.
+    arrays = side.strategy.last  # type: ignore[attr-defined]
+    sent = list(side.strategy.configure_train(3, arrays, ConfigRecord(), None))  # type: ignore[arg-type]
+    replies = []
+    for m in sent:
+        m.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+        reply = pemn.METHOD.client_step(m, contexts[m.metadata.dst_node_id], SETTINGS)
+        reply.metadata.__dict__["_src_node_id"] = m.metadata.dst_node_id
+        if m.metadata.dst_node_id != 100:
+            replies.append(reply)
+    new, _ = side.strategy.aggregate_train(3, replies)
+    side.strategy.last = new  # type: ignore[attr-defined]
+    # Round 4: no delta against version 1 (which the node no longer holds): it decodes.
+    sent, _ = _round(pemn, side, contexts, 4)
+    assert side.strategy.rejected == 0
+    header = inspect_payload(bytes(next(m for m in sent if m.metadata.dst_node_id == 100)
+                                   .content["config"]["mask"]))  # fmt: skip
+    assert header.reference_id != 1
+
+
+def test_straggler_draws_and_their_deadline_setting() -> None:
+    import dataclasses
+
+    from pemn_fl import faults
+    from pemn_fl.config import SettingsError
+
+    settings = dataclasses.replace(SETTINGS, straggler_rate=0.25, round_deadline=5.0)
+    ctx = _setup(pemn)[1][100]
+    draws = [faults.draw(settings, ctx, "pemn", _message(r))[0] for r in range(1, 4001)]
+    assert draws.count("straggle") / 4000 == pytest.approx(0.25, abs=0.03)
+    assert set(draws) == {"straggle", None}
+    with pytest.raises(SettingsError, match="set --round-deadline"):
+        dataclasses.replace(SETTINGS, straggler_rate=0.1)  # Flower's default: an hour
+    with pytest.raises(SettingsError, match="at most 1"):
+        dataclasses.replace(SETTINGS, straggler_rate=0.6, drop_rate=0.5, round_deadline=5.0)
+    with pytest.raises(SettingsError, match="round-deadline"):
+        dataclasses.replace(SETTINGS, round_deadline=0.0)

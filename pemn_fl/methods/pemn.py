@@ -178,6 +178,12 @@ class MaskVoting(ServerEvaluation, Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         masks, weights, losses = [], [], []
         self.rejected = 0
+        replies = list(replies)
+        answered = {reply.metadata.src_node_id for reply in replies}
+        for node in set(self.sampler(server_round)) - answered:
+            # No reply by the deadline (a straggler, a dead node): it may hold the mask it was
+            # just sent, or not; as for a failed reply, send it the packed mask next time.
+            self.holds.pop(node, None)
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error():
