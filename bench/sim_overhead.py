@@ -47,7 +47,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from bench.accuracy_frontier import PRESETS  # the same two settings as the accuracy study
 from pemn_fl import protocol as P
 from pemn_fl.config import RunSettings
-from pemn_fl.methods import get
+from pemn_fl.data import Dataset
+from pemn_fl.methods import Method, ServerSide, get
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import evaluate
 
@@ -59,22 +60,26 @@ def _settings(options: list[str], method: str, rounds: int) -> tuple[RunSettings
     return settings_from_args(args), args.clients
 
 
-def plain_loop(settings: RunSettings, clients: int, method_name: str) -> pd.DataFrame:
-    """Every round of one method as plain function calls; seconds per piece per round."""
-    torch.set_num_threads(1)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
+def _federation(settings: RunSettings, clients: int, method_name: str
+                ) -> tuple[Method, ServerSide, Dataset, dict[int, Context]]:  # fmt: skip
+    """The method, its server side, the data and one context per partition (node 1000 + pid)."""
     method = get(method_name)
     node_of = {pid: 1000 + pid for pid in range(clients)}
-    sampler = RoundSampler(node_of, settings.fraction, settings.seed)
-    side = method.server(settings, sampler)
-    strategy = side.strategy
-    data = P.dataset_of(settings)
+    side = method.server(settings, RoundSampler(node_of, settings.fraction, settings.seed))
     contexts = {
         pid: Context(run_id=1, node_id=node,
                      node_config={"partition-id": pid, "num-partitions": clients},
                      state=RecordDict(), run_config={})  # fmt: skip
         for pid, node in node_of.items()
     }
+    return method, side, P.dataset_of(settings), contexts
+
+
+def plain_loop(settings: RunSettings, clients: int, method_name: str) -> pd.DataFrame:
+    """Every round of one method as plain function calls; seconds per piece per round."""
+    _worker_init()
+    method, side, data, contexts = _federation(settings, clients, method_name)
+    strategy = side.strategy
     arrays, rows = side.initial, []
     for r in range(1, settings.num_server_rounds + 1):
         t0 = time.perf_counter()
@@ -119,16 +124,7 @@ def parallel_loop(settings: RunSettings, clients: int, method_name: str, paralle
                   ) -> pd.DataFrame:  # fmt: skip
     """Every round with the client steps split over ``parallel`` processes; wall per round."""
     _worker_init()
-    method = get(method_name)
-    node_of = {pid: 1000 + pid for pid in range(clients)}
-    side = method.server(settings, RoundSampler(node_of, settings.fraction, settings.seed))
-    data = P.dataset_of(settings)
-    contexts = {
-        pid: Context(run_id=1, node_id=node,
-                     node_config={"partition-id": pid, "num-partitions": clients},
-                     state=RecordDict(), run_config={})
-        for pid, node in node_of.items()
-    }  # fmt: skip
+    _, side, data, contexts = _federation(settings, clients, method_name)
     arrays, rows = side.initial, []
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(parallel, mp_context=spawn, initializer=_worker_init) as pool:
