@@ -397,3 +397,37 @@ def test_straggler_draws_and_their_deadline_setting() -> None:
         dataclasses.replace(SETTINGS, straggler_rate=0.6, drop_rate=0.5, round_deadline=5.0)
     with pytest.raises(SettingsError, match="round-deadline"):
         dataclasses.replace(SETTINGS, round_deadline=0.0)
+
+
+@pytest.mark.parametrize("module_name", ["pemn", "evolve"])
+def test_trimmed_votes_leave_the_attacker_out_and_count_it(module_name: str) -> None:
+    import dataclasses
+    import importlib
+
+    from pemn_fl import faults
+
+    module = importlib.import_module(f"pemn_fl.methods.{module_name}")
+    settings = dataclasses.replace(SETTINGS, methods=module_name, byzantine=0.34,
+                                   trim_votes=0.34)  # fmt: skip
+    attacker = next(p for p in range(PARTITIONS) if faults.is_byzantine(settings, p, PARTITIONS))
+    node_of = {p: 100 + p for p in range(PARTITIONS)}
+    side = module.METHOD.server(settings, RoundSampler(node_of, 1.0, seed=0))
+    sent = list(side.strategy.configure_train(1, side.initial, ConfigRecord(), None))  # type: ignore[arg-type]
+    replies = []
+    for m in sent:
+        m.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+        pid = m.metadata.dst_node_id - 100
+        ctx = Context(run_id=7, node_id=m.metadata.dst_node_id, state=RecordDict(),
+                      node_config={"partition-id": pid, "num-partitions": PARTITIONS},
+                      run_config={})  # fmt: skip
+        reply = module.METHOD.client_step(m, ctx, settings)
+        reply.metadata.__dict__["_src_node_id"] = m.metadata.dst_node_id
+        replies.append(reply)
+    new, _ = side.strategy.aggregate_train(1, replies)
+    assert new is not None and side.strategy.rejected == 1  # the one trimmed vote
+    honest = [r for r in replies if r.metadata.src_node_id != 100 + attacker]
+    untrimmed = dataclasses.replace(settings, trim_votes=0.0)
+    clean, _ = module.METHOD.server(untrimmed, RoundSampler(node_of, 1.0, seed=0)
+                                    ).strategy.aggregate_train(1, honest)  # fmt: skip
+    for a, b in zip(new.to_numpy_ndarrays(), clean.to_numpy_ndarrays(), strict=True):
+        np.testing.assert_array_equal(a, b)  # as if the attacker had not voted at all

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -23,6 +24,7 @@ from torch import nn
 
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.sampling import RoundSampler
+from pemn_fl.voting import outliers
 
 if TYPE_CHECKING:
     from pemn_fl.config import RunSettings
@@ -136,3 +138,14 @@ def screen(
             refused += 1
             log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
     return kept, refused
+
+
+def trim_votes(kept: list[T], masks: list[list[np.ndarray]], share: float, server_round: int
+               ) -> tuple[list[T], int]:  # fmt: skip
+    """``--trim-votes``: ``kept`` without the votes ``voting.outliers`` picks in ``masks``
+    (one per item, same order), and how many were left out. They are valid payloads, left
+    out of the vote; callers count them as rejected."""
+    dropped = outliers(masks, share) if kept else set()
+    if dropped:
+        log.info("round %s: %d outlying votes trimmed", server_round, len(dropped))
+    return [item for i, item in enumerate(kept) if i not in dropped], len(dropped)

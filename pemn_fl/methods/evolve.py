@@ -43,7 +43,6 @@ from pemn_fl import evolving as E
 from pemn_fl import faults
 from pemn_fl import protocol as P
 from pemn_fl import replica as R
-from pemn_fl import voting as V
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
@@ -55,6 +54,7 @@ from pemn_fl.methods.base import (
     num_examples_of,
     partition_of,
     screen,
+    trim_votes,
 )
 from pemn_fl.models import build_model
 from pemn_fl.prototype import derived_seed, fingerprint, materialize
@@ -301,12 +301,9 @@ class EvolvingVotes(ServerEvaluation, Strategy):
                     float(metrics.get("train-loss", float("nan"))))  # fmt: skip
 
         kept, self.rejected = screen(replies, self.sampler, server_round, check)
-        dropped = V.outliers([mask for _, (mask, _, _) in kept], self.settings.trim_votes
-                             ) if kept else set()  # fmt: skip
-        if dropped:  # --trim-votes: valid payloads, left out of the vote (and counted)
-            log.info("round %s: %d outlying votes trimmed", server_round, len(dropped))
-            self.rejected += len(dropped)
-            kept = [item for i, item in enumerate(kept) if i not in dropped]
+        kept, trimmed = trim_votes(kept, [mask for _, (mask, _, _) in kept],
+                                   self.settings.trim_votes, server_round)  # fmt: skip
+        self.rejected += trimmed
         nodes = [node for node, _ in kept]
         masks = [mask for _, (mask, _, _) in kept]
         weights = [n if self.settings.vote_weighting == "examples" else 1.0

@@ -31,9 +31,10 @@ from pemn_fl.methods.base import (
     ServerSide,
     num_examples_of,
     partition_of,
+    trim_votes,
 )
 from pemn_fl.sampling import RoundSampler
-from pemn_fl.voting import global_mask, outliers, tally, update_state
+from pemn_fl.voting import global_mask, tally, update_state
 
 log = logging.getLogger("pemn_fl.server")
 
@@ -215,12 +216,10 @@ class MaskVoting(ServerEvaluation, Strategy):
             masks.append(mask)
             weights.append(num_examples if self.weighting == "examples" else 1.0)
             losses.append(float(metrics.get("train-loss", float("nan"))))
-        dropped = outliers(masks, self.trim)
-        if dropped:  # --trim-votes: valid payloads, left out of the vote (and counted)
-            log.info("round %s: %d outlying votes trimmed", server_round, len(dropped))
-            self.rejected += len(dropped)
-            masks, weights, losses = ([v for i, v in enumerate(seq) if i not in dropped]
-                                      for seq in (masks, weights, losses))  # fmt: skip
+        votes, trimmed = trim_votes(list(zip(masks, weights, losses, strict=True)), masks,
+                                    self.trim, server_round)  # fmt: skip
+        self.rejected += trimmed
+        masks, weights, losses = ([v[i] for v in votes] for i in range(3))
         if not masks or sum(weights) <= 0:
             log.warning("round %s: no valid mask update; global mask unchanged", server_round)
             return None, None
