@@ -60,23 +60,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(run_dir: Path, out: Path, method: str | None) -> int:
+    import shutil
+
     from pemn_fl.export import find_model
-    from pemn_fl.modelfile import ModelFileError, dumps, load
+    from pemn_fl.modelfile import ModelFileError, load
 
     try:
-        model = load(find_model(run_dir, method))
-        data = dumps(model)
-        out.write_bytes(data)
+        source = find_model(run_dir, method)
+        model = load(source)  # checked whole before it is handed on
+        shutil.copyfile(source, out)
     except ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    size = out.stat().st_size
     dense = int(model.info.get("float32_bytes", 0))
-    ratio = f" ({dense / len(data):.1f}x smaller)" if dense and len(data) < dense else ""
+    ratio = f" ({dense / size:.1f}x smaller)" if dense and size < dense else ""
     print(f"{out}: {model.method} after round {model.final_round}, accuracy "
-          f"{model.accuracy:.4f}; {len(data):,} bytes, against {dense:,} bytes for the same "
+          f"{model.accuracy:.4f}; {size:,} bytes, against {dense:,} bytes for the same "
           f"model's arrays as float32{ratio}")  # fmt: skip
     return 0
 

@@ -50,10 +50,11 @@ def rebuild(model: ModelFile, data_dir: str | None = None) -> tuple[RunSettings,
     except (ValueError, KeyError) as exc:
         raise ModelFileError(f"model file settings are not usable here: {exc}") from None
     side = method.server(settings, RoundSampler({0: 0}, 1.0, settings.seed))
-    if fingerprint_of(side) != model.fingerprint:
+    here = fingerprint_of(side)
+    if here != model.fingerprint:
         raise ModelFileError(
             f"the settings in this file rebuild a different starting model here (fingerprint "
-            f"{fingerprint_of(side)} != {model.fingerprint}): the masks would select edges of "
+            f"{here} != {model.fingerprint}): the masks would select edges of "
             "another network. Use the pemn-fl and torch versions the run used."
         )
     try:
