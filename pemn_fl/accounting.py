@@ -12,11 +12,14 @@ Two numbers per message, both *measured* on what was actually built, never estim
   broadcast to many nodes once, but each node still downloads its own copy, so per-message
   size is the honest count of the message itself.
 
-What the transport adds is *not* counted here, and it is not small: a real SuperLink sends
-each message as several content-addressed objects over HTTP, with ~840 B of headers per
-request (node key, signature, timestamp). Measured through a byte-counting proxy on
-loopback (``../shared/REFERENCES.md``), that made PEMN-FL's traffic 2.3x its message bytes
-(small messages) and FedAvg's 1.03x; idle polling and the app bundle come on top.
+A third level, ``wire``, is what the transport adds on top, and it is not small: in Flower
+1.42 a SuperNode fetches each message as several content-addressed objects, one HTTP/1.1
+request per object, each with ~840 B of headers (node key, signature, timestamp). Measured
+through a byte-counting proxy on loopback (3 nodes, digits, mlp), that made PEMN-FL's
+traffic ~2.3x its message bytes (small messages) and FedAvg's ~1.03x. In a deployment run
+``WireMeter`` reads those measured bytes (``pemn_fl.wireproxy``) at every round's end; in
+simulation ``pemn_fl.transport`` models them from the same messages. Idle polling and the
+app bundle are not per-round traffic: deployments report them apart.
 
 ``MeteredGrid`` wraps the ``Grid`` the ServerApp receives, so *every* message of *every*
 strategy, ours or Flower's built-in FedAvg, goes through ``message_bytes`` in both
@@ -25,15 +28,19 @@ directions without the strategies knowing.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
+
+from pemn_fl import transport
 
 
 def message_bytes(msg: Message) -> int:
@@ -68,11 +75,22 @@ class Traffic:
     messages_down: int = 0
     messages_up: int = 0
     error_replies: int = 0
+    # Wire level: modelled (``transport``) unless a ``WireMeter`` replaced it with measured
+    # bytes; the model's figure is kept beside the measured one for comparison.
+    uplink_wire_bytes: float = 0.0
+    downlink_wire_bytes: float = 0.0
+    model_uplink_wire_bytes: float = 0.0
+    model_downlink_wire_bytes: float = 0.0
+    wire_measured: bool = False
+    stored_objects: set[str] = field(default_factory=set)  # the SuperLink's de-duplication
 
     def add_down(self, msg: Message) -> None:
         self.downlink_bytes += message_bytes(msg)
         self.downlink_payload_bytes += payload_bytes(msg)
         self.messages_down += 1
+        wire = transport.downlink_wire_bytes(msg)
+        self.model_downlink_wire_bytes += wire
+        self.downlink_wire_bytes += wire
 
     def add_up(self, msg: Message) -> None:
         self.messages_up += 1
@@ -86,10 +104,43 @@ class Traffic:
             return
         self.uplink_bytes += message_bytes(msg)
         self.uplink_payload_bytes += payload_bytes(msg)
+        wire = transport.uplink_wire_bytes(msg, self.stored_objects)
+        self.model_uplink_wire_bytes += wire
+        self.uplink_wire_bytes += wire
 
     @property
     def total_bytes(self) -> int:
         return self.uplink_bytes + self.downlink_bytes
+
+    @property
+    def total_wire_bytes(self) -> int:
+        return round(self.uplink_wire_bytes) + round(self.downlink_wire_bytes)
+
+
+@dataclass
+class WireMeter:
+    """Reads the byte-counting proxy's meter file (``pemn_fl.wireproxy``) in a deployment.
+
+    ``take()`` returns the bytes of each category counted since the previous call. The
+    proxy counts a call before forwarding its last byte, so every message of a round is in
+    the meter by the time the ServerApp closes the round; only the few hundred bytes of
+    ``push-object`` answers still in flight at that instant can slip into the next round.
+    """
+
+    path: Path
+    last: dict[str, int] = field(default_factory=dict)
+
+    def read(self) -> dict[str, int]:
+        try:
+            return {k: int(v) for k, v in json.loads(self.path.read_text())["bytes"].items()}
+        except (OSError, ValueError, KeyError, TypeError):
+            return dict(self.last)  # mid-replace or gone: nothing new this time
+
+    def take(self) -> dict[str, int]:
+        now = self.read()
+        delta = {k: v - self.last.get(k, 0) for k, v in now.items()}
+        self.last = now
+        return delta
 
 
 @dataclass
@@ -101,9 +152,15 @@ class MeteredGrid(Grid):
 
     inner: Grid
     traffic: Traffic = field(default_factory=Traffic)
+    wire_meter: WireMeter | None = None  # measured wire bytes (deployment with the proxy)
 
     def take(self) -> Traffic:
         out, self.traffic = self.traffic, Traffic()
+        if self.wire_meter is not None:
+            delta = self.wire_meter.take()
+            out.uplink_wire_bytes = float(delta.get("uplink", 0))
+            out.downlink_wire_bytes = float(delta.get("downlink", 0))
+            out.wire_measured = True
         return out
 
     # -- counted paths ---------------------------------------------------------------

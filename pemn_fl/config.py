@@ -22,6 +22,7 @@ CLIENT_INITS = ("stateless", "stateful")
 VOTE_WEIGHTINGS = ("examples", "uniform")
 MAX_STRAGGLER_DEADLINE = 600.0  # a straggler sleeps past the deadline: keep runs finite
 ROBUST = ("none", "median", "trimmed-mean")  # FedAvg's aggregation (Flower's strategies)
+BYTES_LEVELS = ("payload", "message", "wire")  # see pemn_fl.report.LEVELS
 
 
 class SettingsError(ValueError):
@@ -71,6 +72,7 @@ class RunSettings:
     byzantine: float = 0.0  # share of clients that attack every round (pemn_fl.faults)
     robust: str = "none"  # FedAvg: none (mean), median or trimmed-mean (Flower's strategies)
     trim_votes: float = 0.0  # mask votes: share of the farthest-from-median votes dropped
+    bytes_level: str = "wire"  # summaries and plots: payload, message or wire bytes
     seed: int = 0
     min_nodes: int = 1
 
@@ -118,6 +120,7 @@ class RunSettings:
         _choice("client-init", self.client_init, CLIENT_INITS)
         _choice("vote-weighting", self.vote_weighting, VOTE_WEIGHTINGS)
         _choice("robust", self.robust, ROBUST)
+        _choice("bytes-level", self.bytes_level, BYTES_LEVELS)
         if not 0.0 <= self.byzantine < 0.5:
             raise SettingsError(f"byzantine={self.byzantine!r}: the attacking share of clients "
                                 "must be in [0, 0.5)")  # fmt: skip

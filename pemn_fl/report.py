@@ -21,9 +21,37 @@ from pemn_fl.accounting import Traffic
 COLUMNS = [
     "method", "round", "clients_sampled", "clients_replied", "clients_rejected", "clients_failed",
     "uplink_payload_bytes", "downlink_payload_bytes", "uplink_bytes", "downlink_bytes",
-    "cumulative_bytes", "uplink_bits_per_param", "downlink_bits_per_param",
+    "uplink_wire_bytes", "downlink_wire_bytes", "cumulative_bytes",
+    "uplink_bits_per_param", "downlink_bits_per_param",
     "accuracy", "loss", "wall_s",
 ]  # fmt: skip
+
+
+# Three byte levels (``--bytes``): the method's payload, the whole Flower message, and what
+# the transport puts on the wire (measured by the proxy in deployments, modelled in
+# simulation). ``cumulative_bytes`` in rounds.csv is the message level, kept for old readers.
+LEVELS = {
+    "payload": ("uplink_payload_bytes", "downlink_payload_bytes"),
+    "message": ("uplink_bytes", "downlink_bytes"),
+    "wire": ("uplink_wire_bytes", "downlink_wire_bytes"),
+}
+DEFAULT_LEVEL = "wire"
+
+
+def level_of(frame: pd.DataFrame, level: str) -> str:
+    """``level`` if ``frame`` has its columns, else ``message`` (runs made before ``wire``)."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown byte level {level!r}: choose one of {', '.join(LEVELS)}")
+    return level if all(c in frame.columns for c in LEVELS[level]) else "message"
+
+
+def with_cumulative(frame: pd.DataFrame, level: str) -> pd.DataFrame:
+    """``frame`` with ``bytes`` (both directions, this round) and ``cumulative`` at ``level``."""
+    up, down = LEVELS[level_of(frame, level)]
+    frame = frame.copy()
+    frame["bytes"] = frame[up] + frame[down]
+    frame["cumulative"] = frame.groupby("method", sort=False)["bytes"].cumsum()
+    return frame
 
 
 def label_of(method: str) -> str:
@@ -78,6 +106,8 @@ class RoundLog:
             "downlink_payload_bytes": traffic.downlink_payload_bytes,
             "uplink_bytes": traffic.uplink_bytes,
             "downlink_bytes": traffic.downlink_bytes,
+            "uplink_wire_bytes": round(traffic.uplink_wire_bytes),
+            "downlink_wire_bytes": round(traffic.downlink_wire_bytes),
             "cumulative_bytes": total,
             "uplink_bits_per_param": bpp(traffic.uplink_payload_bytes, answered),
             "downlink_bits_per_param": bpp(traffic.downlink_payload_bytes, traffic.messages_down),
@@ -101,14 +131,22 @@ class RoundLog:
         self.frame().to_csv(path, index=False)
 
 
-def bytes_to_target(frame: pd.DataFrame, target: float) -> float | None:
-    """Cumulative bytes at the first round whose accuracy reaches ``target`` (None: never)."""
+def bytes_to_target(frame: pd.DataFrame, target: float,
+                    level: str = DEFAULT_LEVEL) -> float | None:  # fmt: skip
+    """Cumulative bytes (at ``level``) at the first round reaching ``target`` (None: never)."""
+    frame = with_cumulative(frame, level)
     hit = frame[frame["accuracy"] >= target]
-    return None if hit.empty else int(hit["cumulative_bytes"].iloc[0])
+    return None if hit.empty else int(hit["cumulative"].iloc[0])
 
 
-def summarize(rounds: pd.DataFrame, setup_bytes: int = 0) -> dict[str, object]:
-    """Per-method totals and the headline: bytes to reach FedAvg's best accuracy - 1 point."""
+def summarize(rounds: pd.DataFrame, setup_bytes: int = 0,
+              level: str = DEFAULT_LEVEL) -> dict[str, object]:  # fmt: skip
+    """Per-method totals and the headline: bytes to reach FedAvg's best accuracy - 1 point.
+
+    ``total_bytes``, ``bytes_to_target`` and the ratios are at byte ``level``; the message
+    (``uplink_bytes``), payload and wire totals are all given beside it.
+    """
+    level = level_of(rounds, level)
     methods: dict[str, dict[str, object]] = {}
     target = None
     if "fedavg" in set(rounds["method"]):
@@ -116,19 +154,24 @@ def summarize(rounds: pd.DataFrame, setup_bytes: int = 0) -> dict[str, object]:
     for method, frame in rounds.groupby("method", sort=False):
         frame = frame.sort_values("round")
         trained = frame[frame["round"] > 0]
+        up, down = LEVELS[level]
         methods[str(method)] = {
             "rounds": int(trained["round"].max()) if not trained.empty else 0,
             "final_accuracy": float(frame["accuracy"].iloc[-1]),
             "best_accuracy": float(frame["accuracy"].max()),
             "uplink_bytes": int(frame["uplink_bytes"].sum()),
             "downlink_bytes": int(frame["downlink_bytes"].sum()),
-            "total_bytes": int(frame["uplink_bytes"].sum() + frame["downlink_bytes"].sum()),
             "uplink_payload_bytes": int(frame["uplink_payload_bytes"].sum()),
             "downlink_payload_bytes": int(frame["downlink_payload_bytes"].sum()),
+            **({"uplink_wire_bytes": int(frame["uplink_wire_bytes"].sum()),
+                "downlink_wire_bytes": int(frame["downlink_wire_bytes"].sum())}
+               if "uplink_wire_bytes" in frame.columns else {}),
+            "total_bytes": int(frame[up].sum() + frame[down].sum()),
             "median_uplink_bits_per_param_after_round_1": _median(
                 trained[trained["round"] > 1]["uplink_bits_per_param"]
             ),
-            "bytes_to_target": None if target is None else bytes_to_target(frame, target),
+            "bytes_to_target": None if target is None
+            else bytes_to_target(frame, target, level),
         }
     headline = next((m for m in methods if m != "fedavg"), None)
     for name, m in methods.items():
@@ -140,14 +183,16 @@ def summarize(rounds: pd.DataFrame, setup_bytes: int = 0) -> dict[str, object]:
         "headline_method": headline,
         "ratio_vs_fedavg": None if headline is None or target is None
         else methods[headline].get("fewer_bytes_than_fedavg_to_target"),
-        "at_best": _at_best(rounds, methods, headline),
+        "at_best": _at_best(rounds, methods, headline, level),
+        "bytes_level": level,
         "setup_bytes": setup_bytes,
         "methods": methods,
     }
 
 
 def _at_best(
-    rounds: pd.DataFrame, methods: dict[str, dict[str, object]], headline: str | None
+    rounds: pd.DataFrame, methods: dict[str, dict[str, object]], headline: str | None,
+    level: str,
 ) -> dict | None:
     """The reverse question: bytes FedAvg and the headline method need to reach the headline
     method's best accuracy.
@@ -157,12 +202,12 @@ def _at_best(
     """
     if headline is None or "fedavg" not in methods:
         return None
-    level = float(methods[headline]["best_accuracy"])
-    ours = bytes_to_target(rounds[rounds["method"] == headline], level)
-    theirs = bytes_to_target(rounds[rounds["method"] == "fedavg"], level)
+    accuracy = float(methods[headline]["best_accuracy"])
+    ours = bytes_to_target(rounds[rounds["method"] == headline], accuracy, level)
+    theirs = bytes_to_target(rounds[rounds["method"] == "fedavg"], accuracy, level)
     return {
         "method": headline,
-        "accuracy": level,
+        "accuracy": accuracy,
         "method_bytes": ours,
         "fedavg_bytes": theirs,
         "ratio": theirs / ours if ours and theirs else None,
@@ -175,17 +220,23 @@ def _median(series: pd.Series) -> float | None:
 
 
 def summary_table(summary: dict[str, object]) -> str:
-    """Plain-text table for the terminal (and the README)."""
+    """Plain-text table for the terminal (and the README), at the summary's byte level."""
+    level = str(summary.get("bytes_level", "message"))
+    up_key, down_key = LEVELS[level]  # summary keys are named as the columns
     lines = [
+        f"bytes: {level} level"
+        + {"payload": " (the methods' payloads only)",
+           "message": " (whole Flower messages, protobuf)",
+           "wire": " (HTTP requests a Flower 1.42 deployment makes for them)"}[level],
         f"{'method':<42}{'final acc':>10}{'best acc':>10}{'uplink MB':>11}{'downlink MB':>13}"
         f"{'total MB':>11}{'MB to target':>14}",
-    ]
+    ]  # fmt: skip
     for method, m in summary["methods"].items():  # type: ignore[union-attr]
         btt = m["bytes_to_target"]
         lines.append(
             f"{label_of(method):<42}"
             f"{m['final_accuracy']:>10.3f}{m['best_accuracy']:>10.3f}"
-            f"{m['uplink_bytes'] / 1e6:>11.3f}{m['downlink_bytes'] / 1e6:>13.3f}"
+            f"{m[up_key] / 1e6:>11.3f}{m[down_key] / 1e6:>13.3f}"
             f"{m['total_bytes'] / 1e6:>11.3f}{'never' if btt is None else f'{btt / 1e6:.3f}':>14}"
         )
     target = summary["target_accuracy"]
@@ -240,21 +291,25 @@ def read_rounds(path: Path) -> pd.DataFrame:
     return frame
 
 
-def plot_runs(run_dirs: Sequence[Path], out: Path, title: str | None = None) -> Path:
-    """Accuracy vs cumulative MB (log x), one curve per method per run, target line."""
+def plot_runs(run_dirs: Sequence[Path], out: Path, title: str | None = None,
+              level: str = DEFAULT_LEVEL) -> Path:  # fmt: skip
+    """Accuracy vs cumulative MB at byte ``level`` (log x), a curve per method per run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    drawn = set()
     for run_dir in run_dirs:
         frame = read_rounds(Path(run_dir) / "rounds.csv")
+        drawn.add(level_of(frame, level))
+        frame = with_cumulative(frame, level)
         tag = "" if len(run_dirs) == 1 else f" [{Path(run_dir).name}]"
         for method, part in frame.groupby("method", sort=False):
-            part = part[part["cumulative_bytes"] > 0]
+            part = part[part["cumulative"] > 0]
             ax.plot(
-                part["cumulative_bytes"] / 1e6, part["accuracy"] * 100,
+                part["cumulative"] / 1e6, part["accuracy"] * 100,
                 marker_of(str(method)), lw=2.5, ms=6,
                 label=label_of(str(method)) + tag,
             )  # fmt: skip
@@ -265,7 +320,9 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, title: str | None = None) -> 
                 ax.axhline(target * 100, color="grey", ls="--", lw=1.5,
                            label=f"target: FedAvg best - 1 pt ({target * 100:.1f}%)")  # fmt: skip
     ax.set_xscale("log")
-    ax.set_xlabel("total bytes sent, both directions (MB, log scale)", fontsize=14)
+    shown = " / ".join(sorted(drawn))  # older runs without wire columns draw message bytes
+    ax.set_xlabel(f"total bytes sent, both directions, {shown} level (MB, log scale)",
+                  fontsize=14)  # fmt: skip
     ax.set_ylabel("test accuracy (%)", fontsize=14)
     ax.tick_params(labelsize=12)
     ax.grid(True, which="both", alpha=0.3)

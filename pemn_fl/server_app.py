@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.serverapp import Grid, ServerApp
 
 from pemn_fl import protocol as P
-from pemn_fl.accounting import MeteredGrid
+from pemn_fl.accounting import MeteredGrid, WireMeter
 from pemn_fl.config import RunSettings
 from pemn_fl.export import export_model, fingerprint_of
 from pemn_fl.methods import Method
@@ -66,6 +67,7 @@ def handshake(grid: Grid, min_nodes: int, timeout: float = 300.0) -> dict[int, i
 def _run_method(
     method: Method, grid: MeteredGrid, settings: RunSettings, sampler: RoundSampler,
     book: RoundLog, on_round: RoundCallback, models_dir: Path | None = None,
+    wire_model: dict[str, list[float]] | None = None,
 ) -> None:  # fmt: skip
     """Drive the method's strategy with ``Strategy.start``; close each round's row.
 
@@ -81,6 +83,10 @@ def _run_method(
         side.install(arrays)
         loss, acc = evaluate(side.model, data.x_test, data.y_test)
         traffic = grid.take()
+        if wire_model is not None:  # the transport model's figure, beside a measured one
+            totals = wire_model.setdefault(method.name, [0.0, 0.0])
+            totals[0] += traffic.model_uplink_wire_bytes
+            totals[1] += traffic.model_downlink_wire_bytes
         rejected = int(getattr(strategy, "rejected", 0)) if server_round else 0
         now = time.monotonic()
         row = book.add(
@@ -121,13 +127,17 @@ def parameter_counts(settings: RunSettings) -> dict[str, int]:
 def run_experiment(
     grid: Grid, settings: RunSettings, on_round: RoundCallback | None = None,
     csv_path: Path | None = None, models_dir: Path | None = None,
+    wire_meter: WireMeter | None = None,
 ) -> tuple[RoundLog, dict[str, object]]:  # fmt: skip
     """Run every method in ``settings.methods`` on ``grid``; return the log and the summary.
 
     With ``csv_path``, rows are appended to that CSV as each round finishes; with
-    ``models_dir``, each method's final model is written there as ``<method>.pemn``.
+    ``models_dir``, each method's final model is written there as ``<method>.pemn``. With
+    ``wire_meter`` (a deployment behind the byte-counting proxy), the wire columns are
+    measured and the summary gives the transport model's figure beside them.
     """
-    metered = MeteredGrid(grid)
+    metered = MeteredGrid(grid, wire_meter=wire_meter)
+    wire_model: dict[str, list[float]] = {}
     mapping = handshake(metered, settings.min_nodes)
     setup = metered.take()
     sampler = RoundSampler(mapping, settings.fraction, settings.seed)
@@ -136,9 +146,21 @@ def run_experiment(
     book = RoundLog(params=parameter_counts(settings), path=csv_path)
     for name in settings.method_list:
         _run_method(get_method(name), metered, settings, sampler, book,
-                    on_round or (lambda row: None), models_dir)  # fmt: skip
-    summary = summarize(book.frame(), setup_bytes=setup.total_bytes)
+                    on_round or (lambda row: None), models_dir, wire_model)  # fmt: skip
+    summary = summarize(book.frame(), setup_bytes=setup.total_bytes, level=settings.bytes_level)
     summary["nodes"] = len(mapping)
+    summary["wire"] = {"source": "measured (byte-counting proxy)" if wire_meter is not None
+                       else "transport model (pemn_fl.transport)"}  # fmt: skip
+    if wire_meter is not None:
+        # Traffic that is not any round's: idle polls and heartbeats, the app bundle, node
+        # registration; and, per method, what the transport model says for its messages.
+        totals = wire_meter.read()
+        summary["wire"].update({f"{k}_bytes": totals.get(k, 0)
+                                for k in ("idle", "bundle", "control", "unparsed")})  # fmt: skip
+        summary["wire"]["model"] = {
+            name: {"uplink_wire_bytes": round(up), "downlink_wire_bytes": round(down)}
+            for name, (up, down) in wire_model.items()
+        }
     return book, summary
 
 
@@ -147,7 +169,8 @@ def write_outputs(out: Path, book: RoundLog, summary: dict[str, object], title: 
     out.mkdir(parents=True, exist_ok=True)
     book.write(out / "rounds.csv")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_runs([out], out / "bandwidth_accuracy.png", title=title)
+    plot_runs([out], out / "bandwidth_accuracy.png", title=title,
+              level=str(summary.get("bytes_level", "wire")))  # fmt: skip
 
 
 app = ServerApp()
@@ -158,8 +181,12 @@ def main(grid: Grid, context: Context) -> None:
     """Entry point under ``flwr run .``: settings from the run config, outputs to out-dir."""
     settings = RunSettings.from_run_config(dict(context.run_config))
     out = Path("results/runs") / time.strftime("flwr-%Y%m%d-%H%M%S")
+    # ``simulations.deploy`` puts a byte-counting proxy in front of the SuperLink and names
+    # its meter file here (the SuperLink passes its environment on to the ServerApp).
+    meter = os.environ.get("PEMN_FL_WIRE_METER")
     book, summary = run_experiment(grid, settings, csv_path=out / "rounds.csv",
-                                   models_dir=out / "models")  # fmt: skip
+                                   models_dir=out / "models",
+                                   wire_meter=WireMeter(Path(meter)) if meter else None)
     write_outputs(out, book, summary, title=f"{settings.dataset} / {settings.model}")
     print(summary_table(summary))
     print(f"results written to {out.resolve()}")

@@ -38,6 +38,7 @@ from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.data import DataError
 from pemn_fl.models import ModelError
 from pemn_fl.partition import PartitionError
+from pemn_fl.wireproxy import WireProxy
 from simulations.run import build_parser, check_data, prepare_out, settings_from_args, versions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,8 +130,17 @@ def deploy(settings: RunSettings, nodes: int, out: Path, timeout: float,
         home.mkdir()
         link_dir.mkdir()
         env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
-               "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}  # fmt: skip
+               "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+               # The SuperLink and SuperNodes start flower-superexec by name: find it in this
+               # interpreter's environment even when that environment is not activated.
+               "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                        os.environ.get("PATH", "")])}  # fmt: skip
         port = free_port()
+        # The SuperNodes reach the SuperLink through the byte-counting proxy; the ServerApp
+        # (a child of the SuperLink, same environment) reads its meter at every round's end.
+        meter = out / "wire-meter.json"
+        proxy = WireProxy(port, meter).start()
+        env["PEMN_FL_WIRE_METER"] = str(meter)
         try:
             procs.start([_executable("flower-superlink"), "--insecure", "--host", HOST,
                          "--port", str(port)], logs / "superlink.log", cwd=link_dir,
@@ -138,7 +148,7 @@ def deploy(settings: RunSettings, nodes: int, out: Path, timeout: float,
             nodes_started = []
             for pid in range(nodes):
                 cmd = [_executable("flower-supernode"), "--insecure", "--superlink",
-                       f"{HOST}:{port}", "--node-config",
+                       f"{HOST}:{proxy.listen_port}", "--node-config",
                        f"partition-id={pid} num-partitions={nodes}", "--host", HOST,
                        "--port", str(free_port())]  # fmt: skip
                 nodes_started.append(procs.start(cmd, logs / f"supernode-{pid}.log",
@@ -170,6 +180,7 @@ def deploy(settings: RunSettings, nodes: int, out: Path, timeout: float,
                 shutil.move(str(item), out / item.name)
         finally:
             procs.stop()
+            proxy.stop()
     return out
 
 

@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="output PNG (default: bandwidth_accuracy.png in the first run, or "
                         "comparison.png in the current directory for several runs)")  # fmt: skip
     p.add_argument("--title", default=None)
+    p.add_argument("--bytes", dest="bytes_level", choices=["payload", "message", "wire"],
+                   default="wire", help="byte level on the x axis (runs made before the wire "
+                   "level existed draw message bytes, and the axis says so)")  # fmt: skip
     args = p.parse_args(argv)
     missing = [str(r / "rounds.csv") for r in args.runs if not (r / "rounds.csv").is_file()]
     if missing:
@@ -29,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     default = (args.runs[0] / "bandwidth_accuracy.png" if len(args.runs) == 1
                else Path("comparison.png"))  # fmt: skip
     try:
-        out = plot_runs(args.runs, args.out or default, title=args.title)
+        out = plot_runs(args.runs, args.out or default, title=args.title,
+                       level=args.bytes_level)
     except RoundsFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trim-votes", type=float, default=d.trim_votes,
                    help="mask-voting methods: share of each round's votes farthest from the "
                    "coordinate-wise median left out (a trimmed vote)")
+    p.add_argument("--bytes", dest="bytes_level", choices=["payload", "message", "wire"],
+                   default=d.bytes_level,
+                   help="byte level of the summary and figure: the methods' payloads, whole "
+                   "Flower messages, or the HTTP traffic a Flower 1.42 deployment makes for "
+                   "them (modelled here; measured by simulations.deploy). Every level is in "
+                   "rounds.csv")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--cpus-per-client", type=float, default=1.0,
                    help="Ray CPUs per client actor (2 cores -> 2 clients side by side)")
@@ -126,7 +132,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         topk_fraction=args.topk_fraction, drop_rate=args.drop_rate, byzantine=args.byzantine,
         robust=args.robust, trim_votes=args.trim_votes, straggler_rate=args.straggler_rate,
         round_deadline=args.round_deadline,
-        corrupt_rate=args.corrupt_rate,
+        corrupt_rate=args.corrupt_rate, bytes_level=args.bytes_level,
         seed=args.seed, min_nodes=args.clients,
     )  # fmt: skip
 
@@ -205,11 +211,16 @@ def simulate(settings: RunSettings, clients: int, cpus_per_client: float = 1.0,
     total = (settings.num_server_rounds + 1) * len(settings.method_list)
     bar = tqdm(total=total, disable=not progress, unit="round", file=sys.stdout)
     holder: dict[str, object] = {}
+    from pemn_fl.report import LEVELS
+
+    up, down = LEVELS[settings.bytes_level]
+    sent: dict[str, int] = {}  # running bytes per method at the chosen level
 
     def on_round(row: dict[str, object]) -> None:
-        bar.set_description(f"{row['method']:>6} round {row['round']:>3}")
-        bar.set_postfix(acc=f"{row['accuracy']:.3f}",
-                        MB=f"{int(row['cumulative_bytes']) / 1e6:.3f}")  # fmt: skip
+        method = str(row["method"])
+        sent[method] = sent.get(method, 0) + int(row[up]) + int(row[down])  # type: ignore[call-overload]
+        bar.set_description(f"{method:>6} round {row['round']:>3}")
+        bar.set_postfix(acc=f"{row['accuracy']:.3f}", MB=f"{sent[method] / 1e6:.3f}")
         bar.update(1)
 
     server = ServerApp()

@@ -4,6 +4,7 @@ bytes. Slow (real processes polling each other): ``pytest -m slow``; CI runs it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,20 @@ def test_deployment_matches_the_simulator(tmp_path: Path) -> None:
     for col in ("accuracy", "uplink_payload_bytes", "downlink_payload_bytes", "clients_replied"):
         assert list(a[col]) == pytest.approx(list(b[col]), abs=1e-9), col
     assert (deployed / "config.json").exists() and (deployed / "logs" / "superlink.log").exists()
+    # Bytes on the wire: the simulator's transport model within 5 % of what the proxy
+    # measured on the real SuperLink, per method and direction (issue #8's target).
+    summary = json.loads((deployed / "summary.json").read_text())
+    assert summary["wire"]["source"].startswith("measured")
+    assert summary["wire"]["bundle_bytes"] > 0 and summary["wire"]["unparsed_bytes"] == 0
+    for method in ("pemn", "fedavg"):
+        for direction in ("uplink", "downlink"):
+            col = f"{direction}_wire_bytes"
+            measured = a[a["method"] == method][col].sum()
+            modelled = b[b["method"] == method][col].sum()
+            in_run = summary["wire"]["model"][method][col]
+            assert abs(modelled - measured) <= 0.05 * measured, (method, col, modelled, measured)
+            assert abs(in_run - measured) <= 0.05 * measured, (method, col, in_run, measured)
+            assert measured > a[a["method"] == method][f"{direction}_bytes"].sum()
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ def _traffic(up: int, down: int, n: int = 2) -> Traffic:
     return Traffic(
         uplink_payload_bytes=up - 10 * n, downlink_payload_bytes=down - 10 * n,
         uplink_bytes=up, downlink_bytes=down, messages_down=n, messages_up=n,
+        uplink_wire_bytes=3.0 * up, downlink_wire_bytes=3.0 * down,
     )  # fmt: skip
 
 
@@ -44,7 +45,7 @@ def test_rows_are_appended_as_they_come(tmp_path: Path) -> None:
 
 
 def test_summary_target_ratio_and_reverse_question() -> None:
-    s = summarize(_book().frame(), setup_bytes=77)
+    s = summarize(_book().frame(), setup_bytes=77, level="message")
     assert s["target_accuracy"] == pytest.approx(0.89)
     assert s["methods"]["fedavg"]["bytes_to_target"] == 48000  # reached in round 3
     assert s["methods"]["pemn"]["bytes_to_target"] is None
@@ -62,11 +63,28 @@ def test_summary_target_ratio_and_reverse_question() -> None:
 def test_ratio_when_pemn_reaches_the_target() -> None:
     frame = _book().frame()
     frame.loc[(frame["method"] == "pemn") & (frame["round"] == 3), "accuracy"] = 0.95
-    s = summarize(frame)
+    s = summarize(frame, level="message")
     assert s["methods"]["pemn"]["bytes_to_target"] == 450
     assert s["ratio_vs_fedavg"] == pytest.approx(48000 / 450)
     assert s["methods"]["pemn"]["fewer_bytes_than_fedavg_to_target"] == pytest.approx(48000 / 450)
     assert "FedAvg needed 106.7x more bytes" in summary_table(s)
+
+
+def test_byte_levels_wire_by_default_payload_and_message_on_request() -> None:
+    frame = _book().frame()
+    wire, payload = summarize(frame), summarize(frame, level="payload")
+    assert wire["bytes_level"] == "wire" and payload["bytes_level"] == "payload"
+    assert wire["methods"]["fedavg"]["bytes_to_target"] == 3 * 48000
+    assert wire["methods"]["pemn"]["total_bytes"] == 3 * 450
+    assert wire["methods"]["pemn"]["uplink_wire_bytes"] == 3 * 300
+    # payload: every round sends (100 - 20) + (50 - 20) bytes
+    assert payload["methods"]["pemn"]["total_bytes"] == 3 * 110
+    assert "wire level" in summary_table(wire) and "payload level" in summary_table(payload)
+    # A rounds.csv from before the wire level: its summary says it used message bytes.
+    old = frame.drop(columns=["uplink_wire_bytes", "downlink_wire_bytes"])
+    assert summarize(old)["bytes_level"] == "message"
+    with pytest.raises(ValueError, match="unknown byte level"):
+        summarize(frame, level="bits")
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
