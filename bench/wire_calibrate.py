@@ -28,6 +28,9 @@ def compare(run: Path) -> tuple[list[dict[str, object]], dict[str, object]]:
     """Per-method rows (measured, model, message bytes, ratios) and the non-round traffic."""
     summary = json.loads((run / "summary.json").read_text())
     wire = summary["wire"]
+    if not wire["source"].startswith("measured"):
+        raise SystemExit(f"error: {run} has no measured wire bytes (source: {wire['source']}); "
+                         "see its logs/")  # fmt: skip
     rows = []
     for method, m in summary["methods"].items():
         model = wire["model"][method]

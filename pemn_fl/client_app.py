@@ -7,12 +7,13 @@ module under ``pemn_fl/methods``; this file only routes messages and builds the 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from pemn_fl import faults
+from pemn_fl import checkpoint, faults
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import ClientStep, get, is_plugin, registry
 from pemn_fl.methods.base import partition_of
@@ -29,6 +30,26 @@ def hello(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
+def _round_key(settings: RunSettings, name: str, msg: Message) -> tuple[int, int]:
+    """(method index, server round) of a training message: orders a node's saved states."""
+    index = settings.method_list.index(name) if name in settings.method_list else -1
+    try:
+        return index, int(msg.content["config"]["server-round"])  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):  # malformed: the method's own step rejects it
+        return index, 0
+
+
+def _resume_state(directory: Path, context: Context, key: tuple[int, int]) -> None:
+    """A node's first message in this process: take its state from the checkpoint, if the
+    run is a resumed one (the newest state saved before this round; none in a fresh run)."""
+    if "checkpoint" in context.state:
+        return
+    saved = checkpoint.load_client(directory, partition_of(context)[0], before=key)
+    for record_name, record in (saved or {}).items():
+        context.state[record_name] = record
+    context.state["checkpoint"] = ConfigRecord({"loaded": 1})
+
+
 def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
     """A ClientApp whose settings are the run config plus ``overrides`` (the simulator's)."""
     app = ClientApp()
@@ -37,12 +58,18 @@ def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
     def route(name: str, step: ClientStep):  # noqa: ANN202 - a Flower handler
         def handler(msg: Message, context: Context) -> Message:
             settings = _settings(context, overrides)
+            key = _round_key(settings, name, msg)
+            if settings.checkpoint_dir:
+                _resume_state(Path(settings.checkpoint_dir), context, key)
             fault, seed = faults.draw(settings, context, name, msg)
             if fault == "drop":
                 raise RuntimeError("fault injection: this client failed (--drop-rate)")
             reply = step(msg, context, settings)
             if fault == "corrupt":
                 faults.corrupt(reply, seed)
+            if settings.checkpoint_dir:  # --resume: this node's state after this round
+                checkpoint.save_client(Path(settings.checkpoint_dir), partition_of(context)[0],
+                                       key, context.state)  # fmt: skip
             if fault == "straggle":  # trained, but answers after the server stopped waiting
                 time.sleep(settings.round_deadline + faults.STRAGGLE_AFTER)
             return reply

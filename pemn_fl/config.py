@@ -73,6 +73,7 @@ class RunSettings:
     robust: str = "none"  # FedAvg: none (mean), median or trimmed-mean (Flower's strategies)
     trim_votes: float = 0.0  # mask votes: share of the farthest-from-median votes dropped
     bytes_level: str = "wire"  # summaries and plots: payload, message or wire bytes
+    checkpoint_dir: str = ""  # clients save their state here each round, for --resume
     seed: int = 0
     min_nodes: int = 1
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
+from pemn_fl.checkpoint import translate_keys
 from pemn_fl.codec import MaskPayloadError
 
 State = list[np.ndarray]  # flat float32 arrays
@@ -57,6 +58,10 @@ class ReplicaServer:
         self.round = 0  # the round whose state self.state is
         self.updates: dict[int, dict[str, Any]] = {}  # round -> its fields, last `history`
         self.holds: dict[int, int] = {}  # node id -> round whose state it holds
+
+    def remap_nodes(self, new_node_of_old: dict[int, int]) -> None:
+        """A resumed run's nodes have new ids (``pemn_fl.checkpoint``): translate ``holds``."""
+        self.holds = translate_keys(self.holds, new_node_of_old)
 
     def downlink(self, node: int, server_round: int) -> tuple[ConfigRecord, ArrayRecord | None]:
         """What ``node`` needs to hold round ``server_round - 1``: updates or a snapshot."""

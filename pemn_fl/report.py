@@ -124,6 +124,16 @@ class RoundLog:
             )
         return row
 
+    def extend(self, rows: list[dict[str, object]]) -> None:
+        """Take rows logged before (a resumed run's finished rounds), written out again."""
+        for row in rows:
+            self.rows.append(row)
+            cumulative = row["cumulative_bytes"]
+            self._cumulative[str(row["method"])] = int(cumulative)  # type: ignore[call-overload]
+        if self.path is not None and rows:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.frame().to_csv(self.path, index=False)
+
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=COLUMNS)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from pemn_fl import checkpoint as C
 from pemn_fl import protocol as P
 from pemn_fl.accounting import MeteredGrid, WireMeter
 from pemn_fl.config import RunSettings
@@ -68,18 +69,29 @@ def _run_method(
     method: Method, grid: MeteredGrid, settings: RunSettings, sampler: RoundSampler,
     book: RoundLog, on_round: RoundCallback, models_dir: Path | None = None,
     wire_model: dict[str, list[float]] | None = None,
+    checkpoint_dir: Path | None = None, resume: C.ServerCheckpoint | None = None,
 ) -> None:  # fmt: skip
     """Drive the method's strategy with ``Strategy.start``; close each round's row.
 
-    With ``models_dir``, the final global model is written to ``<models_dir>/<method>.pemn``.
+    With ``models_dir``, the final global model is written to ``<models_dir>/<method>.pemn``;
+    with ``checkpoint_dir``, the server's state after each round (``pemn_fl.checkpoint``);
+    ``resume`` continues this method from such a checkpoint.
     """
     side = method.server(settings, sampler)
     strategy = side.strategy
     data = P.dataset_of(settings)
     clock = [time.monotonic()]
     fingerprint = fingerprint_of(side) if models_dir is not None else ""
+    index = settings.method_list.index(method.name)
+    offset, initial = 0, side.initial
+    if resume is not None:
+        C.restore_strategy(strategy, resume, sampler.node_of_partition)
+        offset, initial = resume.round, C.record_of(resume.arrays)
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if offset and server_round == 0:
+            return None  # a resumed method: its round ``offset`` is logged already
+        server_round += offset
         side.install(arrays)
         loss, acc = evaluate(side.model, data.x_test, data.y_test)
         traffic = grid.take()
@@ -99,6 +111,12 @@ def _run_method(
             models_dir.mkdir(parents=True, exist_ok=True)
             save(models_dir / f"{method.name}.pemn", export_model(
                 method, settings, fingerprint, arrays, server_round, acc))  # fmt: skip
+        if checkpoint_dir is not None:  # after the row is on disk: resume starts after it
+            C.save_server(checkpoint_dir, C.ServerCheckpoint(
+                method=method.name, method_index=index, round=server_round,
+                arrays=C.arrays_of(arrays), node_of_partition=dict(sampler.node_of_partition),
+                strategy=C.strategy_state(strategy, static=[sampler, data]),
+                settings=settings.to_run_config()))  # fmt: skip
         on_round(row)
         injected = settings.drop_rate > 0 or settings.corrupt_rate > 0 or settings.byzantine > 0
         if server_round >= 1 and traffic.messages_up == rejected > 0 and not injected:
@@ -112,8 +130,9 @@ def _run_method(
             )
         return MetricRecord({"accuracy": acc, "loss": loss})
 
-    strategy.start(
-        grid=grid, initial_arrays=side.initial, num_rounds=settings.num_server_rounds,
+    driver = strategy if not offset else C.ResumedStrategy(strategy, offset)
+    driver.start(
+        grid=grid, initial_arrays=initial, num_rounds=settings.num_server_rounds - offset,
         evaluate_fn=evaluate_fn, timeout=settings.round_deadline,
     )  # fmt: skip
 
@@ -127,26 +146,48 @@ def parameter_counts(settings: RunSettings) -> dict[str, int]:
 def run_experiment(
     grid: Grid, settings: RunSettings, on_round: RoundCallback | None = None,
     csv_path: Path | None = None, models_dir: Path | None = None,
-    wire_meter: WireMeter | None = None,
+    wire_meter: WireMeter | None = None, resume: bool = False,
 ) -> tuple[RoundLog, dict[str, object]]:  # fmt: skip
     """Run every method in ``settings.methods`` on ``grid``; return the log and the summary.
 
     With ``csv_path``, rows are appended to that CSV as each round finishes; with
     ``models_dir``, each method's final model is written there as ``<method>.pemn``. With
     ``wire_meter`` (a deployment behind the byte-counting proxy), the wire columns are
-    measured and the summary gives the transport model's figure beside them.
+    measured and the summary gives the transport model's figure beside them. With
+    ``settings.checkpoint_dir``, the server state is saved after every round; ``resume``
+    continues from it (the rows it covers are kept from ``csv_path``, the rest dropped).
     """
+    ckpt_dir = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
+    saved = None
+    if resume:
+        if ckpt_dir is None or csv_path is None:
+            raise C.CheckpointError("resume needs a checkpoint directory and a rounds.csv")
+        saved = C.load_server(ckpt_dir)
+        def same(config: dict[str, object]) -> dict[str, object]:
+            return {k: v for k, v in config.items() if k != "checkpoint-dir"}  # may move
+
+        if same(saved.settings) != same(settings.to_run_config()):
+            raise C.CheckpointError(f"{ckpt_dir}: the checkpoint was written with other "
+                                    "settings than this run's")  # fmt: skip
     metered = MeteredGrid(grid, wire_meter=wire_meter)
     wire_model: dict[str, list[float]] = {}
     mapping = handshake(metered, settings.min_nodes)
     setup = metered.take()
     sampler = RoundSampler(mapping, settings.fraction, settings.seed)
+    rows = C.finished_rows(csv_path, settings.method_list, saved) if saved else []
     if csv_path is not None:
         csv_path.unlink(missing_ok=True)
     book = RoundLog(params=parameter_counts(settings), path=csv_path)
-    for name in settings.method_list:
+    book.extend(rows)
+    for index, name in enumerate(settings.method_list):
+        resume_from = None
+        if saved is not None and index <= saved.method_index:
+            if index < saved.method_index or saved.round >= settings.num_server_rounds:
+                continue  # finished before the run stopped
+            resume_from = saved
         _run_method(get_method(name), metered, settings, sampler, book,
-                    on_round or (lambda row: None), models_dir, wire_model)  # fmt: skip
+                    on_round or (lambda row: None), models_dir, wire_model,
+                    ckpt_dir, resume_from)  # fmt: skip
     summary = summarize(book.frame(), setup_bytes=setup.total_bytes, level=settings.bytes_level)
     summary["nodes"] = len(mapping)
     summary["wire"] = {"source": "measured (byte-counting proxy)" if wire_meter is not None
@@ -184,6 +225,11 @@ def main(grid: Grid, context: Context) -> None:
     # ``simulations.deploy`` puts a byte-counting proxy in front of the SuperLink and names
     # its meter file here (the SuperLink passes its environment on to the ServerApp).
     meter = os.environ.get("PEMN_FL_WIRE_METER")
+    if meter and not Path(meter).is_file():
+        log.error("PEMN_FL_WIRE_METER=%s: no such file (the proxy writes it before the "
+                  "SuperLink starts; give an absolute path); wire bytes will be modelled",
+                  meter)  # fmt: skip
+        meter = None
     book, summary = run_experiment(grid, settings, csv_path=out / "rounds.csv",
                                    models_dir=out / "models",
                                    wire_meter=WireMeter(Path(meter)) if meter else None)

@@ -138,7 +138,7 @@ def deploy(settings: RunSettings, nodes: int, out: Path, timeout: float,
         port = free_port()
         # The SuperNodes reach the SuperLink through the byte-counting proxy; the ServerApp
         # (a child of the SuperLink, same environment) reads its meter at every round's end.
-        meter = out / "wire-meter.json"
+        meter = (out / "wire-meter.json").resolve()  # the ServerApp runs in another cwd
         proxy = WireProxy(port, meter).start()
         env["PEMN_FL_WIRE_METER"] = str(meter)
         try:

@@ -9,10 +9,12 @@ directions is metered (``pemn_fl.accounting``). Writes ``rounds.csv``, ``summary
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 from importlib import metadata
@@ -111,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output directory (default results/runs/<timestamp>)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into an --out directory that already holds files")
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the killed or interrupted run in DIR from its last finished "
+                   "round, with the settings in DIR/config.json (give no other settings)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -135,6 +140,35 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         corrupt_rate=args.corrupt_rate, bytes_level=args.bytes_level,
         seed=args.seed, min_nodes=args.clients,
     )  # fmt: skip
+
+
+def resumed(args: argparse.Namespace) -> tuple[Path, RunSettings, int, float]:
+    """``--resume DIR``: the run's directory, settings, clients and CPUs from its config.json.
+
+    The checkpoint directory is the one inside DIR (the run may have been moved). Any other
+    setting on the command line is an error: a resumed run is the same run.
+    """
+    defaults = vars(build_parser().parse_args([]))
+    given = [k for k, v in vars(args).items()
+             if k not in ("resume", "quiet") and v != defaults.get(k)]  # fmt: skip
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise SettingsError(f"--resume takes its settings from the run's config.json; drop "
+                            f"{flags}")  # fmt: skip
+    out = args.resume
+    try:
+        config = json.loads((out / "config.json").read_text())
+        settings = RunSettings.from_run_config(config["settings"])
+        clients = int(config["clients"])
+        cpus = float(config.get("cpus_per_client", 1.0))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SettingsError(f"--resume {out}: no readable config.json of a simulations.run "
+                            f"run there ({type(exc).__name__}: {exc})") from None  # fmt: skip
+    checkpoints = (out / "checkpoint").resolve()
+    if not (checkpoints / "server.pkl").is_file():
+        raise SettingsError(f"--resume {out}: no checkpoint in it (the run stopped before its "
+                            "first round ended); start it again")  # fmt: skip
+    return out, dataclasses.replace(settings, checkpoint_dir=str(checkpoints)), clients, cpus
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
@@ -191,7 +225,7 @@ def check_data(settings: RunSettings, clients: int) -> None:
 
 
 def simulate(settings: RunSettings, clients: int, cpus_per_client: float = 1.0,
-             progress: bool = True, out: Path | None = None,
+             progress: bool = True, out: Path | None = None, resume: bool = False,
              ) -> tuple[object, dict[str, object]]:  # fmt: skip
     """Run the federation in Flower's Simulation Engine; return (RoundLog, summary)."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -229,7 +263,7 @@ def simulate(settings: RunSettings, clients: int, cpus_per_client: float = 1.0,
     def _main(grid: Grid, context: object) -> None:
         holder["book"], holder["summary"] = run_experiment(
             grid, settings, on_round, csv_path=None if out is None else out / "rounds.csv",
-            models_dir=None if out is None else out / "models",
+            models_dir=None if out is None else out / "models", resume=resume,
         )
 
     run_simulation(
@@ -254,35 +288,50 @@ def main(argv: list[str] | None = None) -> int:
     from pemn_fl.partition import PartitionError
 
     try:
-        if args.clients < 1:
-            raise SettingsError(f"--clients {args.clients}: need at least 1 client")
-        if args.cpus_per_client <= 0:
-            raise SettingsError(f"--cpus-per-client {args.cpus_per_client}: must be > 0")
-        settings = settings_from_args(args)
+        if args.resume is not None:
+            out, settings, args.clients, args.cpus_per_client = resumed(args)
+        else:
+            if args.clients < 1:
+                raise SettingsError(f"--clients {args.clients}: need at least 1 client")
+            if args.cpus_per_client <= 0:
+                raise SettingsError(f"--cpus-per-client {args.cpus_per_client}: must be > 0")
+            settings = settings_from_args(args)
         check_data(settings, args.clients)
     except (SettingsError, DataError, PartitionError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or Path("results/runs") / time.strftime("%Y%m%d-%H%M%S")
-    try:
-        prepare_out(out, args.overwrite)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    config = {"clients": args.clients, "command": " ".join(sys.argv),
-              "settings": settings.to_run_config(), "versions": versions()}  # fmt: skip
-    # Written first, so even a run that is killed says what it was.
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if args.resume is None:
+        out = args.out or Path("results/runs") / time.strftime("%Y%m%d-%H%M%S")
+        try:
+            prepare_out(out, args.overwrite)
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        # Every run can be resumed: the server and clients save their state each round.
+        checkpoints = (out / "checkpoint").resolve()
+        shutil.rmtree(checkpoints, ignore_errors=True)  # never a stale one (--overwrite)
+        settings = dataclasses.replace(settings, checkpoint_dir=str(checkpoints))
+        config = {"clients": args.clients, "cpus_per_client": args.cpus_per_client,
+                  "command": " ".join(sys.argv), "settings": settings.to_run_config(),
+                  "versions": versions()}  # fmt: skip
+        # Written first, so even a run that is killed says what it was.
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     print(f"pemn-fl: {args.clients} clients, {settings.num_server_rounds} rounds, "
-          f"{settings.dataset}/{settings.model}, methods {settings.methods} -> {out}")  # fmt: skip
+          f"{settings.dataset}/{settings.model}, methods {settings.methods} -> {out}"
+          + (" (resumed)" if args.resume is not None else ""))  # fmt: skip
     from pemn_fl.report import summary_table
     from pemn_fl.server_app import write_outputs
 
     started = time.monotonic()
+    from pemn_fl.checkpoint import CheckpointError
     from pemn_fl.server_app import ProtocolError
 
     try:
-        book, summary = simulate(settings, args.clients, args.cpus_per_client, not args.quiet, out)
+        book, summary = simulate(settings, args.clients, args.cpus_per_client, not args.quiet, out,
+                                 resume=args.resume is not None)  # fmt: skip
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except ProtocolError as exc:
         print(f"error: {exc}. Finished rounds are in {out / 'rounds.csv'}", file=sys.stderr)
         return 1

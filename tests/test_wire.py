@@ -165,12 +165,11 @@ def message() -> Message:
 
 
 def test_transport_model_one_call_per_object_plus_the_message_calls(message: Message) -> None:
-    flat = transport.WireConstants({k: 0.0 for k in ("pull-messages", "pull-object",
-                                                     "confirm-message-received")},
-                                   {k: 0.0 for k in ("pull-messages", "pull-object",
-                                                     "confirm-message-received")})  # fmt: skip
-    one_header = transport.WireConstants({k: (1000.0 if k == "pull-object" else 0.0)
-                                          for k in flat.request_header}, flat.response_header)  # fmt: skip
+    calls = ("pull-messages", "pull-object", "confirm-message-received")
+    flat = transport.WireConstants(dict.fromkeys(calls, 0.0), dict.fromkeys(calls, 0.0))
+    one_header = transport.WireConstants(
+        {k: (1000.0 if k == "pull-object" else 0.0) for k in calls}, flat.response_header
+    )
     # Message, RecordDict, ArrayRecord, Array, ArrayChunk, ConfigRecord: 6 objects pulled.
     extra = transport.downlink_wire_bytes(message, one_header) - transport.downlink_wire_bytes(
         message, flat

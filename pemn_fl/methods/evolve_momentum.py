@@ -11,13 +11,21 @@ state (the digest, and the snapshot a node far behind receives, which doubles).
 
 from __future__ import annotations
 
+from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve, evolve_dither
 from pemn_fl.methods.base import Method
 
 NAME = "evolve_momentum"
 
+
+
+def weight_momentum(settings: RunSettings) -> float:
+    """The server momentum beta (a named function, so a checkpoint can pickle the scheme)."""
+    return settings.weight_momentum
+
+
 SCHEME = evolve.Scheme(rule=evolve_dither.dither_rule, basis=evolve.noise,
-                       momentum=lambda settings: settings.weight_momentum)  # fmt: skip
+                       momentum=weight_momentum)  # fmt: skip
 METHOD = Method(
     name=NAME,
     label="Evolving prototype, dithered votes + momentum",

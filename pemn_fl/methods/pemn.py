@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import Strategy
 
 from pemn_fl import faults
 from pemn_fl import protocol as P
+from pemn_fl.checkpoint import translate_keys
 from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
 from pemn_fl.config import RunSettings
 from pemn_fl.methods.base import (
@@ -137,6 +138,10 @@ class MaskVoting(ServerEvaluation, Strategy):
         self.holds: dict[int, int] = {}  # node id -> mask version it holds
         self.state: list[np.ndarray] | None = None
         self.rejected = 0  # replies rejected in the last round (error or bad payload)
+
+    def remap_nodes(self, new_node_of_old: dict[int, int]) -> None:
+        """A resumed run's nodes have new ids (``pemn_fl.checkpoint``): translate ``holds``."""
+        self.holds = translate_keys(self.holds, new_node_of_old)
 
     @property
     def current(self) -> P.Mask:
