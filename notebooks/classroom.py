@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -82,12 +84,14 @@ display(Image(filename=str(RUNS / "default" / "bandwidth_accuracy.png")))
 #
 # One row per method: its final and best accuracy, the bytes it sent up (clients to server),
 # down (server to clients) and in total, and the bytes it needed to reach the target. The last
-# column says how many times fewer bytes than FedAvg that was.
+# column says how many times fewer bytes than FedAvg that was. The bytes are those on the
+# *wire*: the HTTP requests a real Flower deployment would make for every message (headers
+# included), not just the masks or weights inside.
 
 # %%
 summary = json.loads((RUNS / "default" / "summary.json").read_text())
-columns = ["final_accuracy", "best_accuracy", "uplink_bytes", "downlink_bytes", "total_bytes",
-           "bytes_to_target", "fewer_bytes_than_fedavg_to_target"]
+columns = ["final_accuracy", "best_accuracy", "uplink_wire_bytes", "downlink_wire_bytes",
+           "total_bytes", "bytes_to_target", "fewer_bytes_than_fedavg_to_target"]
 frame = pd.DataFrame({m: {c: v.get(c) for c in columns} for m, v in summary["methods"].items()}).T
 frame
 

@@ -32,7 +32,8 @@ def hello(msg: Message, context: Context) -> Message:
 
 def _round_key(settings: RunSettings, name: str, msg: Message) -> tuple[int, int]:
     """(method index, server round) of a training message: orders a node's saved states."""
-    index = settings.method_list.index(name) if name in settings.method_list else -1
+    specs = settings.method_list  # a plug-in's spec is its module path, not its name
+    index = next((i for i, spec in enumerate(specs) if get(spec).name == name), -1)
     try:
         return index, int(msg.content["config"]["server-round"])  # type: ignore[arg-type]
     except (KeyError, TypeError, ValueError):  # malformed: the method's own step rejects it

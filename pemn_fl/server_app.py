@@ -70,19 +70,20 @@ def _run_method(
     book: RoundLog, on_round: RoundCallback, models_dir: Path | None = None,
     wire_model: dict[str, list[float]] | None = None,
     checkpoint_dir: Path | None = None, resume: C.ServerCheckpoint | None = None,
+    index: int = 0,
 ) -> None:  # fmt: skip
     """Drive the method's strategy with ``Strategy.start``; close each round's row.
 
     With ``models_dir``, the final global model is written to ``<models_dir>/<method>.pemn``;
     with ``checkpoint_dir``, the server's state after each round (``pemn_fl.checkpoint``);
-    ``resume`` continues this method from such a checkpoint.
+    ``resume`` continues this method from such a checkpoint; ``index`` is the method's place
+    in ``settings.method_list`` (checkpoints order methods by it).
     """
     side = method.server(settings, sampler)
     strategy = side.strategy
     data = P.dataset_of(settings)
     clock = [time.monotonic()]
     fingerprint = fingerprint_of(side) if models_dir is not None else ""
-    index = settings.method_list.index(method.name)
     offset, initial = 0, side.initial
     if resume is not None:
         C.restore_strategy(strategy, resume, sampler.node_of_partition)
@@ -187,7 +188,7 @@ def run_experiment(
             resume_from = saved
         _run_method(get_method(name), metered, settings, sampler, book,
                     on_round or (lambda row: None), models_dir, wire_model,
-                    ckpt_dir, resume_from)  # fmt: skip
+                    ckpt_dir, resume_from, index)  # fmt: skip
     summary = summarize(book.frame(), setup_bytes=setup.total_bytes, level=settings.bytes_level)
     summary["nodes"] = len(mapping)
     summary["wire"] = {"source": "measured (byte-counting proxy)" if wire_meter is not None

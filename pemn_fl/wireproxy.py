@@ -252,7 +252,8 @@ class WireProxy:
             return
         exchange = Exchange(self.meter)
         await asyncio.gather(self._pipe(node_reader, link_writer, exchange, True),
-                             self._pipe(link_reader, node_writer, exchange, False))  # fmt: skip
+                             self._pipe(link_reader, node_writer, exchange, False),
+                             return_exceptions=True)  # fmt: skip
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -277,9 +278,10 @@ class WireProxy:
 
         async def _close() -> None:
             self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(_close(), self._loop).result(10)

@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.nodes < 1:
             raise SettingsError(f"--nodes {args.nodes}: need at least 1 node")
+        if args.resume is not None:
+            raise SettingsError("--resume is for simulations.run (the simulator); a deployment "
+                                "cannot be resumed yet")  # fmt: skip
         settings = settings_from_args(args)
         check_data(settings, args.nodes)
         out = args.out or Path("results/runs") / time.strftime("deploy-%Y%m%d-%H%M%S")

@@ -69,3 +69,9 @@ def test_plot_rejects_a_bad_rounds_file(content: bytes, word: str, tmp_path: Pat
     (tmp_path / "rounds.csv").write_bytes(content)
     _clear(_run("simulations.plot", str(tmp_path), "--out", str(tmp_path / "x.png")), word)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_deploy_refuses_resume_and_simulator_refuses_a_bad_bytes_level(tmp_path: Path) -> None:
+    _clear(_run("simulations.deploy", "--resume", str(tmp_path)), "--resume is for")
+    proc = _run("simulations.run", "--bytes", "bits", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "invalid choice: 'bits'" in proc.stderr

@@ -83,7 +83,13 @@ def test_summary_and_config(run_dir: Path) -> None:
         for key in ("final_accuracy", "best_accuracy", "uplink_bytes", "downlink_bytes",
                     "total_bytes", "bytes_to_target"):  # fmt: skip
             assert key in m
-        assert m["total_bytes"] == m["uplink_bytes"] + m["downlink_bytes"]
+        # total_bytes is at the summary's byte level (wire by default): measured larger
+        # than the message bytes (HTTP headers, one request per object).
+        assert summary["bytes_level"] == "wire"
+        assert m["total_bytes"] == m["uplink_wire_bytes"] + m["downlink_wire_bytes"]
+        assert m["uplink_wire_bytes"] > m["uplink_bytes"] > m["uplink_payload_bytes"] > 0
+        assert m["downlink_wire_bytes"] > m["downlink_bytes"]
+    assert summary["wire"]["source"].startswith("transport model")
     fedavg_best = summary["methods"]["fedavg"]["best_accuracy"]
     assert summary["target_accuracy"] == pytest.approx(fedavg_best - 0.01)
     assert "ratio_vs_fedavg" in summary
