@@ -27,6 +27,11 @@ class RoundSampler:
         chosen = np.sort(rng.choice(partitions, size=size, replace=False))
         return [self.node_of_partition[int(p)] for p in chosen]
 
+    def label(self, node: int) -> str:
+        """How logs name a node: its partition (stable across runs), then its random id."""
+        pid = self.partition_of.get(node)
+        return f"node {node}" if pid is None else f"partition {pid} (node {node})"
+
     def order_key(self, node: int) -> int:
         """Sort key putting replies in partition order (reproducible float sums)."""
         return self.partition_of.get(node, node)

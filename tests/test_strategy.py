@@ -113,3 +113,13 @@ def test_sampler_is_seeded_and_maps_partitions_to_nodes() -> None:
     assert a(1) == b(1) and len(a(1)) == 5
     assert set(a(1)) <= set(mapping.values())
     assert any(a(r) != a(1) for r in range(2, 6))
+
+
+def test_logs_name_a_node_by_its_partition() -> None:
+    from pemn_fl.methods.base import node_label
+    from pemn_fl.sampling import RoundSampler
+
+    sampler = RoundSampler({0: 111, 3: 444}, 1.0, seed=0)
+    assert node_label(sampler, 444) == "partition 3 (node 444)"
+    assert node_label(sampler, 999) == "node 999"  # not in this run's map
+    assert node_label(lambda r: [], 444) == "node 444"  # a bare sampler: the id only

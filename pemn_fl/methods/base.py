@@ -114,6 +114,12 @@ def num_examples_of(metrics: MetricRecord, limit: int) -> float:
     return value
 
 
+def node_label(sampler: object, node: int) -> str:
+    """How logs name a node: its partition when ``sampler`` knows it (``RoundSampler.label``)."""
+    label = getattr(sampler, "label", None)
+    return label(node) if label is not None else f"node {node}"
+
+
 def screen(
     replies: Iterable[Message], sampler: RoundSampler, server_round: int,
     check: Callable[[Message], T],
@@ -130,13 +136,15 @@ def screen(
         node = reply.metadata.src_node_id
         if reply.has_error():
             refused += 1
-            log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
+            log.warning("round %s: %s failed: %s", server_round,
+                        node_label(sampler, node), reply.error.reason)  # fmt: skip
             continue
         try:
             kept.append((node, check(reply)))
         except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
             refused += 1
-            log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
+            log.warning("round %s: rejected reply of %s: %s", server_round,
+                        node_label(sampler, node), exc)  # fmt: skip
     return kept, refused
 
 

@@ -30,6 +30,7 @@ from pemn_fl.methods.base import (
     Method,
     ServerEvaluation,
     ServerSide,
+    node_label,
     num_examples_of,
     partition_of,
     trim_votes,
@@ -198,7 +199,8 @@ class MaskVoting(ServerEvaluation, Strategy):
                 # which, send it the packed mask (a delta against a version it lacks would
                 # fail every round until that version left the history).
                 self.holds.pop(node, None)
-                log.warning("round %s: node %s failed: %s", server_round, node, reply.error.reason)
+                log.warning("round %s: %s failed: %s", server_round,
+                            node_label(self.sampler, node), reply.error.reason)  # fmt: skip
                 continue
             try:
                 update = reply.content[P.UPDATE_KEY][P.MASK]
@@ -215,7 +217,8 @@ class MaskVoting(ServerEvaluation, Strategy):
             except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
                 self.rejected += 1
                 self.holds.pop(node, None)  # as above: what it holds is unknown
-                log.warning("round %s: rejected reply of node %s: %s", server_round, node, exc)
+                log.warning("round %s: rejected reply of %s: %s", server_round,
+                            node_label(self.sampler, node), exc)  # fmt: skip
                 continue
             self.holds[node] = self.version
             masks.append(mask)
