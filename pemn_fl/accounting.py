@@ -81,7 +81,6 @@ class Traffic:
     downlink_wire_bytes: float = 0.0
     model_uplink_wire_bytes: float = 0.0
     model_downlink_wire_bytes: float = 0.0
-    wire_measured: bool = False
     stored_objects: set[str] = field(default_factory=set)  # the SuperLink's de-duplication
 
     def add_down(self, msg: Message) -> None:
@@ -111,10 +110,6 @@ class Traffic:
     @property
     def total_bytes(self) -> int:
         return self.uplink_bytes + self.downlink_bytes
-
-    @property
-    def total_wire_bytes(self) -> int:
-        return round(self.uplink_wire_bytes) + round(self.downlink_wire_bytes)
 
 
 @dataclass
@@ -160,7 +155,6 @@ class MeteredGrid(Grid):
             delta = self.wire_meter.take()
             out.uplink_wire_bytes = float(delta.get("uplink", 0))
             out.downlink_wire_bytes = float(delta.get("downlink", 0))
-            out.wire_measured = True
         return out
 
     # -- counted paths ---------------------------------------------------------------

@@ -59,18 +59,18 @@ def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
     def route(name: str, step: ClientStep):  # noqa: ANN202 - a Flower handler
         def handler(msg: Message, context: Context) -> Message:
             settings = _settings(context, overrides)
-            key = _round_key(settings, name, msg)
-            if settings.checkpoint_dir:
-                _resume_state(Path(settings.checkpoint_dir), context, key)
+            saving = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
+            if saving is not None:  # --resume: load before the round, save after it
+                key = _round_key(settings, name, msg)
+                _resume_state(saving, context, key)
             fault, seed = faults.draw(settings, context, name, msg)
             if fault == "drop":
                 raise RuntimeError("fault injection: this client failed (--drop-rate)")
             reply = step(msg, context, settings)
             if fault == "corrupt":
                 faults.corrupt(reply, seed)
-            if settings.checkpoint_dir:  # --resume: this node's state after this round
-                checkpoint.save_client(Path(settings.checkpoint_dir), partition_of(context)[0],
-                                       key, context.state)  # fmt: skip
+            if saving is not None:
+                checkpoint.save_client(saving, partition_of(context)[0], key, context.state)
             if fault == "straggle":  # trained, but answers after the server stopped waiting
                 time.sleep(settings.round_deadline + faults.STRAGGLE_AFTER)
             return reply

@@ -26,7 +26,6 @@ model vs measured.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -145,13 +144,6 @@ def uplink_wire_bytes(msg: Message, stored: set[str] | None = None,
                         .ByteSize())  # fmt: skip
         stored.add(oid)
     return total
-
-
-def round_uplink_wire_bytes(replies: Iterable[Message],
-                            constants: WireConstants | None = None) -> float:  # fmt: skip
-    """Wire bytes of one round's replies, with the SuperLink's de-duplication across them."""
-    stored: set[str] = set()
-    return sum(uplink_wire_bytes(m, stored, constants) for m in replies)
 
 
 def fit_constants(meter: dict) -> WireConstants:
