@@ -124,3 +124,21 @@ def test_an_error_the_superlink_made_is_a_failed_client_but_no_uplink_traffic() 
     good = [r for r in replies[id(dead)] if not r.has_error()]
     assert b.uplink_bytes == sum(message_bytes(r) for r in good)
     assert a.uplink_bytes == sum(message_bytes(r) for r in replies[id(crashed)])
+
+
+def test_metered_grid_polls_the_in_memory_superlink_every_10_ms() -> None:
+    from flwr.server.superlink.linkstate import LinkStateFactory
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.superlink.federation import NoOpFederationManager
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(),
+                               ObjectStoreFactory())  # fmt: skip
+    inner = InMemoryGrid(factory)  # as the Simulation Engine builds it: 0.1 s
+    assert inner.pull_interval == 0.1
+    MeteredGrid(inner)
+    assert inner.pull_interval == 0.01
+    faster_is_kept = InMemoryGrid(factory, pull_interval=0.001)
+    MeteredGrid(faster_is_kept)
+    assert faster_is_kept.pull_interval == 0.001
