@@ -264,13 +264,15 @@ def summary_table(summary: dict[str, object]) -> str:
             )
     best = summary.get("at_best")
     if best:
-        fed, name = best["fedavg_bytes"], label_of(best["method"])
+        fed, name, ratio = best["fedavg_bytes"], label_of(best["method"]), best["ratio"]
+        # No ratio when either side needed 0 bytes: its initial model was already that good
+        # (a run whose every round was lost to faults keeps its round-0 model).
         lines.append(
             f"at the best accuracy of {name} ({best['accuracy']:.3f}): it sent "
             f"{best['method_bytes'] / 1e6:.3f} MB, FedAvg "
-            + ("never reached it" if fed is None
-               else f"{fed / 1e6:.3f} MB ({best['ratio']:.1f}x more)")
-        )  # fmt: skip
+            + ("never reached it" if fed is None else f"{fed / 1e6:.3f} MB")
+            + ("" if ratio is None else f" ({ratio:.1f}x more)")
+        )
     return "\n".join(lines)
 
 

@@ -70,6 +70,17 @@ def test_ratio_when_pemn_reaches_the_target() -> None:
     assert "FedAvg needed 106.7x more bytes" in summary_table(s)
 
 
+def test_table_when_the_best_accuracy_was_the_initial_models() -> None:
+    # Every round of pemn lost (e.g. all stragglers): its best is round 0, at 0 bytes.
+    frame = _book().frame()
+    frame.loc[(frame["method"] == "pemn") & (frame["round"] > 0), "accuracy"] = 0.05
+    s = summarize(frame, level="message")
+    best = s["at_best"]
+    assert best["accuracy"] == 0.1 and best["method_bytes"] == 0 and best["ratio"] is None
+    assert best["fedavg_bytes"] == 0  # FedAvg's round 0 had it too
+    assert "it sent 0.000 MB, FedAvg 0.000 MB\n" in summary_table(s) + "\n"
+
+
 def test_byte_levels_wire_by_default_payload_and_message_on_request() -> None:
     frame = _book().frame()
     wire, payload = summarize(frame), summarize(frame, level="payload")
