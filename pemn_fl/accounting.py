@@ -138,9 +138,6 @@ class WireMeter:
         return delta
 
 
-SIMULATION_PULL_INTERVAL = 0.01  # seconds
-
-
 @dataclass
 class MeteredGrid(Grid):
     """A ``Grid`` that counts the bytes of every message it pushes and pulls.
@@ -151,14 +148,6 @@ class MeteredGrid(Grid):
     inner: Grid
     traffic: Traffic = field(default_factory=Traffic)
     wire_meter: WireMeter | None = None  # measured wire bytes (deployment with the proxy)
-
-    def __post_init__(self) -> None:
-        # In simulation the inner grid (Flower's InMemoryGrid) polls the in-memory SuperLink
-        # state for replies every 0.1 s, so each round waits ~50 ms on average after its last
-        # reply. A poll there is a dict lookup under a lock: poll every 10 ms instead.
-        # (A deployment's grid talks to a real SuperLink and keeps its own pacing.)
-        if isinstance(getattr(self.inner, "pull_interval", None), float):
-            self.inner.pull_interval = min(self.inner.pull_interval, SIMULATION_PULL_INTERVAL)
 
     def take(self) -> Traffic:
         out, self.traffic = self.traffic, Traffic()

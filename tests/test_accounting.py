@@ -16,7 +16,7 @@ from flwr.app import Error as FlowerError
 from flwr.common.constant import SUPERLINK_NODE_ID
 
 from pemn_fl.accounting import MeteredGrid, message_bytes, payload_bytes
-from pemn_fl.server_app import ProtocolError, handshake
+from pemn_fl.server_app import ProtocolError, handshake, poll_faster
 
 pytestmark = pytest.mark.usefixtures("flower_identity")
 
@@ -126,7 +126,8 @@ def test_an_error_the_superlink_made_is_a_failed_client_but_no_uplink_traffic() 
     assert a.uplink_bytes == sum(message_bytes(r) for r in replies[id(crashed)])
 
 
-def test_metered_grid_polls_the_in_memory_superlink_every_10_ms() -> None:
+
+def test_simulation_polls_the_in_memory_superlink_every_10_ms() -> None:
     from flwr.server.superlink.linkstate import LinkStateFactory
     from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
     from flwr.supercore.object_store import ObjectStoreFactory
@@ -137,8 +138,8 @@ def test_metered_grid_polls_the_in_memory_superlink_every_10_ms() -> None:
                                ObjectStoreFactory())  # fmt: skip
     inner = InMemoryGrid(factory)  # as the Simulation Engine builds it: 0.1 s
     assert inner.pull_interval == 0.1
-    MeteredGrid(inner)
+    poll_faster(inner)
     assert inner.pull_interval == 0.01
     faster_is_kept = InMemoryGrid(factory, pull_interval=0.001)
-    MeteredGrid(faster_is_kept)
+    poll_faster(faster_is_kept)
     assert faster_is_kept.pull_interval == 0.001
