@@ -81,25 +81,40 @@ def run_dir(out: Path, method: str, config: Config) -> Path:
     return out / "runs" / f"{method}__{config_name(config)}"
 
 
-def run_one(base: list[str], method: str, config: Config, rounds: int, out: Path) -> None:
-    """One real simulation; skipped if its results are already on disk."""
-    target = run_dir(out, method, config)
+def fresh_dir(out: Path, method: str, config: Config, seed: int) -> Path:
+    """A picked configuration's run on a fresh (reporting) seed."""
+    return out / "fresh" / f"{method}__{config_name(config)}" / f"seed-{seed}"
+
+
+def run_one(base: list[str], method: str, config: Config, rounds: int, out: Path,
+            seed: int | None = None) -> None:  # fmt: skip
+    """One real simulation; skipped if its results are already on disk.
+
+    ``seed`` None: a tuning run (the preset's seed, ``runs/``); else a fresh-seed run of a
+    picked configuration (``fresh/``)."""
+    target = run_dir(out, method, config) if seed is None else fresh_dir(out, method, config, seed)
     if (target / "summary.json").exists():
         print(f"skip (done): {target.name}", flush=True)
         return
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     options = [part for k, v in config.items() for part in (f"--{k}", f"{v:g}")]
+    seeding = [] if seed is None else ["--seed", str(seed)]
     cmd = [sys.executable, "-m", "simulations.run", *base, "--methods", method, *options,
-           "--rounds", str(rounds), "--quiet", "--out", str(partial)]  # fmt: skip
+           *seeding, "--rounds", str(rounds), "--quiet", "--out", str(partial)]  # fmt: skip
     started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-1500:]}{proc.stderr[-3000:]}")
     (partial / "bandwidth_accuracy.png").unlink(missing_ok=True)  # the frontier figure has it
     shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     partial.rename(target)
     print(f"done: {target.name} in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def _config_of(method: str, name: str) -> Config:
+    return next(c for c in GRID[method] if config_name(c) == name)
 
 
 def _bytes_to(frame: pd.DataFrame, level: float | None) -> int | None:
@@ -277,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="default results/frontier/<preset>")
     p.add_argument("--report-only", action="store_true", help="no new runs; rebuild the report")
     p.add_argument("--extra", default="", help="extra simulations.run options for every run")
+    p.add_argument("--seeds", default="",
+                   help="fresh seeds to report on, e.g. 1,2,3: each method's configuration "
+                   "is picked on the tuning seed's runs, then run once per fresh seed")
     p.add_argument("--max-configs", type=int, default=None,
                    help="run only the first N configurations of each method (a partial "
                    "sweep; the report says how many each method got)")
@@ -290,10 +308,18 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or DEFAULT_ROUNDS[args.preset]
     out = args.out or Path("results/frontier") / args.preset
     base = PRESETS[args.preset] + args.extra.split()
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not args.report_only:
         for method in methods:
             for config in GRID[method][: args.max_configs]:
                 run_one(base, method, config, rounds, out)
+        if seeds:
+            tuning, _ = collect(out, methods)
+            picked = tuned(tuning)
+            for seed in seeds:  # seed by seed: a partial sweep has whole seeds
+                for method in methods:
+                    config = _config_of(method, str(picked.loc[method, "config"]))
+                    run_one(base, method, config, rounds, out, seed=seed)
     runs, curves = collect(out, methods)
     if runs.empty:
         print("no finished runs yet", file=sys.stderr)
