@@ -213,6 +213,7 @@ class CompressedUpdates(ServerEvaluation, Strategy):
         losses = [loss for _, (_, _, loss) in kept]
         if not deltas or sum(weights) <= 0:
             log.warning("round %s: no valid update; weights unchanged", server_round)
+            self.replica.skip(server_round)  # nodes step over this round
             return None, None
         fields = self.codec.aggregate(self.settings, self.net, deltas, weights, self.state,
                                       server_round)  # fmt: skip

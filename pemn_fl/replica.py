@@ -13,7 +13,10 @@ and nothing else:
   ``<field>-t`` and an 8-byte ``digest`` of the state, or, for a node further behind than
   the log, a float32 ``snapshot`` of the state (counted like every byte);
 * the node (``catch_up``) replays the missed rounds with the method's own ``apply`` and
-  checks the digest, so a node can never silently train on other weights than the server's.
+  checks the digest, so a node can never silently train on other weights than the server's;
+* a round with no valid reply changes nothing (``skip``): the server logs it as empty and a
+  node that missed it is told so (``skipped``: the list of such rounds it must step over),
+  so one lost round never leaves the nodes waiting for an update that will never exist.
 
 Updates carry their round, so a reply lost after a catch-up never double-applies.
 """
@@ -35,6 +38,7 @@ State = list[np.ndarray]  # flat float32 arrays
 Apply = Callable[[State, int, Mapping[str, Any]], State]
 HISTORY = 64  # rounds of updates the server keeps for catch-up (a few KB each)
 SNAPSHOT = "snapshot"
+SKIPPED = "skipped"  # downlink key: the missed rounds that had no update (sent only if any)
 
 
 def digest(state: State) -> bytes:
@@ -56,7 +60,8 @@ class ReplicaServer:
         self.fields = fields  # the wire fields of one round's update, e.g. ("update",)
         self.history = HISTORY if history is None else history
         self.round = 0  # the round whose state self.state is
-        self.updates: dict[int, dict[str, Any]] = {}  # round -> its fields, last `history`
+        # round -> its fields (None: an empty round), the last ``history`` rounds
+        self.updates: dict[int, dict[str, Any] | None] = {}
         self.holds: dict[int, int] = {}  # node id -> round whose state it holds
 
     def remap_nodes(self, new_node_of_old: dict[int, int]) -> None:
@@ -71,9 +76,12 @@ class ReplicaServer:
             {"server-round": server_round, "from-round": held + 1, "digest": self.digest}
         )
         if all(t in self.updates for t in missing):
+            skipped = [t for t in missing if self.updates[t] is None]
             for t in missing:
-                for field in self.fields:
-                    cfg[f"{field}-{t}"] = self.updates[t][field]
+                for field in self.fields if t not in skipped else ():
+                    cfg[f"{field}-{t}"] = self.updates[t][field]  # type: ignore[index]
+            if skipped:
+                cfg[SKIPPED] = skipped
             return cfg, None
         cfg["from-round"] = server_round  # too far behind the log: a float snapshot
         return cfg, ArrayRecord([a.astype(np.float32) for a in self.state])
@@ -100,6 +108,14 @@ class ReplicaServer:
         for node in nodes:  # a valid reply proves the node caught up to server_round - 1
             self.holds[node] = server_round - 1
 
+    def skip(self, server_round: int) -> None:
+        """Round ``server_round`` had no valid reply: the state stays as it is, and the round
+        is logged as empty, so nodes that missed it step over it instead of waiting for an
+        update that was never made. What each node holds is unchanged (nothing proved it)."""
+        self.round = server_round
+        self.updates[server_round] = None
+        self.updates.pop(server_round - self.history, None)
+
 
 def catch_up(
     cfg: ConfigRecord, snapshot: ArrayRecord | None, state: State, held: int,
@@ -121,8 +137,12 @@ def catch_up(
         raise MaskPayloadError(
             f"cannot catch up: this node holds round {held}, the updates start at round {first}"
         )
+    skipped = {int(t) for t in cfg.get(SKIPPED, [])}
+    if any(not first <= t <= target for t in skipped):
+        raise MaskPayloadError(f"skipped rounds {sorted(skipped)} outside {first}..{target}")
     for t in range(max(first, held + 1), target + 1):
-        state = apply(state, t, {f: cfg[f"{f}-{t}"] for f in fields})
+        if t not in skipped:  # an empty round changed nothing
+            state = apply(state, t, {f: cfg[f"{f}-{t}"] for f in fields})
     if digest(state) != bytes(cfg["digest"]):
         raise MaskPayloadError(
             f"state after catching up to round {target} differs from the server's (digest "

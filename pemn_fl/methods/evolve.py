@@ -311,6 +311,7 @@ class EvolvingVotes(ServerEvaluation, Strategy):
         losses = [loss for _, (_, _, loss) in kept]
         if not masks or sum(weights) <= 0:
             log.warning("round %s: no valid update; weights unchanged", server_round)
+            self.replica.skip(server_round)  # nodes step over this round
             return None, None
         fraction = E.vote_fraction(masks, weights)
         upd = self.scheme.rule(fraction, len(masks), self.settings, server_round,

@@ -158,6 +158,7 @@ class CarriedPosterior(ServerEvaluation, Strategy):
                 acc += m
         if not nodes:
             log.warning("round %s: no valid mask; posterior unchanged", server_round)
+            self.replica.skip(server_round)  # nodes step over this round
             return None, None
         k = len(nodes)
         payload = encode_levels(counts, fingerprint=self.net.fingerprint, tag=server_round,
