@@ -23,7 +23,9 @@ app bundle are not per-round traffic: deployments report them apart.
 
 ``MeteredGrid`` wraps the ``Grid`` the ServerApp receives, so *every* message of *every*
 strategy, ours or Flower's built-in FedAvg, goes through ``message_bytes`` in both
-directions without the strategies knowing.
+directions without the strategies knowing. A reply the Simulation Engine marks late
+(``faults.is_late``: the client's own work passed the round deadline) is dropped there, on
+arrival, uncounted: in a deployment it would not have arrived in time.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 
-from pemn_fl import transport
+from pemn_fl import faults, transport
 
 
 def message_bytes(msg: Message) -> int:
@@ -82,6 +84,8 @@ class Traffic:
     model_uplink_wire_bytes: float = 0.0
     model_downlink_wire_bytes: float = 0.0
     stored_objects: set[str] = field(default_factory=set)  # the SuperLink's de-duplication
+    # Simulated late replies (``faults.is_late``), dropped on arrival: (node id, why).
+    late: list[tuple[int, str]] = field(default_factory=list)
 
     def add_down(self, msg: Message) -> None:
         self.downlink_bytes += message_bytes(msg)
@@ -162,13 +166,23 @@ class MeteredGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         messages = list(messages)
-        replies = list(self.inner.send_and_receive(messages, timeout=timeout))
+        replies = self._arrived(self.inner.send_and_receive(messages, timeout=timeout))
         # Count after sending: pushing fills in metadata (message id, run id) that travels.
         for msg in messages:
             self.traffic.add_down(msg)
         for reply in replies:
             self.traffic.add_up(reply)
         return replies
+
+    def _arrived(self, replies: Iterable[Message]) -> list[Message]:
+        """``replies`` less the simulated late ones, which are noted, not counted."""
+        kept = []
+        for reply in replies:
+            if faults.is_late(reply):
+                self.traffic.late.append((reply.metadata.src_node_id, reply.error.reason))
+            else:
+                kept.append(reply)
+        return kept
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)
@@ -178,7 +192,7 @@ class MeteredGrid(Grid):
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        replies = list(self.inner.pull_messages(message_ids))
+        replies = self._arrived(self.inner.pull_messages(message_ids))
         for reply in replies:
             self.traffic.add_up(reply)
         return replies

@@ -76,12 +76,19 @@ def _cached_client_app(recipe: tuple[tuple[str, object], ...]) -> ClientApp:
 
 
 def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
-    """A ClientApp whose settings are the run config plus ``overrides`` (the simulator's)."""
+    """A ClientApp whose settings are the run config plus ``overrides`` (the simulator's).
+
+    With ``overrides`` (the Simulation Engine) the round deadline is judged on this client's
+    own work (``faults``: a straggler answers at once with a late reply instead of holding
+    a shared actor); without (a SuperNode of its own), a straggler really sleeps.
+    """
     app = _RebuiltClientApp(overrides)
     torch.set_num_threads(1)  # one core per client; the engine runs clients side by side
+    simulated = overrides is not None
 
     def route(name: str, step: ClientStep):  # noqa: ANN202 - a Flower handler
         def handler(msg: Message, context: Context) -> Message:
+            started = time.thread_time()  # this client's own work: its CPU time, not the queue's
             settings = _settings(context, overrides)
             saving = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
             if saving is not None:  # --resume: load before the round, save after it
@@ -95,8 +102,13 @@ def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
                 faults.corrupt(reply, seed)
             if saving is not None:
                 checkpoint.save_client(saving, partition_of(context)[0], key, context.state)
-            if fault == "straggle":  # trained, but answers after the server stopped waiting
-                time.sleep(settings.round_deadline + faults.STRAGGLE_AFTER)
+            delay = settings.round_deadline + faults.STRAGGLE_AFTER if fault == "straggle" else 0
+            if simulated:  # the deadline judged on this client's own work, not the queue's
+                took = time.thread_time() - started + delay
+                if took > settings.round_deadline:
+                    return faults.late_reply(msg, took, settings.round_deadline, bool(delay))
+            elif delay:  # trained, but answers after the server stopped waiting
+                time.sleep(delay)
             return reply
 
         return handler

@@ -12,6 +12,17 @@ as a clean one.
 * **straggle**: the client trains and answers ``STRAGGLE_AFTER`` seconds past the round
   deadline (``--round-deadline``), which the server does not wait for: a failed client whose
   late reply never reaches the ServerApp (nor the meter), as on a real SuperLink.
+
+  **The deadline in simulation is judged on each client's own work.** On a SuperLink every
+  node works in parallel, so the deadline is wall-clock time. In the Simulation Engine a few
+  Ray actors serve every client in turn: a straggler sleeping in an actor would hold it, and
+  the clients queued behind it would miss the deadline for no fault of theirs (and a long
+  round would miss it as a whole). So in simulation a client times its own step (the CPU
+  time of the thread that runs it, ``time.thread_time``: what the client computed, whatever
+  else runs on the machine); if that, plus a straggler's delay, passes the deadline it
+  answers at once with a *late* reply
+  (``late_reply``), which the server's meter drops on arrival (``is_late``) as if it had
+  never come: no bytes, no vote, a failed client. A deployment's client really sleeps.
 * **byzantine**: a fixed share of the clients (the same partitions all run, drawn from the
   seed) attack every time they are sampled, each method as its ``Method.attack`` says
   (PEMN-FL: the complement of the trained mask; FedAvg: the local update negated and
@@ -24,7 +35,7 @@ same faults, and a client that failed once is not doomed to fail again.
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message
 
 from pemn_fl.config import RunSettings
 from pemn_fl.prototype import derived_seed
@@ -32,6 +43,9 @@ from pemn_fl.prototype import derived_seed
 COUNTER = "fault-messages"
 STRAGGLE_AFTER = 1.0  # seconds past the round deadline a straggler's reply is sent
 ATTACK_SCALE = 5.0  # a Byzantine FedAvg client sends W - 5 * (its update) instead of W + update
+# Error codes of simulated late replies (Flower's own codes are below 1000): a client whose
+# own work passed the deadline, and an injected straggler.
+LATE, STRAGGLED = 4108, 4109
 
 
 def is_byzantine(settings: RunSettings, partition_id: int, num_partitions: int) -> bool:
@@ -69,8 +83,14 @@ def draw(settings: RunSettings, context: Context, method: str, msg: Message
         key = f"{COUNTER}-{method}"
         index = -1 - (int(context.state[key]["n"]) if key in context.state else 0)
         context.state[key] = ConfigRecord({"n": -index})
-    pid = int(context.node_config["partition-id"])
-    seed = derived_seed(settings.seed, f"faults/{method}/{pid}/{index}")
+    return fault_of(settings, method, int(context.node_config["partition-id"]), index)
+
+
+def fault_of(settings: RunSettings, method: str, partition_id: int, index: int
+             ) -> tuple[str | None, int]:  # fmt: skip
+    """The fault drawn for partition ``partition_id``'s message ``index`` (its round) of
+    ``method``, and the draw's seed: a pure function, so anyone can tell which it was."""
+    seed = derived_seed(settings.seed, f"faults/{method}/{partition_id}/{index}")
     u = np.random.default_rng(seed).random()
     if u < settings.drop_rate:
         return "drop", seed
@@ -98,3 +118,19 @@ def corrupt(reply: Message, seed: int) -> None:
                     raw = arr.reshape(-1).view(np.uint8)
                     raw[int(rng.integers(raw.size))] ^= np.uint8(1 << int(rng.integers(8)))
                     record[key] = Array(arr)
+
+
+def late_reply(msg: Message, seconds: float, deadline: float, straggler: bool) -> Message:
+    """What a simulated client sends when its work (``seconds``, a straggler's delay
+    included) passed ``deadline``: a marker the server drops on arrival, so it costs no
+    bytes and counts as no reply."""
+    if straggler:
+        return Message(Error(code=STRAGGLED, reason="an injected straggler (--straggler-rate)"),
+                       reply_to=msg)  # fmt: skip
+    reason = f"its own work took {seconds:.2f} s, past the {deadline:g} s round deadline"
+    return Message(Error(code=LATE, reason=reason), reply_to=msg)
+
+
+def is_late(reply: Message) -> bool:
+    """A simulated late reply (``late_reply``): in a deployment it would never have arrived."""
+    return reply.has_error() and reply.error.code in (LATE, STRAGGLED)

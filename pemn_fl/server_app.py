@@ -21,7 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from pemn_fl import checkpoint as C
 from pemn_fl import protocol as P
-from pemn_fl.accounting import MeteredGrid, WireMeter
+from pemn_fl.accounting import MeteredGrid, Traffic, WireMeter
 from pemn_fl.config import RunSettings
 from pemn_fl.export import export_model, fingerprint_of
 from pemn_fl.methods import Method
@@ -85,14 +85,16 @@ def _run_method(
     book: RoundLog, on_round: RoundCallback, models_dir: Path | None = None,
     wire_model: dict[str, list[float]] | None = None,
     checkpoint_dir: Path | None = None, resume: C.ServerCheckpoint | None = None,
-    index: int = 0,
+    index: int = 0, wall_timeout: float | None = None,
 ) -> None:  # fmt: skip
     """Drive the method's strategy with ``Strategy.start``; close each round's row.
 
     With ``models_dir``, the final global model is written to ``<models_dir>/<method>.pemn``;
     with ``checkpoint_dir``, the server's state after each round (``pemn_fl.checkpoint``);
     ``resume`` continues this method from such a checkpoint; ``index`` is the method's place
-    in ``settings.method_list`` (checkpoints order methods by it).
+    in ``settings.method_list`` (checkpoints order methods by it). ``wall_timeout``: how long
+    Flower waits for a round's replies, if not the round deadline (the simulator, where the
+    deadline is judged on each client's own work: ``pemn_fl.faults``).
     """
     side = method.server(settings, sampler)
     strategy = side.strategy
@@ -134,23 +136,47 @@ def _run_method(
                 strategy=C.strategy_state(strategy, static=[sampler, data]),
                 settings=settings.to_run_config()))  # fmt: skip
         on_round(row)
-        injected = settings.drop_rate > 0 or settings.corrupt_rate > 0 or settings.byzantine > 0
-        if server_round >= 1 and traffic.messages_up == rejected > 0 and not injected:
-            # Without injected faults, a round where no reply is usable means a setup error
-            # (a prototype fingerprint mismatch: client and server settings differ); stop
-            # early. With injected faults it can happen by chance: the model stays put.
-            raise ProtocolError(
-                f"{method.name} round {server_round}: every client reply was rejected; see "
-                "the warnings above (a prototype fingerprint mismatch means client and "
-                "server settings differ)"
-            )
+        for node, why in traffic.late:
+            log.warning("%s round %s: %s missed the round deadline: %s", method.name,
+                        server_round, sampler.label(node), why)  # fmt: skip
+        problem = empty_round_problem(settings, server_round, traffic, rejected)
+        if problem:
+            raise ProtocolError(f"{method.name} round {server_round}: {problem}")
         return MetricRecord({"accuracy": acc, "loss": loss})
 
     driver = strategy if not offset else C.ResumedStrategy(strategy, offset)
     driver.start(
         grid=grid, initial_arrays=initial, num_rounds=settings.num_server_rounds - offset,
-        evaluate_fn=evaluate_fn, timeout=settings.round_deadline,
+        evaluate_fn=evaluate_fn, timeout=wall_timeout or settings.round_deadline,
     )  # fmt: skip
+
+
+def empty_round_problem(settings: RunSettings, server_round: int, traffic: Traffic,
+                        rejected: int) -> str | None:  # fmt: skip
+    """Why a round without one usable reply means the run cannot go on, or ``None``.
+
+    With injected faults an empty round can happen by chance: the model stays put and the
+    next round goes on (every method recovers). Without them it is a setup error, and so is
+    a round whose clients were all late by their own work, faults or not: the deadline is
+    shorter than a client's round, and every round would be lost the same way.
+    """
+    usable = traffic.messages_up - rejected
+    if server_round < 1 or usable > 0:
+        return None
+    own = [why for _, why in traffic.late if "own work" in why]
+    if own:
+        return (f"no usable reply: {len(own)} client(s) took longer than the "
+                f"--round-deadline of {settings.round_deadline:g} s for their own work "
+                f"({own[0]}); raise --round-deadline")  # fmt: skip
+    injected = (settings.drop_rate > 0 or settings.corrupt_rate > 0 or settings.byzantine > 0
+                or settings.straggler_rate > 0)  # fmt: skip
+    if injected:
+        return None
+    if traffic.messages_up == 0:
+        return (f"no client replied within the --round-deadline of "
+                f"{settings.round_deadline:g} s; raise it, or check that the nodes run")
+    return ("every client reply was rejected; see the warnings above (a prototype "
+            "fingerprint mismatch means client and server settings differ)")
 
 
 def parameter_counts(settings: RunSettings) -> dict[str, int]:
@@ -163,6 +189,7 @@ def run_experiment(
     grid: Grid, settings: RunSettings, on_round: RoundCallback | None = None,
     csv_path: Path | None = None, models_dir: Path | None = None,
     wire_meter: WireMeter | None = None, resume: bool = False,
+    wall_timeout: float | None = None,
 ) -> tuple[RoundLog, dict[str, object]]:  # fmt: skip
     """Run every method in ``settings.methods`` on ``grid``; return the log and the summary.
 
@@ -204,7 +231,7 @@ def run_experiment(
             resume_from = saved
         _run_method(get_method(name), metered, settings, sampler, book,
                     on_round or (lambda row: None), models_dir, wire_model,
-                    ckpt_dir, resume_from, index)  # fmt: skip
+                    ckpt_dir, resume_from, index, wall_timeout)  # fmt: skip
     summary = summarize(book.frame(), setup_bytes=setup.total_bytes, level=settings.bytes_level)
     summary["nodes"] = len(mapping)
     summary["wire"] = {"source": "measured (byte-counting proxy)" if wire_meter is not None

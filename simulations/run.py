@@ -24,6 +24,10 @@ from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods import names as method_names
 
 DEFAULTS = RunSettings()
+# How long the simulator waits for a round's replies. Not the round deadline: in simulation
+# each client judges that on its own work (pemn_fl.faults), since the engine's few actors
+# serve the clients in turn and queueing is no client's fault.
+SIMULATION_WALL_TIMEOUT = 3600.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +268,7 @@ def simulate(settings: RunSettings, clients: int, cpus_per_client: float = 1.0,
         holder["book"], holder["summary"] = run_experiment(
             grid, settings, on_round, csv_path=None if out is None else out / "rounds.csv",
             models_dir=None if out is None else out / "models", resume=resume,
+            wall_timeout=max(settings.round_deadline, SIMULATION_WALL_TIMEOUT),
         )
 
     run_simulation(
