@@ -15,6 +15,7 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message
 
 import tests.harness as H
+from pemn_fl import evolving as E
 from pemn_fl import replica as R
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.config import RunSettings
@@ -199,3 +200,55 @@ def test_sigma_delta_loses_nothing_a_vote_asked_for() -> None:
         assert upd.offset == 2 and upd.denom == 1
         steps += upd.levels[0] - upd.offset
         assert np.abs(total - steps).max() <= 0.5 + 1e-9  # only delayed, never lost
+
+
+# -- known answers (not replays: each expected value is worked out by hand) --------------
+def test_apply_levels_moves_by_signed_steps_over_the_denominator() -> None:
+    # W + N * (level - offset) / denom: levels 0..4 with offset 2 are the steps -2..2, and
+    # over denom 2 they move W by -1, -1/2, 0, 1/2, 1 times N (all exact in float32).
+    w = [np.ones(5, np.float32)]
+    n = [np.array([0.5, 0.5, 0.5, 0.5, -0.5], np.float32)]
+    levels = [np.arange(5, dtype=np.int16)]
+    got = E.apply_levels(w, n, levels, denom=2, offset=2)
+    assert got[0].tolist() == [0.5, 0.75, 1.0, 1.25, 0.5]
+    assert E.apply_levels(w, n, levels, denom=4)[0].tolist() == [1.0, 1.125, 1.25, 1.375, 0.5]
+
+
+def test_a_lattice_round_of_zero_steps_leaves_the_weights_and_max_steps_move_them() -> None:
+    # evolve_lattice sends step s as level s + MAX_STEP: all-MAX_STEP levels are a round of
+    # zero steps, and all-(MAX_STEP + 1) levels move every weight up by one lattice step.
+    net = evolve.network(SETTINGS)
+    state = evolve.state_of(SETTINGS, evolve_lattice.SCHEME)
+    mid = evolve_lattice.MAX_STEP
+    still = evolve.Levels([np.full(n, mid, np.int16) for n in net.sizes], 1, 2 * mid, mid)
+    after = evolve.step(SETTINGS, evolve_lattice.SCHEME, state, 1, still)
+    assert all(np.array_equal(a, b) for a, b in zip(after, state, strict=True))
+    up = evolve.Levels([np.full(n, mid + 1, np.int16) for n in net.sizes], 1, 2 * mid, mid)
+    moved = evolve.step(SETTINGS, evolve_lattice.SCHEME, state, 1, up)
+    for a, b, shape in zip(moved, state, net.shapes, strict=True):
+        fan_in = int(np.prod(shape.shape[1:]))  # He std sqrt(2 / fan_in), times noise-scale
+        np.testing.assert_allclose(a - b, SETTINGS.noise_scale * np.sqrt(2 / fan_in), rtol=1e-5)
+
+
+def test_each_round_has_its_own_noise_and_a_replay_draws_the_same() -> None:
+    # N_r is drawn from (seed, r): rounds 1 and 2 must be independent sign patterns (about
+    # half the signs agree), and round 1 drawn again must be bit-identical.
+    one, two = evolve.noise(SETTINGS, 1), evolve.noise(SETTINGS, 2)
+    signs_one, signs_two = (np.concatenate([np.sign(x) for x in n]) for n in (one, two))
+    assert set(np.unique(signs_one)) == {-1.0, 1.0}
+    assert 0.45 < float((signs_one == signs_two).mean()) < 0.55
+    again = evolve.noise(SETTINGS, 1)
+    assert all(np.array_equal(a, b) for a, b in zip(one, again, strict=True))
+
+
+def test_the_dither_is_fresh_every_round_and_every_layer() -> None:
+    # A vote fraction of 1/2 on one level: floor(1/2 + u) is 1 exactly when u >= 1/2, so two
+    # independent draws agree on about half the weights; the same round again agrees on all.
+    f = [np.full(20_000, 0.5), np.full(20_000, 0.5)]
+    one_bit = dataclasses.replace(SETTINGS, dither_levels=1)
+    r1 = evolve_dither.dither_rule(f, 4, one_bit, 1, {}).levels
+    r2 = evolve_dither.dither_rule(f, 4, one_bit, 2, {}).levels
+    assert 0.47 < float((r1[0] == r2[0]).mean()) < 0.53  # round 1 vs round 2
+    assert 0.47 < float((r1[0] == r1[1]).mean()) < 0.53  # layer 0 vs layer 1
+    again = evolve_dither.dither_rule(f, 4, one_bit, 1, {}).levels
+    assert all(np.array_equal(a, b) for a, b in zip(r1, again, strict=True))

@@ -161,3 +161,57 @@ def test_fedpm_bayes_rejects_a_wrong_digest_clearly() -> None:
     sent[0].content["config"]["digest"] = b"\x00" * 8
     with pytest.raises(RuntimeError, match="digest mismatch"):
         fedpm_bayes.METHOD.client_step(sent[0], contexts[0], SETTINGS)
+
+
+# -- known answers (not replays: each expected value is worked out by hand) --------------
+def test_posterior_update_decays_the_old_votes_by_rho() -> None:
+    # alpha = 1 + rho (alpha - 1) + c and beta = 1 + rho (beta - 1) + K - c, with K = 2:
+    # edge 0 holds Beta(3, 5) and gets 1 vote, edge 1 holds Beta(1, 1) and gets 2.
+    state = [np.array([3.0, 1.0], np.float32), np.array([5.0, 1.0], np.float32)]
+    counts = [np.array([1, 2], np.int16)]
+    halved = fedpm_bayes.apply_counts(state, counts, 2, decay=0.5)
+    assert [a.tolist() for a in halved] == [[3.0, 3.0], [4.0, 1.0]]
+    kept = fedpm_bayes.apply_counts(state, counts, 2, decay=1.0)
+    assert [a.tolist() for a in kept] == [[4.0, 3.0], [6.0, 1.0]]
+
+
+def test_fedpm_bayes_uniforms_are_fresh_every_round_and_partition() -> None:
+    # The shared uniforms make each round's sample; reused across rounds they would draw the
+    # same reference sample of a fixed theta every round (no longer independent draws).
+    seeds = {(p, r): fedpm_bayes.uniforms_seed(SETTINGS, p, r) for p in range(3)
+             for r in range(1, 4)}  # fmt: skip
+    assert len(set(seeds.values())) == len(seeds)
+    half = [np.full(20_000, 0.5)]
+    _, r1 = PM.coupled_sample(half, half, seeds[0, 1])
+    _, r2 = PM.coupled_sample(half, half, seeds[0, 2])
+    assert 0.47 < float((r1[0] == r2[0]).mean()) < 0.53  # independent fair coins
+
+
+def test_fedpm_bayes_posterior_counts_exactly_the_samples_the_clients_drew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Clients whose trained probabilities are exactly 0 or 1 draw a known sample m = q
+    # (u < 1 always, u < 0 never) whatever the uniforms, so the posterior is known by hand.
+    # q alternates 0, 1; round 1: one client, round 2: three, decay 1/2:
+    #   after round 1: alpha = 1 + q,                  beta = 1 + (1 - q)
+    #   after round 2: alpha = 1 + (q) / 2 + 3 q,      beta = 1 + (1 - q) / 2 + 3 (1 - q)
+    # so alpha = 4.5 where q = 1 (beta = 1), and beta = 4.5 where q = 0 (alpha = 1).
+    net = evolve.network(SETTINGS)
+    q = [(np.arange(n) % 2).astype(np.float64) for n in net.sizes]
+    monkeypatch.setattr(fedpm, "local_round", lambda settings, theta, pid, n, r: (q, 0.5, 10))
+    settings = dataclasses.replace(SETTINGS, posterior_decay=0.5)
+    schedule = {1: [0], 2: [0, 1, 2]}
+    strategy = _strategy(fedpm_bayes, schedule, settings).strategy
+    contexts = {p: _context(p) for p in range(PARTITIONS)}
+    for r in sorted(schedule):
+        sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
+        replies = [_deliver(m, fedpm_bayes.METHOD.client_step,
+                            contexts[m.metadata.dst_node_id - 100], settings)
+                   for m in sent]  # fmt: skip
+        strategy.aggregate_train(r, replies)
+        assert strategy.rejected == 0
+    half = len(strategy.replica.state) // 2
+    for qi, alpha, beta in zip(q, strategy.replica.state[:half], strategy.replica.state[half:],
+                               strict=True):  # fmt: skip
+        assert alpha.tolist() == np.where(qi == 1, 4.5, 1.0).tolist()
+        assert beta.tolist() == np.where(qi == 1, 1.0, 4.5).tolist()

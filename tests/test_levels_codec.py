@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 
@@ -71,3 +74,20 @@ def test_header_lies_are_rejected(change: dict, match: str) -> None:
 def test_out_of_range_levels_are_a_programming_error() -> None:
     with pytest.raises(ValueError, match="levels must lie"):
         encode_levels([np.array([0, 3], np.int16)], fingerprint=FP, tag=1, max_level=2)
+
+
+def _recrc(body: bytes) -> bytes:
+    """``body`` with a valid CRC32 appended: a lie only the header checks can catch."""
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@pytest.mark.parametrize("extra", [b"\x00" * 4, b"\x01\x02\x03\x04" * 3])
+def test_trailing_bytes_behind_a_recomputed_crc_are_rejected(extra: bytes) -> None:
+    # Whole 32-bit words after the body, the CRC redone over them: the body length in the
+    # header no longer reaches the CRC, so the payload is not the one the sender encoded.
+    layers = _layers(4)
+    payload = encode_levels(layers, fingerprint=FP, tag=4, max_level=10)
+    same = _decode(_recrc(payload[:-4]), layers)  # the re-CRC alone changes nothing
+    assert all(np.array_equal(a, b) for a, b in zip(layers, same, strict=True))
+    with pytest.raises(LevelsPayloadError, match="body length"):
+        _decode(_recrc(payload[:-4] + extra), layers)

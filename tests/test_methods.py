@@ -18,7 +18,18 @@ def test_every_registered_method_is_a_complete_module() -> None:
         assert validate_message_type(method.message_type), method.message_type
         assert callable(method.client_step) and callable(method.server)
         assert method.num_params(settings) > 0
-        assert label_of(name) == method.label != name
+        assert method.label and method.label != name
+
+
+def test_labels_are_the_registry_entries_and_unknown_names_stand_for_themselves() -> None:
+    # Known answers: the labels the README's tables print, not the registry read back.
+    assert label_of("fedavg") == "FedAvg (dense floats)"
+    assert label_of("pemn") == "PEMN-FL (masks)"
+    assert label_of("evolve_dither") == "Evolving prototype, dithered votes"
+    # A rounds.csv from a registry that had another method still plots, under its name.
+    assert label_of("retired_method") == "retired_method"
+    labels = [label_of(name) for name in names()]
+    assert len(set(labels)) == len(labels)  # every curve and row is told apart
 
 
 def test_unknown_and_duplicate_methods_are_clear_errors() -> None:

@@ -117,3 +117,19 @@ def test_replied_rejected_and_failed_are_told_apart() -> None:
     assert (row["clients_replied"], row["clients_rejected"], row["clients_failed"]) == (2, 1, 2)
     # Bits per parameter per client message that carried an update (3), not per error reply.
     assert row["uplink_bits_per_param"] == pytest.approx(8 * 300 / (100 * 3))
+
+
+def test_target_is_fedavgs_best_round_not_its_last() -> None:
+    # FedAvg peaks in round 1 (0.9) and falls back to 0.8: the target is 0.9 - 1 pt = 0.89,
+    # and FedAvg reached it with round 1's cumulative bytes (2 * 8000 at the message level).
+    book = RoundLog(params={"pemn": 1000, "fedavg": 1000})
+    for method, accs in (("pemn", [0.1, 0.5, 0.6]), ("fedavg", [0.1, 0.9, 0.8])):
+        for r, acc in enumerate(accs):
+            book.add(method, r, Traffic() if r == 0 else _traffic(8000, 8000),
+                     sampled=2 if r else 0, rejected=0, accuracy=acc, loss=1.0,
+                     wall_s=0.1)  # fmt: skip
+    s = summarize(book.frame(), level="message")
+    assert s["target_accuracy"] == pytest.approx(0.89)
+    assert s["methods"]["fedavg"]["bytes_to_target"] == 16000
+    assert s["methods"]["fedavg"]["best_accuracy"] == 0.9
+    assert s["methods"]["fedavg"]["final_accuracy"] == 0.8

@@ -123,3 +123,29 @@ def test_logs_name_a_node_by_its_partition() -> None:
     assert node_label(sampler, 444) == "partition 3 (node 444)"
     assert node_label(sampler, 999) == "node 999"  # not in this run's map
     assert node_label(lambda r: [], 444) == "node 444"  # a bare sampler: the id only
+
+
+def test_screen_refuses_error_replies_and_bad_payloads_and_keeps_partition_order() -> None:
+    from pemn_fl.methods.base import screen
+
+    sampler = RoundSampler({0: 11, 1: 12, 2: 13, 3: 14}, 1.0, seed=0)
+    sent = {n: Message(content=RecordDict(), dst_node_id=n, message_type="train.x")
+            for n in (11, 12, 13, 14)}  # fmt: skip
+
+    def reply(node: int, examples: object) -> Message:
+        content = RecordDict({P.METRICS_KEY: MetricRecord({"num-examples": examples})})
+        return Message(content=content, reply_to=sent[node])
+
+    def check(msg: Message) -> float:
+        value = float(msg.content[P.METRICS_KEY]["num-examples"])
+        if value < 0:
+            raise ValueError("negative")
+        return value
+
+    # Arrival order 14, 13, 12, 11: node 13 crashed (an error reply), node 12's payload is
+    # refused by ``check``; 11 and 14 are kept, in partition order.
+    replies = [reply(14, 40), Message(Error(code=0, reason="crashed"), reply_to=sent[13]),
+               reply(12, -1), reply(11, 10)]  # fmt: skip
+    kept, refused = screen(replies, sampler, 1, check)
+    assert kept == [(11, 10.0), (14, 40.0)]
+    assert refused == 2

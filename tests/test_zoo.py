@@ -11,12 +11,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 import tests.harness as H
 from pemn_fl import replica as R
 from pemn_fl.accounting import payload_bytes
-from pemn_fl.compressed import dense_net
+from pemn_fl.compressed import DenseNet, dense_net, weighted_mean
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods import qsgd, signsgd, topk
 
@@ -140,3 +140,72 @@ def test_a_malformed_reply_is_rejected_and_the_round_goes_on(name: str) -> None:
     del replies[1].content["update"]["update"]
     arrays, _ = strategy.aggregate_train(1, replies)
     assert arrays is not None and strategy.rejected == 2
+
+
+# -- known answers (not replays: each expected value is worked out by hand) --------------
+FP = "0123456789abcdef"
+
+
+def _tiny_net(n: int = 4) -> DenseNet:
+    """A one-tensor dense model of ``n`` weights, for hand-checked aggregates."""
+    return DenseNet(("w",), ((n,),), (np.zeros(n, np.float32),), FP)
+
+
+def test_weighted_mean_weights_each_update_by_its_examples() -> None:
+    # (1 * 1 + 3 * 3) / (1 + 3) = 2.5 and (1 * 2 + 3 * -2) / 4 = -1, per tensor.
+    got = weighted_mean([[np.array([1.0]), np.array([2.0])], [np.array([3.0]), np.array([-2.0])]],
+                        [1.0, 3.0])  # fmt: skip
+    assert [g.tolist() for g in got] == [[2.5], [-1.0]]
+    assert all(g.dtype == np.float32 for g in got)
+
+
+def test_signsgd_majority_of_a_tie_is_zero_and_a_zero_update_votes_zero() -> None:
+    net, settings = _tiny_net(), dataclasses.replace(SETTINGS, server_lr=0.5)
+    # Two clients: +1/-1 is a tie (0), +1/+1 is +1, -1/-1 is -1, 0/0 is 0. One vote per
+    # client, so unequal example counts change nothing.
+    votes = [[np.array([1, 1, -1, 0], np.float32)], [np.array([-1, 1, -1, 0], np.float32)]]
+    fields = signsgd.aggregate(settings, net, votes, [1.0, 100.0], {}, 3)
+    assert signsgd.decode_down(settings, net, fields, 3)[0].tolist() == [0.0, 0.5, -0.5, 0.0]
+    up, _ = signsgd.encode_up(settings, net, [np.array([0, 2, -3, 0], np.float32)], None, 3)
+    assert signsgd.decode_up(settings, net, up, 3)[0].tolist() == [0.0, 1.0, -1.0, 0.0]
+
+
+def test_topk_server_sends_what_its_residual_held_back() -> None:
+    # k = 1 of 4. Round 1: mean [3, 2, 0, 0] -> sends [3, 0, 0, 0], keeps [0, 2, 0, 0].
+    # Round 2: mean [0, 1, 0, 0] + residual [0, 2, 0, 0] -> sends [0, 3, 0, 0].
+    net, settings = _tiny_net(), dataclasses.replace(SETTINGS, topk_fraction=0.25)
+    state: dict = {}
+    first = topk.aggregate(settings, net, [[np.array([3, 2, 0, 0], np.float32)]], [1.0], state, 1)
+    assert topk.decode(settings, net, first, 1)[0].tolist() == [3.0, 0.0, 0.0, 0.0]
+    second = topk.aggregate(settings, net, [[np.array([0, 1, 0, 0], np.float32)]], [1.0], state,
+                            2)  # fmt: skip
+    assert topk.decode(settings, net, second, 2)[0].tolist() == [0.0, 3.0, 0.0, 0.0]
+
+
+def test_a_non_finite_update_is_rejected_and_the_step_is_the_finite_ones() -> None:
+    # Two replies: one whose only non-zero is 0.25 at weight 0, one holding a NaN. The NaN
+    # one is refused; the step is the finite one alone (top-k keeps its one non-zero).
+    strategy = _strategy(topk, {1: [0, 1]}, SETTINGS).strategy
+    net = dense_net(SETTINGS)
+    good = [np.zeros(n, np.float32) for n in net.sizes]
+    good[0][0] = 0.25
+    bad = [np.zeros(n, np.float32) for n in net.sizes]
+    bad[0][0] = np.nan
+    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    replies = []
+    for m, delta in zip(sent, [good, bad], strict=True):
+        fields, _ = topk.encode_up(SETTINGS, net, delta, None, 1)
+
+        def answer(msg: Message, ctx: Context, settings: RunSettings, f: dict = fields) -> Message:
+            content = RecordDict({"update": ConfigRecord(f), "metrics": MetricRecord(
+                {"num-examples": 10, "train-loss": 0.5})})  # fmt: skip
+            return Message(content=content, reply_to=msg)
+
+        replies.append(_deliver(m, answer, _context(m.metadata.dst_node_id - 100), SETTINGS))
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None and strategy.rejected == 1
+    new = strategy.replica.state
+    assert all(np.isfinite(w).all() for w in new)
+    assert new[0][0] == np.float32(net.initial[0][0] + np.float32(0.25))
+    assert np.array_equal(new[0][1:], net.initial[0][1:])
+    assert all(np.array_equal(a, b) for a, b in zip(new[1:], net.initial[1:], strict=True))
