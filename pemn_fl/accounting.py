@@ -86,6 +86,7 @@ class Traffic:
     stored_objects: set[str] = field(default_factory=set)  # the SuperLink's de-duplication
     # Simulated late replies (``faults.is_late``), dropped on arrival: (node id, why).
     late: list[tuple[int, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the reasons of the error replies
 
     def add_down(self, msg: Message) -> None:
         self.downlink_bytes += message_bytes(msg)
@@ -99,6 +100,7 @@ class Traffic:
         self.messages_up += 1
         if msg.has_error():
             self.error_replies += 1
+            self.errors.append(msg.error.reason)
         if msg.metadata.src_node_id == SUPERLINK_NODE_ID:
             # Made by the SuperLink itself (node unavailable, reply expired): it never crossed
             # a node's link, so it is a failed client but no uplink traffic. (Whether the

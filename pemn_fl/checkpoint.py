@@ -145,14 +145,35 @@ def save_client(directory: Path, pid: int, key: tuple[int, int], state: RecordDi
         old.unlink(missing_ok=True)
 
 
-def load_client(directory: Path, pid: int, before: tuple[int, int]) -> RecordDict | None:
-    """The newest saved state of partition ``pid`` from before (method index, round)."""
-    usable = [path for key, path in _client_files(directory, pid) if key < before]
-    if not usable:
-        return None
+def _read_client_file(path: Path) -> RecordDict:
     proto = RecordDictProto()
-    proto.ParseFromString(usable[-1].read_bytes())
-    return recorddict_from_proto(proto)
+    try:
+        proto.ParseFromString(path.read_bytes())
+        return recorddict_from_proto(proto)
+    except Exception as exc:  # noqa: BLE001 - any parse failure: the file is damaged
+        raise CheckpointError(f"{path}: damaged client checkpoint ({type(exc).__name__}); "
+                              "resuming would start that client over and the run would "
+                              "drift from an uninterrupted one: start the run again") from None
+
+
+def load_client(directory: Path, pid: int, before: tuple[int, int]) -> RecordDict | None:
+    """The newest saved state of partition ``pid`` from before (method index, round).
+
+    A damaged file is a ``CheckpointError``, never a silent fresh start: a client that
+    started over would train on other state than the run it continues."""
+    usable = [path for key, path in _client_files(directory, pid) if key < before]
+    return _read_client_file(usable[-1]) if usable else None
+
+
+def check_clients(directory: Path) -> None:
+    """Every client state file of a checkpoint parses, checked before a resume starts: a
+    damaged one is one clear error in the runner, not a failure inside a worker."""
+    folder = directory / CLIENT_DIR
+    for part in sorted(folder.iterdir()) if folder.is_dir() else []:
+        pid = part.name[1:]
+        if part.is_dir() and pid.isdigit():
+            for _, path in _client_files(directory, int(pid)):
+                _read_client_file(path)
 
 
 class ResumedStrategy(Strategy):
@@ -183,20 +204,76 @@ class ResumedStrategy(Strategy):
         self.inner.summary()
 
 
-def finished_rows(csv_path: Path, methods: list[str],
-                  saved: ServerCheckpoint) -> list[dict[str, object]]:  # fmt: skip
-    """The rows of ``rounds.csv`` the checkpoint covers (later ones belong to a round that
-    was cut short or is re-run), in file order."""
-    import pandas as pd
+def finished_rows(csv_path: Path, methods: list[str], saved: ServerCheckpoint,
+                  rounds: int, columns: list[str]) -> list[dict[str, object]]:  # fmt: skip
+    """The rows of ``rounds.csv`` the checkpoint covers, in file order, checked.
+
+    Later rows belong to a round that was cut short or is re-run and are dropped, and so is
+    a torn last line (a kill mid-write). Every covered row must be there, whole, with the
+    header ``columns`` and a number in every numeric field (integers stay integers);
+    anything else is a ``CheckpointError`` naming the line, never a guess.
+    """
+    import csv
 
     if not csv_path.is_file():
         raise CheckpointError(f"{csv_path}: missing; it holds the finished rounds to keep")
-    frame = pd.read_csv(csv_path)
-    index = frame["method"].map({m: i for i, m in enumerate(methods)})
-    done = (index < saved.method_index) | (
-        (index == saved.method_index) & (frame["round"] <= saved.round)
-    )
-    return [
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-        for row in frame[done].to_dict("records")
-    ]
+    try:
+        lines = csv_path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{csv_path}: unreadable ({type(exc).__name__})") from None
+    table = list(csv.reader(lines))
+    if not table or table[0] != columns:
+        raise CheckpointError(f"{csv_path}: not the rounds.csv of this run (its header is not "
+                              "this version's columns); start the run again")  # fmt: skip
+    index = {m: i for i, m in enumerate(methods)}
+    rows, body = [], table[1:]
+    for number, fields in enumerate(body, start=2):
+        try:
+            row = _parse_row(fields, columns)
+        except ValueError as exc:
+            if number == len(body) + 1:
+                break  # a torn last line: that round is re-run anyway
+            raise CheckpointError(f"{csv_path}, line {number}: {exc}; start the run "
+                                  "again") from None  # fmt: skip
+        i = index.get(str(row["method"]))
+        if i is None:
+            raise CheckpointError(f"{csv_path}, line {number}: method {row['method']!r} is "
+                                  "not one of this run's")  # fmt: skip
+        if i < saved.method_index or (i == saved.method_index and row["round"] <= saved.round):
+            rows.append(row)
+    expected = [(m, r) for m, i in index.items() if i <= saved.method_index
+                for r in range(0, (rounds if i < saved.method_index else saved.round) + 1)]
+    found = [(row["method"], row["round"]) for row in rows]
+    if sorted(found) != sorted(expected):
+        missing = sorted(set(expected) - set(found))[:3]
+        raise CheckpointError(f"{csv_path}: does not hold exactly the finished rounds the "
+                              f"checkpoint covers (missing or repeated, e.g. {missing}); "
+                              "start the run again")  # fmt: skip
+    return rows
+
+
+# Columns whose values are counts (integers); every other column but ``method`` is a float.
+INTEGER_COLUMNS = frozenset({
+    "round", "clients_sampled", "clients_replied", "clients_rejected", "clients_failed",
+    "uplink_payload_bytes", "downlink_payload_bytes", "uplink_bytes", "downlink_bytes",
+    "uplink_wire_bytes", "downlink_wire_bytes", "cumulative_bytes",
+})  # fmt: skip
+
+
+def _parse_row(fields: list[str], columns: list[str]) -> dict[str, object]:
+    if len(fields) != len(columns):
+        raise ValueError(f"{len(fields)} fields where the header has {len(columns)}")
+    row: dict[str, object] = {}
+    for name, text in zip(columns, fields, strict=True):
+        if name == "method":
+            row[name] = text
+        elif name in INTEGER_COLUMNS:
+            if not text.strip().lstrip("-").isdigit():
+                raise ValueError(f"{name}={text!r} is not an integer")
+            row[name] = int(text)
+        else:  # empty = NaN (bits/param of a round without messages)
+            try:
+                row[name] = float(text) if text else float("nan")
+            except ValueError:
+                raise ValueError(f"{name}={text!r} is not a number") from None
+    return row

@@ -12,8 +12,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
-from pemn_fl.data import DATASETS
-from pemn_fl.models import MODELS
+from pemn_fl.data import BUNDLED, DATASETS, INPUT_SHAPES
+from pemn_fl.levels_codec import MAX_LEVEL
+from pemn_fl.models import MAX_PARAMETERS, MODELS, parameter_count
 from pemn_fl.partition import SCHEMES
 from pemn_fl.prototype import INITS, PrototypeSpec, PrototypeSpecError
 from pemn_fl.task import OPTIMIZERS, TrainConfig
@@ -23,6 +24,9 @@ VOTE_WEIGHTINGS = ("examples", "uniform")
 MAX_STRAGGLER_DEADLINE = 600.0  # a straggler sleeps past the deadline: keep runs finite
 ROBUST = ("none", "median", "trimmed-mean")  # FedAvg's aggregation (Flower's strategies)
 BYTES_LEVELS = ("payload", "message", "wire")  # see pemn_fl.report.LEVELS
+# A round's noise step of 100 He stds already wipes out any network; far larger values
+# overflow the float32 weights every party replicates (1e300 made NaN and exited 0).
+MAX_NOISE_SCALE = 100.0
 
 
 class SettingsError(ValueError):
@@ -128,6 +132,13 @@ class RunSettings:
         if not 0.0 <= self.trim_votes < 0.5:
             raise SettingsError(f"trim-votes={self.trim_votes!r}: the share of votes dropped "
                                 "must be in [0, 0.5)")  # fmt: skip
+        attackers = int(self.byzantine * self.min_nodes + 0.5)  # as pemn_fl.faults counts them
+        if attackers and 2 * attackers >= self.min_nodes:
+            raise SettingsError(
+                f"byzantine={self.byzantine!r}: with {self.min_nodes} clients that is "
+                f"{attackers} attackers, not a minority; lower it below "
+                f"{(self.min_nodes - 1) // 2 / self.min_nodes + 0.5 / self.min_nodes:.3g}"
+            )
         if self.byzantine > 0:
             unarmed = [m for m in methods if not get(m).attack]
             if unarmed:
@@ -142,11 +153,31 @@ class RunSettings:
         _positive("classes-per-client", self.classes_per_client)
         _positive("min-nodes", self.min_nodes)
         _positive("dither-levels", self.dither_levels)
+        if self.dither_levels > MAX_LEVEL:
+            raise SettingsError(f"dither-levels={self.dither_levels!r}: the levels codec sends "
+                                f"at most {MAX_LEVEL} steps; use 1..{MAX_LEVEL}")  # fmt: skip
+        if self.noise_scale > MAX_NOISE_SCALE:
+            raise SettingsError(f"noise-scale={self.noise_scale!r}: at most "
+                                f"{MAX_NOISE_SCALE:g} (in He stds per round; larger overflows "
+                                "the float32 weights)")  # fmt: skip
+        if self.data_dir and self.dataset in BUNDLED:
+            raise SettingsError(
+                f"data-dir={self.data_dir!r}: {self.dataset} needs no files (it is bundled or "
+                "generated); drop data-dir, or choose a dataset read from files "
+                "(fashion-mnist, mnist, cifar10)"
+            )
         for name in ("width", "dense-width", "lr", "dense-lr", "alpha", "noise-scale",
                      "noise-lr", "pm-lr", "server-lr"):  # fmt: skip
             value = getattr(self, name.replace("-", "_"))
             if not (value > 0 and math.isfinite(value)):
                 raise SettingsError(f"{name}={value!r}: must be a positive number")
+        for name, width in (("width", self.width), ("dense-width", self.dense_width)):
+            count = parameter_count(self.model, INPUT_SHAPES[self.dataset], 10, width)
+            if count > MAX_PARAMETERS:
+                raise SettingsError(
+                    f"{name}={width!r}: a {self.model} that wide has {count:.3g} weights; "
+                    f"pemn-fl builds at most {MAX_PARAMETERS:.0e}"
+                )
         if not 0.0 < self.fraction <= 1.0:
             raise SettingsError(f"fraction={self.fraction!r}: must be in (0, 1]")
         if not 0.0 < self.keep < 1.0:

@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "BUNDLED",
     "DATASETS",
     "DEFAULT_DATA_DIRS",
+    "INPUT_SHAPES",
     "DataError",
     "Dataset",
     "clear_cache",
@@ -55,8 +57,16 @@ DEFAULT_DATA_DIRS: dict[str, Path] = {"fashion-mnist": Path("/usr/share/datasets
 # Datasets whose train/test split is fixed by the files on disk: the seed cannot change them, so
 # it is dropped from the cache key (one cached copy instead of one per seed).
 _FIXED_SPLIT = frozenset({"fashion-mnist", "mnist", "cifar10"})
-# Datasets that are bundled or generated: a data_dir would be meaningless, so it is ignored.
-_NO_FILES = frozenset({"digits", "synthetic"})
+# Datasets that are bundled or generated: a data_dir would be meaningless (the settings refuse
+# one, rather than silently ignoring it).
+BUNDLED = frozenset({"digits", "synthetic"})
+_NO_FILES = BUNDLED
+#: ``(C, H, W)`` of one sample of each dataset, known without its files: a model can be sized
+#: (``describe``, a model file's header checked) where the data is not installed.
+INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
+    "digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32), "synthetic": (1, 8, 8),
+}  # fmt: skip
 
 _IDX_FILES: dict[str, str] = {
     "train_images": "train-images-idx3-ubyte",

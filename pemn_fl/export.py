@@ -21,6 +21,8 @@ from pemn_fl.modelfile import ModelFile, ModelFileError, float32_bytes, model_fi
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import evaluate
 
+LOCAL_PATHS = ("data-dir", "checkpoint-dir")  # run-config keys never written to a model file
+
 
 def fingerprint_of(side: ServerSide) -> str:
     """What the settings rebuild, hashed: the model with the initial arrays installed
@@ -34,7 +36,10 @@ def export_model(method: Method, settings: RunSettings, fingerprint: str, arrays
                  server_round: int, accuracy: float) -> ModelFile:  # fmt: skip
     """A method's global model after ``server_round``, as ``model.pemn`` contents."""
     compact = method.compact(settings, arrays) if method.compact else arrays
-    return ModelFile(method=method.name, run_config=settings.to_run_config(),
+    # Local paths stay local: where this machine kept its data and checkpoints means nothing
+    # to whoever loads the file (``evaluate --data-dir`` names theirs).
+    config = {**settings.to_run_config(), **{key: "" for key in LOCAL_PATHS}}
+    return ModelFile(method=method.name, run_config=config,
                      fingerprint=fingerprint, arrays=compact, final_round=server_round,
                      accuracy=accuracy, info={"float32_bytes": float32_bytes(arrays)})  # fmt: skip
 

@@ -172,6 +172,8 @@ def loads(data: bytes) -> ModelFile:
         if size > len(view) - 4 - pos:
             raise ModelFileError(f"model file array {e['name']!r} ({size} bytes) exceeds the file")
         flat = np.frombuffer(view[pos : pos + size], dtype=dtype.newbyteorder("<"))
+        if dtype.kind == "f" and not np.isfinite(flat).all():  # a valid CRC proves no more
+            raise ModelFileError(f"model file array {e['name']!r} holds non-finite values")
         arrays[str(e["name"])] = Array(flat.astype(dtype).reshape(shape))
         pos += size
     if pos != len(view) - 4:

@@ -16,6 +16,7 @@ papers: 64-64-pool[-128-128-pool[-256-256-pool]] then fc 256-256-classes); ``res
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,6 +199,25 @@ def build_model(
     if name == "resnet20":
         return ResNet20(kit, input_shape, num_classes, width)
     raise ModelError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
+
+
+# The largest model pemn-fl builds: 1e8 values are 400 MB of float32 per copy, and every
+# client actor and the server hold several. A width that asks for more (a typo, or a model
+# file's header saying width=2000) is refused before anything is allocated.
+MAX_PARAMETERS = 100_000_000
+
+
+@functools.lru_cache(maxsize=64)
+def parameter_count(name: str, input_shape: tuple[int, int, int], num_classes: int,
+                    width: float) -> float:  # fmt: skip
+    """Weights and buffers of the dense ``name`` at ``width``, counted on PyTorch's ``meta``
+    device (shapes only, no memory): ``inf`` when the shapes overflow."""
+    try:
+        with torch.device("meta"):
+            model = build_model(name, input_shape, num_classes, masked=False, width=width)
+    except RuntimeError:  # "Storage size calculation overflowed"
+        return math.inf
+    return float(sum(t.numel() for t in (*model.parameters(), *model.buffers())))
 
 
 def layer_shapes(model: nn.Module) -> list[LayerShape]:

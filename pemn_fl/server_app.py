@@ -27,7 +27,7 @@ from pemn_fl.export import export_model, fingerprint_of
 from pemn_fl.methods import Method
 from pemn_fl.methods import get as get_method
 from pemn_fl.modelfile import save
-from pemn_fl.report import RoundLog, plot_runs, summarize, summary_table
+from pemn_fl.report import COLUMNS, RoundLog, plot_runs, summarize, summary_table
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import evaluate
 
@@ -175,6 +175,8 @@ def empty_round_problem(settings: RunSettings, server_round: int, traffic: Traff
     if traffic.messages_up == 0:
         return (f"no client replied within the --round-deadline of "
                 f"{settings.round_deadline:g} s; raise it, or check that the nodes run")
+    if traffic.error_replies == traffic.messages_up:
+        return f"every sampled client failed; the first said: {traffic.errors[0]}"
     return ("every client reply was rejected; see the warnings above (a prototype "
             "fingerprint mismatch means client and server settings differ)")
 
@@ -218,7 +220,8 @@ def run_experiment(
     mapping = handshake(metered, settings.min_nodes)
     setup = metered.take()
     sampler = RoundSampler(mapping, settings.fraction, settings.seed)
-    rows = C.finished_rows(csv_path, settings.method_list, saved) if saved else []
+    rows = (C.finished_rows(csv_path, settings.method_list, saved, settings.num_server_rounds,
+                            COLUMNS) if saved else [])  # fmt: skip
     if csv_path is not None:
         csv_path.unlink(missing_ok=True)
     book = RoundLog(params=parameter_counts(settings), path=csv_path)
@@ -265,7 +268,13 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Entry point under ``flwr run .``: settings from the run config, outputs to out-dir."""
     settings = RunSettings.from_run_config(dict(context.run_config))
-    out = Path("results/runs") / time.strftime("flwr-%Y%m%d-%H%M%S")
+    # Where this machine keeps the run's files is no experiment setting, so it comes from
+    # the environment (the SuperLink passes its own on): ``simulations.deploy`` names the
+    # run's directory (PEMN_FL_RUN_DIR) so that a resumed run finds its finished rows there,
+    # and asks for a resume from ``checkpoint-dir`` with PEMN_FL_RESUME=1.
+    out = Path(os.environ.get("PEMN_FL_RUN_DIR")
+               or Path("results/runs") / time.strftime("flwr-%Y%m%d-%H%M%S"))  # fmt: skip
+    resume = os.environ.get("PEMN_FL_RESUME") == "1"
     # ``simulations.deploy`` puts a byte-counting proxy in front of the SuperLink and names
     # its meter file here (the SuperLink passes its environment on to the ServerApp).
     meter = os.environ.get("PEMN_FL_WIRE_METER")
@@ -276,7 +285,8 @@ def main(grid: Grid, context: Context) -> None:
         meter = None
     book, summary = run_experiment(grid, settings, csv_path=out / "rounds.csv",
                                    models_dir=out / "models",
-                                   wire_meter=WireMeter(Path(meter)) if meter else None)
+                                   wire_meter=WireMeter(Path(meter)) if meter else None,
+                                   resume=resume)
     write_outputs(out, book, summary, title=f"{settings.dataset} / {settings.model}")
     print(summary_table(summary))
     print(f"results written to {out.resolve()}")

@@ -90,7 +90,15 @@ def train_loop(
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
         last = total / max(1, seen)
+        if not np.isfinite(last):  # a step size too large for this model: say so, send nothing
+            raise TrainingDiverged(f"local training diverged (loss {last}); lower the learning "
+                                   "rate (--lr, --dense-lr, --noise-lr or --pm-lr)")  # fmt: skip
     return last
+
+
+class TrainingDiverged(RuntimeError):
+    """The local loss became non-finite: the client fails its round (an error reply, counted
+    as failed) instead of sending an update full of NaN."""
 
 
 @torch.no_grad()

@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     except RoundsFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # matplotlib could not write the figure there
+        print(f"error: --out {args.out or default}: cannot write the figure there "
+              f"({exc.strerror or exc})", file=sys.stderr)  # fmt: skip
+        return 2
     print(f"wrote {out}")
     return 0
 

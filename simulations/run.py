@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -19,6 +20,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import IO
 
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods import names as method_names
@@ -146,6 +148,15 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     )  # fmt: skip
 
 
+def check_cpus(cpus_per_client: float, available: int | None = None) -> None:
+    """A client's CPU share must fit on this machine: Ray would otherwise never place a single
+    client actor and the run would hang (``ActorPool is empty``)."""
+    available = available or os.cpu_count() or 1
+    if not (math.isfinite(cpus_per_client) and 0 < cpus_per_client <= available):
+        raise SettingsError(f"--cpus-per-client {cpus_per_client}: must be a number in (0, "
+                            f"{available}] (this machine has {available} CPUs)")  # fmt: skip
+
+
 def resumed(args: argparse.Namespace) -> tuple[Path, RunSettings, int, float]:
     """``--resume DIR``: the run's directory, settings, clients and CPUs from its config.json.
 
@@ -172,23 +183,65 @@ def resumed(args: argparse.Namespace) -> tuple[Path, RunSettings, int, float]:
     if not (checkpoints / "server.pkl").is_file():
         raise SettingsError(f"--resume {out}: no checkpoint in it (the run stopped before its "
                             "first round ended); start it again")  # fmt: skip
+    # Every file the resume will read back, checked here, before Ray starts: a damaged one is
+    # one error line, never a traceback in a worker or a client silently starting over.
+    from pemn_fl import checkpoint as C
+    from pemn_fl.report import COLUMNS
+
+    saved = C.load_server(checkpoints)
+    C.finished_rows(out / "rounds.csv", settings.method_list, saved,
+                    settings.num_server_rounds, COLUMNS)  # fmt: skip
+    C.check_clients(checkpoints)
     return out, dataclasses.replace(settings, checkpoint_dir=str(checkpoints)), clients, cpus
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
-    """Create ``out`` and prove it writable before Ray starts; never clobber silently."""
+LOCK_FILE = ".pemn-fl.lock"
+
+
+def lock_out(out: Path) -> IO[str]:
+    """Hold ``out`` for this process: a second run on the same directory (at once, even with
+    --overwrite or --resume) is refused instead of mixing its files with ours.
+
+    An advisory ``flock`` on ``out/.pemn-fl.lock``: the kernel releases it when the process
+    ends however it ends (a SIGKILL leaves no stale lock to clean up). Keep the returned
+    file open for as long as the run writes there.
+    """
+    import fcntl
+
+    handle = (out / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise SettingsError(f"--out {out}: another run ({owner}) is writing there; wait for it "
+                            "or choose another directory") from None  # fmt: skip
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+def prepare_out(out: Path, overwrite: bool) -> IO[str]:
+    """Create ``out``, lock it (``lock_out``) and prove it writable before Ray starts; never
+    clobber silently. Returns the lock, held until the process ends."""
     if out.exists() and not out.is_dir():
         raise SettingsError(f"--out {out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise SettingsError(f"--out {out}: already holds files; choose a new directory or "
-                            "pass --overwrite")  # fmt: skip
     try:
         out.mkdir(parents=True, exist_ok=True)
+        lock = lock_out(out)
         probe = out / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
         raise SettingsError(f"--out {out}: cannot write there ({exc.strerror})") from None
+    if any(p.name != LOCK_FILE for p in out.iterdir()) and not overwrite:
+        lock.close()
+        raise SettingsError(f"--out {out}: already holds files; choose a new directory or "
+                            "pass --overwrite")  # fmt: skip
+    return lock
 
 
 def git_commit() -> str:
@@ -288,6 +341,7 @@ def simulate(settings: RunSettings, clients: int, cpus_per_client: float = 1.0,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pemn_fl.checkpoint import CheckpointError
     from pemn_fl.data import DataError
     from pemn_fl.models import ModelError
     from pemn_fl.partition import PartitionError
@@ -295,20 +349,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume is not None:
             out, settings, args.clients, args.cpus_per_client = resumed(args)
+            lock = lock_out(out)  # noqa: F841 - held until we exit
         else:
             if args.clients < 1:
                 raise SettingsError(f"--clients {args.clients}: need at least 1 client")
-            if args.cpus_per_client <= 0:
-                raise SettingsError(f"--cpus-per-client {args.cpus_per_client}: must be > 0")
+            check_cpus(args.cpus_per_client)
             settings = settings_from_args(args)
         check_data(settings, args.clients)
-    except (SettingsError, DataError, PartitionError, ModelError) as exc:
+    except (SettingsError, DataError, PartitionError, ModelError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.resume is None:
         out = args.out or Path("results/runs") / time.strftime("%Y%m%d-%H%M%S")
         try:
-            prepare_out(out, args.overwrite)
+            lock = prepare_out(out, args.overwrite)  # noqa: F841 - held until we exit
         except SettingsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -328,7 +382,6 @@ def main(argv: list[str] | None = None) -> int:
     from pemn_fl.server_app import write_outputs
 
     started = time.monotonic()
-    from pemn_fl.checkpoint import CheckpointError
     from pemn_fl.server_app import ProtocolError
 
     try:

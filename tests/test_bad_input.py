@@ -63,7 +63,9 @@ def test_describe_rejects_bad_settings(argv: list[str], word: str) -> None:
     (b"", "not a rounds.csv"),
     (b"\x7fELF\x02\x01\x01\x00\xd0\xff\xfe binary", "not a rounds.csv"),
     (b"method,round\n", "lacks the column"),
-    (b"method,round,cumulative_bytes,accuracy\npemn,0,0,", "no complete round"),
+    (b"method,round,cumulative_bytes,accuracy,uplink_bytes,downlink_bytes\npemn,0,0,",
+     "no complete round"),
+    (b"method,round,cumulative_bytes,accuracy\npemn,0,0,0.1\n", "lacks the column"),
 ])  # fmt: skip
 def test_plot_rejects_a_bad_rounds_file(content: bytes, word: str, tmp_path: Path) -> None:
     (tmp_path / "rounds.csv").write_bytes(content)
@@ -75,3 +77,74 @@ def test_deploy_refuses_resume_and_simulator_refuses_a_bad_bytes_level(tmp_path:
     _clear(_run("simulations.deploy", "--resume", str(tmp_path)), "--resume is for")
     proc = _run("simulations.run", "--bytes", "bits", "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "invalid choice: 'bits'" in proc.stderr
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--cpus-per-client", "nan"], ["--cpus-per-client nan", "CPUs"]),
+    (["--cpus-per-client", "inf"], ["--cpus-per-client inf"]),
+    (["--cpus-per-client", "100"], ["--cpus-per-client 100.0", "this machine has"]),
+    (["--dither-levels", "1000000"], ["dither-levels=1000000", "at most 4096"]),
+    (["--noise-scale", "1e300"], ["noise-scale=1e+300", "at most 100"]),
+    (["--data-dir", "/tmp"], ["data-dir='/tmp'", "digits needs no files"]),
+    (["--clients", "4", "--byzantine", "0.45"], ["4 clients that is 2 attackers"]),
+    (["--model", "conv2", "--width", "2000"], ["width=2000.0", "at most 1e+08"]),
+])  # fmt: skip
+def test_values_that_used_to_get_through_are_one_error_line(
+    argv: list[str], words: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """In-process (the same ``main`` as the command): each was a traceback, a hang or a
+    silently wrong run before (issue 17)."""
+    from simulations.run import main
+
+    out = tmp_path / "out"
+    assert main([*argv, "--rounds", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for word in words:
+        assert word in err[0], (word, err[0])
+    assert not out.exists()
+
+
+def test_plot_to_an_unwritable_place_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from simulations.plot import main
+
+    (tmp_path / "rounds.csv").write_text("method,round,cumulative_bytes,accuracy,uplink_bytes,"
+                                         "downlink_bytes\npemn,0,0,0.1,0,0\n"
+                                         "pemn,1,10,0.5,4,6\n")  # fmt: skip
+    assert main([str(tmp_path), "--out", "/proc/pemn-fl/x.png"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --out /proc/pemn-fl/x.png: cannot write")
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Two runs at once on one --out used to mix their files silently (issue 17)."""
+    from simulations.run import main
+
+    out = tmp_path / "shared"
+    out.mkdir()
+    first = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from simulations.run import lock_out; "
+        f"h = lock_out(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)")],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert first.stdout.readline().strip() == "locked"
+        for argv in (["--out", str(out), "--overwrite"], ["--resume", str(out)]):
+            code = main([*argv, "--rounds", "1"] if "--out" in argv else argv)
+            err = capsys.readouterr().err.strip().splitlines()
+            if "--resume" in argv:  # refused before the lock: this dir holds no run yet
+                assert code == 2 and err[0].startswith("error: --resume"), err
+                continue
+            assert code == 2 and len(err) == 1, err
+            assert "another run (pid" in err[0] and str(first.pid) in err[0], err
+    finally:
+        first.kill()
+        first.wait()
+    assert main(["--out", str(out), "--overwrite", "--rounds", "1", "--width", "inf"]) == 2
+    capsys.readouterr()
+    from simulations.run import lock_out
+
+    lock_out(out).close()  # the first run gone, its lock went with it

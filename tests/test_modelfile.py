@@ -131,3 +131,39 @@ def test_fingerprint_tells_prototypes_apart() -> None:
                                      [np.ones(3, np.uint8)])  # fmt: skip
     assert same != model_fingerprint(w, [np.zeros(3, np.uint8)])
     assert len(same) == 16 and int(same, 16) >= 0
+
+
+def test_non_finite_weights_with_a_valid_crc_are_refused() -> None:
+    arrays = _mixed()
+    weights = arrays["fc1.weight"].numpy().copy()
+    weights[3, 4] = np.nan
+    arrays["fc1.weight"] = Array(weights)
+    with pytest.raises(ModelFileError, match="'fc1.weight' holds non-finite values"):
+        loads(dumps(_model(arrays)))
+
+
+def test_a_header_asking_for_a_huge_model_is_refused_before_building_it() -> None:
+    """width=2000 in a file with a valid CRC used to ask torch for a terabyte."""
+    from pemn_fl.config import RunSettings
+    from pemn_fl.export import rebuild
+
+    config = RunSettings(dataset="synthetic", model="conv2", width=0.25).to_run_config()
+    model = ModelFile(method="pemn", run_config={**config, "width": 2000.0},
+                      fingerprint="0123456789abcdef", arrays=_mixed(), final_round=1,
+                      accuracy=0.5)  # fmt: skip
+    with pytest.raises(ModelFileError, match="width=2000.0: a conv2 that wide has 1.46e.12"):
+        rebuild(loads(dumps(model)))
+
+
+def test_an_exported_model_keeps_local_paths_out() -> None:
+    from pemn_fl.config import RunSettings
+    from pemn_fl.export import LOCAL_PATHS, export_model
+    from pemn_fl.methods import get
+
+    settings = RunSettings(dataset="fashion-mnist", data_dir="/home/me/secret-data",
+                           checkpoint_dir="/home/me/run/checkpoint")  # fmt: skip
+    arrays = ArrayRecord({"mask.0": Array(np.ones(8, dtype=np.uint8))})
+    data = dumps(export_model(get("fedavg"), settings, "0123456789abcdef", arrays, 3, 0.5))
+    assert b"/home/me" not in data
+    header, _ = _parts(data)
+    assert all(header["run_config"][key] == "" for key in LOCAL_PATHS)

@@ -100,3 +100,24 @@ def test_a_fault_free_downlink_has_no_skipped_key() -> None:
     server.commit(1, {"step": 1.0}, [np.ones(1, np.float32)], [])
     cfg, _ = server.downlink(FIRST_NODE, 2)
     assert R.SKIPPED not in cfg
+
+
+def test_a_fedavg_that_never_trained_sets_no_target() -> None:
+    """--drop-rate 1.0 used to report FedAvg 'reached the target with 0.000 MB': a target
+    taken from the untrained model."""
+    import pandas as pd
+
+    from pemn_fl.report import COLUMNS, fedavg_target, summarize
+
+    def rows(method: str, accuracies: list[float], replied: int) -> list[dict[str, object]]:
+        return [{**{c: 0 for c in COLUMNS}, "method": method, "round": r, "accuracy": a,
+                 "clients_replied": replied if r else 0, "uplink_bytes": 10 * r,
+                 "downlink_bytes": 10 * r} for r, a in enumerate(accuracies)]  # fmt: skip
+
+    lost = pd.DataFrame(rows("fedavg", [0.1, 0.1, 0.1], 0) + rows("pemn", [0.1, 0.3, 0.5], 2))
+    assert fedavg_target(lost) is None
+    summary = summarize(lost, level="message")
+    assert summary["target_accuracy"] is None
+    assert summary["methods"]["fedavg"]["bytes_to_target"] is None
+    trained = pd.DataFrame(rows("fedavg", [0.1, 0.9, 0.8], 3))
+    assert fedavg_target(trained) == pytest.approx(0.89)

@@ -62,7 +62,7 @@ def test_only_rows_the_checkpoint_covers_are_kept(tmp_path: Path) -> None:
     pd.DataFrame({"method": ["a", "a", "a", "b", "b", "b"], "round": [0, 1, 2, 0, 1, 2],
                   "cumulative_bytes": [0, 5, 9, 0, 7, 8]}).to_csv(csv, index=False)  # fmt: skip
     saved = C.ServerCheckpoint("b", 1, 1, {}, {}, {})
-    rows = C.finished_rows(csv, ["a", "b"], saved)
+    rows = C.finished_rows(csv, ["a", "b"], saved, 2, ["method", "round", "cumulative_bytes"])
     assert [(r["method"], r["round"]) for r in rows] == [("a", 0), ("a", 1), ("a", 2),
                                                           ("b", 0), ("b", 1)]  # fmt: skip
 
