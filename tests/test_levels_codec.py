@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from pemn_fl.levels_codec import LevelsPayloadError, decode_levels, encode_levels
+from pemn_fl.levels_codec import MAX_LEVEL, LevelsPayloadError, decode_levels, encode_levels
 
 FP = "0123456789abcdef"
 
@@ -91,3 +91,115 @@ def test_trailing_bytes_behind_a_recomputed_crc_are_rejected(extra: bytes) -> No
     assert all(np.array_equal(a, b) for a, b in zip(layers, same, strict=True))
     with pytest.raises(LevelsPayloadError, match="body length"):
         _decode(_recrc(payload[:-4] + extra), layers)
+
+
+# -- edges of the format, each with a payload whose right answer is known ----------------
+def _raw(after_prefix: bytes, tag: int = 4) -> bytes:
+    """A payload by hand: the fixed prefix, then ``after_prefix``, then a valid CRC."""
+    prefix = struct.pack("<4sB8sI", b"PLVL", 1, bytes.fromhex(FP), tag)
+    return _recrc(prefix + after_prefix)
+
+
+def test_binary_masks_and_a_top_level_of_max_level_round_trip() -> None:
+    # Q = 1 (a client's 0/1 mask, two symbols per layer) and Q = MAX_LEVEL, the bounds.
+    mask = [np.array([0, 1, 1, 0, 1], np.int16), np.array([1, 0], np.int16)]
+    got = _decode(encode_levels(mask, fingerprint=FP, tag=4, max_level=1), mask, q=1)
+    assert [g.tolist() for g in got] == [[0, 1, 1, 0, 1], [1, 0]]
+    top = [np.array([0, MAX_LEVEL, 7], np.int16)]
+    got = _decode(encode_levels(top, fingerprint=FP, tag=4, max_level=MAX_LEVEL), top,
+                  q=MAX_LEVEL)  # fmt: skip
+    assert got[0].tolist() == [0, MAX_LEVEL, 7]
+    with pytest.raises(ValueError, match="max_level"):
+        encode_levels(top, fingerprint=FP, tag=4, max_level=MAX_LEVEL + 1)
+    with pytest.raises(ValueError, match="max_level"):
+        encode_levels(mask, fingerprint=FP, tag=4, max_level=0)
+
+
+@pytest.mark.parametrize("tag", [0, 2**32 - 1])
+def test_every_u32_tag_round_trips(tag: int) -> None:
+    layers = [np.array([0, 1, 2], np.int16)]
+    payload = encode_levels(layers, fingerprint=FP, tag=tag, max_level=2)
+    assert _decode(payload, layers, q=2, tag=tag)[0].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("tag", [-1, 2**32])
+def test_a_tag_outside_u32_is_a_programming_error(tag: int) -> None:
+    with pytest.raises(ValueError, match="tag"):
+        encode_levels([np.array([0, 1], np.int16)], fingerprint=FP, tag=tag, max_level=1)
+
+
+def test_a_layer_of_more_than_16383_values_needs_a_three_byte_varint_and_round_trips() -> None:
+    layer = np.zeros(20_000, np.int16)
+    layer[::7] = 1  # 2858 ones, 17142 zeros: both counts and the size need 2-3 byte varints
+    got = _decode(encode_levels([layer], fingerprint=FP, tag=4, max_level=1), [layer], q=1)
+    assert np.array_equal(got[0], layer)
+
+
+def test_a_2d_layer_is_flattened_in_c_order() -> None:
+    layer = np.array([[0, 1, 2], [2, 1, 0]], np.int16)
+    payload = encode_levels([layer], fingerprint=FP, tag=4, max_level=2)
+    assert _decode(payload, [layer], q=2)[0].tolist() == [0, 1, 2, 2, 1, 0]
+
+
+def test_decoded_levels_are_int16_for_coded_and_constant_layers() -> None:
+    layers = [np.array([0, 3, 1], np.int16), np.full(4, 2, np.int16)]
+    got = _decode(encode_levels(layers, fingerprint=FP, tag=4, max_level=3), layers, q=3)
+    assert [g.dtype for g in got] == [np.int16, np.int16]
+    assert [g.tolist() for g in got] == [[0, 3, 1], [2, 2, 2, 2]]
+
+
+def test_constant_layers_empty_layers_and_no_layers_have_an_empty_body() -> None:
+    # One symbol per layer (or none): nothing to range-code, the body is empty, and the
+    # payload is header + 4-byte body length + CRC.
+    layers = [np.full(5, 3, np.int16), np.zeros(0, np.int16), np.zeros(2, np.int16)]
+    payload = encode_levels(layers, fingerprint=FP, tag=4, max_level=3)
+    assert payload[-8:-4] == b"\x00\x00\x00\x00"  # body length 0
+    got = _decode(payload, layers, q=3)
+    assert [g.tolist() for g in got] == [[3, 3, 3, 3, 3], [], [0, 0]]
+    # No layer at all: 17 prefix + Q + layer count + body length + CRC = 27 bytes.
+    empty = encode_levels([], fingerprint=FP, tag=4, max_level=1)
+    assert len(empty) == 27
+    assert decode_levels(empty, fingerprint=FP, tag=4, layer_sizes=[], max_level=1) == []
+
+
+def test_a_bytearray_or_memoryview_payload_decodes_as_bytes() -> None:
+    layers = [np.array([0, 1, 2, 1], np.int16)]
+    payload = encode_levels(layers, fingerprint=FP, tag=4, max_level=2)
+    for view in (bytearray(payload), memoryview(payload)):
+        assert _decode(view, layers, q=2)[0].tolist() == [0, 1, 2, 1]  # type: ignore[arg-type]
+
+
+def test_a_varint_of_more_than_ten_bytes_is_refused() -> None:
+    # Q written as eleven bytes (ten with the continuation bit, then 0x01 = 2**70).
+    payload = _raw(b"\x80" * 10 + b"\x01" + b"\x01" + b"\x00" * 4)
+    with pytest.raises(LevelsPayloadError, match="longer than 10 bytes"):
+        decode_levels(payload, fingerprint=FP, tag=4, layer_sizes=[1], max_level=2)
+
+
+def test_a_varint_running_off_the_end_is_refused() -> None:
+    # The layer count never ends: its continuation bits run through a CRC whose four bytes
+    # all have the high bit set (filler picked so), to the end of the payload.
+    for filler in range(0x80, 0x100):
+        payload = _raw(b"\x01" + bytes([filler]) + b"\x80" * 4)
+        if all(b & 0x80 for b in payload[-4:]):
+            break
+    else:  # pragma: no cover - about 1 in 16 fillers work
+        raise AssertionError("no filler gave a CRC with four high bits")
+    with pytest.raises(LevelsPayloadError, match="truncated inside a varint"):
+        decode_levels(payload, fingerprint=FP, tag=4, layer_sizes=[1], max_level=2)
+
+
+def test_a_header_that_ends_where_the_body_length_should_start_is_refused() -> None:
+    # Q = 1, one layer of 300 values (varint AC 02): counts 150, 150 (96 01); then the CRC.
+    header = b"\x01\x01" + b"\xac\x02" + b"\x96\x01" * 2
+    payload = _raw(header)
+    with pytest.raises(LevelsPayloadError, match="truncated before the body length"):
+        decode_levels(payload, fingerprint=FP, tag=4, layer_sizes=[300], max_level=1)
+
+
+def test_a_body_length_that_is_not_whole_32_bit_words_is_refused() -> None:
+    # Body length 2 with 2 body bytes: consistent with the payload, but not coder words.
+    header = b"\x01\x01" + b"\xac\x02" + b"\x96\x01" * 2
+    payload = _raw(header + struct.pack("<I", 2) + b"\x00\x00")
+    with pytest.raises(LevelsPayloadError, match="body length"):
+        decode_levels(payload, fingerprint=FP, tag=4, layer_sizes=[300], max_level=1)
