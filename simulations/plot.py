@@ -1,7 +1,9 @@
 """``python -m simulations.plot DIR [DIR ...]``: redraw bandwidth-accuracy curves from runs.
 
 Reads each run's ``rounds.csv`` (and ``summary.json`` for the target line when one run is
-given) and draws all curves on one figure, so settings can be compared side by side.
+given) and draws all curves on one figure, so settings can be compared side by side. A
+directory written by ``simulations.run --seeds`` (``seed-<s>/`` runs inside) is a seed
+group: each method is drawn as its mean over the seeds with a band (``pemn_fl.seeds``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ def main(argv: list[str] | None = None) -> int:
                    default="wire", help="byte level on the x axis (runs made before the wire "
                    "level existed draw message bytes, and the axis says so)")  # fmt: skip
     args = p.parse_args(argv)
+    from pemn_fl import seeds as S
+
+    groups = {r: S.seed_dirs(r) for r in args.runs if not (r / "rounds.csv").is_file()}
+    if groups and all(groups.values()):
+        if len(groups) != len(args.runs):
+            print("error: give either run directories or seed groups (simulations.run "
+                  "--seeds), not both", file=sys.stderr)  # fmt: skip
+            return 2
+        return _plot_groups(args, groups)
     missing = [str(r / "rounds.csv") for r in args.runs if not (r / "rounds.csv").is_file()]
     if missing:
         print(f"error: no rounds.csv in: {', '.join(missing)} (pass run directories written "
@@ -38,6 +49,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # matplotlib could not write the figure there
+        print(f"error: --out {args.out or default}: cannot write the figure there "
+              f"({exc.strerror or exc})", file=sys.stderr)  # fmt: skip
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+def _plot_groups(args: argparse.Namespace, groups: dict[Path, dict[int, Path]]) -> int:
+    """Seed groups: mean curves with bands, one set per group."""
+    import json
+
+    from pemn_fl import seeds as S
+
+    default = (args.runs[0] / "bandwidth_accuracy.png" if len(args.runs) == 1
+               else Path("comparison.png"))  # fmt: skip
+    target = None
+    if len(groups) == 1:
+        try:
+            target = json.loads((args.runs[0] / "summary.json").read_text())["target_accuracy"]
+        except (OSError, ValueError, KeyError, TypeError):
+            target = None
+    try:
+        frames = {("" if len(groups) == 1 else r.name): S.load(d) for r, d in groups.items()}
+        out = S.plot_bands(frames, args.out or default, level=args.bytes_level,
+                           title=args.title, target=target)  # fmt: skip
+    except RoundsFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
         print(f"error: --out {args.out or default}: cannot write the figure there "
               f"({exc.strerror or exc})", file=sys.stderr)  # fmt: skip
         return 2

@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "them (modelled here; measured by simulations.deploy). Every level is in "
                    "rounds.csv")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="run the same settings once per seed (each changes everything "
+                   "seeded: prototype, partition, client sample, noise, faults) into "
+                   "OUT/seed-<s>/, then write the across-seeds summary.json and banded figure "
+                   "to OUT (--resume OUT resumes the unfinished seed)")
     p.add_argument("--cpus-per-client", type=float, default=1.0,
                    help="Ray CPUs per client actor (2 cores -> 2 clients side by side)")
     p.add_argument("--out", type=Path, default=None,
@@ -339,54 +344,35 @@ def simulate(settings: RunSettings, clients: int, cpus_per_client: float = 1.0,
     return holder["book"], holder["summary"]  # type: ignore[return-value]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def start(settings: RunSettings, clients: int, cpus: float, out: Path, overwrite: bool,
+          extra: dict[str, object] | None = None) -> tuple[IO[str], RunSettings]:  # fmt: skip
+    """Prepare and lock a fresh run directory; write its config.json first (so even a run
+    that is killed says what it was). Returns the lock and the settings with the run's
+    checkpoint directory (every run can be resumed)."""
+    lock = prepare_out(out, overwrite)
+    checkpoints = (out / "checkpoint").resolve()
+    shutil.rmtree(checkpoints, ignore_errors=True)  # never a stale one (--overwrite)
+    settings = dataclasses.replace(settings, checkpoint_dir=str(checkpoints))
+    config = {"clients": clients, "cpus_per_client": cpus, "command": " ".join(sys.argv),
+              "settings": settings.to_run_config(), **(extra or {}),
+              "versions": versions()}  # fmt: skip
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return lock, settings
+
+
+def execute(settings: RunSettings, clients: int, cpus: float, out: Path, resume: bool,
+            quiet: bool) -> int:  # fmt: skip
+    """Run one simulation into ``out`` (prepared by ``start`` or a resume) and report it."""
     from pemn_fl.checkpoint import CheckpointError
-    from pemn_fl.data import DataError
-    from pemn_fl.models import ModelError
-    from pemn_fl.partition import PartitionError
-
-    try:
-        if args.resume is not None:
-            out, settings, args.clients, args.cpus_per_client = resumed(args)
-            lock = lock_out(out)  # noqa: F841 - held until we exit
-        else:
-            if args.clients < 1:
-                raise SettingsError(f"--clients {args.clients}: need at least 1 client")
-            check_cpus(args.cpus_per_client)
-            settings = settings_from_args(args)
-        check_data(settings, args.clients)
-    except (SettingsError, DataError, PartitionError, ModelError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.resume is None:
-        out = args.out or Path("results/runs") / time.strftime("%Y%m%d-%H%M%S")
-        try:
-            lock = prepare_out(out, args.overwrite)  # noqa: F841 - held until we exit
-        except SettingsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        # Every run can be resumed: the server and clients save their state each round.
-        checkpoints = (out / "checkpoint").resolve()
-        shutil.rmtree(checkpoints, ignore_errors=True)  # never a stale one (--overwrite)
-        settings = dataclasses.replace(settings, checkpoint_dir=str(checkpoints))
-        config = {"clients": args.clients, "cpus_per_client": args.cpus_per_client,
-                  "command": " ".join(sys.argv), "settings": settings.to_run_config(),
-                  "versions": versions()}  # fmt: skip
-        # Written first, so even a run that is killed says what it was.
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    print(f"pemn-fl: {args.clients} clients, {settings.num_server_rounds} rounds, "
-          f"{settings.dataset}/{settings.model}, methods {settings.methods} -> {out}"
-          + (" (resumed)" if args.resume is not None else ""))  # fmt: skip
     from pemn_fl.report import summary_table
-    from pemn_fl.server_app import write_outputs
+    from pemn_fl.server_app import ProtocolError, write_outputs
 
+    print(f"pemn-fl: {clients} clients, {settings.num_server_rounds} rounds, "
+          f"{settings.dataset}/{settings.model}, methods {settings.methods}, seed "
+          f"{settings.seed} -> {out}" + (" (resumed)" if resume else ""))  # fmt: skip
     started = time.monotonic()
-    from pemn_fl.server_app import ProtocolError
-
     try:
-        book, summary = simulate(settings, args.clients, args.cpus_per_client, not args.quiet, out,
-                                 resume=args.resume is not None)  # fmt: skip
+        book, summary = simulate(settings, clients, cpus, not quiet, out, resume=resume)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -394,12 +380,133 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}. Finished rounds are in {out / 'rounds.csv'}", file=sys.stderr)
         return 1
     summary["wall_s"] = round(time.monotonic() - started, 1)
-    title = f"{settings.dataset} / {settings.model}, {args.clients} clients"
+    title = f"{settings.dataset} / {settings.model}, {clients} clients"
     write_outputs(out, book, summary, title=title)  # type: ignore[arg-type]
     print(summary_table(summary))
     print(f"wall time {summary['wall_s']} s; results in {out}/ (rounds.csv, summary.json, "
           "bandwidth_accuracy.png, config.json)")
     return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 1,2,3``: distinct seeds, in the order given."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SettingsError(f"--seeds {text}: give a comma list of integers, e.g. 1,2,3") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SettingsError(f"--seeds {text}: give distinct seeds, e.g. 1,2,3")
+    for seed in seeds:
+        RunSettings(seed=seed)  # the same range check as --seed
+    return seeds
+
+
+def group_of(out: Path) -> list[int] | None:
+    """The seeds of a ``--seeds`` group directory (its config.json), or ``None``."""
+    try:
+        seeds = json.loads((out / "config.json").read_text()).get("seeds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [int(s) for s in seeds] if isinstance(seeds, list) else None
+
+
+def run_seeds(args: argparse.Namespace, settings: RunSettings | None, seeds: list[int],
+              out: Path) -> int:  # fmt: skip
+    """``--seeds``: the same settings once per seed into ``out/seed-<s>/``, then the
+    across-seeds summary (``pemn_fl.seeds``). Resumable: a finished seed is kept, a killed
+    one resumed from its checkpoint, one that never finished a round started again."""
+    from pemn_fl import seeds as S
+    from pemn_fl.checkpoint import CheckpointError
+
+    for seed in seeds:
+        run = out / S.SEED_DIR.format(seed)
+        if (run / "summary.json").is_file():
+            print(f"seed {seed}: finished, kept ({run})")
+            continue
+        try:
+            if (run / "checkpoint" / "server.pkl").is_file():
+                resume_args = argparse.Namespace(**{**vars(build_parser().parse_args([])),
+                                                    "resume": run})  # fmt: skip
+                run_out, run_settings, clients, cpus = resumed(resume_args)
+                lock = lock_out(run_out)
+                resume = True
+            else:
+                if settings is None:  # resuming a group: the settings of its config.json
+                    config = json.loads((out / "config.json").read_text())
+                    settings = RunSettings.from_run_config(
+                        {**config["settings"], "checkpoint-dir": ""})
+                    args.clients, args.cpus_per_client = config["clients"], config[
+                        "cpus_per_client"]  # fmt: skip
+                lock, run_settings = start(dataclasses.replace(settings, seed=seed),
+                                           args.clients, args.cpus_per_client, run,
+                                           overwrite=True)  # fmt: skip
+                clients, cpus, resume = args.clients, args.cpus_per_client, False
+        except (SettingsError, CheckpointError, OSError, ValueError, KeyError) as exc:
+            print(f"error: seed {seed}: {exc}", file=sys.stderr)
+            return 2
+        code = execute(run_settings, clients, cpus, run, resume, args.quiet)
+        lock.close()
+        if code:
+            return code
+    summary = S.aggregate(S.load({s: out / S.SEED_DIR.format(s) for s in seeds}),
+                          level=(settings.bytes_level if settings else "wire"))  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    S.plot_bands({"": S.load({s: out / S.SEED_DIR.format(s) for s in seeds})},
+                 out / "bandwidth_accuracy.png", level=str(summary["bytes_level"]),
+                 title=f"{len(seeds)} seeds: {', '.join(map(str, seeds))}",
+                 target=summary["target_accuracy"])  # type: ignore[arg-type]
+    print(S.aggregate_table(summary))
+    print(f"across seeds: {out}/summary.json, {out}/bandwidth_accuracy.png")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pemn_fl.checkpoint import CheckpointError
+    from pemn_fl.data import DataError
+    from pemn_fl.models import ModelError
+    from pemn_fl.partition import PartitionError
+
+    seeds, group = None, None
+    try:
+        if args.resume is not None:
+            group = group_of(args.resume)
+            if group is not None:  # a --seeds group: resume seed by seed
+                if args.seeds is not None or args.out is not None:
+                    raise SettingsError("--resume takes its settings from the run's "
+                                        "config.json; drop the other options")  # fmt: skip
+                lock = lock_out(args.resume)  # noqa: F841 - held until we exit
+                return run_seeds(args, None, group, args.resume)
+            out, settings, args.clients, args.cpus_per_client = resumed(args)
+            lock = lock_out(out)  # noqa: F841 - held until we exit
+        else:
+            if args.clients < 1:
+                raise SettingsError(f"--clients {args.clients}: need at least 1 client")
+            check_cpus(args.cpus_per_client)
+            settings = settings_from_args(args)
+            if args.seeds is not None:
+                if args.seed != DEFAULTS.seed:
+                    raise SettingsError("--seed and --seeds: give one of them")
+                seeds = parse_seeds(args.seeds)
+        check_data(settings, args.clients)
+    except (SettingsError, DataError, PartitionError, ModelError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.resume is not None:
+        return execute(settings, args.clients, args.cpus_per_client, out, True, args.quiet)
+    out = args.out or Path("results/runs") / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        if seeds is not None:  # the group directory: its config.json, then one run per seed
+            lock, _ = start(settings, args.clients, args.cpus_per_client, out, args.overwrite,
+                            extra={"seeds": seeds})  # fmt: skip
+            shutil.rmtree(out / "checkpoint", ignore_errors=True)  # the seeds keep their own
+            return run_seeds(args, settings, seeds, out)
+        lock, settings = start(settings, args.clients, args.cpus_per_client, out,
+                               args.overwrite)  # fmt: skip
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return execute(settings, args.clients, args.cpus_per_client, out, False, args.quiet)
 
 
 if __name__ == "__main__":

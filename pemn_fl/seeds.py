@@ -1,0 +1,302 @@
+"""Results across seeds: what one method does on average, with its spread, at every byte budget.
+
+One seed is one draw of everything seeded (prototype and initial model, partition, client
+sample, noise, faults); a comparison that holds on one draw may not hold on the next. Here
+runs of the same settings under several seeds become one result:
+
+* **accuracy**: mean, sample standard deviation and n of each method's best and final
+  accuracy;
+* **the target** is FedAvg's *seed-mean* curve's maximum (over its training rounds) minus one
+  point. A single run's maximum is one noisy round (in the Fashion-MNIST runs every method
+  jumped 0.7-1.6 pt in the round whose client sample suited everyone); the maximum of the
+  mean over seeds is not decided by one lucky round. For one seed it is that run's rule
+  (``report.fedavg_target``);
+* **bytes to the target** per seed (and the round), "reached in k of n", and per seed how
+  many times fewer bytes than FedAvg needed on the same seed;
+* **accuracy at a byte budget**: for each budget (both directions, at the chosen byte level),
+  each method's best accuracy among the rounds it finished within that budget, mean and std
+  over seeds; per budget the leader, the runner-up, and whether the lead exceeds the seeds'
+  spread (the leader ahead on every seed and by more than either method's std);
+* **banded curves**: each method's accuracy against cumulative bytes, averaged over seeds on a
+  common log-bytes grid, with a band of +-1 std (min-max for fewer than three seeds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pemn_fl.report import (
+    fedavg_target,
+    label_of,
+    level_of,
+    marker_of,
+    read_rounds,
+    with_cumulative,
+)
+
+# Budgets in bytes, both directions (a 1-3-10 log grid); those past every method's total
+# are left out of a table.
+BUDGETS = tuple(b * 1e6 for b in (0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000, 3000))
+SEED_DIR = "seed-{}"
+
+
+def seed_dirs(group: Path) -> dict[int, Path]:
+    """The seed runs of a group directory (``seed-<s>/`` with a rounds.csv), by seed."""
+    found = {}
+    for path in sorted(group.glob("seed-*")):
+        tail = path.name[len("seed-"):]
+        if tail.isdigit() and (path / "rounds.csv").is_file():
+            found[int(tail)] = path
+    return dict(sorted(found.items()))
+
+
+def load(dirs: Mapping[int, Path]) -> dict[int, pd.DataFrame]:
+    """Each seed's rounds (``report.read_rounds``: checked, torn lines dropped)."""
+    return {seed: read_rounds(Path(d) / "rounds.csv") for seed, d in dirs.items()}
+
+
+def stats(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Mean, sample std (``ddof=1``; 0 for one value) and n; ``None`` for no value."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0}
+    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+    return {"mean": float(np.mean(vals)), "std": std, "n": len(vals)}
+
+
+def _method_frames(frames: Mapping[int, pd.DataFrame], level: str
+                   ) -> dict[str, dict[int, pd.DataFrame]]:  # fmt: skip
+    """method -> seed -> its rounds (sorted), with ``cumulative`` bytes at ``level``."""
+    out: dict[str, dict[int, pd.DataFrame]] = {}
+    for seed, frame in frames.items():
+        frame = with_cumulative(frame, level)
+        for method, part in frame.groupby("method", sort=False):
+            out.setdefault(str(method), {})[seed] = part.sort_values("round")
+    return out
+
+
+def mean_curve(per_seed: Mapping[int, pd.DataFrame]) -> pd.Series:
+    """Accuracy by round, averaged over the seeds (rounds every seed has)."""
+    table = pd.concat({s: f.set_index("round")["accuracy"] for s, f in per_seed.items()}, axis=1)
+    return table.dropna().mean(axis=1)
+
+
+def seed_target(methods: Mapping[str, Mapping[int, pd.DataFrame]]) -> float | None:
+    """FedAvg's seed-mean curve's maximum over its training rounds - 1 point (one seed:
+    ``report.fedavg_target``); ``None`` without FedAvg or if it never trained."""
+    fed = methods.get("fedavg")
+    if not fed:
+        return None
+    if len(fed) == 1:
+        return fedavg_target(next(iter(fed.values())))
+    if all(f["clients_replied"].sum() == 0 for f in fed.values() if "clients_replied" in f):
+        return None
+    curve = mean_curve(fed)
+    trained = curve[curve.index > 0]
+    return None if trained.empty else float(trained.max()) - 0.01
+
+
+def _reach(frame: pd.DataFrame, target: float | None) -> tuple[int | None, int | None]:
+    """(round, cumulative bytes) of the first round at or above ``target``."""
+    if target is None:
+        return None, None
+    hit = frame[frame["accuracy"] >= target - 1e-12]
+    if hit.empty:
+        return None, None
+    return int(hit["round"].iloc[0]), int(hit["cumulative"].iloc[0])
+
+
+def best_within(frame: pd.DataFrame, budget: float) -> float:
+    """Best accuracy among the rounds finished within ``budget`` bytes (round 0: 0 bytes)."""
+    return float(frame[frame["cumulative"] <= budget]["accuracy"].max())
+
+
+def budget_table(methods: Mapping[str, Mapping[int, pd.DataFrame]],
+                 budgets: Sequence[float] = BUDGETS) -> list[dict[str, object]]:  # fmt: skip
+    """Per budget: each method's best accuracy within it (mean, std, n, per seed), the
+    leader, the runner-up and whether the lead exceeds the seeds' spread."""
+    largest = max((float(f["cumulative"].max()) for per in methods.values()
+                   for f in per.values()), default=0.0)  # fmt: skip
+    rows = []
+    for budget in (b for b in budgets if b <= largest * 3):
+        per_method = {}
+        for method, per in methods.items():
+            by_seed = {seed: best_within(f, budget) for seed, f in per.items()}
+            per_method[method] = {**stats(list(by_seed.values())), "per_seed": by_seed}
+        ranked = sorted(per_method, key=lambda m: -(per_method[m]["mean"] or -1.0))
+        row: dict[str, object] = {"budget_bytes": budget, "methods": per_method,
+                                  "leader": ranked[0] if ranked else None,
+                                  "runner_up": ranked[1] if len(ranked) > 1 else None,
+                                  "lead": None, "clear_lead": None}  # fmt: skip
+        if len(ranked) > 1:
+            lead, second = per_method[ranked[0]], per_method[ranked[1]]
+            seeds = set(lead["per_seed"]) & set(second["per_seed"])
+            row["lead"] = lead["mean"] - second["mean"]
+            ahead = all(lead["per_seed"][s] > second["per_seed"][s] for s in seeds)
+            row["clear_lead"] = bool(seeds) and ahead and row["lead"] > max(
+                lead["std"], second["std"])  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def aggregate(frames: Mapping[int, pd.DataFrame], level: str = "wire",
+              budgets: Sequence[float] = BUDGETS) -> dict[str, object]:  # fmt: skip
+    """The across-seeds summary of runs of the same settings (``frames``: seed -> rounds)."""
+    level = min((level_of(f, level) for f in frames.values()),
+                key=["payload", "message", "wire"].index)  # fmt: skip
+    methods = _method_frames(frames, level)
+    target = seed_target(methods)
+    fed_bytes = {seed: _reach(f, target)[1] for seed, f in methods.get("fedavg", {}).items()}
+    out: dict[str, dict[str, object]] = {}
+    for method, per in methods.items():
+        reached = {seed: _reach(f, target) for seed, f in per.items()}
+        ratios = {seed: (fed_bytes[seed] / b) if b and fed_bytes.get(seed) else None
+                  for seed, (_, b) in reached.items()}  # fmt: skip
+        out[method] = {
+            "best_accuracy": stats([f["accuracy"].max() for f in per.values()]),
+            "final_accuracy": stats([f["accuracy"].iloc[-1] for f in per.values()]),
+            "total_bytes": stats([f["cumulative"].iloc[-1] for f in per.values()]),
+            "bytes_to_target": {str(s): b for s, (_, b) in reached.items()},
+            "round_to_target": {str(s): r for s, (r, _) in reached.items()},
+            "reached_target": sum(b is not None for _, b in reached.values()),
+            "seeds": len(per),
+            **({} if method == "fedavg" else {
+                "fewer_bytes_than_fedavg_to_target": {str(s): r for s, r in ratios.items()},
+                "fewer_bytes_than_fedavg_to_target_min": min(
+                    (r for r in ratios.values() if r is not None), default=None)
+                if all(r is not None for r in ratios.values()) else None,
+            }),
+        }  # fmt: skip
+    return {
+        "seeds": sorted(frames),
+        "n": len(frames),
+        "bytes_level": level,
+        "target_accuracy": target,
+        "target_rule": ("FedAvg's best - 1 pt" if len(frames) == 1 else
+                        "maximum of FedAvg's seed-mean accuracy curve over its training rounds "
+                        "- 1 pt"),  # fmt: skip
+        "methods": out,
+        "budgets": budget_table(methods, budgets),
+    }
+
+
+def aggregate_table(summary: Mapping[str, object]) -> str:
+    """Plain text for the terminal: accuracy mean +- std and the target, then the budgets."""
+    n = summary["n"]
+    target = summary["target_accuracy"]
+    lines = [f"{n} seed(s) {summary['seeds']}, bytes at the {summary['bytes_level']} level",
+             f"{'method':<42}{'best acc':>16}{'final acc':>16}{'total MB':>12}{'target':>9}"]
+    for method, m in summary["methods"].items():  # type: ignore[union-attr]
+        lines.append(f"{label_of(method):<42}{_pm(m['best_accuracy'], 100):>16}"
+                     f"{_pm(m['final_accuracy'], 100):>16}"
+                     f"{_pm(m['total_bytes'], 1e-6, '.2f'):>12}"
+                     f"{m['reached_target']:>5}/{m['seeds']}")  # fmt: skip
+    if target is not None:
+        lines.append(f"target: {summary['target_rule']} = {100 * target:.2f} %")
+    lines.append("")
+    lines.append(budget_markdown(summary["budgets"]))  # type: ignore[arg-type]
+    return "\n".join(lines)
+
+
+def _pm(s: Mapping[str, object], scale: float, fmt: str = ".2f") -> str:
+    if s["mean"] is None:
+        return "-"
+    return f"{s['mean'] * scale:{fmt}} ± {s['std'] * scale:{fmt}}"  # type: ignore[operator]
+
+
+def budget_markdown(rows: Sequence[Mapping[str, object]]) -> str:
+    """The budget table as markdown: best accuracy (%) within each budget, mean ± std."""
+    if not rows:
+        return ""
+    methods = list(rows[0]["methods"])  # type: ignore[arg-type]
+    head = "| budget (MB) | " + " | ".join(label_of(m) for m in methods) + " | leads | clear |"
+    lines = [head, "|" + "---|" * (len(methods) + 3)]
+    for row in rows:
+        cells = [_pm(row["methods"][m], 100, ".1f") for m in methods]  # type: ignore[index]
+        clear = {True: "yes", False: "no", None: "-"}[row["clear_lead"]]  # type: ignore[index]
+        lines.append(f"| {row['budget_bytes'] / 1e6:g} | " + " | ".join(cells)  # type: ignore[operator]
+                     + f" | {row['leader']} | {clear} |")
+    return "\n".join(lines)
+
+
+def band_grid(methods: Mapping[str, Mapping[int, pd.DataFrame]], points: int = 60
+              ) -> np.ndarray:  # fmt: skip
+    """A common log-bytes grid from the smallest first round to the largest total."""
+    firsts = [float(f[f["cumulative"] > 0]["cumulative"].min())
+              for per in methods.values() for f in per.values() if (f["cumulative"] > 0).any()]
+    lasts = [float(f["cumulative"].max()) for per in methods.values() for f in per.values()]
+    if not firsts:
+        return np.array([])
+    return np.geomspace(min(firsts), max(lasts), points)
+
+
+def band(per_seed: Mapping[int, pd.DataFrame], grid: np.ndarray
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(mean, low, high) of a method's accuracy at each byte count of ``grid``.
+
+    At ``x`` bytes a run holds the model of its last round finished within ``x`` (its
+    initial model before its first round, its final model after its last): what a user
+    who stopped at that budget would have. The band is +-1 std over seeds, or min-max for
+    fewer than three."""
+    table = np.stack([
+        f["accuracy"].to_numpy()[np.searchsorted(f["cumulative"].to_numpy(), grid, "right") - 1]
+        for f in per_seed.values()
+    ])  # fmt: skip
+    mean = table.mean(axis=0)
+    if len(per_seed) >= 3:
+        std = table.std(axis=0, ddof=1)
+        return mean, mean - std, mean + std
+    return mean, table.min(axis=0), table.max(axis=0)
+
+
+def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, level: str = "wire",
+               title: str | None = None, target: float | None = None) -> Path:  # fmt: skip
+    """Each method's seed-mean accuracy against cumulative bytes with its band; ``groups``
+    maps a tag (one per group directory, '' for one) to its seeds' rounds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    levels = set()
+    for tag, frames in groups.items():
+        lvl = min((level_of(f, level) for f in frames.values()),
+                  key=["payload", "message", "wire"].index)  # fmt: skip
+        levels.add(lvl)
+        methods = _method_frames(frames, lvl)
+        grid = band_grid(methods)
+        for method, per in methods.items():
+            sent = [f["cumulative"][f["cumulative"] > 0] for f in per.values()]
+            first = min((float(c.min()) for c in sent if not c.empty), default=np.inf)
+            last = max(float(f["cumulative"].max()) for f in per.values())
+            x = grid[(grid >= first) & (grid <= last)]  # from its first round to its end
+            if x.size == 0:
+                continue
+            mean, low, high = band(per, x)
+            n = len(per)
+            spread = "±1 std" if n >= 3 else "min-max"
+            line, = ax.plot(x / 1e6, mean * 100, marker_of(method), lw=2.2, ms=4, markevery=6,
+                            label=f"{label_of(method)}{f' [{tag}]' if tag else ''} "
+                                  f"(n={n}, band {spread})")  # fmt: skip
+            ax.fill_between(x / 1e6, low * 100, high * 100, color=line.get_color(), alpha=0.18)
+    if target is not None:
+        ax.axhline(target * 100, color="grey", ls="--", lw=1.5,
+                   label=f"target: FedAvg seed-mean best - 1 pt ({target * 100:.1f}%)")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"total bytes sent, both directions, {' / '.join(sorted(levels))} level "
+                  "(MB, log scale)", fontsize=13)  # fmt: skip
+    ax.set_ylabel("test accuracy (%), mean over seeds", fontsize=13)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=10, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=13)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
