@@ -16,18 +16,30 @@ running the same command again. ``--report-only`` rebuilds the table and figure 
 runs on disk.
 
 Writes ``frontier.csv`` (every run), ``frontier.md`` (the tuned table) and ``frontier.png``
-(accuracy against cumulative message bytes, both directions, log x) to ``<out>``.
+(accuracy against cumulative message bytes, both directions, log x) to ``<out>``: the
+*tuning* report, on the tuning seed (the preset's ``--seed``, 0).
+
+**Tune on one seed, report on fresh ones** (``--seeds 1,2,3``): each method's configuration
+is the one picked above on the tuning seed's runs (its test accuracy; no fresh seed is ever
+looked at to pick), then that configuration runs once per fresh seed
+(``fresh/<method>__<config>/seed-<s>/``, seed by seed, so a partial sweep has whole seeds).
+Only those runs are reported, across seeds (``pemn_fl.seeds``), at the wire level with the
+message level beside it: ``frontier-seeds.md`` (accuracy mean ± std, bytes to FedAvg's
+seed-mean best - 1 pt per seed, accuracy within byte budgets), ``frontier-seeds.json`` and
+``frontier-seeds.png`` (mean curves with bands).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 PRESETS: dict[str, list[str]] = {
@@ -283,6 +295,132 @@ def plot(table: pd.DataFrame, curves: dict[str, pd.DataFrame], targets: dict[str
     plt.close(fig)
 
 
+def fresh_frames(out: Path, methods: list[str], seeds: list[int], picked: pd.DataFrame
+                 ) -> tuple[dict[int, pd.DataFrame], dict[str, list[int]]]:  # fmt: skip
+    """Per fresh seed, the rounds of every method's picked configuration that ran on it;
+    and per method, the seeds it has run on."""
+    from pemn_fl.report import read_rounds
+
+    frames: dict[int, list[pd.DataFrame]] = {}
+    done: dict[str, list[int]] = {}
+    for method in methods:
+        if method not in picked.index:
+            continue
+        config = _config_of(method, str(picked.loc[method, "config"]))
+        for seed in seeds:
+            d = fresh_dir(out, method, config, seed)
+            if (d / "summary.json").is_file():
+                frames.setdefault(seed, []).append(read_rounds(d / "rounds.csv"))
+                done.setdefault(method, []).append(seed)
+    return {s: pd.concat(f, ignore_index=True) for s, f in frames.items()}, done
+
+
+def seeds_table(summaries: dict[str, dict], picked: pd.DataFrame, done: dict[str, list[int]],
+                frames: dict[int, pd.DataFrame]) -> str:  # fmt: skip
+    """The seeds frontier as markdown: accuracy, then bytes to the target per level."""
+    wire, message = summaries["wire"], summaries["message"]
+
+    def pm(stat: dict, scale: float = 100, fmt: str = ".2f") -> str:
+        if stat["mean"] is None:
+            return "-"
+        return f"{stat['mean'] * scale:{fmt}} ± {stat['std'] * scale:{fmt}}"
+
+    def mb(per_seed: dict[str, int | None]) -> str:
+        hit = [b for b in per_seed.values() if b is not None]
+        return "never" if not hit else f"{np.mean(hit) / 1e6:.3f}"
+
+    def ratios(m: dict) -> str:
+        per = m.get("fewer_bytes_than_fedavg_to_target")
+        if not per:
+            return "-"
+        vals = [r for r in per.values() if r is not None]
+        if not vals:
+            return "-"
+        text = f"{min(vals):.1f}x-{max(vals):.1f}x" if len(vals) > 1 else f"{vals[0]:.1f}x"
+        return text if len(vals) == len(per) else f"{text} ({len(vals)}/{len(per)} seeds)"
+
+    def bpp(method: str, column: str) -> str:
+        vals = pd.concat([f[(f["method"] == method) & (f["round"] > 1)][column]
+                          for f in frames.values()]).dropna()  # fmt: skip
+        return "-" if vals.empty else f"{vals.median():.3f}"
+
+    lines = [
+        "| method | tuned (seed 0) | seeds | best acc % | final acc % | reached | wire MB to "
+        "target | vs FedAvg (wire, per seed) | message MB to target | vs FedAvg (message) "
+        "| up bpp | down bpp | total wire MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, m in wire["methods"].items():
+        mm = message["methods"][method]
+        lines.append(
+            f"| {method} | {picked.loc[method, 'config']} | {','.join(map(str, done[method]))} "
+            f"| {pm(m['best_accuracy'])} | {pm(m['final_accuracy'])} "
+            f"| {m['reached_target']}/{m['seeds']} | {mb(m['bytes_to_target'])} | {ratios(m)} "
+            f"| {mb(mm['bytes_to_target'])} | {ratios(mm)} "
+            f"| {bpp(method, 'uplink_bits_per_param')} | {bpp(method, 'downlink_bits_per_param')} "
+            f"| {pm(m['total_bytes'], 1e-6, '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
+def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.DataFrame,
+                 preset: str, rounds: int, base: list[str]) -> None:  # fmt: skip
+    """``frontier-seeds.{md,json,png}``: the picked configurations on the fresh seeds."""
+    from pemn_fl import seeds as S
+
+    frames, done = fresh_frames(out, methods, seeds, picked)
+    if not frames:
+        print("no fresh-seed runs finished yet", file=sys.stderr)
+        return
+    # Only the seeds every reported method has finished are compared (same draws for all).
+    common = sorted(set.intersection(*(set(v) for v in done.values())))
+    frames = {s: frames[s] for s in common}
+    summaries = {level: S.aggregate(frames, level=level) for level in ("wire", "message")}
+    (out / "frontier-seeds.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    wire = summaries["wire"]
+    target = wire["target_accuracy"]
+    missing = {m: sorted(set(seeds) - set(done.get(m, []))) for m in methods}
+    ran = ("every method on every seed" if not any(missing.values()) else
+           "partial: " + "; ".join(f"{m} lacks seed(s) {','.join(map(str, v))}"
+                                   for m, v in missing.items() if v))  # fmt: skip
+    command = (f"python -m bench.accuracy_frontier --preset {preset} --rounds {rounds} "
+               f"--methods {','.join(methods)} --seeds {','.join(map(str, seeds))}")
+    md = "\n".join([
+        f"# Seeds frontier: {preset}, {rounds} rounds, fresh seeds {', '.join(map(str, common))}",
+        "",
+        f"Command: `{command}`  ",
+        f"Base options: `{' '.join(base)}`  ",
+        f"What has run: {ran}. Reported: the seeds every method finished ({len(common)}).",
+        "",
+        "Each method's configuration was picked on the tuning seed 0 (best test accuracy "
+        "over the rounds, three configurations each: `frontier.md`); these runs are on fresh "
+        "seeds only (each seed redraws prototype and initial model, partition, client sample "
+        "and noise). Accuracy: mean ± sample std over the seeds. Target: "
+        + ("none (no FedAvg)" if target is None else
+           f"{wire['target_rule']} = **{100 * target:.2f} %**")
+        + ". MB to target: mean over the seeds that reached it, both directions; vs FedAvg: "
+        "FedAvg's bytes to the target over the method's, on the same seed (range over "
+        "seeds). Wire: the HTTP traffic of a Flower 1.42 deployment (modelled, within 0.03 % "
+        "of a real SuperLink); message: Flower's serialised messages.",
+        "",
+        seeds_table(summaries, picked, done, frames),
+        "",
+        "## Accuracy within a byte budget (wire level, both directions)",
+        "",
+        "Best test accuracy (%) among the rounds finished within the budget, mean ± std over "
+        "the seeds. *leads*: the highest mean; *clear*: the leader is ahead of the runner-up "
+        "on every seed and by more than either one's std.",
+        "",
+        S.budget_markdown(wire["budgets"]),
+        "",
+    ])
+    (out / "frontier-seeds.md").write_text(md)
+    S.plot_bands({"": frames}, out / "frontier-seeds.png", level="wire",
+                 title=f"{preset}: {rounds} rounds, fresh seeds {', '.join(map(str, common))}",
+                 target=target)  # fmt: skip
+    print(md)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.accuracy_frontier", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -324,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     if runs.empty:
         print("no finished runs yet", file=sys.stderr)
         return 1
+    if seeds:
+        seeds_report(out, methods, seeds, tuned(runs), args.preset, rounds, base)
     table, targets = frontier_table(runs, curves, methods)
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / "frontier-runs.csv", index=False)

@@ -127,13 +127,20 @@ def budget_table(methods: Mapping[str, Mapping[int, pd.DataFrame]],
         per_method = {}
         for method, per in methods.items():
             by_seed = {seed: best_within(f, budget) for seed, f in per.items()}
-            per_method[method] = {**stats(list(by_seed.values())), "per_seed": by_seed}
-        ranked = sorted(per_method, key=lambda m: -(per_method[m]["mean"] or -1.0))
+            trained = sum(bool(((f["round"] > 0) & (f["cumulative"] <= budget)).any())
+                          for f in per.values())  # fmt: skip
+            per_method[method] = {**stats(list(by_seed.values())), "per_seed": by_seed,
+                                  "trained_seeds": trained}  # fmt: skip
+        # A method that finished no round within the budget holds its initial model: it is
+        # ranked after every method that trained, and never leads.
+        ranked = sorted(per_method, key=lambda m: (per_method[m]["trained_seeds"] == 0,
+                                                   -(per_method[m]["mean"] or -1.0)))  # fmt: skip
+        leader = ranked[0] if ranked and per_method[ranked[0]]["trained_seeds"] else None
         row: dict[str, object] = {"budget_bytes": budget, "methods": per_method,
-                                  "leader": ranked[0] if ranked else None,
-                                  "runner_up": ranked[1] if len(ranked) > 1 else None,
+                                  "leader": leader,
+                                  "runner_up": ranked[1] if leader and len(ranked) > 1 else None,
                                   "lead": None, "clear_lead": None}  # fmt: skip
-        if len(ranked) > 1:
+        if row["runner_up"] is not None:
             lead, second = per_method[ranked[0]], per_method[ranked[1]]
             seeds = set(lead["per_seed"]) & set(second["per_seed"])
             row["lead"] = lead["mean"] - second["mean"]
@@ -210,17 +217,25 @@ def _pm(s: Mapping[str, object], scale: float, fmt: str = ".2f") -> str:
 
 
 def budget_markdown(rows: Sequence[Mapping[str, object]]) -> str:
-    """The budget table as markdown: best accuracy (%) within each budget, mean ± std."""
+    """The budget table as markdown: a row per method, a column per budget, best accuracy
+    (%) within it, mean ± std ("(initial)": no round finished within it); the last rows
+    name the leader and whether its lead is clear."""
     if not rows:
         return ""
     methods = list(rows[0]["methods"])  # type: ignore[arg-type]
-    head = "| budget (MB) | " + " | ".join(label_of(m) for m in methods) + " | leads | clear |"
-    lines = [head, "|" + "---|" * (len(methods) + 3)]
-    for row in rows:
-        cells = [_pm(row["methods"][m], 100, ".1f") for m in methods]  # type: ignore[index]
-        clear = {True: "yes", False: "no", None: "-"}[row["clear_lead"]]  # type: ignore[index]
-        lines.append(f"| {row['budget_bytes'] / 1e6:g} | " + " | ".join(cells)  # type: ignore[operator]
-                     + f" | {row['leader']} | {clear} |")
+    head = "| method | " + " | ".join(f"≤ {r['budget_bytes'] / 1e6:g} MB" for r in rows) + " |"
+    lines = [head, "|" + "---|" * (len(rows) + 1)]
+    for method in methods:
+        cells = []
+        for row in rows:
+            stat = row["methods"][method]  # type: ignore[index]
+            cell = _pm(stat, 100, ".1f") if stat["trained_seeds"] else "(initial)"
+            cells.append(f"**{cell}**" if row["leader"] == method else cell)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    clear = {True: "yes", False: "no", None: "-"}
+    lines.append("| *leads* | " + " | ".join(str(r["leader"] or "-") for r in rows) + " |")
+    lines.append("| *clear lead* | " + " | ".join(clear[r["clear_lead"]] for r in rows)  # type: ignore[index]
+                 + " |")
     return "\n".join(lines)
 
 

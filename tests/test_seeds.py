@@ -72,9 +72,10 @@ def test_accuracy_within_a_budget_and_who_leads() -> None:
     rows = {row["budget_bytes"]: row for row in S.aggregate(FRAMES, "wire",
                                                             budgets=[5, 20, 1000, 3000])[
         "budgets"]}  # fmt: skip
-    # 5 bytes: nobody finished a round, every method holds its initial model.
+    # 5 bytes: nobody finished a round, every method holds its initial model: no leader.
     assert rows[5]["methods"]["pemn"]["mean"] == pytest.approx(0.1)
-    assert rows[5]["clear_lead"] is False  # a tie is no lead
+    assert rows[5]["methods"]["pemn"]["trained_seeds"] == 0
+    assert rows[5]["leader"] is None and rows[5]["clear_lead"] is None
     # 20 bytes: pemn's best of its first two rounds; FedAvg still at its initial model.
     assert rows[20]["methods"]["pemn"]["per_seed"] == {1: 0.91, 2: 0.89, 3: 0.87}
     assert rows[20]["leader"] == "pemn" and rows[20]["clear_lead"] is True
