@@ -3,26 +3,36 @@
 Where ``simulations.run`` drives the Simulation Engine in one process, this starts real
 Flower processes on 127.0.0.1, exactly as one would across machines:
 
-1. ``flower-superlink --insecure --host 127.0.0.1 --port P`` (Fleet, Control and
-   ServerAppIo APIs on one port), in a scratch directory: the ServerApp runs with the
-   SuperLink's working directory as its cwd and writes ``results/runs/flwr-*/`` there;
-2. ``--nodes`` x ``flower-supernode --insecure --superlink 127.0.0.1:P --node-config
-   "partition-id=i num-partitions=N" --host 127.0.0.1 --port Q_i`` (each its own port);
-3. a throw-away ``$FLWR_HOME/config.toml`` naming the federation ``deploy`` (address
-   ``127.0.0.1:P``, insecure), then ``flwr run . deploy --stream --run-config "..."`` with
-   every setting (``min-nodes`` = the node count, so the server waits for all of them);
-4. the run's ``rounds.csv``, ``summary.json`` and figure are moved into ``--out`` with a
-   ``config.json`` and the processes' logs (``logs/``);
-5. every process it started is stopped by its PID (SIGTERM, then SIGKILL), also after an
-   error or Ctrl-C.
+1. ``flower-superlink --host 127.0.0.1 --port P --database state.db`` (Fleet, Control and
+   ServerAppIo APIs on one port; its state in a database file), in its own directory: the
+   ServerApp runs with the SuperLink's working directory as its cwd;
+2. ``--nodes`` x ``flower-supernode --superlink 127.0.0.1:Q --node-config "partition-id=i
+   num-partitions=N" --host 127.0.0.1 --port R_i``, each in its own directory (its disk),
+   reaching the SuperLink through a byte-counting proxy on port Q;
+3. a throw-away ``$FLWR_HOME/config.toml`` naming the federation ``deploy``, then ``flwr run
+   . deploy --stream --run-config "..."`` with every setting (``min-nodes`` = the node count,
+   so the server waits for all of them);
+4. the ServerApp writes ``rounds.csv``, ``summary.json`` and the figure straight into
+   ``--out`` (``PEMN_FL_RUN_DIR``), beside a ``config.json`` and every process's log
+   (``logs/``);
+5. every process it started is stopped by its PID (its process group, and the processes
+   Flower started under it), also after an error or Ctrl-C.
 
-Options are those of ``simulations.run`` (``--clients`` is replaced by ``--nodes``); plain
-Flower commands for the same steps are in the README.
+``--secure`` adds TLS and SuperNode authentication (``simulations.secure`` makes a throw-away
+CA, the SuperLink's certificate and one key pair per node; each node's public key is
+registered with ``flwr supernode register``). ``--kill-superlink-after R`` crashes the
+SuperLink, its ServerApp and SuperNode 0 after R rounds, restarts them and resumes;
+``--resume DIR`` continues a deployment whose deploy command itself was stopped. The state a
+resume needs (database, checkpoints, credentials) lives in ``--out``/state/ until the run
+finishes. Options are otherwise those of ``simulations.run`` (``--clients`` is replaced by
+``--nodes``); the plain Flower commands are in docs/deployment.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -30,19 +40,24 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.data import DataError
 from pemn_fl.models import ModelError
 from pemn_fl.partition import PartitionError
-from pemn_fl.wireproxy import WireProxy
+from simulations import secure as S
 from simulations.run import build_parser, check_data, prepare_out, settings_from_args, versions
+from simulations.wireproxy import WireProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # loopback only: the processes never listen beyond this machine
+FEDERATION = "deploy"
+# Each process resolves this against its own working directory: the SuperLink's (where the
+# ServerApp runs) holds the server checkpoint, each SuperNode's its own client checkpoint.
+CHECKPOINT_DIR = "checkpoint"
 
 
 def free_port() -> int:
@@ -73,6 +88,30 @@ def _executable(name: str) -> str:
     return found
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children first), from /proc; empty where there is none.
+
+    Flower starts helpers in sessions of their own (the SuperLink's ``flower-superexec``,
+    and under it ``flwr-serverapp``), out of reach of a signal to the SuperLink's process
+    group; they watch their parent's PID and exit some time after it, but a ServerApp
+    retrying its last status push can outlive a killed SuperLink by minutes. So the tree
+    is collected, by PID, before anything in it is signalled.
+    """
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 class Processes:
     """The processes this command started, stopped by PID however the command ends."""
 
@@ -80,108 +119,441 @@ class Processes:
         self.started: list[subprocess.Popen] = []
 
     def start(self, cmd: list[str], log: Path, **kwargs: object) -> subprocess.Popen:
-        # Its own process group (id = its PID): the SuperLink and SuperNodes start helper
-        # processes (flower-superexec, the app processes) that must stop with them.
-        proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        # Its own process group (id = its PID), so that it and what it starts in that group
+        # stop together; helpers in other sessions are found by ``descendants``.
+        proc = subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT,
                                 start_new_session=True, **kwargs)  # type: ignore[call-overload]  # fmt: skip
         self.started.append(proc)
         return proc
 
     @staticmethod
-    def _signal(proc: subprocess.Popen, sig: signal.Signals) -> None:
+    def _signal(proc: subprocess.Popen, sig: signal.Signals, tree: list[int]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)  # the group this command created, by its PID
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
 
-    def kill_node(self, proc: subprocess.Popen) -> None:
-        self._signal(proc, signal.SIGKILL)
+    def kill(self, proc: subprocess.Popen) -> None:
+        """SIGKILL ``proc`` and everything under it at once (a machine that dies)."""
+        self._signal(proc, signal.SIGKILL, descendants(proc.pid))
+        proc.wait()
 
     def stop(self) -> None:
+        trees = {proc.pid: descendants(proc.pid) for proc in self.started}
         for proc in reversed(self.started):
-            self._signal(proc, signal.SIGTERM)
+            self._signal(proc, signal.SIGTERM, trees[proc.pid])
         deadline = time.monotonic() + 10
         for proc in self.started:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            self._signal(proc, signal.SIGKILL)  # helpers that outlived their parent
+        for proc in self.started:
+            self._signal(proc, signal.SIGKILL, trees[proc.pid])  # whatever outlived TERM
             proc.wait()
 
 
-def _rounds_done(link_dir: Path) -> int:
-    """Rounds the ServerApp has logged so far (its rounds.csv grows a line per round)."""
-    runs = sorted((link_dir / "results" / "runs").glob("flwr-*"))
-    if not runs or not (runs[-1] / "rounds.csv").exists():
-        return 0
-    lines = (runs[-1] / "rounds.csv").read_text().splitlines()[1:]
-    return sum(1 for line in lines if line.split(",")[1:2] != ["0"])  # round 0 = initial eval
+@dataclass(frozen=True)
+class Layout:
+    """Where a deployment keeps its files: results in ``out``, resumable state below it."""
+
+    out: Path
+
+    @property
+    def state(self) -> Path:  # what a resume needs; removed once the run has finished
+        return self.out / "state"
+
+    @property
+    def link_dir(self) -> Path:  # the SuperLink's (and the ServerApp's) working directory
+        return self.state / "superlink"
+
+    @property
+    def database(self) -> Path:
+        return self.link_dir / "state.db"
+
+    @property
+    def server_checkpoint(self) -> Path:
+        return self.link_dir / CHECKPOINT_DIR
+
+    def node_dir(self, index: int) -> Path:  # a SuperNode's working directory: its disk
+        return self.state / "nodes" / f"node-{index}"
+
+    @property
+    def secure(self) -> Path:
+        return self.state / "secure"
+
+    @property
+    def home(self) -> Path:  # FLWR_HOME of every process: config.toml, installed app bundles
+        return self.state / "flwr-home"
+
+    @property
+    def logs(self) -> Path:
+        return self.out / "logs"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to deploy: the settings and the processes around them."""
+
+    settings: RunSettings
+    nodes: int
+    secure: bool = False
+    unauthorized_nodes: int = 0  # --secure: SuperNodes whose key was never registered
+    nodes_without_ca: int = 0  # --secure: SuperNodes that do not trust the run's CA
+
+    def key_names(self) -> list[str]:
+        return ([f"node-{i}" for i in range(self.nodes)]
+                + [f"unauthorized-{j}" for j in range(self.unauthorized_nodes)])  # fmt: skip
+
+
+class Deployment:
+    """One deployment's processes, proxy and files; ``run`` drives it to the end."""
+
+    def __init__(self, plan: Plan, layout: Layout, timeout: float) -> None:
+        self.plan, self.layout, self.timeout = plan, layout, timeout
+        self.procs = Processes()
+        self.port = free_port()
+        self.level = "tls" if plan.secure else "http"
+        self.meter = (layout.out / "wire-meter.json").resolve()  # the ServerApp's cwd differs
+        self.proxy = WireProxy(self.port, self.meter, level=self.level)
+        self.creds: S.Credentials | None = None
+        self.superlink: subprocess.Popen | None = None
+        self.node_procs: list[subprocess.Popen] = []
+        self.timeline: dict[tuple[str, int], dict[str, object]] = {}
+        self.started = time.monotonic()
+        self.env = {**os.environ, "FLWR_HOME": str(layout.home.resolve()),
+                    "FLWR_TELEMETRY_ENABLED": "0",
+                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+                    # The SuperLink and SuperNodes start flower-superexec by name: find it in
+                    # this interpreter's environment even when it is not activated.
+                    "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                             os.environ.get("PATH", "")]),
+                    "PEMN_FL_RUN_DIR": str(layout.out.resolve())}  # fmt: skip
+        self.env.pop("PEMN_FL_RESUME", None)
+        if self.level == "http":
+            # The ServerApp (a child of the SuperLink, same environment) reads the meter at
+            # every round's end. Under TLS the proxy cannot see rounds: the rows' wire
+            # columns are then the transport model's, and the TLS totals are reported apart.
+            self.env["PEMN_FL_WIRE_METER"] = str(self.meter)
+        else:
+            self.env.pop("PEMN_FL_WIRE_METER", None)
+
+    # -- files -----------------------------------------------------------------------
+    def prepare(self, resume: bool) -> None:
+        for path in (self.layout.logs, self.layout.link_dir, self.layout.home,
+                     *(self.layout.node_dir(i) for i in range(self.plan.nodes))):  # fmt: skip
+            path.mkdir(parents=True, exist_ok=True)
+        if not self.plan.secure:
+            return
+        names = self.plan.key_names()
+        if resume:  # the SuperLink's database holds the registered keys: keep the same ones
+            self.creds = S.load_credentials(self.layout.secure, names)
+        else:
+            self.creds = S.make_credentials(self.layout.secure, len(names), names)
+
+    def write_federation(self) -> None:
+        """The CLI's federation ``deploy`` (TLS: trust the run's CA, by path)."""
+        tls = (f'root-certificates = "{self.creds.ca_cert.resolve()}"\n' if self.creds
+               else "insecure = true\n")  # fmt: skip
+        (self.layout.home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{FEDERATION}"\n\n[superlink.{FEDERATION}]\n'
+            f'address = "{HOST}:{self.port}"\n{tls}'
+        )
+
+    # -- processes -------------------------------------------------------------------
+    def start_superlink(self, resume: bool) -> None:
+        cmd = [_executable("flower-superlink"), "--host", HOST, "--port", str(self.port),
+               "--database", str(self.layout.database.resolve())]  # fmt: skip
+        if self.creds is not None:
+            cmd += ["--ssl-ca-certfile", str(self.creds.ca_cert.resolve()),
+                    "--ssl-certfile", str(self.creds.server_cert.resolve()),
+                    "--ssl-keyfile", str(self.creds.server_key.resolve()),
+                    "--enable-supernode-auth"]  # fmt: skip
+        else:
+            cmd.append("--insecure")
+        env = dict(self.env)
+        if resume:
+            env["PEMN_FL_RESUME"] = "1"  # the next ServerApp continues from its checkpoint
+        self.superlink = self.procs.start(cmd, self.layout.logs / "superlink.log",
+                                          cwd=self.layout.link_dir, env=env)  # fmt: skip
+        self._wait_listening()
+
+    def _wait_listening(self, patience: float = 120.0) -> None:
+        """Until the SuperLink accepts connections (uvicorn binds once it is ready)."""
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            if self.superlink is not None and self.superlink.poll() is not None:
+                raise RuntimeError("the SuperLink exited at start (exit "
+                                   f"{self.superlink.returncode}):\n"
+                                   + self._tail("superlink.log"))  # fmt: skip
+            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 1):
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"the SuperLink did not listen within {patience:g} s:\n"
+                           + self._tail("superlink.log"))  # fmt: skip
+
+    def flwr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([_executable("flwr"), *args], cwd=self.layout.link_dir,
+                              env=self.env, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+        with (self.layout.logs / "flwr-cli.log").open("a") as log:
+            log.write(f"$ flwr {' '.join(args)}\n{proc.stdout}{proc.stderr}\n")
+        if check and proc.returncode:
+            raise RuntimeError(f"flwr {' '.join(args)} failed (exit {proc.returncode}):\n"
+                               f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}")  # fmt: skip
+        return proc
+
+    def register_nodes(self) -> None:
+        """Put each authorized node's public key on the SuperLink's list (its database)."""
+        assert self.creds is not None
+        for key in self.creds.node_keys[: self.plan.nodes]:
+            self.flwr("supernode", "register", str(S.Credentials.public_key(key).resolve()),
+                      FEDERATION)  # fmt: skip
+
+    def _node_cmd(self, partition: int, partitions: int, key: Path | None,
+                  trust_ca: bool) -> list[str]:  # fmt: skip
+        cmd = [_executable("flower-supernode"), "--superlink", f"{HOST}:{self.proxy.listen_port}",
+               "--node-config", f"partition-id={partition} num-partitions={partitions}",
+               "--host", HOST, "--port", str(free_port())]  # fmt: skip
+        if not self.plan.secure:
+            return cmd + ["--insecure"]
+        if trust_ca:
+            assert self.creds is not None
+            cmd += ["--root-certificates", str(self.creds.ca_cert.resolve())]
+        # else: TLS against the system's trust store, which has never heard of this CA
+        if key is not None:
+            cmd += ["--auth-supernode-private-key", str(key.resolve())]
+        return cmd
+
+    def start_node(self, index: int) -> subprocess.Popen:
+        key = self.creds.node_keys[index] if self.creds else None
+        proc = self.procs.start(self._node_cmd(index, self.plan.nodes, key, trust_ca=True),
+                                self.layout.logs / f"supernode-{index}.log",
+                                cwd=self.layout.node_dir(index), env=self.env)  # fmt: skip
+        if index < len(self.node_procs):
+            self.node_procs[index] = proc
+        else:
+            self.node_procs.append(proc)
+        return proc
+
+    def start_intruders(self) -> None:
+        """SuperNodes that must be refused (``--secure`` only), each serving a partition of
+        its own: had one been let in, the handshake would map it and it would be sampled."""
+        total = self.plan.nodes + self.plan.unauthorized_nodes + self.plan.nodes_without_ca
+        partition = self.plan.nodes
+        for j in range(self.plan.unauthorized_nodes):
+            assert self.creds is not None
+            key = self.creds.node_keys[self.plan.nodes + j]  # generated, never registered
+            directory = self.layout.state / "nodes" / f"unauthorized-{j}"
+            directory.mkdir(parents=True, exist_ok=True)
+            self.procs.start(self._node_cmd(partition, total, key, trust_ca=True),
+                             self.layout.logs / f"unauthorized-{j}.log", cwd=directory,
+                             env=self.env)  # fmt: skip
+            partition += 1
+        for j in range(self.plan.nodes_without_ca):
+            directory = self.layout.state / "nodes" / f"without-ca-{j}"
+            directory.mkdir(parents=True, exist_ok=True)
+            self.procs.start(self._node_cmd(partition, total, None, trust_ca=False),
+                             self.layout.logs / f"without-ca-{j}.log", cwd=directory,
+                             env=self.env)  # fmt: skip
+            partition += 1
+
+    def submit(self, log_name: str) -> subprocess.Popen:
+        return self.procs.start(
+            [_executable("flwr"), "run", str(ROOT), FEDERATION, "--stream",
+             "--run-config", run_config(self.plan.settings)],
+            self.layout.logs / log_name, cwd=ROOT, env=self.env,
+        )  # fmt: skip
+
+    def stop_stale_runs(self) -> list[str]:
+        """Stop the runs the restarted SuperLink still lists as unfinished (the cut run:
+        its ServerApp is gone, but for up to a minute its undelivered instructions would
+        still be handed to nodes); returns their ids."""
+        listed = self.flwr("ls", FEDERATION, "--format", "json", check=False)
+        try:
+            data = json.loads(listed.stdout[listed.stdout.index("{"):])
+        except ValueError:
+            return []
+        stale = [str(run["run-id"]) for run in data.get("runs", [])
+                 if run.get("status", "").split(":")[0] in ("pending", "starting", "running")]
+        for run_id in stale:
+            self.flwr("stop", run_id, FEDERATION, check=False)
+        return stale
+
+    # -- the run ---------------------------------------------------------------------
+    def _tail(self, log_name: str, chars: int = 2000) -> str:
+        path = self.layout.logs / log_name
+        return path.read_text(errors="replace")[-chars:] if path.is_file() else ""
+
+    def rows(self) -> list[tuple[str, int]]:
+        """(method, round) of each complete row the ServerApp has written so far."""
+        path = self.layout.out / "rounds.csv"
+        try:
+            text = path.read_text()
+        except OSError:
+            return []
+        lines = text.splitlines(keepends=True)
+        complete = [line for line in lines[1:] if line.endswith("\n")]
+        return [(r[0], int(r[1])) for r in csv.reader(complete) if len(r) > 1]
+
+    def note_rows(self, rows: list[tuple[str, int]]) -> None:
+        """The proxy's per-direction totals when each row first appeared (``wire-timeline``):
+        at either level, the bytes between two rows are that round's, idle polling included."""
+        for key in rows:
+            if key not in self.timeline:
+                snap = self.proxy.meter.snapshot()
+                self.timeline[key] = {"method": key[0], "round": key[1],
+                                      "seconds": round(time.monotonic() - self.started, 2),
+                                      **snap["directions"], "connections": snap["connections"]}
+
+    def crash_and_resume(self) -> subprocess.Popen:
+        """The server machine dies (SuperLink + ServerApp) with SuperNode 0; both come back
+        on the same port, database and disks, and a new run continues from the checkpoint."""
+        assert self.superlink is not None
+        self.procs.kill(self.superlink)  # with its SuperExec and ServerApp
+        self.procs.kill(self.node_procs[0])
+        print(f"killed the SuperLink, its ServerApp and SuperNode 0 after {len(self.rows())} "
+              "rows; restarting them", flush=True)  # fmt: skip
+        self.start_superlink(resume=True)
+        stale = self.stop_stale_runs()
+        (self.layout.logs / "resume.json").write_text(json.dumps(
+            {"stopped_runs": stale, "rows_before": len(self.rows())}, indent=2) + "\n")
+        self.start_node(0)
+        return self.submit("flwr-run-resumed.log")
+
+    def run(self, resume: bool = False, kill_node_after: int | None = None,
+            kill_superlink_after: int | None = None) -> None:  # fmt: skip
+        self.prepare(resume)
+        self.proxy.start()
+        try:
+            self.start_superlink(resume)
+            self.write_federation()
+            if resume:
+                self.stop_stale_runs()  # the run the stopped deployment left unfinished
+            elif self.plan.secure:
+                self.register_nodes()
+            for index in range(self.plan.nodes):
+                self.start_node(index)
+            self.start_intruders()
+            flwr = self.submit("flwr-run-resumed.log" if resume else "flwr-run.log")
+            deadline = time.monotonic() + self.timeout
+            while flwr.poll() is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the run took over {self.timeout:g} s; logs in "
+                                       f"{self.layout.logs}")  # fmt: skip
+                rows = self.rows()
+                self.note_rows(rows)
+                done = sum(1 for _, r in rows if r != 0)  # round 0 = the initial evaluation
+                if kill_node_after is not None and done >= kill_node_after:
+                    # Fault injection: SuperNode 0 dies without a goodbye (SIGKILL).
+                    self.procs.kill(self.node_procs[0])
+                    kill_node_after = None
+                if kill_superlink_after is not None and done >= kill_superlink_after:
+                    kill_superlink_after = None
+                    flwr = self.crash_and_resume()
+                time.sleep(0.5)
+            self.note_rows(self.rows())
+            log = "flwr-run-resumed.log" if (self.layout.logs / "flwr-run-resumed.log"
+                                             ).exists() else "flwr-run.log"  # fmt: skip
+            if flwr.returncode or not (self.layout.out / "summary.json").exists():
+                raise RuntimeError(f"the deployment run failed (flwr run exit {flwr.returncode})"
+                                   f"; logs in {self.layout.logs}\n{self._tail(log)}")  # fmt: skip
+        finally:
+            self.procs.stop()
+            self.proxy.stop()
+        self.write_wire_reports()
+
+    def write_wire_reports(self) -> None:
+        """``wire-timeline.csv`` (both levels) and, under TLS, the totals in summary.json."""
+        if self.timeline:
+            rows = list(self.timeline.values())
+            with (self.layout.out / "wire-timeline.csv").open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        snap = self.proxy.meter.snapshot()
+        path = self.layout.out / "summary.json"
+        summary = json.loads(path.read_text())
+        summary.setdefault("wire", {})["proxy"] = {
+            "level": snap["level"], "level_means": snap["level_means"],
+            **snap["directions"], "connections": snap["connections"],
+            "note": "every byte between the nodes and the SuperLink over the whole deployment "
+                    "(handshakes, idle polling, app bundles, registration and every round)",
+        }  # fmt: skip
+        if self.level == "tls":
+            summary["wire"]["source"] = ("transport model (cleartext HTTP, pemn_fl.transport): "
+                                         "the proxy cannot split TLS into rounds; measured TLS "
+                                         "totals in wire.proxy")  # fmt: skip
+        path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def deploy(settings: RunSettings, nodes: int, out: Path, timeout: float,
-           kill_after: int | None = None) -> Path:  # fmt: skip
+           kill_after: int | None = None, *, secure: bool = False,
+           unauthorized_nodes: int = 0, nodes_without_ca: int = 0,
+           kill_superlink_after: int | None = None, resume: bool = False,
+           keep_state: bool = False) -> Path:  # fmt: skip
     """Run ``settings`` on a loopback SuperLink with ``nodes`` SuperNodes; results into ``out``.
 
     ``kill_after``: SIGKILL SuperNode 0 once that many training rounds are logged (a node
-    crash, for the fault tests); the run must go on with the others.
+    crash; the run goes on with the others). ``kill_superlink_after``: SIGKILL the SuperLink
+    (with its ServerApp) and SuperNode 0 then, restart both and resume. ``resume``: continue
+    the deployment whose state is in ``out/state``. ``secure``: TLS and SuperNode
+    authentication, with ``unauthorized_nodes`` and ``nodes_without_ca`` intruders that
+    must be refused. ``out/state`` is removed once the run has finished (``keep_state``
+    keeps it).
     """
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    procs = Processes()
-    with tempfile.TemporaryDirectory(prefix="pemn-fl-deploy-") as scratch:
-        home, link_dir = Path(scratch) / "flwr-home", Path(scratch) / "superlink"
-        home.mkdir()
-        link_dir.mkdir()
-        env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
-               "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-               # The SuperLink and SuperNodes start flower-superexec by name: find it in this
-               # interpreter's environment even when that environment is not activated.
-               "PATH": os.pathsep.join([str(Path(sys.executable).parent),
-                                        os.environ.get("PATH", "")])}  # fmt: skip
-        port = free_port()
-        # The SuperNodes reach the SuperLink through the byte-counting proxy; the ServerApp
-        # (a child of the SuperLink, same environment) reads its meter at every round's end.
-        meter = (out / "wire-meter.json").resolve()  # the ServerApp runs in another cwd
-        proxy = WireProxy(port, meter).start()
-        env["PEMN_FL_WIRE_METER"] = str(meter)
-        try:
-            procs.start([_executable("flower-superlink"), "--insecure", "--host", HOST,
-                         "--port", str(port)], logs / "superlink.log", cwd=link_dir,
-                        env=env)  # fmt: skip
-            nodes_started = []
-            for pid in range(nodes):
-                cmd = [_executable("flower-supernode"), "--insecure", "--superlink",
-                       f"{HOST}:{proxy.listen_port}", "--node-config",
-                       f"partition-id={pid} num-partitions={nodes}", "--host", HOST,
-                       "--port", str(free_port())]  # fmt: skip
-                nodes_started.append(procs.start(cmd, logs / f"supernode-{pid}.log",
-                                                 cwd=link_dir, env=env))  # fmt: skip
-            (home / "config.toml").write_text(
-                '[superlink]\ndefault = "deploy"\n\n[superlink.deploy]\n'
-                f'address = "{HOST}:{port}"\ninsecure = true\n'
-            )
-            flwr = procs.start(
-                [_executable("flwr"), "run", str(ROOT), "deploy", "--stream",
-                 "--run-config", run_config(settings)],
-                logs / "flwr-run.log", cwd=ROOT, env=env,
-            )  # fmt: skip
-            deadline = time.monotonic() + timeout
-            while flwr.poll() is None:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the run took over {timeout:g} s; logs in {logs}")
-                if kill_after is not None and _rounds_done(link_dir) >= kill_after:
-                    # Fault injection: SuperNode 0 dies without a goodbye (SIGKILL).
-                    procs.kill_node(nodes_started[0])
-                    kill_after = None
-                time.sleep(0.5)
-            runs = sorted((link_dir / "results" / "runs").glob("flwr-*"))
-            if flwr.returncode or not runs or not (runs[-1] / "rounds.csv").exists():
-                tail = (logs / "flwr-run.log").read_text()[-2000:]
-                raise RuntimeError(f"the deployment run failed (flwr run exit {flwr.returncode})"
-                                   f"; logs in {logs}\n{tail}")  # fmt: skip
-            for item in runs[-1].iterdir():
-                shutil.move(str(item), out / item.name)
-        finally:
-            procs.stop()
-            proxy.stop()
+    settings = dataclasses.replace(settings, checkpoint_dir=CHECKPOINT_DIR)
+    plan = Plan(settings, nodes, secure, unauthorized_nodes, nodes_without_ca)
+    layout = Layout(out)
+    Deployment(plan, layout, timeout).run(resume, kill_after, kill_superlink_after)
+    if not keep_state:
+        shutil.rmtree(layout.state, ignore_errors=True)
     return out
+
+
+DEPLOY_OPTIONS = ("nodes", "timeout", "kill_node_after", "kill_superlink_after", "secure",
+                  "unauthorized_nodes", "nodes_without_ca", "keep_state")  # fmt: skip
+
+
+def resumed_plan(args: object, parser_defaults: dict[str, object]) -> tuple[Plan, Path]:
+    """``--resume DIR``: the plan from DIR/config.json; any other setting is an error."""
+    given = [k for k, v in vars(args).items() if k not in ("resume", "quiet", "timeout",
+             "keep_state", "clients") and v != parser_defaults.get(k)]  # fmt: skip
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise SettingsError(f"--resume takes its settings from the deployment's config.json; "
+                            f"drop {flags}")  # fmt: skip
+    out: Path = args.resume  # type: ignore[attr-defined]
+    try:
+        config = json.loads((out / "config.json").read_text())
+        if config.get("engine") != "deployment":
+            raise ValueError("not a deployment")
+        plan = Plan(RunSettings.from_run_config(config["settings"]), int(config["nodes"]),
+                    bool(config.get("secure", False)),
+                    int(config.get("unauthorized_nodes", 0)),
+                    int(config.get("nodes_without_ca", 0)))  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SettingsError(f"--resume {out}: no readable config.json of a simulations.deploy "
+                            f"run there ({type(exc).__name__}: {exc})") from None  # fmt: skip
+    if not (Layout(out).server_checkpoint / "server.pkl").is_file():
+        raise SettingsError(f"--resume {out}: no server checkpoint in {Layout(out).state} (the "
+                            "run finished, or stopped before its first round ended)")  # fmt: skip
+    return plan, out
+
+
+def check_options(args: object) -> None:
+    """Bad combinations, each one ``error:`` line (before anything starts)."""
+    a = args
+    if a.nodes < 1:  # type: ignore[attr-defined]
+        raise SettingsError(f"--nodes {a.nodes}: need at least 1 node")  # type: ignore[attr-defined]
+    intruders = a.unauthorized_nodes or a.nodes_without_ca  # type: ignore[attr-defined]
+    if intruders and not a.secure:  # type: ignore[attr-defined]
+        raise SettingsError("--unauthorized-nodes and --nodes-without-ca test the SuperLink's "
+                            "authentication and TLS: they need --secure")  # fmt: skip
+    if min(a.unauthorized_nodes, a.nodes_without_ca) < 0:  # type: ignore[attr-defined]
+        raise SettingsError("--unauthorized-nodes and --nodes-without-ca count nodes: >= 0")
+    if a.kill_superlink_after is not None and a.kill_node_after is not None:  # type: ignore[attr-defined]
+        raise SettingsError("--kill-superlink-after already kills SuperNode 0 with the "
+                            "SuperLink; drop --kill-node-after")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,34 +565,80 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-node-after", type=int, default=None, metavar="ROUNDS",
                         help="fault injection: SIGKILL SuperNode 0 once ROUNDS training rounds "
                         "are logged; the run goes on with the others")  # fmt: skip
+    parser.add_argument("--kill-superlink-after", type=int, default=None, metavar="ROUNDS",
+                        help="fault injection: SIGKILL the SuperLink (with its ServerApp) and "
+                        "SuperNode 0 once ROUNDS training rounds are logged, restart them on "
+                        "the same database and disks, and resume from the checkpoint")  # fmt: skip
+    parser.add_argument("--secure", action="store_true",
+                        help="TLS (a throw-away CA and server certificate) and SuperNode "
+                        "authentication (one registered key pair per node)")  # fmt: skip
+    parser.add_argument("--unauthorized-nodes", type=int, default=0, metavar="K",
+                        help="--secure: also start K SuperNodes whose key is not registered "
+                        "(they must be refused)")  # fmt: skip
+    parser.add_argument("--nodes-without-ca", type=int, default=0, metavar="K",
+                        help="--secure: also start K SuperNodes that do not trust the CA "
+                        "(their TLS handshake must fail)")  # fmt: skip
+    parser.add_argument("--keep-state", action="store_true",
+                        help="keep OUT/state (database, checkpoints, credentials) after the "
+                        "run finishes")  # fmt: skip
     args = parser.parse_args(argv)
     args.clients = args.nodes
+    resume = args.resume is not None
     try:
-        if args.nodes < 1:
-            raise SettingsError(f"--nodes {args.nodes}: need at least 1 node")
-        if args.resume is not None:
-            raise SettingsError("--resume is for simulations.run (the simulator); a deployment "
-                                "cannot be resumed yet")  # fmt: skip
-        settings = settings_from_args(args)
-        check_data(settings, args.nodes)
-        out = args.out or Path("results/runs") / time.strftime("deploy-%Y%m%d-%H%M%S")
-        prepare_out(out, args.overwrite)
+        if resume:
+            defaults = vars(parser.parse_args([]))
+            plan, out = resumed_plan(args, defaults)
+            settings = plan.settings
+        else:
+            check_options(args)
+            settings = settings_from_args(args)
+            if settings.data_dir and not Path(settings.data_dir).is_absolute():
+                # Every process runs in a directory of its own: give them all the same path.
+                settings = dataclasses.replace(settings,
+                                               data_dir=str(Path(settings.data_dir).resolve()))
+            plan = Plan(settings, args.nodes, args.secure, args.unauthorized_nodes,
+                        args.nodes_without_ca)  # fmt: skip
+            if args.kill_superlink_after is not None:
+                total = settings.num_server_rounds * len(settings.method_list)
+                if not 1 <= args.kill_superlink_after < total:
+                    raise SettingsError(f"--kill-superlink-after {args.kill_superlink_after}: "
+                                        f"between 1 and {total - 1} (the run has {total} "
+                                        "training rounds)")  # fmt: skip
+            out = args.out or Path("results/runs") / time.strftime("deploy-%Y%m%d-%H%M%S")
+        check_data(settings, plan.nodes)
+        if not resume:
+            prepare_out(out, args.overwrite)
+            shutil.rmtree(Layout(out).state, ignore_errors=True)  # never a stale one
     except (SettingsError, DataError, PartitionError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    config = {"nodes": args.nodes, "command": " ".join(sys.argv), "engine": "deployment",
-              "settings": settings.to_run_config(), "versions": versions()}  # fmt: skip
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    print(f"pemn-fl deploy: SuperLink + {args.nodes} SuperNodes on {HOST}, "
-          f"{settings.num_server_rounds} rounds, methods {settings.methods} -> {out}")  # fmt: skip
+    if not resume:
+        config = {"nodes": plan.nodes, "secure": plan.secure,
+                  "unauthorized_nodes": plan.unauthorized_nodes,
+                  "nodes_without_ca": plan.nodes_without_ca,
+                  "command": " ".join(sys.argv), "engine": "deployment",
+                  "settings": dataclasses.replace(settings, checkpoint_dir=CHECKPOINT_DIR
+                                                  ).to_run_config(),
+                  "versions": versions()}  # fmt: skip
+        # Written first, so even a deployment that is killed says what it was.
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    print(f"pemn-fl deploy: SuperLink + {plan.nodes} SuperNodes on {HOST}"
+          f"{' (TLS, node authentication)' if plan.secure else ''}, "
+          f"{settings.num_server_rounds} rounds, methods {settings.methods} -> {out}"
+          + (" (resumed)" if resume else ""), flush=True)  # fmt: skip
     started = time.monotonic()
     try:
-        deploy(settings, args.nodes, out, args.timeout, args.kill_node_after)
-    except (RuntimeError, SettingsError) as exc:
+        deploy(settings, plan.nodes, out, args.timeout, args.kill_node_after,
+               secure=plan.secure, unauthorized_nodes=plan.unauthorized_nodes,
+               nodes_without_ca=plan.nodes_without_ca,
+               kill_superlink_after=args.kill_superlink_after, resume=resume,
+               keep_state=args.keep_state)  # fmt: skip
+    except (RuntimeError, SettingsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted; every process started was stopped", file=sys.stderr)
+        print(f"interrupted; every process started was stopped (resume with --resume {out})",
+              file=sys.stderr)  # fmt: skip
         return 130
     print(f"done in {time.monotonic() - started:.1f} s; results in {out}/")
     return 0

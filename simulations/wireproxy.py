@@ -1,7 +1,21 @@
 """A byte-counting proxy between SuperNodes and the SuperLink: the bytes on the wire, measured.
 
 ``simulations.deploy`` puts it on 127.0.0.1 between every ``flower-supernode`` and the
-SuperLink. In Flower 1.42 a SuperNode speaks to the Fleet API in plain HTTP/1.1 (httpx,
+SuperLink. It lives beside the deploy script, not in ``pemn_fl``: the nodes download
+``pemn_fl`` as the app bundle, and a node has no use for the proxy.
+
+It measures at one of two levels (``level``), and the meter says which:
+
+* ``http`` (a cleartext deployment): the Fleet API calls, parsed and attributed (below);
+* ``tls`` (``simulations.deploy --secure``): TLS records it cannot read, so it counts the
+  bytes of each direction (node to SuperLink, SuperLink to node) and parses nothing. Those
+  totals cover everything the nodes and the SuperLink exchanged: handshakes, idle polling,
+  the app bundle and every round, with no split between them.
+
+Both levels also keep the raw per-direction totals and the number of TCP connections, so a
+cleartext and a TLS run of the same settings compare like for like.
+
+In Flower 1.42 a SuperNode speaks to the Fleet API in plain HTTP/1.1 (httpx,
 keep-alive, one request at a time per connection): ``POST /v1/fleet/<call>`` with a protobuf
 body and ~840 B of headers (the node's public key, a signature and a timestamp on every
 request), answered by uvicorn. The proxy forwards every TCP byte unchanged and, on the way,
@@ -22,8 +36,8 @@ meter. The meter file (JSON, replaced atomically after every call) is what the S
 reads at the end of each round (:class:`pemn_fl.accounting.WireMeter`); it also keeps, per
 call type, the header sizes the transport model (:mod:`pemn_fl.transport`) is fitted to.
 
-Not counted: TCP/IP headers (the kernel's, not payload) and TLS records (this proxy measures
-the cleartext loopback deployment; TLS adds its record framing on top).
+Not counted: TCP/IP headers (the kernel's, not payload). Under TLS the HTTP calls inside the
+records are invisible: the ``tls`` level has no categories, only directions.
 
 The HTTP parsing is by hand: ``h11`` (already installed with httpx) parses one side of a
 connection, but a proxy needs both sides of the same exchange and the raw byte count of each
@@ -42,6 +56,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FLEET_PREFIX = "/v1/fleet/"
+LEVELS = {
+    "http": "cleartext HTTP/1.1, parsed into Fleet API calls (headers and bodies)",
+    "tls": "TLS records, counted per direction, not parsed (TCP payload bytes)",
+}
+DIRECTIONS = ("node_to_link", "link_to_node")
 CATEGORIES = ("uplink", "downlink", "idle", "bundle", "control", "unparsed")
 UPLINK_CALLS = {"push-messages", "push-object"}
 DOWNLINK_CALLS = {"pull-object", "confirm-message-received"}
@@ -133,7 +152,11 @@ class Meter:
     """Totals by category; per call type, counts and sizes; written to ``path`` per call."""
 
     path: Path | None = None
+    level: str = "http"
     bytes: Counter = field(default_factory=Counter)
+    # Every byte by direction, at both levels (TCP payload as forwarded), and connections.
+    directions: Counter = field(default_factory=Counter)
+    connections: int = 0
     calls: Counter = field(default_factory=Counter)
     body_bytes: Counter = field(default_factory=Counter)
     # Header sizes per call type without the Content-Length digits (histograms: size ->
@@ -141,6 +164,16 @@ class Meter:
     request_headers: dict = field(default_factory=lambda: defaultdict(Counter))
     response_headers: dict = field(default_factory=lambda: defaultdict(Counter))
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_raw(self, n: int, from_node: bool) -> None:
+        """Count ``n`` bytes of one direction (not written to the file here: per read, that
+        would be a file replace per TCP segment; ``write`` after each call and at the end)."""
+        with self.lock:
+            self.directions[DIRECTIONS[0] if from_node else DIRECTIONS[1]] += n
+
+    def connected(self) -> None:
+        with self.lock:
+            self.connections += 1
 
     def add(self, cat: str, n: int) -> None:
         with self.lock:
@@ -163,7 +196,11 @@ class Meter:
     def snapshot(self) -> dict:
         with self.lock:
             return {
+                "level": self.level,
+                "level_means": LEVELS[self.level],
                 "bytes": {c: int(self.bytes[c]) for c in CATEGORIES},
+                "directions": {d: int(self.directions[d]) for d in DIRECTIONS},
+                "connections": self.connections,
                 "calls": dict(self.calls),
                 "body_bytes": dict(self.body_bytes),
                 "request_header_base": {k: dict(v) for k, v in self.request_headers.items()},
@@ -216,24 +253,32 @@ class Exchange:
 class WireProxy:
     """Listen on ``127.0.0.1:<free port>``, forward to ``127.0.0.1:target_port``, count.
 
+    ``level`` is ``http`` (parse the cleartext calls) or ``tls`` (count each direction's
+    bytes, parse nothing: TLS cannot be parsed, and trying would only mark it unparsed).
     Runs its asyncio loop in a daemon thread so the deploy command keeps its own flow;
-    ``start()`` returns once the port is open, ``stop()`` closes every connection.
+    ``start()`` returns once the port is open, ``stop()`` closes every connection. The
+    target may go away and come back (a SuperLink restart): each node connection dials it
+    anew, and the meter keeps counting across.
     """
 
-    def __init__(self, target_port: int, meter_path: Path | None) -> None:
+    def __init__(self, target_port: int, meter_path: Path | None, level: str = "http") -> None:
+        if level not in LEVELS:
+            raise ValueError(f"level {level!r}: one of {', '.join(LEVELS)}")
         self.target_port = target_port
         self.listen_port = 0
-        self.meter = Meter(path=meter_path)
+        self.meter = Meter(path=meter_path, level=level)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._server: asyncio.AbstractServer | None = None
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    exchange: Exchange, from_node: bool) -> None:  # fmt: skip
+                    exchange: Exchange | None, from_node: bool) -> None:  # fmt: skip
         try:
             while data := await reader.read(65536):
-                exchange.feed(data, from_node)  # counted first, then forwarded
+                self.meter.add_raw(len(data), from_node)  # counted first, then forwarded
+                if exchange is not None:
+                    exchange.feed(data, from_node)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -250,7 +295,8 @@ class WireProxy:
         except OSError:
             node_writer.close()
             return
-        exchange = Exchange(self.meter)
+        self.meter.connected()
+        exchange = Exchange(self.meter) if self.meter.level == "http" else None
         await asyncio.gather(self._pipe(node_reader, link_writer, exchange, True),
                              self._pipe(link_reader, node_writer, exchange, False),
                              return_exceptions=True)  # fmt: skip

@@ -1,38 +1,75 @@
 """The Deployment Engine path: ``python -m simulations.deploy`` starts a real SuperLink and
-three SuperNodes on 127.0.0.1, and the run gives the simulator's accuracies and payload
-bytes. Slow (real processes polling each other): ``pytest -m slow``; CI runs it."""
+SuperNodes on 127.0.0.1, and the run gives the simulator's accuracies and payload bytes;
+with ``--secure`` (TLS, node authentication) the same, with intruders refused; with the
+SuperLink and a node killed mid-run, the same rows after the restart. Slow (real processes
+polling each other): ``pytest -m slow``; CI runs it. One insecure deployment (``reference``)
+is the uninterrupted run the others are compared with."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
+import zipfile
+from io import BytesIO
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from simulations import deploy as D
+
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ["--rounds", "2", "--methods", "pemn,fedavg", "--dataset", "synthetic", "--model", "mlp",
            "--width", "0.5", "--dense-width", "0.5", "--quiet"]  # fmt: skip
+# What a deployment must reproduce row for row (wire bytes are measured, so they differ
+# with timing; message bytes carry Flower's random run and message ids).
+SAME = ("accuracy", "loss", "uplink_payload_bytes", "downlink_payload_bytes", "clients_sampled",
+        "clients_replied", "clients_rejected", "clients_failed")  # fmt: skip
+ENV = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0",
+       "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}  # fmt: skip
 
 
-@pytest.mark.slow
-def test_deployment_matches_the_simulator(tmp_path: Path) -> None:
-    deployed, simulated = tmp_path / "deployed", tmp_path / "simulated"
-    for module, count, out in (("simulations.deploy", ["--nodes", "3"], deployed),
-                               ("simulations.run", ["--clients", "3"], simulated)):  # fmt: skip
-        proc = subprocess.run([sys.executable, "-m", module, *count, *OPTIONS, "--out", str(out)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    a, b = (pd.read_csv(d / "rounds.csv") for d in (deployed, simulated))
+def run_module(module: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=ENV)  # fmt: skip
+    return proc
+
+
+def deployed(out: Path, *extra: str) -> pd.DataFrame:
+    proc = run_module("simulations.deploy", "--nodes", "3", *OPTIONS, *extra, "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return pd.read_csv(out / "rounds.csv")
+
+
+def assert_same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert list(a["method"]) == list(b["method"]) and list(a["round"]) == list(b["round"])
-    for col in ("accuracy", "uplink_payload_bytes", "downlink_payload_bytes", "clients_replied"):
+    for col in SAME:
         assert list(a[col]) == pytest.approx(list(b[col]), abs=1e-9), col
-    assert (deployed / "config.json").exists() and (deployed / "logs" / "superlink.log").exists()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "deployed"
+    deployed(out)
+    return out
+
+
+# -- slow: real processes ---------------------------------------------------------------
+@pytest.mark.slow
+def test_deployment_matches_the_simulator(reference: Path, tmp_path: Path) -> None:
+    simulated = tmp_path / "simulated"
+    proc = run_module("simulations.run", "--clients", "3", *OPTIONS, "--out", str(simulated))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    a, b = (pd.read_csv(d / "rounds.csv") for d in (reference, simulated))
+    assert_same_rows(a, b)
+    assert (reference / "config.json").exists() and (reference / "logs" / "superlink.log").exists()
+    assert not (reference / "state").exists()  # database, checkpoints: gone once finished
     # Bytes on the wire: the simulator's transport model within 5 % of what the proxy
     # measured on the real SuperLink, per method and direction (issue #8's target).
-    summary = json.loads((deployed / "summary.json").read_text())
+    summary = json.loads((reference / "summary.json").read_text())
     assert summary["wire"]["source"].startswith("measured")
     assert summary["wire"]["bundle_bytes"] > 0 and summary["wire"]["unparsed_bytes"] == 0
     for method in ("pemn", "fedavg"):
@@ -44,15 +81,63 @@ def test_deployment_matches_the_simulator(tmp_path: Path) -> None:
             assert abs(modelled - measured) <= 0.05 * measured, (method, col, modelled, measured)
             assert abs(in_run - measured) <= 0.05 * measured, (method, col, in_run, measured)
             assert measured > a[a["method"] == method][f"{direction}_bytes"].sum()
+    # The raw per-direction totals hold every parsed byte (and the few of calls cut short).
+    proxy, meter = summary["wire"]["proxy"], json.loads((reference / "wire-meter.json").read_text())
+    assert proxy["level"] == "http"
+    assert proxy["node_to_link"] + proxy["link_to_node"] >= sum(meter["bytes"].values()) > 0
+
+
+@pytest.mark.slow
+def test_secure_deployment_matches_and_refuses_intruders(reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "secure"
+    rows = deployed(out, "--secure", "--unauthorized-nodes", "1", "--nodes-without-ca", "1")
+    # Same rows as the cleartext run: TLS and authentication change no byte of a message,
+    # and the intruders neither trained nor voted (each would have been a fourth client).
+    assert_same_rows(rows, pd.read_csv(reference / "rounds.csv"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nodes"] == 3
+    logs = out / "logs"
+    # The node whose key is not on the list was refused at activation, before it had a node
+    # id (no id, no instruction: a SuperNode pulls messages as its id) ...
+    refused = (logs / "unauthorized-0.log").read_text()
+    assert "Failed to activate SuperNode" in refused and "SuperNode ID:" not in refused
+    assert "No SuperNode found with the given public key" in (logs / "superlink.log").read_text()
+    # ... and the node without the CA says why it could not connect.
+    no_ca = (logs / "without-ca-0.log").read_text()
+    assert "CERTIFICATE_VERIFY_FAILED" in no_ca and "SuperNode ID:" not in no_ca
+    for i in range(3):  # every authorized node got its id
+        assert "SuperNode ID:" in (logs / f"supernode-{i}.log").read_text()
+    registered = (logs / "flwr-cli.log").read_text()
+    assert registered.count("registered successfully") == 3
+    # Wire bytes: the TLS totals, measured per direction, beside the modelled cleartext rows.
+    proxy = summary["wire"]["proxy"]
+    assert proxy["level"] == "tls" and proxy["node_to_link"] > 0 and proxy["link_to_node"] > 0
+    assert summary["wire"]["source"].startswith("transport model")
+    assert json.loads((out / "wire-meter.json").read_text())["bytes"]["unparsed"] == 0
+
+
+@pytest.mark.slow
+def test_superlink_and_a_node_killed_mid_run_resume_with_the_same_rows(
+    reference: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "killed"
+    rows = deployed(out, "--kill-superlink-after", "1")
+    # The run was cut in pemn's round 2 and finished by a new run from the checkpoint: the
+    # rows are those of the uninterrupted run.
+    assert_same_rows(rows, pd.read_csv(reference / "rounds.csv"))
+    resumed = json.loads((out / "logs" / "resume.json").read_text())
+    assert len(resumed["stopped_runs"]) == 1  # the cut run, stopped on the restarted SuperLink
+    assert "Connection to the SuperLink is unavailable" in (out / "logs" / "flwr-run.log"
+                                                            ).read_text()  # fmt: skip
+    assert (out / "logs" / "flwr-run-resumed.log").is_file()
 
 
 @pytest.mark.slow
 def test_a_supernode_killed_mid_run_does_not_stop_the_run(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "simulations.deploy", "--nodes", "3", "--rounds", "3",
-           "--methods", "pemn", "--dataset", "synthetic", "--width", "0.5", "--quiet",
-           "--kill-node-after", "1", "--out", str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = run_module("simulations.deploy", "--nodes", "3", "--rounds", "3", "--methods", "pemn",
+                      "--dataset", "synthetic", "--width", "0.5", "--quiet",
+                      "--kill-node-after", "1", "--out", str(out))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rounds = pd.read_csv(out / "rounds.csv")
     assert list(rounds["round"]) == [0, 1, 2, 3]  # every round ran
@@ -61,3 +146,85 @@ def test_a_supernode_killed_mid_run_does_not_stop_the_run(tmp_path: Path) -> Non
     assert (after["clients_failed"] == 1).all() and (after["clients_replied"] == 2).all()
     assert (after["clients_rejected"] == 0).all()
     assert (after["uplink_payload_bytes"] > 0).all() and after["accuracy"].notna().all()
+
+
+# -- fast -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("args", "says"), [
+    (["--nodes-without-ca", "1"], "need --secure"),
+    (["--unauthorized-nodes", "1"], "need --secure"),
+    (["--secure", "--unauthorized-nodes", "-1"], ">= 0"),
+    (["--kill-superlink-after", "2", "--rounds", "2", "--methods", "pemn"], "between 1 and 1"),
+    (["--kill-superlink-after", "1", "--kill-node-after", "1"], "drop --kill-node-after"),
+    (["--nodes", "0"], "at least 1 node"),
+])  # fmt: skip
+def test_bad_options_give_one_error_line(args: list[str], says: str, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    assert D.main([*args, "--out", str(tmp_path / "o")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and says in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()  # nothing started, nothing written
+
+
+def test_resume_needs_a_deployment_with_a_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    for args, says in (([], "no readable config.json"), (None, "no server checkpoint"),
+                       (["--rounds", "5", "--secure"], "drop --rounds, --secure")):  # fmt: skip
+        if args is None:
+            run.mkdir()
+            config = {"engine": "deployment", "nodes": 2, "settings": {"num-server-rounds": 2}}
+            (run / "config.json").write_text(json.dumps(config))
+            args = []
+        assert D.main(["--resume", str(run), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
+
+
+_GRANDCHILD = """
+import subprocess, sys, time
+# A helper in a session of its own, as Flower starts flower-superexec: out of reach of a
+# signal to this process's group.
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                         start_new_session=True)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_stop_reaches_helpers_in_other_sessions(tmp_path: Path) -> None:
+    procs = D.Processes()
+    parent = procs.start([sys.executable, "-c", _GRANDCHILD], tmp_path / "log.txt")
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "log.txt").read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    helper = int((tmp_path / "log.txt").read_text().split()[0])
+    assert helper in D.descendants(parent.pid)
+    assert os.getpgid(helper) != os.getpgid(parent.pid)  # killpg alone would miss it
+    procs.stop()
+    deadline = time.monotonic() + 10
+    while _alive(helper) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(helper) and parent.poll() is not None
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pathspec, inside Flower's builder
+def test_the_app_bundle_holds_the_package_not_the_deploy_tools() -> None:
+    """What ``flwr run`` ships to every node: built here with Flower's own FAB builder
+    (it applies .gitignore, then ``fab-include``/``fab-exclude`` in pyproject.toml, then its
+    built-in rules)."""
+    from flwr.cli.build import build_fab_from_disk
+
+    names = zipfile.ZipFile(BytesIO(build_fab_from_disk(ROOT))).namelist()
+    assert "pemn_fl/server_app.py" in names and "pemn_fl/client_app.py" in names
+    assert not [n for n in names if "wireproxy" in n or n.startswith(("simulations/", "tests/"))]
+    assert {n.split("/")[0] for n in names} == {"pemn_fl", "pyproject.toml", ".info"}

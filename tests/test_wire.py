@@ -1,6 +1,7 @@
-"""The wire level: the byte-counting proxy (HTTP/1.1 parsing, attribution, a real loopback
-connection through it), the meter the ServerApp reads, and the transport model's structure.
-The model-vs-measured check on a real SuperLink is in ``test_deploy.py`` (slow)."""
+"""The wire level: the byte-counting proxy (``simulations/wireproxy.py``: HTTP/1.1 parsing,
+attribution, a real loopback connection through it), the meter the ServerApp reads, and the
+transport model's structure. The model-vs-measured check on a real SuperLink is in
+``test_deploy.py`` (slow); TLS through the proxy in ``test_secure.py``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 from pemn_fl import transport
 from pemn_fl.accounting import Traffic, WireMeter
-from pemn_fl.wireproxy import Exchange, HttpError, Meter, WireProxy, parse_http
+from simulations.wireproxy import Exchange, HttpError, Meter, WireProxy, parse_http
 
 
 def request(call: str, body: bytes) -> bytes:
@@ -140,6 +141,14 @@ def test_a_real_connection_through_the_proxy_is_forwarded_and_counted(tmp_path: 
     assert sum(snap["bytes"].values()) == sent + received  # every byte, once
     assert snap["bytes"]["idle"] > 0 and snap["bytes"]["uplink"] > 0
     assert snap["calls"] == {"push-object": 1, "pull-messages": 1, "pull-object": 1}
+    # The raw per-direction totals (kept at both levels, to compare with a TLS run).
+    assert snap["directions"] == {"node_to_link": sent, "link_to_node": received}
+    assert snap["level"] == "http" and snap["connections"] == 1
+
+
+def test_the_proxy_refuses_an_unknown_level() -> None:
+    with pytest.raises(ValueError, match="level 'ssl'"):
+        WireProxy(9, None, level="ssl")
 
 
 def test_wire_meter_reports_what_changed_since_last_time(tmp_path: Path) -> None:
