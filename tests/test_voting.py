@@ -230,3 +230,63 @@ def test_trimmed_votes_drop_the_masks_farthest_from_the_median() -> None:
     assert len(outliers(votes[:2], 0.49)) == 1  # at least one vote is always kept
     ternary = [[np.array([1, 0, -1, 0])], [np.array([1, 0, -1, 1])], [np.array([-1, 0, 1, 0])]]
     assert outliers(ternary, 0.34) == {2}  # the negated vote is the farthest
+
+
+# --------------------------------------------------------------------------------------------
+# known answers at the edges (each one a mutant the tests above let through)
+# --------------------------------------------------------------------------------------------
+
+
+def test_tally_with_fractional_weights_by_hand() -> None:
+    # Weights 0.5 and 1.5 (not integers: the float path): (0.5 * m0 + 1.5 * m1) / 2.
+    masks = as_masks([[1, 0, 1]], [[0, 1, 1]])
+    np.testing.assert_array_equal(tally(masks, [0.5, 1.5])[0], [0.25, 0.75, 1.0])
+
+
+def test_tally_of_one_client_and_weights_summing_to_one_or_less() -> None:
+    masks = as_masks([[1, 0, 1]])
+    np.testing.assert_array_equal(tally(masks)[0], [1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(tally(masks, [0.25])[0], [1.0, 0.0, 1.0])
+    two = as_masks([[1, 0]], [[1, 1]])
+    np.testing.assert_array_equal(tally(two, [0.25, 0.75])[0], [1.0, 0.75])
+
+
+def test_tally_refuses_a_negative_weight_even_when_the_sum_is_positive() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        tally(as_masks([[1, 0]], [[0, 1]]), [3.0, -1.0])
+
+
+def test_tally_and_update_state_refuse_mismatched_layer_counts() -> None:
+    with pytest.raises(ValueError):
+        tally([[np.ones(2, bool), np.ones(3, bool)], [np.ones(2, bool)]])
+    with pytest.raises(ValueError):
+        update_state([np.zeros(2), np.zeros(3)], [np.ones(2)], 0.5)
+
+
+def test_global_mask_tie_breaks_depend_on_the_run_seed() -> None:
+    # Every score tied, no previous mask: the kept half is the seeded order's, so two run
+    # seeds keep different edges (and the same seed the same ones).
+    state = [np.zeros(64)]
+    a = global_mask(state, None, 0.5, seed=0, server_round=1)[0]
+    b = global_mask(state, None, 0.5, seed=1, server_round=1)[0]
+    assert a.sum() == b.sum() == 32 and not np.array_equal(a, b)
+    assert np.array_equal(a, global_mask(state, None, 0.5, seed=0, server_round=1)[0])
+
+
+def test_outliers_add_up_the_distance_over_every_layer() -> None:
+    from pemn_fl.voting import outliers
+
+    # Vote 2 differs from the majority only in layer 0, vote 0 only (and by less) in layer 1:
+    # summed over both layers vote 2 is the farthest; layer 1 alone would pick vote 0.
+    votes = [[np.array([1, 1, 0, 0]), np.array([0, 0])],
+             [np.array([1, 1, 0, 0]), np.array([1, 1])],
+             [np.array([0, 0, 1, 1]), np.array([1, 1])],
+             [np.array([1, 1, 0, 0]), np.array([1, 1])]]  # fmt: skip
+    assert outliers(votes, 0.25) == {2}
+
+
+def test_outliers_keep_one_vote_even_when_asked_to_trim_them_all() -> None:
+    from pemn_fl.voting import outliers
+
+    votes = [[np.array([1, 0])], [np.array([0, 1])], [np.array([1, 1])]]
+    assert len(outliers(votes, 1.0)) == 2
