@@ -1,0 +1,487 @@
+"""Mutation testing of the core modules: ``python -m bench.mutation`` (a benchmark, not CI).
+
+The "every party" tests replay the server's own updates through the same code and check that
+digests agree: they prove consistency, not correctness, so a bug that every party makes alike
+passes them. Mutation testing measures what the suite really pins down: change the code a
+little (``+`` to ``-``, ``<`` to ``<=``, drop an argument, ...) and see whether a test fails.
+
+Three commands, each on a *snapshot* (a detached ``git worktree`` of one commit, so edits in
+the working tree during a run that takes hours change nothing, and the table names the commit):
+
+* ``known``: the 13 hand-made mutants of issue 17 that the default suite let through. Each is
+  applied to the snapshot and the test files of its module run with ``-x``; every one must
+  fail. ``--root DIR`` runs them in an existing checkout instead (e.g. one holding older
+  tests, to show that those let the mutants through).
+* ``run``: mutmut 3 over the core modules, one module at a time, each against the test files
+  that cover it (mutmut runs, per mutant, only those of its tests that execute the mutated
+  function, fastest first, stopping at the first failure). Each module's outcome lands in
+  ``results/mutation/<module>.json`` as soon as it finishes (survivors with their diff), so
+  a run cut short keeps every finished module. Log calls and ``raise`` statements are not
+  mutated (their mutants only change message text; the raising *condition*, on its own line,
+  is mutated).
+* ``table``: the per-module table (``results/mutation/table.md`` and ``table.csv``) from those
+  files and the judged-equivalent survivors in ``results/mutation/equivalent.json``
+  (mutant name -> the mutated line and why it is equivalent). A judgement whose line no longer
+  matches the mutant's (the source moved) is ignored, so it cannot hide a new survivor.
+
+Kill rate = killed / (mutants - judged equivalent); a timeout counts as killed (the mutant
+made a test hang), a mutant no selected test executes counts as survived.
+
+mutmut needs ``pip install mutmut`` (in the ``test`` extra). Runs ``nice -n 19``, one mutant
+at a time (``--max-children 1``), with one BLAS/OpenMP thread, beside other work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "mutation"
+NICE = ["nice", "-n", "19"]
+QUIET_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+             "PYTHONHASHSEED": "0"}  # fmt: skip
+
+
+# -- the core modules and the test files that cover them ---------------------------------
+@dataclass(frozen=True)
+class Module:
+    """One row of the table: the files mutated and the test files run against them."""
+
+    name: str
+    paths: tuple[str, ...]  # globs relative to the repository root
+    tests: tuple[str, ...]
+
+
+MODULES = [
+    Module("levels_codec", ("pemn_fl/levels_codec.py",),
+           ("tests/test_levels_codec.py", "tests/test_fuzz.py")),
+    Module("voting", ("pemn_fl/voting.py",), ("tests/test_voting.py",)),
+    Module("report", ("pemn_fl/report.py",), ("tests/test_report.py", "tests/test_methods.py")),
+    Module("checkpoint", ("pemn_fl/checkpoint.py",),
+           ("tests/test_checkpoint.py", "tests/test_resume.py")),
+    Module("accounting", ("pemn_fl/accounting.py",),
+           ("tests/test_accounting.py", "tests/test_report.py")),
+    Module("transport", ("pemn_fl/transport.py",), ("tests/test_wire.py",)),
+    Module("evolving", ("pemn_fl/evolving.py",), ("tests/test_evolve.py",)),
+    Module("replica", ("pemn_fl/replica.py",),
+           ("tests/test_evolve.py", "tests/test_zoo.py", "tests/test_resume.py")),
+    Module("compressed", ("pemn_fl/compressed.py",), ("tests/test_zoo.py",)),
+    Module("codec", ("pemn_fl/codec.py",),
+           ("tests/test_codec.py", "tests/test_fuzz.py", "tests/test_strategy.py")),
+    Module("methods/base", ("pemn_fl/methods/base.py", "pemn_fl/methods/__init__.py"),
+           ("tests/test_strategy.py", "tests/test_methods.py", "tests/test_zoo.py")),
+    Module("methods/evolve*", ("pemn_fl/methods/evolve*.py",), ("tests/test_evolve.py",)),
+    Module("methods/fedpm*", ("pemn_fl/methods/fedpm*.py",), ("tests/test_fedpm.py",)),
+    Module("methods/signsgd,qsgd,topk",
+           ("pemn_fl/methods/signsgd.py", "pemn_fl/methods/qsgd.py", "pemn_fl/methods/topk.py"),
+           ("tests/test_zoo.py",)),
+    Module("methods/pemn,pemn_wide,fedavg",
+           ("pemn_fl/methods/pemn.py", "pemn_fl/methods/pemn_wide.py",
+            "pemn_fl/methods/fedavg.py"),
+           ("tests/test_strategy.py", "tests/test_methods.py", "tests/test_faults.py")),
+]  # fmt: skip
+# Statements whose mutants only change what a message says (checked by pytest.raises(match=)
+# where it matters, but mutmut would make 3 string mutants of every message).
+NOT_MUTATED = [r"^\s*raise\s", r"\blog\.(debug|info|warning|error)\("]
+
+
+def _module(name: str) -> Module:
+    for m in MODULES:
+        if m.name == name:
+            return m
+    choices = ", ".join(m.name for m in MODULES)
+    raise SystemExit(f"error: unknown module {name!r}; choose from {choices}")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_")
+
+
+# -- snapshots -----------------------------------------------------------------------------
+def _git(*args: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()  # fmt: skip
+
+
+def snapshot(commit: str, where: Path) -> tuple[Path, str]:
+    """A detached worktree of ``commit`` at ``where`` (reused if it is already that commit)."""
+    sha = _git("rev-parse", commit)
+    if (where / ".git").exists():
+        if _git("rev-parse", "HEAD", cwd=where) != sha or _git("status", "--porcelain",
+                                                                 "--untracked-files=no",
+                                                                 cwd=where):  # fmt: skip
+            raise SystemExit(f"error: {where} holds another commit or local edits; remove it "
+                             f"(git worktree remove --force {where}) or pick another --work")
+        return where, sha
+    where.parent.mkdir(parents=True, exist_ok=True)
+    _git("worktree", "add", "--detach", str(where), sha)
+    return where, sha
+
+
+def _env(root: Path) -> dict[str, str]:
+    # The venv's editable install points at the main checkout: the snapshot goes first.
+    return {**os.environ, **QUIET_ENV, "PYTHONPATH": str(root)}
+
+
+# -- part 1: the hand-made survivors of issue 17 --------------------------------------------
+@dataclass(frozen=True)
+class Known:
+    """A hand-made mutant: exact text replacements in one file, and the tests that cover it."""
+
+    name: str
+    path: str
+    edits: tuple[tuple[str, str], ...]
+    tests: tuple[str, ...]
+    what: str
+
+
+KNOWN = [
+    Known("apply_levels_offset", "pemn_fl/evolving.py",
+          (("(lv.astype(np.float32) - np.float32(offset)) * inv", "lv.astype(np.float32) * inv"),),
+          ("tests/test_evolve.py",),
+          "apply_levels ignores its offset (the lattice's signed steps)"),
+    Known("evolve_noise_round", "pemn_fl/methods/evolve.py",
+          (('f"noise/{server_round}"', '"noise/0"'),),
+          ("tests/test_evolve.py",), "evolve's round noise drawn without the round"),
+    Known("dither_round", "pemn_fl/methods/evolve_dither.py",
+          (('f"dither/{server_round}/{i}"', 'f"dither/{i}"'),),
+          ("tests/test_evolve.py",), "evolve_dither's dither drawn without the round"),
+    Known("fedpm_uniforms_round", "pemn_fl/methods/fedpm_bayes.py",
+          (('f"fedpm-uniforms/{pid}/{server_round}"', 'f"fedpm-uniforms/{pid}"'),),
+          ("tests/test_fedpm.py",), "fedpm_bayes' shared uniforms drawn without the round"),
+    Known("fedpm_decay_ignored", "pemn_fl/methods/fedpm_bayes.py",
+          (("np.float32(1.0), np.float32(decay), np.float32(k)",
+            "np.float32(1.0), np.float32(1.0), np.float32(k)"),),
+          ("tests/test_fedpm.py",), "fedpm_bayes' posterior decay ignored"),
+    Known("target_last_round", "pemn_fl/report.py",
+          (('["accuracy"].max()) - 0.01', '["accuracy"].iloc[-1]) - 0.01'),),
+          ("tests/test_report.py",), "the target taken from FedAvg's last round, not its best"),
+    Known("mean_unweighted", "pemn_fl/compressed.py",
+          (("total = float(sum(weights))", "total = float(len(weights))"),
+           ("acc += w * d", "acc += d")),
+          ("tests/test_zoo.py",), "the weighted mean without weights"),
+    Known("non_finite_through", "pemn_fl/compressed.py",
+          (("if not all(np.isfinite(d).all() for d in delta):", "if False:"),),
+          ("tests/test_zoo.py",), "non-finite updates let through"),
+    Known("topk_no_server_residual", "pemn_fl/methods/topk.py",
+          (('if "residual" in state:', "if False:"),),
+          ("tests/test_zoo.py",), "topk's server step without its residual"),
+    Known("signsgd_tie_plus", "pemn_fl/methods/signsgd.py",
+          (("[np.sign(v) for v in votes]", "[np.where(v >= 0, 1, -1) for v in votes]"),),
+          ("tests/test_zoo.py",), "signsgd casts a tied vote as +1"),
+    Known("levels_body_gt", "pemn_fl/levels_codec.py",
+          (("pos + body_len != len(buf) - 4", "pos + body_len > len(buf) - 4"),),
+          ("tests/test_levels_codec.py",),
+          "levels codec checks the body length with > (trailing bytes accepted)"),
+    Known("error_reply_not_refused", "pemn_fl/methods/base.py",
+          (("            refused += 1\n            log.warning(\"round %s: %s failed",
+            "            log.warning(\"round %s: %s failed"),),
+          ("tests/test_strategy.py",), "an error reply not counted as refused"),
+    Known("replica_not_restored", "pemn_fl/checkpoint.py",
+          (("vars(strategy).update(checkpoint.strategy)",
+            'vars(strategy).update({k: v for k, v in checkpoint.strategy.items() '
+            'if k != "replica"})'),),
+          ("tests/test_checkpoint.py", "tests/test_resume.py"),
+          "the replica attribute not restored on resume"),
+]  # fmt: skip
+
+
+def _pytest(root: Path, tests: list[str], *extra: str, timeout: float = 3600) -> tuple[int, str]:
+    cmd = [*NICE, sys.executable, "-m", "pytest", "-q", "-x", "-rf", "-p", "no:cacheprovider",
+           *extra, *tests]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, cwd=root, env=_env(root), capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return 124, "timeout"
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _first_failure(output: str) -> str:
+    found = re.search(r"^FAILED (\S+)", output, re.M)
+    return found.group(1) if found else ""
+
+
+def known(args: argparse.Namespace) -> int:
+    """Apply each hand-made mutant, run its module's test files, restore the file."""
+    if args.root is not None:
+        root, sha = Path(args.root).resolve(), _git("rev-parse", "HEAD", cwd=Path(args.root))
+    else:
+        root, sha = snapshot(args.commit, Path(args.work) / "snapshot")
+    picked = [k for k in KNOWN if not args.only or k.name in args.only.split(",")]
+    print(f"snapshot {root} at {sha[:12]}", flush=True)
+    rows = []
+    if not args.no_baseline:  # the unmutated code must pass the same files
+        files = sorted({t for k in picked for t in k.tests})
+        rc, out = _pytest(root, files)
+        print(f"baseline (unmutated) {' '.join(files)}: rc {rc}", flush=True)
+        if rc != 0:
+            print(out[-3000:])
+            return 1
+    for k in picked:
+        path = root / k.path
+        original = path.read_text()
+        text = original
+        for old, new in k.edits:
+            if text.count(old) != 1:
+                raise SystemExit(f"error: mutant {k.name}: {old!r} occurs {text.count(old)} "
+                                 f"times in {k.path} at {sha[:12]} (the source moved)")
+            text = text.replace(old, new)
+        started = time.monotonic()
+        try:
+            path.write_text(text)
+            rc, out = _pytest(root, list(k.tests))
+        finally:
+            path.write_text(original)
+        verdict = "killed" if rc not in (0, 5) else "SURVIVED"
+        row = {"mutant": k.name, "what": k.what, "tests": " ".join(k.tests), "verdict": verdict,
+               "killed_by": _first_failure(out), "seconds": round(time.monotonic() - started)}
+        rows.append(row)
+        print(f"{verdict:9s} {k.name:26s} {row['killed_by']} ({row['seconds']} s)", flush=True)
+    if args.write:
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "known.json").write_text(json.dumps({"commit": sha, "mutants": rows}, indent=1)
+                                        + "\n")  # fmt: skip
+    return 0 if all(r["verdict"] == "killed" for r in rows) else 1
+
+
+# -- part 2: mutmut over the core modules ----------------------------------------------------
+STATUS = {  # mutmut 3's exit codes (mutmut.__main__.status_by_exit_code), grouped
+    "killed": "killed", "timeout": "killed", "segfault": "killed",
+    "survived": "survived", "no tests": "survived", "suspicious": "survived",
+    "caught by type check": "killed", "skipped": "skipped", "not checked": "not checked",
+}  # fmt: skip
+
+
+def _mutmut_config(module: Module) -> str:
+    def toml_list(items: list[str] | tuple[str, ...]) -> str:
+        return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+    return (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["pemn_fl"]\n'
+        f"only_mutate = {toml_list(module.paths)}\n"
+        f"do_not_mutate_patterns = {toml_list(NOT_MUTATED)}\n"
+        'also_copy = ["simulations", "bench"]\n'
+        f"pytest_add_cli_args_test_selection = {toml_list(module.tests)}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        # torch is not fork-safe once it has run: fork each mutant from a clean server.
+        'process_isolation = "forkserver"\n'
+    )
+
+
+# mutmut 3.8's exit code of a mutant's test run -> its status (mutmut.stats.status_by_exit_code;
+# copied, since importing mutmut reads the configuration of the current directory).
+EXIT_STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 2: "not checked",
+               None: "not checked", 33: "no tests", 34: "skipped", 35: "suspicious",
+               36: "timeout", 37: "caught by type check", -24: "timeout", 24: "timeout",
+               152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault"}  # fmt: skip
+
+
+def _statuses(root: Path) -> dict[str, str]:
+    """mutant name -> mutmut's status, from the ``mutants/**/*.py.meta`` files it writes."""
+    out: dict[str, str] = {}
+    for meta in sorted((root / "mutants").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        for name, code in data.get("exit_code_by_key", {}).items():
+            out[name] = EXIT_STATUS.get(code, "suspicious")
+    return out
+
+
+def _diff(root: Path, name: str) -> str:
+    proc = subprocess.run(["mutmut", "show", name], cwd=root, env=_env(root),
+                          capture_output=True, text=True)  # fmt: skip
+    return "\n".join(line for line in proc.stdout.splitlines()
+                     if line.startswith(("+", "-")) and not line.startswith(("+++", "---")))
+
+
+def run_module(root: Path, sha: str, module: Module, log_dir: Path) -> dict:
+    """One mutmut run over ``module`` in the snapshot; returns (and writes) its record."""
+    pyproject = root / "pyproject.toml"
+    clean = _git("show", f"{sha}:pyproject.toml")
+    pyproject.write_text(clean + _mutmut_config(module))
+    shutil.rmtree(root / "mutants", ignore_errors=True)
+    log = log_dir / f"{_slug(module.name)}.log"
+    started = time.monotonic()
+    try:
+        with log.open("w") as fh:
+            rc = subprocess.run([*NICE, "mutmut", "run", "--max-children", "1"], cwd=root,
+                                env=_env(root), stdout=fh, stderr=subprocess.STDOUT).returncode
+        mutants = []
+        for name, status in sorted(_statuses(root).items()):
+            entry = {"name": name, "status": status}
+            if STATUS.get(status, "survived") != "killed":
+                entry["diff"] = _diff(root, name)  # ``mutmut show`` needs the configuration
+            mutants.append(entry)
+    finally:
+        pyproject.write_text(clean if clean.endswith("\n") else clean + "\n")
+    record = {"module": module.name, "paths": list(module.paths), "tests": list(module.tests),
+              "commit": sha, "mutmut_rc": rc, "seconds": round(time.monotonic() - started),
+              "mutants": mutants}  # fmt: skip
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{_slug(module.name)}.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def run(args: argparse.Namespace) -> int:
+    if shutil.which("mutmut") is None:
+        raise SystemExit("error: mutmut is not installed (pip install -e '.[test]')")
+    root, sha = snapshot(args.commit, Path(args.work) / "snapshot")
+    names = [m.name for m in MODULES] if args.modules == "all" else args.modules.split(";")
+    log_dir = Path(args.work) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        module = _module(name)
+        print(f"{time.strftime('%H:%M:%S')} {module.name}: mutmut over {', '.join(module.paths)}"
+              f" against {', '.join(module.tests)} (log {log_dir})", flush=True)  # fmt: skip
+        record = run_module(root, sha, module, log_dir)
+        counts = _count(record, {})
+        print(f"{time.strftime('%H:%M:%S')} {module.name}: {counts['mutants']} mutants, "
+              f"{counts['killed']} killed, {counts['survived']} survived "
+              f"({record['seconds']} s, mutmut rc {record['mutmut_rc']})", flush=True)
+    table(args)
+    return 0
+
+
+# -- part 3: the table -----------------------------------------------------------------------
+def _mutated_line(diff: str) -> str:
+    plus = [line[1:].strip() for line in diff.splitlines() if line.startswith("+")]
+    return plus[0] if plus else ""
+
+
+def _count(record: dict, equivalent: dict[str, dict]) -> dict[str, object]:
+    killed = survived = judged = unchecked = 0
+    for m in record["mutants"]:
+        group = STATUS.get(m["status"], "survived")
+        if group == "killed":
+            killed += 1
+        elif group in ("skipped", "not checked"):
+            unchecked += 1
+        else:
+            survived += 1
+            j = equivalent.get(m["name"])
+            if j is not None and j.get("line") == _mutated_line(m.get("diff", "")):
+                judged += 1
+    total = killed + survived
+    rate = killed / (total - judged) if total - judged else float("nan")
+    return {"module": record["module"], "mutants": total, "killed": killed,
+            "survived": survived, "equivalent": judged, "not_checked": unchecked,
+            "kill_rate_non_equivalent": round(rate, 4), "commit": record["commit"][:12],
+            "seconds": record.get("seconds", 0)}  # fmt: skip
+
+
+def table(args: argparse.Namespace) -> int:
+    """``results/mutation/table.{md,csv}`` from the module records and the judgements."""
+    path = OUT / "equivalent.json"
+    equivalent = json.loads(path.read_text()) if path.exists() else {}
+    rows = []
+    for module in MODULES:
+        record_path = OUT / f"{_slug(module.name)}.json"
+        if record_path.exists():
+            rows.append(_count(json.loads(record_path.read_text()), equivalent))
+    if not rows:
+        print("no module records yet: python -m bench.mutation run")
+        return 1
+    fields = list(rows[0])
+    with (OUT / "table.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    total = {k: sum(int(r[k]) for r in rows) for k in ("mutants", "killed", "survived",
+                                                     "equivalent", "not_checked")}  # fmt: skip
+    overall = total["killed"] / max(1, total["mutants"] - total["equivalent"])
+    lines = ["| module | mutants | killed | survived | judged equivalent | kill rate "
+             "(non-equivalent) | commit | run time |", "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for r in rows:
+        lines.append(f"| {r['module']} | {r['mutants']} | {r['killed']} | {r['survived']} | "
+                     f"{r['equivalent']} | {100 * float(r['kill_rate_non_equivalent']):.1f} % | "
+                     f"{r['commit']} | {int(r['seconds']) // 60} min |")  # fmt: skip
+    lines.append(f"| **all run** | {total['mutants']} | {total['killed']} | {total['survived']} | "
+                 f"{total['equivalent']} | **{100 * overall:.1f} %** | | |")
+    ran = {r["module"] for r in rows}
+    missing = [m.name for m in MODULES if m.name not in ran]
+    if missing:
+        lines.append("")
+        lines.append(f"Not run yet: {', '.join(missing)}.")
+    (OUT / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    unjudged = [(r["module"], m["name"], _mutated_line(m.get("diff", "")))
+                for r in (json.loads((OUT / f"{_slug(n)}.json").read_text()) for n in
+                          [m.name for m in MODULES if m.name in ran])
+                for m in r["mutants"]
+                if STATUS.get(m["status"], "survived") == "survived"
+                and not (m["name"] in equivalent
+                         and equivalent[m["name"]].get("line") == _mutated_line(m.get("diff", "")))
+                ]  # fmt: skip
+    if unjudged and args.list_unjudged:
+        print(f"\n{len(unjudged)} survivors not judged equivalent:")
+        for module, name, line in unjudged:
+            print(f"  {module}: {name}: {line}")
+    return 0
+
+
+def judge(args: argparse.Namespace) -> int:
+    """Record survivors as equivalent in ``results/mutation/equivalent.json``, with why."""
+    path = OUT / "equivalent.json"
+    equivalent = json.loads(path.read_text()) if path.exists() else {}
+    survivors = {}
+    for record_path in OUT.glob("*.json"):
+        if record_path.name in ("equivalent.json", "known.json"):
+            continue
+        for m in json.loads(record_path.read_text())["mutants"]:
+            if "diff" in m:
+                survivors[m["name"]] = m
+    for name in args.names.split(","):
+        if name not in survivors:
+            raise SystemExit(f"error: {name} is not a survivor of any module record")
+        equivalent[name] = {"line": _mutated_line(survivors[name]["diff"]), "why": args.why}
+    path.write_text(json.dumps(dict(sorted(equivalent.items())), indent=1) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.mutation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (("known", "the 13 hand-made survivors of issue 17"),
+                        ("run", "mutmut over the core modules, one module at a time"),
+                        ("table", "rebuild the table from results/mutation/*.json"),
+                        ("judge", "record survivors as equivalent, with why")):  # fmt: skip
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--commit", default="HEAD", help="the commit to snapshot (default HEAD)")
+        p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "pemn-mutation"),
+                       help="where the snapshot worktree and logs go")
+        p.add_argument("--list-unjudged", action="store_true",
+                       help="list the survivors not judged equivalent")
+        if name == "known":
+            p.add_argument("--root", default=None,
+                           help="mutate this checkout instead of a snapshot (it must be clean)")
+            p.add_argument("--only", default="", help="comma list of mutant names")
+            p.add_argument("--no-baseline", action="store_true",
+                           help="skip the run of the unmutated code")
+            p.add_argument("--write", action="store_true",
+                           help="write results/mutation/known.json")
+        if name == "judge":
+            p.add_argument("names", help="comma list of mutant names (mutmut's)")
+            p.add_argument("--why", required=True, help="one line: why it is equivalent")
+        if name == "run":
+            p.add_argument("--modules", default="all",
+                           help="';'-separated module names of the table, or 'all': "
+                           + "; ".join(m.name for m in MODULES))
+    args = parser.parse_args(argv)
+    return {"known": known, "run": run, "table": table, "judge": judge}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
