@@ -133,3 +133,224 @@ def test_target_is_fedavgs_best_round_not_its_last() -> None:
     assert s["methods"]["fedavg"]["bytes_to_target"] == 16000
     assert s["methods"]["fedavg"]["best_accuracy"] == 0.9
     assert s["methods"]["fedavg"]["final_accuracy"] == 0.8
+
+
+# -- known answers for the rest of the module ---------------------------------------------
+def _big_book(path: Path | None = None) -> RoundLog:
+    """pemn: 1 MB up + 0.25 MB down a round, best 0.7; fedavg: 4 + 4 MB a round, best 0.8."""
+    book = RoundLog(params={"pemn": 1000, "fedavg": 1000}, path=path)
+    for method, per_round, accs in (("pemn", (1_000_000, 250_000), [0.1, 0.6, 0.7]),
+                                    ("fedavg", (4_000_000, 4_000_000), [0.1, 0.8, 0.75])):
+        for r, acc in enumerate(accs):
+            book.add(method, r, Traffic() if r == 0 else _traffic(*per_round),
+                     sampled=2 if r else 0, rejected=0, accuracy=acc, loss=1.0,
+                     wall_s=0.1)  # fmt: skip
+    return book
+
+
+def test_summary_table_text_by_hand() -> None:
+    text = summary_table(summarize(_big_book().frame(), level="message"))
+    header = ("method".ljust(42) + "final acc".rjust(10) + "best acc".rjust(10)
+              + "uplink MB".rjust(11) + "downlink MB".rjust(13) + "total MB".rjust(11)
+              + "MB to target".rjust(14))  # fmt: skip
+    pemn = ("PEMN-FL (masks)".ljust(42) + "0.700".rjust(10) + "0.700".rjust(10)
+            + "2.000".rjust(11) + "0.500".rjust(13) + "2.500".rjust(11) + "never".rjust(14))
+    fedavg = ("FedAvg (dense floats)".ljust(42) + "0.750".rjust(10) + "0.800".rjust(10)
+              + "8.000".rjust(11) + "8.000".rjust(13) + "16.000".rjust(11) + "8.000".rjust(14))
+    assert text.split("\n") == [
+        "bytes: message level (whole Flower messages, protobuf)",
+        header, pemn, fedavg,
+        "target accuracy (FedAvg best - 1 pt): 0.790",
+        "PEMN-FL (masks) never reached the target",
+        # pemn's best (0.7) took 2.5 MB (round 2); FedAvg passed 0.7 in round 1 (8 MB).
+        "at the best accuracy of PEMN-FL (masks) (0.700): it sent 2.500 MB, FedAvg 8.000 MB "
+        "(3.2x more)",
+    ]  # fmt: skip
+
+
+def test_summary_table_names_each_byte_level() -> None:
+    frame = _big_book().frame()
+    first = {level: summary_table(summarize(frame, level=level)).split("\n")[0]
+             for level in ("payload", "wire")}  # fmt: skip
+    assert first == {
+        "payload": "bytes: payload level (the methods' payloads only)",
+        "wire": "bytes: wire level (HTTP requests a Flower 1.42 deployment makes for them)",
+    }
+
+
+def test_summary_table_when_the_method_reaches_the_target_without_fedavg_ratio() -> None:
+    # pemn reaches FedAvg's target but FedAvg needed 0 bytes for it (its round 0 had it):
+    # "reached it", and no ratio.
+    frame = _big_book().frame()
+    frame.loc[frame["method"] == "fedavg", "accuracy"] = [0.9, 0.5, 0.5]
+    frame.loc[frame["method"] == "pemn", "accuracy"] = [0.1, 0.95, 0.95]
+    s = summarize(frame, level="message")
+    assert s["methods"]["pemn"]["fewer_bytes_than_fedavg_to_target"] is None
+    lines = summary_table(s).split("\n")
+    assert "PEMN-FL (masks) reached it" in lines
+
+
+def test_summary_by_hand_every_key() -> None:
+    s = summarize(_big_book().frame(), setup_bytes=5, level="message")
+    pemn, fedavg = s["methods"]["pemn"], s["methods"]["fedavg"]
+    assert pemn == {
+        "rounds": 2, "final_accuracy": 0.7, "best_accuracy": 0.7,
+        "uplink_bytes": 2_000_000, "downlink_bytes": 500_000,
+        "uplink_payload_bytes": 2 * (1_000_000 - 20), "downlink_payload_bytes": 2 * (250_000 - 20),
+        "uplink_wire_bytes": 6_000_000, "downlink_wire_bytes": 1_500_000,
+        "total_bytes": 2_500_000,
+        # round 2 only (rounds after 1): 8 * (1e6 - 20) bytes / (1000 params * 2 messages)
+        "median_uplink_bits_per_param_after_round_1": pytest.approx(8 * (1_000_000 - 20) / 2000),
+        "bytes_to_target": None, "fewer_bytes_than_fedavg_to_target": None,
+    }  # fmt: skip
+    assert fedavg["bytes_to_target"] == 8_000_000 and "fewer_bytes_than_fedavg_to_target" \
+        not in fedavg  # fmt: skip
+    assert (fedavg["final_accuracy"], fedavg["best_accuracy"], fedavg["rounds"]) == (0.75, 0.8, 2)
+    assert s["target_accuracy"] == pytest.approx(0.79)
+    assert (s["headline_method"], s["ratio_vs_fedavg"], s["bytes_level"], s["setup_bytes"]) == (
+        "pemn", None, "message", 5)  # fmt: skip
+    assert s["at_best"] == {"method": "pemn", "accuracy": 0.7, "method_bytes": 2_500_000,
+                            "fedavg_bytes": 8_000_000, "ratio": pytest.approx(3.2)}  # fmt: skip
+
+
+def test_summary_without_fedavg_has_no_target_and_no_reverse_question() -> None:
+    frame = _big_book().frame()
+    s = summarize(frame[frame["method"] == "pemn"], level="message")
+    assert s["target_accuracy"] is None and s["at_best"] is None
+    assert s["ratio_vs_fedavg"] is None and s["headline_method"] == "pemn"
+    assert s["methods"]["pemn"]["bytes_to_target"] is None
+    assert "fewer_bytes_than_fedavg_to_target" not in s["methods"]["pemn"]
+    assert "target accuracy" not in summary_table(s)
+    only_fedavg = summarize(frame[frame["method"] == "fedavg"], level="message")
+    assert only_fedavg["headline_method"] is None and only_fedavg["at_best"] is None
+
+
+def test_a_row_by_hand_every_column() -> None:
+    book = RoundLog(params={"pemn": 500})
+    traffic = Traffic(uplink_payload_bytes=1000, downlink_payload_bytes=250, uplink_bytes=1100,
+                      downlink_bytes=300, messages_down=4, messages_up=4, error_replies=0,
+                      uplink_wire_bytes=2000.4, downlink_wire_bytes=600.6)  # fmt: skip
+    row = book.add("pemn", 3, traffic, sampled=4, rejected=1, accuracy=0.5, loss=0.25,
+                   wall_s=1.5)  # fmt: skip
+    assert row == {
+        "method": "pemn", "round": 3, "clients_sampled": 4, "clients_replied": 3,
+        "clients_rejected": 1, "clients_failed": 0,
+        "uplink_payload_bytes": 1000, "downlink_payload_bytes": 250,
+        "uplink_bytes": 1100, "downlink_bytes": 300,
+        "uplink_wire_bytes": 2000, "downlink_wire_bytes": 601, "cumulative_bytes": 1400,
+        "uplink_bits_per_param": 8 * 1000 / (500 * 4),
+        "downlink_bits_per_param": 8 * 250 / (500 * 4),
+        "accuracy": 0.5, "loss": 0.25, "wall_s": 1.5,
+    }  # fmt: skip
+    # Round 0 (the initial model): no failures counted; no message: bits per param are NaN.
+    row0 = RoundLog(params={"pemn": 500}).add("pemn", 0, Traffic(), sampled=0, rejected=0,
+                                              accuracy=0.1, loss=2.0, wall_s=0.0)  # fmt: skip
+    assert row0["clients_failed"] == 0 and row0["cumulative_bytes"] == 0
+    assert row0["uplink_bits_per_param"] != row0["uplink_bits_per_param"]  # NaN
+    # A method whose payload describes no parameter: NaN, not a division by zero.
+    none = RoundLog(params={"x": 0}).add("x", 1, traffic, sampled=4, rejected=0, accuracy=0.1,
+                                        loss=2.0, wall_s=0.0)  # fmt: skip
+    assert none["uplink_bits_per_param"] != none["uplink_bits_per_param"]
+
+
+def test_extend_takes_finished_rows_and_later_rows_continue_the_sum(tmp_path: Path) -> None:
+    path = tmp_path / "rounds.csv"
+    before = _big_book().rows[:2]  # pemn rounds 0 and 1 (cumulative 0, 1.25 MB)
+    book = RoundLog(params={"pemn": 1000}, path=path)
+    book.extend(before)
+    assert pd.read_csv(path)["cumulative_bytes"].tolist() == [0, 1_250_000]
+    book.add("pemn", 2, _traffic(1_000_000, 250_000), sampled=2, rejected=0, accuracy=0.7,
+             loss=1.0, wall_s=0.1)  # fmt: skip
+    on_disk = pd.read_csv(path)
+    assert list(on_disk.columns) == COLUMNS  # one header, written by extend
+    assert on_disk["cumulative_bytes"].tolist() == [0, 1_250_000, 2_500_000]
+    RoundLog(params={}, path=tmp_path / "none.csv").extend([])
+    assert not (tmp_path / "none.csv").exists()  # nothing to write
+
+
+def test_labels_and_markers_fall_back_for_unknown_methods() -> None:
+    from pemn_fl.report import label_of, marker_of
+
+    assert (marker_of("pemn"), marker_of("fedavg"), marker_of("gone")) == ("-o", "-s", "-^")
+    assert label_of("gone") == "gone"
+
+
+def test_read_rounds_refuses_what_simulations_run_never_wrote(tmp_path: Path) -> None:
+    from pemn_fl.report import RoundsFileError, read_rounds
+
+    cases = {"empty.csv": b"", "binary.csv": b"\xff\xfe\x00\x81garbage\x00",
+             "cols.csv": b"method,round\npemn,0\n",
+             "none.csv": b"method,round,cumulative_bytes,accuracy,uplink_bytes,downlink_bytes\n"
+                         b"pemn,0,,0.5,0,0\n"}  # fmt: skip
+    words = {"empty.csv": "not a rounds.csv", "binary.csv": "not a rounds.csv",
+             "cols.csv": "lacks the column(s) cumulative_bytes, accuracy",
+             "none.csv": "no complete round"}  # fmt: skip
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(RoundsFileError, match=words[name].replace("(", r"\(").replace(
+                ")", r"\)")):  # fmt: skip
+            read_rounds(tmp_path / name)
+
+
+def test_read_rounds_drops_a_torn_last_line_and_keeps_the_rest(tmp_path: Path) -> None:
+    from pemn_fl.report import read_rounds
+
+    path = tmp_path / "rounds.csv"
+    _big_book(path)
+    text = path.read_text()
+    last = text.rstrip("\n").rindex("\n") + 1
+    path.write_text(text[: last + len("fedavg,2,2")])  # a kill mid-write: 3 fields left
+    frame = read_rounds(path)
+    assert len(frame) == 5 and frame["round"].tolist() == [0, 1, 2, 0, 1]
+    assert frame["accuracy"].dtype.kind == "f"
+
+
+def test_plot_draws_each_method_in_mb_against_percent(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.figure
+
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda self, *a, **k: drawn.append(self))  # fmt: skip
+    run = tmp_path / "run"
+    run.mkdir()
+    _big_book(run / "rounds.csv")
+    (run / "summary.json").write_text('{"target_accuracy": 0.79}')
+    plot_runs([run], tmp_path / "fig.png", level="message")
+    ax = drawn[0].axes[0]
+    _, labels = ax.get_legend_handles_labels()
+    assert labels == ["PEMN-FL (masks)", "FedAvg (dense floats)",
+                      "target: FedAvg best - 1 pt (79.0%)"]  # fmt: skip
+    pemn, fedavg, target = ax.get_lines()
+    # Rounds with traffic only (round 0 has none), cumulative MB against accuracy in %.
+    assert pemn.get_xdata().tolist() == [1.25, 2.5] and pemn.get_ydata().tolist() == [60, 70]
+    assert fedavg.get_xdata().tolist() == [8.0, 16.0]
+    assert list(target.get_ydata()) == [79.0, 79.0]
+    assert (pemn.get_marker(), fedavg.get_marker()) == ("o", "s")
+    assert ax.get_xscale() == "log" and "message level" in ax.get_xlabel()
+    assert ax.get_ylabel() == "test accuracy (%)"
+
+
+def test_plot_of_several_runs_tags_each_curve_and_draws_no_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import matplotlib.figure
+
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda self, *a, **k: drawn.append(self))  # fmt: skip
+    runs = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        run.mkdir()
+        _big_book(run / "rounds.csv")
+        (run / "summary.json").write_text('{"target_accuracy": 0.79}')
+        runs.append(run)
+    plot_runs(runs, tmp_path / "fig.png", title="two")
+    ax = drawn[0].axes[0]
+    assert ax.get_legend_handles_labels()[1] == [
+        "PEMN-FL (masks) [a]", "FedAvg (dense floats) [a]", "PEMN-FL (masks) [b]",
+        "FedAvg (dense floats) [b]"]  # fmt: skip
+    assert ax.get_title() == "two" and "wire level" in ax.get_xlabel()
+    # wire bytes are 3x the message bytes in these rows
+    assert ax.get_lines()[0].get_xdata().tolist() == [3.75, 7.5]
