@@ -69,7 +69,7 @@ MODULES = [
     Module("voting", ("pemn_fl/voting.py",), ("tests/test_voting.py",)),
     Module("report", ("pemn_fl/report.py",), ("tests/test_report.py", "tests/test_methods.py")),
     Module("checkpoint", ("pemn_fl/checkpoint.py",),
-           ("tests/test_checkpoint.py", "tests/test_resume.py")),
+           ("tests/test_checkpoint.py", "tests/test_resume.py", "tests/test_damaged_state.py")),
     Module("accounting", ("pemn_fl/accounting.py",),
            ("tests/test_accounting.py", "tests/test_report.py")),
     Module("transport", ("pemn_fl/transport.py",), ("tests/test_wire.py",)),
@@ -275,7 +275,9 @@ def _mutmut_config(module: Module) -> str:
         f"do_not_mutate_patterns = {toml_list(NOT_MUTATED)}\n"
         'also_copy = ["simulations", "bench"]\n'
         f"pytest_add_cli_args_test_selection = {toml_list(module.tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        # matplotlib.pyplot as a (hook-less) plugin: imported once in the fork server, not
+        # once per mutant (~4 s each on this machine).
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "matplotlib.pyplot"]\n'
         # torch is not fork-safe once it has run: fork each mutant from a clean server.
         'process_isolation = "forkserver"\n'
     )
