@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from torch import nn
@@ -36,6 +36,7 @@ from pemn_fl import protocol as P
 from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
+from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import (
     ClientStep,
     Method,
@@ -53,7 +54,7 @@ log = logging.getLogger("pemn_fl.server")
 
 Weights = list[np.ndarray]  # flat float32 arrays, in state_dict order
 Fields = dict[str, Any]  # ConfigRecord values of one coded update (bytes are payload)
-CONFIG, UPDATE, METRICS = "config", "update", "metrics"
+CONFIG, UPDATE = M.CONFIG, M.UPDATE
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,8 @@ def client_step_for(name: str, codec: UpdateCodec) -> ClientStep:
         model = P.dense_model(settings)
         load(model, net, weights)
         x, y = P.client_data(settings, pid, n)
-        loss = train(model, x, y, settings.train_config(settings.dense_lr),
+        lr = settings.scheduled(settings.dense_lr, server_round)
+        loss = train(model, x, y, settings.train_config(lr),
                      seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"))  # fmt: skip
         local = model.state_dict()
         delta = [
@@ -163,13 +165,8 @@ def client_step_for(name: str, codec: UpdateCodec) -> ClientStep:
         fields, residual = codec.encode_up(settings, net, delta, residual, server_round)
         if residual is not None:
             context.state[key] = ArrayRecord(residual)
-        content = RecordDict(
-            {
-                UPDATE: ConfigRecord(fields),
-                METRICS: MetricRecord({"num-examples": len(y), "train-loss": loss}),
-            }
-        )
-        return Message(content=content, reply_to=msg)
+        return M.reply(msg, fields, num_examples=len(y), train_loss=loss,
+                       compact=settings.compact_replies)  # fmt: skip
 
     return step
 
@@ -197,7 +194,7 @@ class CompressedUpdates(ServerEvaluation, Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         def check(reply: Message) -> tuple[Weights, float, float]:
-            metrics = reply.content[METRICS]
+            metrics = M.metrics_of(reply)
             num_examples = num_examples_of(metrics, len(self.data.y_train))
             delta = self.codec.decode_up(self.settings, self.net, reply.content[UPDATE],
                                          server_round)  # fmt: skip

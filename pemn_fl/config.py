@@ -24,6 +24,8 @@ VOTE_WEIGHTINGS = ("examples", "uniform")
 MAX_STRAGGLER_DEADLINE = 600.0  # a straggler sleeps past the deadline: keep runs finite
 ROBUST = ("none", "median", "trimmed-mean")  # FedAvg's aggregation (Flower's strategies)
 BYTES_LEVELS = ("payload", "message", "wire")  # see pemn_fl.report.LEVELS
+SCHEDULES = ("constant", "cosine")  # --lr-schedule: every method's step size over the rounds
+COSINE_FLOOR = 0.1  # the cosine schedule ends at a tenth of the step: the last round still trains
 # A round's noise step of 100 He stds already wipes out any network; far larger values
 # overflow the float32 weights every party replicates (1e300 made NaN and exited 0).
 MAX_NOISE_SCALE = 100.0
@@ -77,6 +79,12 @@ class RunSettings:
     robust: str = "none"  # FedAvg: none (mean), median or trimmed-mean (Flower's strategies)
     trim_votes: float = 0.0  # mask votes: share of the farthest-from-median votes dropped
     bytes_level: str = "wire"  # summaries and plots: payload, message or wire bytes
+    # Every method's step size over the rounds (FedAvg's and the compressors' lr, the mask
+    # methods' score lr, signSGD's server step, the evolving noise scale): constant or cosine.
+    lr_schedule: str = "constant"
+    # Replies carry num-examples and train-loss inside the update record (one HTTP object
+    # less per reply on a Flower 1.42 wire); FedAvg keeps Flower's own reply format.
+    compact_replies: bool = False
     checkpoint_dir: str = ""  # clients save their state here each round, for --resume
     seed: int = 0
     min_nodes: int = 1
@@ -126,6 +134,7 @@ class RunSettings:
         _choice("vote-weighting", self.vote_weighting, VOTE_WEIGHTINGS)
         _choice("robust", self.robust, ROBUST)
         _choice("bytes-level", self.bytes_level, BYTES_LEVELS)
+        _choice("lr-schedule", self.lr_schedule, SCHEDULES)
         if not 0.0 <= self.byzantine < 0.5:
             raise SettingsError(f"byzantine={self.byzantine!r}: the attacking share of clients "
                                 "must be in [0, 0.5)")  # fmt: skip
@@ -235,6 +244,18 @@ class RunSettings:
         return PrototypeSpec(
             seed=self.seed, strategy=self.prototype, init=self.init, rescale=self.rescale
         )
+
+    def scheduled(self, step: float, server_round: int) -> float:
+        """``step`` (a method's step size) in round ``server_round`` under ``lr-schedule``.
+
+        ``constant``: ``step`` itself (exactly: multiplied by 1.0). ``cosine``: half a cosine
+        from ``step`` in round 1 down to ``COSINE_FLOOR * step`` in the last round, the same
+        on every party (the evolving noise scale is replicated state)."""
+        if self.lr_schedule == "constant" or self.num_server_rounds < 2:
+            return step * 1.0
+        progress = min(max(server_round - 1, 0), self.num_server_rounds - 1) / (
+            self.num_server_rounds - 1)  # fmt: skip
+        return step * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def train_config(self, lr: float) -> TrainConfig:
         """Local training settings at learning rate ``lr`` (each method picks its own)."""

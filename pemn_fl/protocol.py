@@ -171,7 +171,7 @@ def client_round(
     init_scores(model, received, previous_scores, settings, f"client/{partition_id}/{server_round}")
     x, y = client_data(settings, partition_id, num_partitions)
     loss = train(
-        model, x, y, settings.train_config(settings.lr),
+        model, x, y, settings.train_config(settings.scheduled(settings.lr, server_round)),
         seed=derived_seed(settings.seed, f"batches/{partition_id}/{server_round}"),
     )  # fmt: skip
     sent = [np.logical_not(m) for m in masks_of(model)] if invert else masks_of(model)

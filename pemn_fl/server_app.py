@@ -107,8 +107,10 @@ def _run_method(
         offset, initial = resume.round, C.record_of(resume.arrays)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        if offset and server_round == 0:
-            return None  # a resumed method: its round ``offset`` is logged already
+        if resume is not None and server_round == 0:
+            # A resumed method: its round ``offset`` is logged already (also when that is
+            # round 0, a run killed right after its initial evaluation).
+            return None
         server_round += offset
         side.install(arrays)
         loss, acc = evaluate(side.model, data.x_test, data.y_test)

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "Flower messages, or the HTTP traffic a Flower 1.42 deployment makes for "
                    "them (modelled here; measured by simulations.deploy). Every level is in "
                    "rounds.csv")
+    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
+                   help="every method's step size over the rounds: constant, or a cosine "
+                   "decay to a tenth (lr, dense-lr, pm-lr, server-lr and the noise scale)")
+    p.add_argument("--compact-replies", action="store_true",
+                   help="replies carry num-examples and train-loss inside the update record: "
+                   "one HTTP object less per reply on the wire (FedAvg keeps Flower's format)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--seeds", default=None, metavar="S1,S2,...",
                    help="run the same settings once per seed (each changes everything "
@@ -149,6 +155,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         robust=args.robust, trim_votes=args.trim_votes, straggler_rate=args.straggler_rate,
         round_deadline=args.round_deadline,
         corrupt_rate=args.corrupt_rate, bytes_level=args.bytes_level,
+        lr_schedule=args.lr_schedule, compact_replies=args.compact_replies,
         seed=args.seed, min_nodes=args.clients,
     )  # fmt: skip
 

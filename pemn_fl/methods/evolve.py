@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from torch import nn
@@ -46,6 +46,7 @@ from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
+from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import (
     ClientStep,
     Method,
@@ -64,7 +65,7 @@ from pemn_fl.task import TrainConfig
 log = logging.getLogger("pemn_fl.server")
 
 NAME = "evolve"
-CONFIG, UPDATE, METRICS, SNAPSHOT = "config", "update", "metrics", R.SNAPSHOT
+CONFIG, UPDATE, SNAPSHOT = M.CONFIG, M.UPDATE, R.SNAPSHOT
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def noise(settings: RunSettings, server_round: int) -> E.Weights:
     """Round ``server_round``'s shared noise ``N_r`` (every party regenerates it)."""
     return E.round_noise(
         settings.seed, f"noise/{server_round}", list(network(settings).shapes),
-        settings.noise_scale,
+        settings.scheduled(settings.noise_scale, server_round),
     )  # fmt: skip
 
 
@@ -247,13 +248,8 @@ def client_step(
         [m.astype(np.int16) + shift for m in masks], fingerprint=net.fingerprint,
         tag=server_round, max_level=1 + shift,
     )  # fmt: skip
-    content = RecordDict(
-        {
-            UPDATE: ConfigRecord({"mask": payload}),
-            METRICS: MetricRecord({"num-examples": len(y), "train-loss": loss}),
-        }
-    )
-    return Message(content=content, reply_to=msg)
+    return M.reply(msg, {"mask": payload}, num_examples=len(y), train_loss=loss,
+                   compact=settings.compact_replies)  # fmt: skip
 
 
 ATTACK = "the complement of its noise mask (its negation for ternary masks)"
@@ -291,7 +287,7 @@ class EvolvingVotes(ServerEvaluation, Strategy):
         shift = 1 if self.scheme.signed else 0
 
         def check(reply: Message) -> tuple[list[np.ndarray], float, float]:
-            metrics = reply.content[METRICS]
+            metrics = M.metrics_of(reply)
             mask = decode_levels(
                 bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
                 tag=server_round, layer_sizes=self.net.sizes, max_level=1 + shift,

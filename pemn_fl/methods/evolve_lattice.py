@@ -32,8 +32,10 @@ MAX_STEP = 2  # |A - S| <= 1/2 and |f| <= 1, so a step is at most 1 in magnitude
 
 
 def lattice(settings: RunSettings, server_round: int) -> E.Weights:
-    """The fixed directions: ``+noise_scale * he_std`` per weight, the same every round."""
-    return E.lattice_steps(list(evolve.network(settings).shapes), settings.noise_scale)
+    """The fixed directions: ``+noise_scale * he_std`` per weight, the same every round
+    (scaled by ``lr-schedule``)."""
+    return E.lattice_steps(list(evolve.network(settings).shapes),
+                           settings.scheduled(settings.noise_scale, server_round))  # fmt: skip
 
 
 def sigma_delta_rule(

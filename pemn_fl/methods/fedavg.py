@@ -40,7 +40,7 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
     x, y = P.client_data(settings, pid, n)
     server_round = int(msg.content["config"]["server-round"])
     loss = train(
-        model, x, y, settings.train_config(settings.dense_lr),
+        model, x, y, settings.train_config(settings.scheduled(settings.dense_lr, server_round)),
         seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
     )  # fmt: skip
     state = model.state_dict()

@@ -35,6 +35,7 @@ from pemn_fl import protocol as P
 from pemn_fl.codec import decode_mask, encode_mask
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve
+from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of, screen
 from pemn_fl.prototype import derived_seed
 from pemn_fl.replica import digest
@@ -44,12 +45,13 @@ from pemn_fl.task import TrainConfig
 log = logging.getLogger("pemn_fl.server")
 
 NAME = "fedpm"
-CONFIG, PROBS, UPDATE, METRICS = "config", "probs", "update", "metrics"
+CONFIG, PROBS, UPDATE = M.CONFIG, "probs", M.UPDATE
 
 
-def train_config(settings: RunSettings) -> TrainConfig:
+def train_config(settings: RunSettings, server_round: int = 1) -> TrainConfig:
     return TrainConfig(epochs=settings.local_epochs, batch_size=settings.batch_size,
-                       lr=settings.pm_lr, optimizer="adam")  # fmt: skip
+                       lr=settings.scheduled(settings.pm_lr, server_round),
+                       optimizer="adam")  # fmt: skip
 
 
 def local_round(
@@ -59,7 +61,8 @@ def local_round(
     x, y = P.client_data(settings, pid, n)
     q, loss = PM.train_prob_mask(
         evolve.build(settings), list(evolve.network(settings).initial), theta, x, y,
-        train_config(settings), seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
+        train_config(settings, server_round),
+        seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
     )  # fmt: skip
     return q, loss, len(y)
 
@@ -78,13 +81,8 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
     mask = PM.sample(q, derived_seed(settings.seed, f"upload/{pid}/{server_round}"))
     payload = encode_mask([m.astype(bool) for m in mask], fingerprint=net.fingerprint,
                           reference=PM.mode(theta), reference_id=server_round)  # fmt: skip
-    content = RecordDict(
-        {
-            UPDATE: ConfigRecord({"mask": payload}),
-            METRICS: MetricRecord({"num-examples": examples, "train-loss": loss}),
-        }
-    )
-    return Message(content=content, reply_to=msg)
+    return M.reply(msg, {"mask": payload}, num_examples=examples, train_loss=loss,
+                   compact=settings.compact_replies)  # fmt: skip
 
 
 class ProbabilisticMasks(ServerEvaluation, Strategy):
@@ -124,7 +122,7 @@ class ProbabilisticMasks(ServerEvaluation, Strategy):
                 bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
                 layer_sizes=tuple(self.net.sizes), references={server_round: reference},
             )  # fmt: skip
-            return mask, float(reply.content[METRICS].get("train-loss", float("nan")))
+            return mask, float(M.metrics_of(reply).get(M.TRAIN_LOSS, float("nan")))
 
         kept, self.rejected = screen(replies, self.sampler, server_round, check)
         total = [np.zeros(s) for s in self.net.sizes]

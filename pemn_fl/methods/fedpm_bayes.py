@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -36,6 +36,7 @@ from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
 from pemn_fl.methods import evolve, fedpm
+from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of, screen
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
@@ -43,7 +44,7 @@ from pemn_fl.sampling import RoundSampler
 log = logging.getLogger("pemn_fl.server")
 
 NAME = "fedpm_bayes"
-CONFIG, UPDATE, METRICS = "config", "update", "metrics"
+CONFIG, UPDATE = M.CONFIG, M.UPDATE
 FIELDS = ("counts", "k")  # one round's wire fields: the coded counts and the number of votes
 MAX_VOTES = 4096  # levels_codec's bound on K
 
@@ -107,13 +108,8 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
     mask, ref = PM.coupled_sample(q, theta, uniforms_seed(settings, pid, server_round))
     payload = encode_levels([m ^ r for m, r in zip(mask, ref, strict=True)],
                             fingerprint=net.fingerprint, tag=server_round, max_level=1)  # fmt: skip
-    content = RecordDict(
-        {
-            UPDATE: ConfigRecord({"mask": payload}),
-            METRICS: MetricRecord({"num-examples": examples, "train-loss": loss}),
-        }
-    )
-    return Message(content=content, reply_to=msg)
+    return M.reply(msg, {"mask": payload}, num_examples=examples, train_loss=loss,
+                   compact=settings.compact_replies)  # fmt: skip
 
 
 class CarriedPosterior(ServerEvaluation, Strategy):
@@ -146,7 +142,7 @@ class CarriedPosterior(ServerEvaluation, Strategy):
             seed = uniforms_seed(self.settings, pid, server_round)
             _, ref = PM.coupled_sample(theta, theta, seed)
             mask = [f.astype(np.uint8) ^ r for f, r in zip(flips, ref, strict=True)]
-            return mask, float(reply.content[METRICS].get("train-loss", float("nan")))
+            return mask, float(M.metrics_of(reply).get(M.TRAIN_LOSS, float("nan")))
 
         kept, self.rejected = screen(replies, self.sampler, server_round, check)
         self.rejected += max(0, len(kept) - MAX_VOTES)  # levels_codec's bound on K

@@ -26,6 +26,7 @@ from pemn_fl import protocol as P
 from pemn_fl.checkpoint import translate_keys
 from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
 from pemn_fl.config import RunSettings
+from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import (
     Method,
     ServerEvaluation,
@@ -97,15 +98,8 @@ def client_step(
     context.state[key_id] = ConfigRecord({"id": mask_id})
     if settings.client_init == "stateful":
         context.state[key_scores] = ArrayRecord(result.scores)
-    content = RecordDict(
-        {
-            P.UPDATE_KEY: ConfigRecord({P.MASK: result.payload}),
-            P.METRICS_KEY: MetricRecord(
-                {"num-examples": result.num_examples, "train-loss": result.train_loss}
-            ),
-        }
-    )
-    return Message(content=content, reply_to=msg)
+    return M.reply(msg, {P.MASK: result.payload}, num_examples=result.num_examples,
+                   train_loss=result.train_loss, compact=settings.compact_replies)  # fmt: skip
 
 
 # -- server ------------------------------------------------------------------------------
@@ -204,7 +198,7 @@ class MaskVoting(ServerEvaluation, Strategy):
                 continue
             try:
                 update = reply.content[P.UPDATE_KEY][P.MASK]
-                metrics = reply.content[P.METRICS_KEY]
+                metrics = M.metrics_of(reply)
                 num_examples = num_examples_of(metrics, self.max_examples)
                 if not isinstance(update, bytes):
                     raise MaskPayloadError("reply lacks a mask payload")

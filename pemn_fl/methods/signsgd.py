@@ -53,7 +53,7 @@ def aggregate(settings: RunSettings, net: DenseNet, deltas: list[Weights], weigh
 
 def decode_down(settings: RunSettings, net: DenseNet, fields: Mapping[str, Any], tag: int
                 ) -> Weights:  # fmt: skip
-    lr = np.float32(settings.server_lr)
+    lr = np.float32(settings.scheduled(settings.server_lr, tag))  # tag: the update's round
     return [(s * lr).astype(np.float32) for s in _decode(net, fields["update"], tag)]
 
 
