@@ -252,3 +252,65 @@ def test_the_dither_is_fresh_every_round_and_every_layer() -> None:
     assert 0.47 < float((r1[0] == r1[1]).mean()) < 0.53  # layer 0 vs layer 1
     again = evolve_dither.dither_rule(f, 4, one_bit, 1, {}).levels
     assert all(np.array_equal(a, b) for a, b in zip(r1, again, strict=True))
+
+
+def test_round_noise_is_plus_or_minus_scale_times_he_std_per_layer() -> None:
+    # He std is sqrt(2 / fan_in): layers of fan-in 8 and 2 at scale 0.5 -> +-0.25 and +-0.5.
+    shapes = [E.LayerShape("a", (3, 8)), E.LayerShape("b", (4000, 2))]
+    noise = E.round_noise(3, "noise/1", shapes, 0.5)
+    assert [n.dtype for n in noise] == [np.float32, np.float32]
+    assert set(np.abs(noise[0]).tolist()) == {0.25} and set(np.abs(noise[1]).tolist()) == {0.5}
+    assert 0.45 < float((noise[1] > 0).mean()) < 0.55  # fair signs
+    other = E.round_noise(3, "noise/2", shapes, 0.5)[1]
+    assert 0.45 < float((np.sign(other) == np.sign(noise[1])).mean()) < 0.55
+    assert np.array_equal(E.round_noise(3, "noise/1", shapes, 0.5)[1], noise[1])
+    assert E.lattice_steps(shapes, 0.5)[0].tolist() == [0.25] * 24
+
+
+def test_vote_fraction_is_the_weighted_mean_of_the_masks() -> None:
+    # Weights 1 and 3: (1 * m0 + 3 * m1) / 4, ternary votes too.
+    masks = [[np.array([1, 0, 1, -1], np.int8)], [np.array([0, 0, 1, 1], np.int8)]]
+    got = E.vote_fraction(masks, [1.0, 3.0])
+    assert got[0].tolist() == [0.25, 0.0, 1.0, 0.5] and got[0].dtype == np.float64
+    for bad in ([0.0, 0.0], [1.0, float("inf")]):
+        with pytest.raises(ValueError, match="positive finite"):
+            E.vote_fraction(masks, bad)
+    with pytest.raises(ValueError, match="at least one mask"):
+        E.vote_fraction([], [])
+
+
+def test_weight_shapes_refuse_biases_and_weights_install_in_order() -> None:
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(3, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False))
+    shapes = E.weight_shapes(model)
+    assert [(s.name, s.shape) for s in shapes] == [("0.weight", (2, 3)), ("2.weight", (1, 2))]
+    tensors = {"0.weight": torch.arange(6.0).view(2, 3), "2.weight": torch.tensor([[7.0, 8.0]])}
+    flat = E.initial_weights(tensors, shapes)
+    assert [f.tolist() for f in flat] == [[0, 1, 2, 3, 4, 5], [7, 8]]
+    assert all(f.dtype == np.float32 for f in flat)
+    E.load_weights(model, [np.full(6, 2.0, np.float32), np.array([1.0, -1.0], np.float32)])
+    assert model[0].weight.tolist() == [[2.0] * 3] * 2 and model[2].weight.tolist() == [[1, -1]]
+    with pytest.raises(ValueError, match="bias-free"):
+        E.weight_shapes(nn.Linear(3, 2))
+
+
+def test_a_noise_mask_keeps_exactly_the_density_and_is_seeded() -> None:
+    net = evolve.network(SETTINGS)
+    data = evolve.P.dataset_of(SETTINGS)
+    x, y = data.x_train[:64], data.y_train[:64]
+    cfg = evolve.train_config(SETTINGS)
+    weights, noise = [w.copy() for w in net.initial], evolve.noise(SETTINGS, 1)
+    masks, loss = E.train_noise_mask(evolve.build(SETTINGS), weights, noise, x, y, cfg,
+                                     density=0.05, seed=1)  # fmt: skip
+    # round(0.05 * 4096) = 205 and round(0.05 * 640) = 32 edges per layer, 0/1, int8.
+    assert [int(m.sum()) for m in masks] == [205, 205, 32] and np.isfinite(loss)
+    assert all(m.dtype == np.int8 and set(np.unique(m).tolist()) <= {0, 1} for m in masks)
+    signed, _ = E.train_noise_mask(evolve.build(SETTINGS), weights, noise, x, y, cfg,
+                                   density=0.05, seed=1, signed=True)  # fmt: skip
+    assert [int(np.abs(m).sum()) for m in signed] == [205, 205, 32]
+    assert all(set(np.unique(m).tolist()) == {-1, 0, 1} for m in signed[:2])
+    again, _ = E.train_noise_mask(evolve.build(SETTINGS), weights, noise, x, y, cfg,
+                                  density=0.05, seed=1)  # fmt: skip
+    assert all(np.array_equal(a, b) for a, b in zip(masks, again, strict=True))
