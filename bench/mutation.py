@@ -75,7 +75,7 @@ MODULES = [
     Module("transport", ("pemn_fl/transport.py",), ("tests/test_wire.py",)),
     Module("evolving", ("pemn_fl/evolving.py",), ("tests/test_evolve.py",)),
     Module("replica", ("pemn_fl/replica.py",),
-           ("tests/test_evolve.py", "tests/test_zoo.py", "tests/test_resume.py")),
+           ("tests/test_replica.py", "tests/test_zoo.py", "tests/test_resume.py")),
     Module("compressed", ("pemn_fl/compressed.py",), ("tests/test_zoo.py",)),
     Module("codec", ("pemn_fl/codec.py",),
            ("tests/test_codec.py", "tests/test_fuzz.py", "tests/test_strategy.py")),

@@ -1,0 +1,163 @@
+"""``replica`` on a toy method whose every answer is known by hand.
+
+The method tests (``test_evolve``, ``test_zoo``, ``test_fedpm``) check that every party ends
+up with the server's digest, which a bug made alike on both sides passes. Here the state is
+two floats and a round's update is "add these two floats", so what each downlink must carry,
+what a node must hold after catching up and what each refusal must say are written down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
+
+from pemn_fl import replica as R
+from pemn_fl.codec import MaskPayloadError
+
+pytestmark = pytest.mark.usefixtures("flower_identity")
+FIELDS = ("update",)
+
+
+def _vec(*values: float) -> list[np.ndarray]:
+    return [np.array(values, dtype=np.float32)]
+
+
+def _add(state: R.State, t: int, fields: Mapping[str, Any]) -> R.State:
+    """The toy method's round: add the two float32 values the update carries."""
+    step = np.frombuffer(bytes(fields["update"]), dtype="<f4")
+    return [(state[0] + step).astype(np.float32)]
+
+
+def _update(a: float, b: float) -> dict[str, bytes]:
+    return {"update": np.array([a, b], dtype="<f4").tobytes()}
+
+
+def _server(history: int | None = None) -> R.ReplicaServer:
+    """Rounds 1-3 committed: +(1, 0), +(0, 2), +(3, 3); nodes 11 and 12 replied in round 3."""
+    server = R.ReplicaServer(_vec(0, 0), FIELDS, history=history)
+    state = _vec(0, 0)
+    for t, (a, b), nodes in ((1, (1, 0), [11]), (2, (0, 2), [11]), (3, (3, 3), [11, 12])):
+        state = _add(state, t, _update(a, b))
+        server.commit(t, _update(a, b), state, nodes)
+    return server
+
+
+def test_digest_is_the_first_8_bytes_of_sha256_of_the_float32_state() -> None:
+    expected = hashlib.sha256(np.array([1, 2], "<f4").tobytes() + np.array([3], "<f4").tobytes())
+    assert R.digest([np.array([1.0, 2.0]), np.array([3])]) == expected.digest()[:8]
+    assert R.digest(_vec(1, 2)) != R.digest(_vec(2, 1))
+
+
+def test_commit_moves_the_state_the_log_and_what_the_replying_nodes_hold() -> None:
+    server = _server()
+    assert server.round == 3 and server.state[0].tolist() == [4.0, 5.0]
+    assert server.digest == R.digest(_vec(4, 5))
+    assert sorted(server.updates) == [1, 2, 3] and server.updates[2] == _update(0, 2)
+    # A valid reply in round r proves the node held round r - 1.
+    assert server.holds == {11: 2, 12: 2}
+
+
+def test_downlink_carries_exactly_the_rounds_a_node_missed() -> None:
+    server = _server()
+    cfg, snapshot = server.downlink(11, 4)  # holds round 2: needs round 3
+    assert snapshot is None
+    assert dict(cfg) == {"server-round": 4, "from-round": 3, "digest": R.digest(_vec(4, 5)),
+                         "update-3": _update(3, 3)["update"]}  # fmt: skip
+    cfg, _ = server.downlink(99, 4)  # never seen: holds round 0, needs rounds 1-3
+    assert cfg["from-round"] == 1
+    assert sorted(k for k in cfg if k.startswith("update-")) == ["update-1", "update-2",
+                                                                 "update-3"]  # fmt: skip
+    fresh = R.ReplicaServer(_vec(0, 0), FIELDS)
+    cfg, snapshot = fresh.downlink(11, 1)  # round 1: nothing to catch up on
+    assert snapshot is None and dict(cfg) == {"server-round": 1, "from-round": 1,
+                                              "digest": R.digest(_vec(0, 0))}  # fmt: skip
+
+
+def test_past_the_history_a_node_gets_a_float32_snapshot() -> None:
+    server = _server(history=2)  # only rounds 2 and 3 are kept
+    assert sorted(server.updates) == [2, 3]
+    cfg, snapshot = server.downlink(99, 4)  # needs round 1: gone
+    assert snapshot is not None and cfg["from-round"] == 4
+    assert [a.tolist() for a in snapshot.to_numpy_ndarrays()] == [[4.0, 5.0]]
+    assert snapshot.to_numpy_ndarrays()[0].dtype == np.float32
+    assert not any(k.startswith("update-") for k in cfg)
+    cfg, snapshot = server.downlink(11, 4)  # holds round 2: round 3 is still logged
+    assert snapshot is None and "update-3" in cfg
+
+
+def test_messages_one_per_node_with_the_snapshot_only_where_needed() -> None:
+    server = _server(history=2)
+    sent = server.messages([11, 99], 4, "train.toy")
+    assert [m.metadata.dst_node_id for m in sent] == [11, 99]
+    assert all(m.metadata.message_type == "train.toy" for m in sent)
+    assert R.SNAPSHOT not in sent[0].content.array_records
+    assert R.SNAPSHOT in sent[1].content.array_records
+    assert sent[0].content["config"]["update-3"] == _update(3, 3)["update"]
+
+
+def test_an_empty_round_is_logged_and_stepped_over_by_catch_up() -> None:
+    server = _server()
+    server.skip(4)  # no valid reply in round 4: state and holds unchanged
+    assert server.round == 4 and server.updates[4] is None
+    assert server.state[0].tolist() == [4.0, 5.0] and server.holds == {11: 2, 12: 2}
+    cfg, _ = server.downlink(11, 5)
+    assert cfg[R.SKIPPED] == [4] and "update-3" in cfg and "update-4" not in cfg
+    state, held = R.catch_up(cfg, None, _vec(1, 2), 2, [2], _add, FIELDS)
+    assert held == 4 and state[0].tolist() == [4.0, 5.0]
+
+
+def test_catch_up_replays_only_the_rounds_not_yet_applied() -> None:
+    server = _server()
+    cfg, _ = server.downlink(99, 4)  # rounds 1-3
+    state, held = R.catch_up(cfg, None, _vec(0, 0), 0, [2], _add, FIELDS)
+    assert held == 3 and state[0].tolist() == [4.0, 5.0]
+    # The node already applied rounds 1-2 (its reply was lost): only round 3 is replayed.
+    state, held = R.catch_up(cfg, None, _vec(1, 2), 2, [2], _add, FIELDS)
+    assert held == 3 and state[0].tolist() == [4.0, 5.0]
+    # A node already at round 3 replays nothing.
+    state, held = R.catch_up(cfg, None, _vec(4, 5), 3, [2], _add, FIELDS)
+    assert held == 3 and state[0].tolist() == [4.0, 5.0]
+
+
+def test_catch_up_from_a_snapshot_takes_it_whole() -> None:
+    server = _server(history=2)
+    cfg, snapshot = server.downlink(99, 4)
+    state, held = R.catch_up(cfg, snapshot, _vec(9, 9), 0, [2], _add, FIELDS)
+    assert held == 3 and state[0].tolist() == [4.0, 5.0]
+    wrong_size = ArrayRecord([np.zeros(3, np.float32)])
+    with pytest.raises(MaskPayloadError, match="snapshot does not match"):
+        R.catch_up(cfg, wrong_size, _vec(0, 0), 0, [2], _add, FIELDS)
+    wrong_type = ArrayRecord([np.zeros(2, np.float64)])
+    with pytest.raises(MaskPayloadError, match="snapshot does not match"):
+        R.catch_up(cfg, wrong_type, _vec(0, 0), 0, [2], _add, FIELDS)
+
+
+def test_catch_up_refuses_a_gap_a_wrong_digest_and_skipped_rounds_out_of_range() -> None:
+    server = _server()
+    cfg, _ = server.downlink(11, 4)  # from round 3: a node holding round 1 cannot use it
+    with pytest.raises(MaskPayloadError, match="holds round 1, the updates start at round 3"):
+        R.catch_up(cfg, None, _vec(1, 0), 1, [2], _add, FIELDS)
+    with pytest.raises(MaskPayloadError, match="digest mismatch"):
+        R.catch_up(cfg, None, _vec(1, 1), 2, [2], _add, FIELDS)  # not the server's round 2
+    for skipped in ([2], [4]):  # outside from-round 3 .. target 3
+        bad = ConfigRecord({**dict(cfg), R.SKIPPED: skipped})
+        with pytest.raises(MaskPayloadError, match="skipped rounds"):
+            R.catch_up(bad, None, _vec(1, 2), 2, [2], _add, FIELDS)
+
+
+def test_load_gives_round_0_until_store_and_then_copies() -> None:
+    ctx = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
+    state, held = R.load(ctx, "toy", lambda: _vec(7, 7))
+    assert held == 0 and state[0].tolist() == [7.0, 7.0]
+    R.store(ctx, "toy", _vec(1, 2), 6)
+    assert int(ctx.state["toy-round"]["round"]) == 6
+    state, held = R.load(ctx, "toy", lambda: _vec(7, 7))
+    assert held == 6 and state[0].tolist() == [1.0, 2.0]
+    state[0][0] = 100.0  # the caller owns what load returns
+    assert R.load(ctx, "toy", lambda: _vec(7, 7))[0][0].tolist() == [1.0, 2.0]
+    assert R.load(ctx, "other", lambda: _vec(3, 3))[1] == 0
