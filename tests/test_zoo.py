@@ -209,3 +209,118 @@ def test_a_non_finite_update_is_rejected_and_the_step_is_the_finite_ones() -> No
     assert new[0][0] == np.float32(net.initial[0][0] + np.float32(0.25))
     assert np.array_equal(new[0][1:], net.initial[0][1:])
     assert all(np.array_equal(a, b) for a, b in zip(new[1:], net.initial[1:], strict=True))
+
+
+def test_qsgd_levels_per_bit_width() -> None:
+    assert [qsgd.levels_of(dataclasses.replace(SETTINGS, bits=b)) for b in (2, 4, 8)] == [1, 7,
+                                                                                          127]
+
+
+def test_qsgd_values_on_a_level_quantise_exactly_per_bucket() -> None:
+    # Bucket 1 holds (-3, 4): norm 5, with s = 5 levels |v| * s / norm = 3, 4 exactly, so the
+    # symbols are sign * xi + s = 2, 9. Bucket 2 (from weight 512) holds (6, 8): norm 10,
+    # r = 3, 4 again. Everything else is 0: symbol s, and a zero bucket has norm 0.
+    v = np.zeros(3 * qsgd.BUCKET, np.float32)
+    v[[0, 1, 512, 513]] = [-3, 4, 6, 8]
+    symbols, norms = qsgd.quantize([v], 5, seed=0)
+    assert norms.tolist() == [5.0, 10.0, 0.0] and norms.dtype == np.float32
+    assert symbols[0][[0, 1, 2, 512, 513, 514, 1535]].tolist() == [2, 9, 5, 8, 9, 5, 5]
+    assert symbols[0].dtype == np.int16 and symbols[0].size == v.size
+    back = qsgd.dequantize(symbols, norms, 5)
+    assert np.array_equal(back[0], v) and back[0].dtype == np.float32
+
+
+def test_qsgd_rounds_between_levels_to_a_neighbour_with_the_right_odds() -> None:
+    # 0.6 * s / norm = 0.6 with s = 1, norm 1 (0.6, 0.8): xi is 1 with probability 0.6.
+    v = np.tile(np.array([0.6, 0.8] + [0.0] * (qsgd.BUCKET - 2), np.float32), 200)
+    symbols, norms = qsgd.quantize([v], 1, seed=4)
+    first = symbols[0][:: qsgd.BUCKET]
+    assert set(np.unique(first).tolist()) == {1, 2} and norms[0] == np.float32(1.0)
+    assert 0.5 < float((first == 2).mean()) < 0.7
+    again, _ = qsgd.quantize([v], 1, seed=4)
+    assert np.array_equal(again[0], symbols[0])
+
+
+def test_qsgd_refuses_norms_that_do_not_fit() -> None:
+    net = dense_net(SETTINGS)
+    fields, _ = qsgd.encode_up(SETTINGS, net, _update(), None, 2)
+    buckets = sum(-(-n // qsgd.BUCKET) for n in net.sizes)
+    assert len(fields["norms"]) == 4 * buckets
+    for norms, words in ((fields["norms"][:-4], "bytes of norms"),
+                         (np.full(buckets, -1.0, "<f4").tobytes(), "non-negative"),
+                         (np.full(buckets, np.nan, "<f4").tobytes(), "finite")):  # fmt: skip
+        from pemn_fl.codec import MaskPayloadError
+
+        with pytest.raises(MaskPayloadError, match=words):
+            qsgd.decode_up(SETTINGS, net, {**fields, "norms": norms}, 2)
+
+
+def test_qsgd_server_step_is_the_quantised_weighted_mean() -> None:
+    # Two updates on a level grid whose example-weighted mean (1:3) is on the grid too.
+    net, settings = _tiny_net(), dataclasses.replace(SETTINGS, bits=4)  # s = 7
+    a, b = np.array([7, 0, 0, 0], np.float32), np.array([-7, 0, 0, 0], np.float32)
+    fields = qsgd.aggregate(settings, net, [[a], [b]], [3.0, 1.0], {}, 5)
+    # mean = (3 * 7 - 7) / 4 = 3.5: norm 3.5, r = 7 exactly -> back to 3.5.
+    assert qsgd.CODEC.decode_down(settings, net, fields, 5)[0].tolist() == [3.5, 0, 0, 0]
+
+
+def _hand_replies(strategy, sent: list[Message], deltas: list[list[np.ndarray]],  # noqa: ANN001
+                  examples: list[int], losses: list[float]) -> list[Message]:
+    """Replies built by hand: each node sends its given delta (top-k coded) and metrics."""
+    net = strategy.net
+    replies = []
+    for m, delta, n, loss in zip(sent, deltas, examples, losses, strict=True):
+        fields, _ = topk.encode_up(SETTINGS, net, delta, None, 1)
+
+        def answer(msg: Message, ctx: Context, settings: RunSettings, f: dict = fields,
+                   n: int = n, loss: float = loss) -> Message:  # fmt: skip
+            content = RecordDict({"update": ConfigRecord(f), "metrics": MetricRecord(
+                {"num-examples": n, "train-loss": loss})})  # fmt: skip
+            return Message(content=content, reply_to=msg)
+
+        replies.append(_deliver(m, answer, _context(m.metadata.dst_node_id - 100), SETTINGS))
+    return replies
+
+
+@pytest.mark.parametrize("weighting, step, loss", [("examples", 0.625, 2.5),
+                                                    ("uniform", 0.5, 2.0)])  # fmt: skip
+def test_the_server_step_and_loss_weigh_replies_by_examples_or_uniformly(
+    weighting: str, step: float, loss: float,
+) -> None:
+    # Deltas 0.25 and 0.75 at weight 0, 10 and 30 examples, losses 1 and 3:
+    # by examples (2.5 + 22.5) / 40 = 0.625 and loss (10 + 90) / 40 = 2.5; uniform 0.5, 2.
+    settings = dataclasses.replace(SETTINGS, vote_weighting=weighting)
+    strategy = _strategy(topk, {1: [0, 1]}, settings).strategy
+    net = strategy.net
+    deltas = []
+    for value in (0.25, 0.75):
+        d = [np.zeros(n, np.float32) for n in net.sizes]
+        d[0][0] = value
+        deltas.append(d)
+    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    arrays, metrics = strategy.aggregate_train(1, _hand_replies(strategy, sent, deltas,
+                                                                [10, 30], [1.0, 3.0]))
+    assert strategy.rejected == 0 and metrics["train-loss"] == pytest.approx(loss)
+    new = arrays.to_numpy_ndarrays()
+    assert new[0][0] == np.float32(net.initial[0][0] + np.float32(step))
+    assert np.array_equal(new[0][1:], net.initial[0][1:])
+    assert all(np.array_equal(a, strategy.replica.state[i]) for i, a in enumerate(new))
+
+
+def test_topk_refuses_values_that_do_not_match_the_kept_count() -> None:
+    from pemn_fl.codec import MaskPayloadError
+
+    net, settings = _tiny_net(), dataclasses.replace(SETTINGS, topk_fraction=0.5)
+    fields, residual = topk.encode_up(settings, net, [np.array([1, -4, 2, 0], np.float32)],
+                                      None, 1)  # fmt: skip
+    assert topk.decode(settings, net, fields, 1)[0].tolist() == [0, -4, 2, 0]  # k = 2 of 4
+    assert residual[0].tolist() == [1, 0, 0, 0]
+    with pytest.raises(MaskPayloadError, match="bytes of values for 2 kept"):
+        topk.decode(settings, net, {**fields, "values": fields["values"][:4]}, 1)
+
+
+def test_topk_keeps_at_least_one_and_at_most_every_weight() -> None:
+    kept, rest = topk.sparsify([np.array([0.5, -2.0, 1.0], np.float32)], 0.01)  # ceil -> 1
+    assert kept[0].tolist() == [0, 1, 0] and rest[0].tolist() == [0.5, 0.0, 1.0]
+    kept, rest = topk.sparsify([np.array([0.5, -2.0, 1.0], np.float32)], 1.0)
+    assert kept[0].tolist() == [1, 1, 1] and rest[0].tolist() == [0.0, 0.0, 0.0]
