@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from flwr.app.metadata import validate_message_type
 
@@ -57,3 +59,85 @@ def test_mask_methods_keep_their_state_apart() -> None:
     keys = {name: pemn.state_keys(name) for name in ("pemn", "pemn_wide")}
     assert keys["pemn"] == ("pemn-global", "pemn-global-id", "pemn-scores")  # as before
     assert not set(keys["pemn"]) & set(keys["pemn_wide"])
+
+
+def test_method_names_must_be_identifiers_and_name_their_message_type() -> None:
+    from pemn_fl.methods import Method
+
+    method = get("topk")
+    assert method.message_type == "train.topk"
+    with pytest.raises(ValueError, match="Python identifier"):
+        Method(name="top-k", label="x", client_step=method.client_step, server=method.server,
+               num_params=method.num_params)  # fmt: skip
+
+
+def test_the_registry_order_is_the_table_order() -> None:
+    assert names() == ("pemn", "fedavg", "evolve", "evolve_dither", "evolve_lattice",
+                       "evolve_momentum", "pemn_wide", "fedpm", "fedpm_bayes", "signsgd",
+                       "qsgd", "topk")  # fmt: skip
+    assert list(registry()) == list(names())
+
+
+def test_a_plugin_method_is_a_dotted_module_with_a_method_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pemn_fl.methods import is_plugin
+
+    assert is_plugin("plugs.mine") and not is_plugin("pemn")
+    pkg = tmp_path / "plugs"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "ok.py").write_text("import dataclasses\nfrom pemn_fl.methods import get\n"
+                               "METHOD = dataclasses.replace(get('topk'), name='mine', "
+                               "label='Mine')\n")  # fmt: skip
+    (pkg / "none.py").write_text("METHOD = 3\n")
+    (pkg / "clash.py").write_text("from pemn_fl.methods import get\nMETHOD = get('topk')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert get("plugs.ok").label == "Mine"
+    with pytest.raises(KeyError, match="has no METHOD of type"):
+        get("plugs.none")
+    with pytest.raises(KeyError, match="is a built-in method's"):
+        get("plugs.clash")
+    with pytest.raises(KeyError, match="cannot import module plugs.absent"):
+        get("plugs.absent")
+
+
+def test_num_examples_must_be_an_integer_within_the_training_set() -> None:
+    from flwr.app import MetricRecord
+
+    from pemn_fl.methods.base import num_examples_of
+
+    for good in (0, 7, 100, 7.0):
+        assert num_examples_of(MetricRecord({"num-examples": good}), 100) == good
+    for bad in (-1, 101, 2.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"not an integer in \[0, 100\]"):
+            num_examples_of(MetricRecord({"num-examples": bad}), 100)
+
+
+def test_partition_of_reads_the_node_config() -> None:
+    from flwr.app import Context, RecordDict
+
+    from pemn_fl.methods.base import partition_of
+
+    ctx = Context(run_id=1, node_id=5, node_config={"partition-id": 3, "num-partitions": 8},
+                  state=RecordDict(), run_config={})  # fmt: skip
+    assert partition_of(ctx) == (3, 8)
+
+
+def test_trim_votes_leaves_the_outliers_out_and_counts_them() -> None:
+    import numpy as np
+
+    from pemn_fl.methods.base import trim_votes
+
+    masks = [[np.array([1, 1, 0, 0])], [np.array([1, 1, 0, 0])], [np.array([0, 0, 1, 1])],
+             [np.array([1, 1, 0, 0])]]  # fmt: skip
+    assert trim_votes(["a", "b", "c", "d"], masks, 0.25, 1) == (["a", "b", "d"], 1)
+    assert trim_votes(["a", "b", "c", "d"], masks, 0.0, 1) == (["a", "b", "c", "d"], 0)
+    assert trim_votes([], [], 0.5, 1) == ([], 0)
+
+
+def test_server_evaluation_sends_and_reads_nothing() -> None:
+    from pemn_fl.methods.base import ServerEvaluation
+
+    assert list(ServerEvaluation().configure_evaluate(1, None, None, None)) == []  # type: ignore[arg-type]
+    assert ServerEvaluation().aggregate_evaluate(1, []) is None
