@@ -143,3 +143,80 @@ def test_simulation_polls_the_in_memory_superlink_every_10_ms() -> None:
     faster_is_kept = InMemoryGrid(factory, pull_interval=0.001)
     poll_faster(faster_is_kept)
     assert faster_is_kept.pull_interval == 0.001
+
+
+# -- known answers for the rest of the meter -----------------------------------------------
+class PushPullGrid(EchoGrid):
+    """``push_messages`` / ``pull_messages`` of a deployment's Grid, answering at once."""
+
+    def __init__(self, nodes: list[int], late: int | None = None) -> None:
+        super().__init__(nodes)
+        self.late, self.pushed = late, []
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        self.pushed = list(messages)
+        return [str(i) for i in range(len(self.pushed))]
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        from pemn_fl import faults
+
+        on_time = [m for m in self.pushed if m.metadata.dst_node_id != self.late]
+        replies = list(EchoGrid.send_and_receive(self, on_time))
+        for msg in self.pushed:
+            if msg.metadata.dst_node_id == self.late:
+                msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+                late = faults.late_reply(msg, 9.0, 1.0, straggler=False)
+                late.metadata.__dict__["_src_node_id"] = self.late
+                replies.append(late)
+        return replies
+
+
+def test_push_and_pull_are_counted_and_a_late_reply_is_dropped_uncounted() -> None:
+    grid = MeteredGrid(PushPullGrid([11, 12, 13], late=12))  # type: ignore[arg-type]
+    sent = _messages([11, 12, 13])
+    ids = list(grid.push_messages(sent))
+    replies = list(grid.pull_messages(ids))
+    traffic = grid.take()
+    assert [r.metadata.src_node_id for r in replies] == [11, 13]  # 12's reply came too late
+    assert (traffic.messages_down, traffic.messages_up, traffic.error_replies) == (3, 2, 0)
+    assert traffic.downlink_payload_bytes == 3 * 1000 and traffic.uplink_payload_bytes == 200
+    assert len(traffic.late) == 1 and traffic.late[0][0] == 12
+    assert "past the 1 s round deadline" in traffic.late[0][1]
+    assert traffic.uplink_wire_bytes > traffic.uplink_bytes > 0
+    assert traffic.downlink_wire_bytes == traffic.model_downlink_wire_bytes > 0
+
+
+def test_an_error_reply_counts_as_a_message_with_its_reason_and_no_payload() -> None:
+    from pemn_fl.accounting import Traffic
+
+    sent = _messages([11])[0]
+    sent.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    reply = Message(FlowerError(code=0, reason="node died"), reply_to=sent)
+    reply.metadata.__dict__["_src_node_id"] = 11
+    traffic = Traffic()
+    traffic.add_up(reply)
+    assert (traffic.messages_up, traffic.error_replies, traffic.errors) == (1, 1, ["node died"])
+    assert traffic.uplink_payload_bytes == 0 and traffic.uplink_bytes == message_bytes(reply)
+    assert payload_bytes(reply) == 0
+
+
+def test_wire_meter_takes_the_bytes_since_the_last_take(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from pemn_fl.accounting import WireMeter
+
+    path = tmp_path / "meter.json"
+    meter = WireMeter(path)
+    assert meter.take() == {}  # no file yet: nothing
+    path.write_text(json.dumps({"bytes": {"uplink": 100, "downlink": 40}}))
+    assert meter.take() == {"uplink": 100, "downlink": 40}
+    path.write_text(json.dumps({"bytes": {"uplink": 150, "downlink": 40, "idle": 5}}))
+    assert meter.take() == {"uplink": 50, "downlink": 0, "idle": 5}
+    path.write_text("{torn")  # mid-replace: nothing new this time
+    assert meter.take() == {"uplink": 0, "downlink": 0, "idle": 0}
+    grid = MeteredGrid(EchoGrid([11]), wire_meter=meter)  # type: ignore[arg-type]
+    list(grid.send_and_receive(_messages([11])))
+    path.write_text(json.dumps({"bytes": {"uplink": 1150, "downlink": 2040, "idle": 5}}))
+    traffic = grid.take()  # measured wire bytes replace the model's; the model's kept beside
+    assert (traffic.uplink_wire_bytes, traffic.downlink_wire_bytes) == (1000.0, 2000.0)
+    assert traffic.model_uplink_wire_bytes > 0 and traffic.model_downlink_wire_bytes > 0

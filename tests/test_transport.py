@@ -1,0 +1,67 @@
+"""The transport model's arithmetic on hand-made constants (``tests/test_wire.py`` checks it
+against the proxy and Flower's objects; here each number is worked out by hand)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+
+from pemn_fl import transport as T
+
+pytestmark = pytest.mark.usefixtures("flower_identity")
+CALLS = ("pull-messages", "pull-object", "confirm-message-received", "push-messages",
+         "push-object")  # fmt: skip
+
+
+def test_a_call_is_both_headers_both_bodies_and_their_content_length_digits() -> None:
+    c = T.WireConstants({"x": 100.0}, {"x": 50.5})
+    # 100 + len("7") + 7 + 50.5 + len("1234") + 1234
+    assert c.call("x", 7, 1234) == 100 + 1 + 7 + 50.5 + 4 + 1234
+    assert c.call("x", 0, 0) == 100 + 1 + 50.5 + 1
+
+
+def test_fitted_constants_are_each_calls_mean_header() -> None:
+    meter = {"request_header_base": {"pull-object": {"100": 3, "110": 1}},
+             "response_header_base": {"pull-object": {"80": 1, "81": 1}}}  # fmt: skip
+    fitted = T.fit_constants(meter)
+    assert fitted.request_header == {"pull-object": 102.5}
+    assert fitted.response_header == {"pull-object": 80.5}
+
+
+def test_the_shipped_constants_cover_every_call_the_model_makes() -> None:
+    c = T.default_constants()
+    assert set(CALLS) <= set(c.request_header) and set(CALLS) <= set(c.response_header)
+    assert all(600 < c.request_header[k] < 1200 for k in CALLS)  # ~840 B of headers measured
+
+
+def _message() -> Message:
+    content = RecordDict({"a": ArrayRecord([np.zeros(10, np.float32)]),
+                          "c": ConfigRecord({"x": b"abc"})})  # fmt: skip
+    return Message(content=content, dst_node_id=11, message_type="train.x")
+
+
+def _headers_only(value: float) -> T.WireConstants:
+    return T.WireConstants(dict.fromkeys(CALLS, value), dict.fromkeys(CALLS, value))
+
+
+def test_each_call_costs_its_headers_once_each_way() -> None:
+    # Raising every header by 1000 B raises the total by 2000 B per call: downlink = pull-
+    # messages + one pull-object per object + confirm; the message, its RecordDict, 2 records,
+    # 1 array and its one chunk are 6 objects -> 8 calls.
+    msg = _message()
+    extra = T.downlink_wire_bytes(msg, _headers_only(1000)) - T.downlink_wire_bytes(
+        msg, _headers_only(0))  # fmt: skip
+    assert extra == 8 * 2000
+    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    reply = Message(content=_message().content, reply_to=msg)
+    reply.metadata.__dict__["_src_node_id"] = 11
+    stored: set[str] = set()
+    up = T.uplink_wire_bytes(reply, stored, _headers_only(1000)) - T.uplink_wire_bytes(
+        reply, set(), _headers_only(0))  # fmt: skip
+    assert up == (1 + 6) * 2000 and len(stored) == 6  # push-messages + one per object
+    # The same objects again in this round: only push-messages, every object already stored.
+    again = T.uplink_wire_bytes(reply, stored, _headers_only(1000)) - T.uplink_wire_bytes(
+        reply, set(stored), _headers_only(0))  # fmt: skip
+    assert again == 1 * 2000
