@@ -314,3 +314,83 @@ def test_a_noise_mask_keeps_exactly_the_density_and_is_seeded() -> None:
     again, _ = E.train_noise_mask(evolve.build(SETTINGS), weights, noise, x, y, cfg,
                                   density=0.05, seed=1)  # fmt: skip
     assert all(np.array_equal(a, b) for a, b in zip(masks, again, strict=True))
+
+
+def test_momentum_keeps_a_velocity_every_party_can_rebuild() -> None:
+    # beta = 0.5, a basis of ones, every level 1 over denom 1: the update is 1 per weight.
+    # Round 1: V = 0.5 * 0 + 1 = 1, W = W0 + 1; round 2: V = 0.5 * 1 + 1 = 1.5, W = W0 + 2.5.
+    net = evolve.network(SETTINGS)
+    scheme = evolve.Scheme(rule=evolve.counts_rule,
+                           basis=lambda s, r: [np.ones(n, np.float32) for n in net.sizes],
+                           momentum=lambda s: 0.5)  # fmt: skip
+    state = evolve.state_of(SETTINGS, scheme)
+    assert len(state) == 2 * len(net.sizes) and not any(v.any() for v in state[3:])
+    assert evolve.state_sizes(SETTINGS, scheme) == net.sizes + net.sizes
+    ones = evolve.Levels([np.ones(n, np.int16) for n in net.sizes], 1, 1)
+    for _ in range(2):
+        state = evolve.step(SETTINGS, scheme, state, 1, ones)
+    w0 = net.initial[0][:3]
+    np.testing.assert_allclose(state[0][:3], w0 + np.float32(2.5), rtol=1e-6)
+    assert state[3][:3].tolist() == [1.5, 1.5, 1.5]
+    assert evolve_momentum.SCHEME.momentum is not None
+    assert evolve_momentum.SCHEME.momentum(dataclasses.replace(SETTINGS, weight_momentum=0.7)
+                                           ) == 0.7  # fmt: skip
+    assert evolve_momentum.SCHEME.rule is evolve_dither.dither_rule
+
+
+def test_counts_rule_rounds_example_weighted_fractions_to_k_steps() -> None:
+    # K = 3 valid replies: 0.5 of the weight -> round(1.5) = 2 (half to even), 0.1 -> 0.
+    upd = evolve.counts_rule([np.array([0.5, 0.1, 2 / 3, 1.0])], 3, SETTINGS, 1, {})
+    assert upd.levels[0].tolist() == [2, 0, 2, 3] and upd.levels[0].dtype == np.int16
+    assert (upd.denom, upd.max_level, upd.offset) == (3, 3, 0)
+
+
+def test_sigma_delta_steps_are_whole_and_carry_the_remainder() -> None:
+    # f = 0.4 each round: A = 0.4, 0.8, 1.2, 1.6, 2.0 -> steps 0, 1, 0, 1, 0 (A - S rounds).
+    state: dict = {}
+    steps = []
+    for r in range(1, 6):
+        upd = evolve_lattice.sigma_delta_rule([np.array([0.4, -1.0])], 2, SETTINGS, r, state)
+        assert (upd.denom, upd.max_level, upd.offset) == (1, 4, 2)
+        steps.append((upd.levels[0] - upd.offset).tolist())
+    assert [s[0] for s in steps] == [0, 1, 0, 1, 0]
+    assert [s[1] for s in steps] == [-1] * 5
+    assert state["sent"][0].tolist() == [2, -5]
+
+
+@pytest.mark.parametrize("weighting, level, loss", [("examples", 2, 2.5), ("uniform", 1, 2.0)])
+def test_the_server_weighs_votes_by_examples_or_uniformly(weighting: str, level: int,
+                                                          loss: float) -> None:  # fmt: skip
+    # Two replies: node 0 votes for edge 0 only (30 examples, loss 3), node 1 for nothing
+    # (10 examples, loss 1). By examples the fraction is 0.75 -> level round(1.5) = 2 of K = 2,
+    # so W moves by N_1 * 2 / 2; uniformly 0.5 -> level 1, W moves by N_1 / 2.
+    from flwr.app import MetricRecord, RecordDict
+
+    from pemn_fl.levels_codec import encode_levels
+
+    settings = dataclasses.replace(SETTINGS, vote_weighting=weighting)
+    side = H.scheduled(evolve, settings, PARTITIONS, {1: [0, 1]})
+    strategy, net = side.strategy, evolve.network(settings)
+    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    replies = []
+    for m, (vote, n, train_loss) in zip(sent, [(1, 30, 3.0), (0, 10, 1.0)], strict=True):
+        mask = [np.zeros(s, np.int16) for s in net.sizes]
+        mask[0][0] = vote
+        payload = encode_levels(mask, fingerprint=net.fingerprint, tag=1, max_level=1)
+
+        def answer(msg: Message, ctx: Context, s: RunSettings, p: bytes = payload, n: int = n,
+                   lo: float = train_loss) -> Message:  # fmt: skip
+            return Message(content=RecordDict({"update": ConfigRecord({"mask": p}),
+                                               "metrics": MetricRecord({"num-examples": n,
+                                                                        "train-loss": lo})}),
+                           reply_to=msg)  # fmt: skip
+
+        replies.append(H.deliver(m, answer, _context(m.metadata.dst_node_id - 100), settings))
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert strategy.rejected == 0 and metrics["train-loss"] == pytest.approx(loss)
+    n1 = evolve.noise(settings, 1)
+    moved = strategy.weights[0] - net.initial[0]
+    np.testing.assert_allclose(moved[0], n1[0][0] * level / 2, rtol=1e-5)
+    assert not moved[1:].any()
+    assert all(np.array_equal(w, w0)
+               for w, w0 in zip(strategy.weights[1:], net.initial[1:], strict=True))
