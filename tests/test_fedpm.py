@@ -215,3 +215,79 @@ def test_fedpm_bayes_posterior_counts_exactly_the_samples_the_clients_drew(
                                strict=True):  # fmt: skip
         assert alpha.tolist() == np.where(qi == 1, 4.5, 1.0).tolist()
         assert beta.tolist() == np.where(qi == 1, 1.0, 4.5).tolist()
+
+
+def test_fedpm_resets_its_beta_prior_every_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Clients whose trained probabilities are exactly 0 or 1 send a known sample m = q.
+    # Round 1, two clients with q = 0, 1, 0, 1, ...: theta = (1 + 2q) / (2 + 2) = 1/4 or 3/4.
+    # Round 2, one client: the prior is reset, theta = (1 + q) / 3 = 1/3 or 2/3.
+    net = evolve.network(SETTINGS)
+    q = [(np.arange(n) % 2).astype(np.float64) for n in net.sizes]
+    monkeypatch.setattr(fedpm, "local_round", lambda settings, theta, pid, n, r: (q, 0.5, 10))
+    strategy = _strategy(fedpm, {1: [0, 1], 2: [2]}).strategy
+    contexts = {p: _context(p) for p in range(PARTITIONS)}
+    for r, expected in ((1, (0.25, 0.75)), (2, (1 / 3, 2 / 3))):
+        sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
+        replies = [_deliver(m, fedpm.METHOD.client_step, contexts[m.metadata.dst_node_id - 100])
+                   for m in sent]  # fmt: skip
+        arrays, metrics = strategy.aggregate_train(r, replies)
+        assert strategy.rejected == 0 and metrics["train-loss"] == pytest.approx(0.5)
+        for got, qi in zip(arrays.to_numpy_ndarrays(), q, strict=True):
+            np.testing.assert_allclose(got, np.where(qi == 1, expected[1], expected[0]),
+                                       rtol=1e-6)  # fmt: skip
+
+
+def test_a_fedpm_client_refuses_probabilities_that_do_not_fit() -> None:
+    from flwr.app import ArrayRecord, RecordDict
+
+    net = evolve.network(SETTINGS)
+    for probs in ([np.full(n, 0.5, np.float32) for n in net.sizes[:-1]],  # a layer missing
+                  [np.full(n, 1.5, np.float32) for n in net.sizes],
+                  [np.full(n, np.nan, np.float32) for n in net.sizes],
+                  [np.full(n, -0.1, np.float32) for n in net.sizes]):  # fmt: skip
+        msg = Message(content=RecordDict({"config": ConfigRecord({"server-round": 1}),
+                                          "probs": ArrayRecord(probs)}),
+                      dst_node_id=100, message_type="train.fedpm")  # fmt: skip
+        with pytest.raises(RuntimeError, match="rejected the downlink"):
+            fedpm.METHOD.client_step(msg, _context(0), SETTINGS)
+
+
+def test_the_evaluated_network_of_0_1_probabilities_is_that_mask() -> None:
+    from flwr.app import ArrayRecord
+
+    net = evolve.network(SETTINGS)
+    mask = [(np.arange(n) % 3 == 0).astype(np.float32) for n in net.sizes]
+    arrays = ArrayRecord(mask)
+    assert all(np.array_equal(s, m) for s, m in zip(fedpm.sampled_mask(arrays), mask,
+                                                     strict=True))  # fmt: skip
+    compacted = fedpm.compact(SETTINGS, arrays).to_numpy_ndarrays()
+    assert all(c.dtype == np.float32 and np.array_equal(c, m)
+               for c, m in zip(compacted, mask, strict=True))  # fmt: skip
+    model = evolve.build(SETTINGS)
+    fedpm.install_sampled(model, list(net.initial), arrays)
+    installed = [p.detach().numpy().reshape(-1) for p in model.parameters()]
+    for got, w0, m in zip(installed, net.initial, mask, strict=True):
+        assert np.array_equal(got, w0 * m)
+
+
+def test_probability_helpers_by_hand() -> None:
+    assert PM.posterior_mean([np.array([3.0, 1.0])], [np.array([1.0, 3.0])])[0].tolist() == [
+        0.75, 0.25]  # fmt: skip
+    eps = PM.EPS
+    got = PM.logits([np.array([0.0, 0.5, 1.0])])[0]
+    edge = np.log((1 - eps) / eps)
+    np.testing.assert_allclose(got, [-edge, 0.0, edge], rtol=1e-6)
+    assert PM.sample([np.array([0.0, 1.0, 0.0, 1.0])], seed=3)[0].tolist() == [0, 1, 0, 1]
+    half = PM.sample([np.full(20_000, 0.5)], seed=3)[0]
+    assert half.dtype == np.uint8 and 0.48 < half.mean() < 0.52
+    assert fedpm_bayes.theta_of([np.array([3.0]), np.array([1.0])])[0].tolist() == [0.75]
+
+
+@pytest.mark.parametrize("k", [0, fedpm_bayes.MAX_VOTES + 1])
+def test_fedpm_bayes_refuses_a_vote_count_outside_its_bounds(k: int) -> None:
+    from pemn_fl.codec import MaskPayloadError
+
+    apply = fedpm_bayes.apply_round(SETTINGS)
+    state = fedpm_bayes.initial_state(SETTINGS)
+    with pytest.raises(MaskPayloadError, match="vote count"):
+        apply(state, 1, {"counts": b"", "k": k})
