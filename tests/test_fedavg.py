@@ -1,0 +1,86 @@
+"""FedAvg's server on hand-made replies whose average is known (no client training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from pemn_fl.config import RunSettings
+from pemn_fl.methods import fedavg
+from pemn_fl.sampling import RoundSampler
+
+pytestmark = pytest.mark.usefixtures("flower_identity")
+NODES = {0: 11, 1: 12, 2: 13, 3: 14}
+
+
+def _strategy(robust: str = "none") -> fedavg.SampledFedAvg:
+    settings = RunSettings(dataset="synthetic", model="mlp", robust=robust)
+    return fedavg.sampled_strategy(settings, RoundSampler(NODES, 1.0, seed=0), max_examples=100)
+
+
+def _round(strategy: fedavg.SampledFedAvg, replies: list[tuple[list[float], int]],
+           extra: dict[int, Message] | None = None) -> tuple[ArrayRecord | None, int]:
+    """Round 1 on a one-tensor model ``w`` = (0, 0); node i answers ``replies[i]``."""
+    sent = list(strategy.configure_train(
+        1, ArrayRecord({"w": Array(np.zeros(2, np.float32))}), ConfigRecord(), None))  # type: ignore[arg-type]
+    out = []
+    for msg, (w, n) in zip(sent, replies, strict=False):
+        content = RecordDict({"arrays": ArrayRecord({"w": Array(np.array(w, np.float32))}),
+                              "metrics": MetricRecord({"num-examples": n, "train-loss": 1.0})})
+        out.append(Message(content=content, reply_to=msg))
+    for node, msg in (extra or {}).items():
+        out.append(msg(sent[node]) if callable(msg) else msg)
+    arrays, _ = strategy.aggregate_train(1, out)
+    return arrays, strategy.rejected
+
+
+def test_the_downlink_names_the_round_and_goes_to_the_sampled_nodes() -> None:
+    strategy = _strategy()
+    sent = list(strategy.configure_train(
+        3, ArrayRecord({"w": Array(np.zeros(2, np.float32))}), ConfigRecord(), None))  # type: ignore[arg-type]
+    assert sorted(m.metadata.dst_node_id for m in sent) == [11, 12, 13, 14]
+    assert all(m.metadata.message_type == "train.fedavg" for m in sent)
+    assert all(m.content["config"]["server-round"] == 3 for m in sent)
+
+
+def test_fedavg_is_the_example_weighted_mean() -> None:
+    # (10 * (1, 2) + 30 * (3, 6)) / 40 = (2.5, 5)
+    arrays, rejected = _round(_strategy(), [([1, 2], 10), ([3, 6], 30)])
+    assert rejected == 0 and arrays["w"].numpy().tolist() == [2.5, 5.0]
+
+
+def test_a_reply_of_another_shape_or_with_a_nan_is_refused_and_the_rest_averaged() -> None:
+    def wrong_shape(to: Message) -> Message:
+        content = RecordDict({"arrays": ArrayRecord({"w": Array(np.zeros(3, np.float32))}),
+                              "metrics": MetricRecord({"num-examples": 5})})  # fmt: skip
+        return Message(content=content, reply_to=to)
+
+    def not_finite(to: Message) -> Message:
+        nan = Array(np.array([np.nan, 1], np.float32))
+        content = RecordDict({"arrays": ArrayRecord({"w": nan}),
+                              "metrics": MetricRecord({"num-examples": 5})})  # fmt: skip
+        return Message(content=content, reply_to=to)
+
+    def too_many_examples(to: Message) -> Message:
+        content = RecordDict({"arrays": ArrayRecord({"w": Array(np.ones(2, np.float32))}),
+                              "metrics": MetricRecord({"num-examples": 101})})  # fmt: skip
+        return Message(content=content, reply_to=to)
+
+    arrays, rejected = _round(_strategy(), [([1, 2], 10)],
+                              {1: wrong_shape, 2: not_finite, 3: too_many_examples})
+    assert rejected == 3 and arrays["w"].numpy().tolist() == [1.0, 2.0]
+    arrays, rejected = _round(_strategy(), [], {0: wrong_shape})
+    assert arrays is None and rejected == 1  # nothing valid: the model stays as it is
+
+
+def test_robust_strategies_are_the_median_and_the_trimmed_mean() -> None:
+    replies = [([0, 0], 10), ([1, 10], 10), ([2, 20], 10), ([100, -50], 10)]
+    median, _ = _round(_strategy("median"), replies)
+    assert median["w"].numpy().tolist() == [1.5, 5.0]  # coordinate-wise median of 4
+    assert isinstance(_strategy("trimmed-mean"), fedavg.SampledFedTrimmedAvg)
+    trimmed, _ = _round(_strategy("trimmed-mean"), replies)
+    # TRIM = 0.2 of 4 values cuts int(0.8) = 0 at each end: the plain mean here.
+    assert fedavg.TRIM == 0.2
+    assert trimmed["w"].numpy().tolist() == [25.75, -5.0]
+    assert type(_strategy()) is fedavg.SampledFedAvg
