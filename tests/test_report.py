@@ -354,3 +354,19 @@ def test_plot_of_several_runs_tags_each_curve_and_draws_no_target(
     assert ax.get_title() == "two" and "wire level" in ax.get_xlabel()
     # wire bytes are 3x the message bytes in these rows
     assert ax.get_lines()[0].get_xdata().tolist() == [3.75, 7.5]
+
+
+def test_a_run_of_one_round_counts_one_round() -> None:
+    frame = _big_book().frame()
+    s = summarize(frame[frame["round"] <= 1], level="message")
+    assert s["methods"]["pemn"]["rounds"] == 1 and s["methods"]["fedavg"]["rounds"] == 1
+    assert s["methods"]["pemn"]["median_uplink_bits_per_param_after_round_1"] is None
+
+
+def test_the_table_tells_every_method_its_target_whatever_the_order() -> None:
+    # FedAvg first in the run: the methods after it still get their line.
+    frame = _big_book().frame()
+    fedavg_first = pd.concat([frame[frame["method"] == "fedavg"], frame[frame["method"] == "pemn"]])
+    lines = summary_table(summarize(fedavg_first, level="message")).split("\n")
+    assert "PEMN-FL (masks) never reached the target" in lines
+    assert not any(line.startswith("FedAvg (dense floats) never") for line in lines)
