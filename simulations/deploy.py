@@ -112,11 +112,34 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-class Processes:
-    """The processes this command started, stopped by PID however the command ends."""
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
 
-    def __init__(self) -> None:
+
+def still_running(pid_file: Path) -> list[int]:
+    """PIDs from ``pid_file`` that still run the command recorded for them (a deploy
+    command killed with SIGKILL leaves its Flower processes running on the database)."""
+    try:
+        recorded = json.loads(pid_file.read_text())
+    except (OSError, ValueError):
+        return []
+    return [int(r["pid"]) for r in recorded if r.get("cmd") and r["cmd"] in _cmdline(int(r["pid"]))]
+
+
+class Processes:
+    """The processes this command started, stopped by PID however the command ends.
+
+    With ``pid_file``, their PIDs and commands are written there as they start, so that a
+    later ``--resume`` can tell whether any of them outlived this command.
+    """
+
+    def __init__(self, pid_file: Path | None = None) -> None:
         self.started: list[subprocess.Popen] = []
+        self.pid_file = pid_file
 
     def start(self, cmd: list[str], log: Path, **kwargs: object) -> subprocess.Popen:
         # Its own process group (id = its PID), so that it and what it starts in that group
@@ -124,6 +147,10 @@ class Processes:
         proc = subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT,
                                 start_new_session=True, **kwargs)  # type: ignore[call-overload]  # fmt: skip
         self.started.append(proc)
+        if self.pid_file is not None:
+            self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+            self.pid_file.write_text(json.dumps(
+                [{"pid": p.pid, "cmd": " ".join(map(str, p.args[:2]))} for p in self.started]))
         return proc
 
     @staticmethod
@@ -182,6 +209,10 @@ class Layout:
         return self.state / "secure"
 
     @property
+    def pids(self) -> Path:  # the processes of the deploy command that owns this state
+        return self.state / "pids.json"
+
+    @property
     def home(self) -> Path:  # FLWR_HOME of every process: config.toml, installed app bundles
         return self.state / "flwr-home"
 
@@ -210,7 +241,7 @@ class Deployment:
 
     def __init__(self, plan: Plan, layout: Layout, timeout: float) -> None:
         self.plan, self.layout, self.timeout = plan, layout, timeout
-        self.procs = Processes()
+        self.procs = Processes(layout.pids)
         self.port = free_port()
         self.level = "tls" if plan.secure else "http"
         self.meter = (layout.out / "wire-meter.json").resolve()  # the ServerApp's cwd differs
@@ -534,6 +565,10 @@ def resumed_plan(args: object, parser_defaults: dict[str, object]) -> tuple[Plan
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SettingsError(f"--resume {out}: no readable config.json of a simulations.deploy "
                             f"run there ({type(exc).__name__}: {exc})") from None  # fmt: skip
+    if running := still_running(Layout(out).pids):
+        raise SettingsError(f"--resume {out}: processes of the earlier deploy command still run "
+                            f"(PIDs {', '.join(map(str, running))}); stop them first, e.g. "
+                            f"kill -- -{running[0]}")  # fmt: skip
     if not (Layout(out).server_checkpoint / "server.pkl").is_file():
         raise SettingsError(f"--resume {out}: no server checkpoint in {Layout(out).state} (the "
                             "run finished, or stopped before its first round ended)")  # fmt: skip

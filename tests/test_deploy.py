@@ -47,7 +47,10 @@ def deployed(out: Path, *extra: str) -> pd.DataFrame:
 def assert_same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert list(a["method"]) == list(b["method"]) and list(a["round"]) == list(b["round"])
     for col in SAME:
-        assert list(a[col]) == pytest.approx(list(b[col]), abs=1e-9), col
+        # The loss is a float32 mean whose summation order depends on torch's threads,
+        # which differ between the simulator and a deployment: equal to float32 rounding.
+        tolerance = {"rel": 1e-5} if col == "loss" else {"abs": 1e-9}
+        assert list(a[col]) == pytest.approx(list(b[col]), **tolerance), col
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +231,24 @@ def test_the_app_bundle_holds_the_package_not_the_deploy_tools() -> None:
     assert "pemn_fl/server_app.py" in names and "pemn_fl/client_app.py" in names
     assert not [n for n in names if "wireproxy" in n or n.startswith(("simulations/", "tests/"))]
     assert {n.split("/")[0] for n in names} == {"pemn_fl", "pyproject.toml", ".info"}
+
+
+def test_resume_refuses_while_the_earlier_deployment_still_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    layout = D.Layout(run)
+    (layout.server_checkpoint).mkdir(parents=True)
+    (layout.server_checkpoint / "server.pkl").write_bytes(b"")
+    config = {"engine": "deployment", "nodes": 2, "settings": {"num-server-rounds": 2}}
+    (run / "config.json").write_text(json.dumps(config))
+    procs = D.Processes(layout.pids)  # as a deploy command killed with SIGKILL leaves them
+    survivor = procs.start([sys.executable, "-c", "import time; time.sleep(120)"],
+                           tmp_path / "log.txt")  # fmt: skip
+    try:
+        assert D.main(["--resume", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"still run (PIDs {survivor.pid})" in err and err.count("\n") == 1
+    finally:
+        procs.stop()
+    assert D.still_running(layout.pids) == []  # stopped: a resume may go ahead
