@@ -30,6 +30,7 @@ finishes. Options are otherwise those of ``simulations.run`` (``--clients`` is r
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import dataclasses
@@ -165,6 +166,7 @@ class Processes:
         """SIGKILL ``proc`` and everything under it at once (a machine that dies)."""
         self._signal(proc, signal.SIGKILL, descendants(proc.pid))
         proc.wait()
+        self.started.remove(proc)  # reaped: its PID may be reused, never signal it again
 
     def stop(self) -> None:
         trees = {proc.pid: descendants(proc.pid) for proc in self.started}
@@ -541,11 +543,8 @@ def deploy(settings: RunSettings, nodes: int, out: Path, timeout: float,
     return out
 
 
-DEPLOY_OPTIONS = ("nodes", "timeout", "kill_node_after", "kill_superlink_after", "secure",
-                  "unauthorized_nodes", "nodes_without_ca", "keep_state")  # fmt: skip
-
-
-def resumed_plan(args: object, parser_defaults: dict[str, object]) -> tuple[Plan, Path]:
+def resumed_plan(args: argparse.Namespace,
+                 parser_defaults: dict[str, object]) -> tuple[Plan, Path]:  # fmt: skip
     """``--resume DIR``: the plan from DIR/config.json; any other setting is an error."""
     given = [k for k, v in vars(args).items() if k not in ("resume", "quiet", "timeout",
              "keep_state", "clients") and v != parser_defaults.get(k)]  # fmt: skip
@@ -553,7 +552,7 @@ def resumed_plan(args: object, parser_defaults: dict[str, object]) -> tuple[Plan
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise SettingsError(f"--resume takes its settings from the deployment's config.json; "
                             f"drop {flags}")  # fmt: skip
-    out: Path = args.resume  # type: ignore[attr-defined]
+    out: Path = args.resume
     try:
         config = json.loads((out / "config.json").read_text())
         if config.get("engine") != "deployment":
@@ -575,18 +574,16 @@ def resumed_plan(args: object, parser_defaults: dict[str, object]) -> tuple[Plan
     return plan, out
 
 
-def check_options(args: object) -> None:
+def check_options(args: argparse.Namespace) -> None:
     """Bad combinations, each one ``error:`` line (before anything starts)."""
-    a = args
-    if a.nodes < 1:  # type: ignore[attr-defined]
-        raise SettingsError(f"--nodes {a.nodes}: need at least 1 node")  # type: ignore[attr-defined]
-    intruders = a.unauthorized_nodes or a.nodes_without_ca  # type: ignore[attr-defined]
-    if intruders and not a.secure:  # type: ignore[attr-defined]
+    if args.nodes < 1:
+        raise SettingsError(f"--nodes {args.nodes}: need at least 1 node")
+    if (args.unauthorized_nodes or args.nodes_without_ca) and not args.secure:
         raise SettingsError("--unauthorized-nodes and --nodes-without-ca test the SuperLink's "
                             "authentication and TLS: they need --secure")  # fmt: skip
-    if min(a.unauthorized_nodes, a.nodes_without_ca) < 0:  # type: ignore[attr-defined]
+    if min(args.unauthorized_nodes, args.nodes_without_ca) < 0:
         raise SettingsError("--unauthorized-nodes and --nodes-without-ca count nodes: >= 0")
-    if a.kill_superlink_after is not None and a.kill_node_after is not None:  # type: ignore[attr-defined]
+    if args.kill_superlink_after is not None and args.kill_node_after is not None:
         raise SettingsError("--kill-superlink-after already kills SuperNode 0 with the "
                             "SuperLink; drop --kill-node-after")  # fmt: skip
 
