@@ -17,7 +17,7 @@ from pemn_fl.levels_codec import MAX_LEVEL
 from pemn_fl.models import MAX_PARAMETERS, MODELS, parameter_count
 from pemn_fl.partition import SCHEMES
 from pemn_fl.prototype import INITS, PrototypeSpec, PrototypeSpecError
-from pemn_fl.task import OPTIMIZERS, TrainConfig
+from pemn_fl.task import DEVICES, OPTIMIZERS, DeviceError, TrainConfig, resolve_device
 
 CLIENT_INITS = ("stateless", "stateful")
 VOTE_WEIGHTINGS = ("examples", "uniform")
@@ -85,6 +85,8 @@ class RunSettings:
     # Replies carry num-examples and train-loss inside the update record (one HTTP object
     # less per reply on a Flower 1.42 wire); FedAvg keeps Flower's own reply format.
     compact_replies: bool = False
+    # Where local training and server evaluation run: cpu, cuda or auto (CUDA if present).
+    device: str = "cpu"
     checkpoint_dir: str = ""  # clients save their state here each round, for --resume
     seed: int = 0
     min_nodes: int = 1
@@ -135,6 +137,11 @@ class RunSettings:
         _choice("robust", self.robust, ROBUST)
         _choice("bytes-level", self.bytes_level, BYTES_LEVELS)
         _choice("lr-schedule", self.lr_schedule, SCHEDULES)
+        _choice("device", self.device, DEVICES)
+        try:
+            resolve_device(self.device)
+        except DeviceError as exc:
+            raise SettingsError(str(exc)) from None
         if not 0.0 <= self.byzantine < 0.5:
             raise SettingsError(f"byzantine={self.byzantine!r}: the attacking share of clients "
                                 "must be in [0, 0.5)")  # fmt: skip
@@ -259,9 +266,13 @@ class RunSettings:
 
     def train_config(self, lr: float) -> TrainConfig:
         """Local training settings at learning rate ``lr`` (each method picks its own)."""
-        return TrainConfig(
-            epochs=self.local_epochs, batch_size=self.batch_size, lr=lr, optimizer=self.optimizer
-        )
+        return TrainConfig(epochs=self.local_epochs, batch_size=self.batch_size, lr=lr,
+                           optimizer=self.optimizer, device=self.torch_device)  # fmt: skip
+
+    @property
+    def torch_device(self) -> str:
+        """The device local training and evaluation run on (``device`` resolved here)."""
+        return resolve_device(self.device)
 
 
 def _coerce(key: str, value: object, type_name: object) -> object:

@@ -140,11 +140,13 @@ def train_noise_mask(
     """
     names = [n for n, _ in model.named_parameters()]
     shapes = [tuple(p.shape) for _, p in model.named_parameters()]
-    base = [torch.from_numpy(w).view(s) for w, s in zip(weights, shapes, strict=True)]
-    nz = [torch.from_numpy(n).view(s) for n, s in zip(noise, shapes, strict=True)]
-    init = torch.Generator().manual_seed(derived_seed(seed, "tie-break"))
+    device = cfg.device  # training only; the masks come back to the CPU
+    model.to(device)
+    base = [torch.from_numpy(w).view(s).to(device) for w, s in zip(weights, shapes, strict=True)]
+    nz = [torch.from_numpy(n).view(s).to(device) for n, s in zip(noise, shapes, strict=True)]
+    init = torch.Generator().manual_seed(derived_seed(seed, "tie-break"))  # drawn on the CPU
     centre = 0.5 if signed else 0.0  # signed: tie-breaks of both signs
-    scores = [((torch.rand(s, generator=init) - centre) * 1e-6).requires_grad_(True)
+    scores = [((torch.rand(s, generator=init) - centre) * 1e-6).to(device).requires_grad_(True)
               for s in shapes]  # fmt: skip
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
@@ -154,9 +156,12 @@ def train_noise_mask(
         }
         return functional_call(model, params, (batch,))
 
-    last = train_loop(model, forward, optimizer_for(scores, cfg), x, y, cfg, seed=seed)
+    try:
+        last = train_loop(model, forward, optimizer_for(scores, cfg), x, y, cfg, seed=seed)
+    finally:
+        model.to("cpu")
     masks = [
-        _select(s.detach(), density, signed).reshape(-1).numpy().astype(np.int8)
+        _select(s.detach().cpu(), density, signed).reshape(-1).numpy().astype(np.int8)
         for s in scores
     ]
     return masks, last

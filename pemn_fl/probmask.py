@@ -78,7 +78,8 @@ class _Bernoulli(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, p: torch.Tensor, generator: torch.Generator) -> torch.Tensor:  # noqa: ANN001
-        return torch.bernoulli(p.detach(), generator=generator)
+        # Drawn on the CPU generator whatever the device: the same seed, the same masks.
+        return torch.bernoulli(p.detach().cpu(), generator=generator).to(p.device)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
@@ -97,9 +98,11 @@ def train_prob_mask(
     """
     names = [n for n, _ in model.named_parameters()]
     shapes = [tuple(p.shape) for _, p in model.named_parameters()]
-    base = [torch.from_numpy(np.require(w, np.float32, "W")).view(s)  # W_0 is read-only
+    device = cfg.device  # training only; the probabilities come back to the CPU
+    model.to(device)
+    base = [torch.from_numpy(np.require(w, np.float32, "W")).view(s).to(device)  # W_0: read-only
             for w, s in zip(weights, shapes, strict=True)]  # fmt: skip
-    scores = [torch.from_numpy(s).view(shape).clone().requires_grad_(True)
+    scores = [torch.from_numpy(s).view(shape).clone().to(device).requires_grad_(True)
               for s, shape in zip(logits(theta), shapes, strict=True)]  # fmt: skip
     gen = torch.Generator().manual_seed(derived_seed(seed, "bernoulli"))
 
@@ -110,8 +113,12 @@ def train_prob_mask(
             params[name] = w * _Bernoulli.apply(p, gen)
         return functional_call(model, params, (batch,))
 
-    last = train_loop(model, forward, optimizer_for(scores, cfg), x, y, cfg, seed=seed)
-    trained = [torch.sigmoid(s.detach()).reshape(-1).numpy().astype(np.float64) for s in scores]
+    try:
+        last = train_loop(model, forward, optimizer_for(scores, cfg), x, y, cfg, seed=seed)
+    finally:
+        model.to("cpu")
+    trained = [torch.sigmoid(s.detach().cpu()).reshape(-1).numpy().astype(np.float64)
+               for s in scores]  # fmt: skip
     return trained, last
 
 

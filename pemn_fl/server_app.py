@@ -113,7 +113,7 @@ def _run_method(
             return None
         server_round += offset
         side.install(arrays)
-        loss, acc = evaluate(side.model, data.x_test, data.y_test)
+        loss, acc = evaluate(side.model, data.x_test, data.y_test, settings.torch_device)
         traffic = grid.take()
         if wire_model is not None:  # the transport model's figure, beside a measured one
             totals = wire_model.setdefault(method.name, [0.0, 0.0])

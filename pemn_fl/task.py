@@ -17,6 +17,29 @@ from torch import nn
 
 EVAL_BATCH = 500  # BN uses batch statistics at eval time: keep eval batches large and fixed.
 OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+class DeviceError(ValueError):
+    """``device=cuda`` where PyTorch sees no CUDA device."""
+
+
+def resolve_device(name: str) -> str:
+    """``auto``: CUDA when PyTorch sees a device, else the CPU; ``cuda`` without one is a
+    ``DeviceError`` (never a silent fall back: the user asked for the GPU).
+
+    Only local training and evaluation run there. Everything every party must agree on bit
+    for bit (prototypes, masks, votes, replicated updates, digests) is computed in numpy on
+    the CPU from what training returns, so a GPU client and a CPU client stay in step."""
+    if name == "cpu":
+        return "cpu"
+    available = torch.cuda.is_available()
+    if name == "cuda" and not available:
+        raise DeviceError("device='cuda': PyTorch sees no CUDA device here (a CPU-only torch, "
+                          "or no GPU); use --device auto or cpu")  # fmt: skip
+    if name not in DEVICES:
+        raise DeviceError(f"device={name!r}: use one of {', '.join(DEVICES)}")
+    return "cuda" if available else "cpu"
 
 
 @dataclass(frozen=True)
@@ -27,6 +50,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
+    device: str = "cpu"  # where the local steps run (``resolve_device``); results come back here
 
 
 def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,8 +77,15 @@ def optimizer_for(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.O
 def train(
     model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, seed: int = 0
 ) -> float:
-    """Train in place for ``cfg.epochs``; return the mean training loss of the last epoch."""
-    return train_loop(model, model, make_optimizer(model, cfg), x, y, cfg, seed=seed)
+    """Train in place for ``cfg.epochs``; return the mean training loss of the last epoch.
+
+    On ``cfg.device`` (the model goes there and comes back to the CPU, where everything after
+    training reads it)."""
+    model.to(cfg.device)
+    try:
+        return train_loop(model, model, make_optimizer(model, cfg), x, y, cfg, seed=seed)
+    finally:
+        model.to("cpu")
 
 
 def train_loop(
@@ -84,7 +115,8 @@ def train_loop(
             if len(idx) < 2 and seen > 0:
                 continue
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(forward(xt[idx]), yt[idx])
+            xb, yb = xt[idx].to(cfg.device), yt[idx].to(cfg.device)
+            loss = F.cross_entropy(forward(xb), yb)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
@@ -102,15 +134,22 @@ class TrainingDiverged(RuntimeError):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Return ``(mean loss, accuracy)`` on the given arrays, in fixed-size eval batches."""
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: str = "cpu"
+             ) -> tuple[float, float]:  # fmt: skip
+    """Return ``(mean loss, accuracy)`` on the given arrays, in fixed-size eval batches (on
+    ``device``; the model comes back to the CPU)."""
     xt, yt = _tensors(x, y)
+    model.to(device)
     model.eval()
     loss_sum, correct = 0.0, 0
-    for start in range(0, len(yt), EVAL_BATCH):
-        xb, yb = xt[start : start + EVAL_BATCH], yt[start : start + EVAL_BATCH]
-        logits = model(xb)
-        loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
-        correct += int((logits.argmax(1) == yb).sum())
+    try:
+        for start in range(0, len(yt), EVAL_BATCH):
+            xb = xt[start : start + EVAL_BATCH].to(device)
+            yb = yt[start : start + EVAL_BATCH].to(device)
+            logits = model(xb)
+            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+    finally:
+        model.to("cpu")
     n = max(1, len(yt))
     return loss_sum / n, correct / n

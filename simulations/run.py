@@ -126,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "to OUT (--resume OUT resumes the unfinished seed)")
     p.add_argument("--cpus-per-client", type=float, default=1.0,
                    help="Ray CPUs per client actor (2 cores -> 2 clients side by side)")
+    p.add_argument("--gpus-per-client", type=float, default=0.0,
+                   help="Ray GPUs per client actor (e.g. 0.25: four clients share a GPU); "
+                   "with --device cuda or auto")
+    p.add_argument("--device", default=d.device, choices=["cpu", "cuda", "auto"],
+                   help="where local training and server evaluation run (auto: CUDA if "
+                   "PyTorch sees a device, else the CPU)")
+    p.add_argument("--ray-address", default="", metavar="HOST:PORT",
+                   help="run the clients on an existing Ray cluster (ray start --head ...) "
+                   "instead of a private one on this machine")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default results/runs/<timestamp>)")
     p.add_argument("--overwrite", action="store_true",
@@ -155,22 +164,97 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         robust=args.robust, trim_votes=args.trim_votes, straggler_rate=args.straggler_rate,
         round_deadline=args.round_deadline,
         corrupt_rate=args.corrupt_rate, bytes_level=args.bytes_level,
-        lr_schedule=args.lr_schedule, compact_replies=args.compact_replies,
+        lr_schedule=args.lr_schedule, compact_replies=args.compact_replies, device=args.device,
         seed=args.seed, min_nodes=args.clients,
     )  # fmt: skip
 
 
-def check_cpus(cpus_per_client: float, available: int | None = None) -> None:
-    """A client's CPU share must fit on this machine: Ray would otherwise never place a single
-    client actor and the run would hang (``ActorPool is empty``)."""
-    available = available or os.cpu_count() or 1
-    if not (math.isfinite(cpus_per_client) and 0 < cpus_per_client <= available):
-        raise SettingsError(f"--cpus-per-client {cpus_per_client}: must be a number in (0, "
-                            f"{available}] (this machine has {available} CPUs)")  # fmt: skip
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """Where the Simulation Engine runs the clients: how many, with what resources, and on
+    which Ray cluster (none: a private one on this machine). Not an experiment setting (the
+    results do not depend on it), so it is not in ``RunSettings``; config.json keeps it for
+    ``--resume``."""
+
+    clients: int
+    cpus_per_client: float = 1.0
+    gpus_per_client: float = 0.0
+    ray_address: str = ""  # an existing cluster (``ray start --head``); "" = start one here
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Engine:
+        return cls(args.clients, args.cpus_per_client, args.gpus_per_client, args.ray_address)
+
+    @classmethod
+    def from_config(cls, config: dict[str, object]) -> Engine:
+        return cls(int(config["clients"]), float(config.get("cpus_per_client", 1.0)),  # type: ignore[arg-type]
+                   float(config.get("gpus_per_client", 0.0)),  # type: ignore[arg-type]
+                   str(config.get("ray_address", "")))  # fmt: skip
+
+    def config(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Resources Ray can grant: otherwise it never places a client actor and the run
+        hangs (``ActorPool is empty``). On a cluster of our own, this machine's CPUs and
+        GPUs bound them; an existing cluster is checked by Ray itself when we join it."""
+        if self.clients < 1:
+            raise SettingsError(f"--clients {self.clients}: need at least 1 client")
+        for flag, value in (("--cpus-per-client", self.cpus_per_client),
+                            ("--gpus-per-client", self.gpus_per_client)):  # fmt: skip
+            if not (math.isfinite(value) and value >= 0):
+                raise SettingsError(f"{flag} {value}: must be a finite number >= 0")
+        if self.cpus_per_client <= 0:
+            raise SettingsError(f"--cpus-per-client {self.cpus_per_client}: must be > 0")
+        if self.ray_address:
+            reach_cluster(self.ray_address)
+            return
+        cpus = os.cpu_count() or 1
+        if self.cpus_per_client > cpus:
+            raise SettingsError(f"--cpus-per-client {self.cpus_per_client}: must be a number "
+                                f"in (0, {cpus}] (this machine has {cpus} CPUs)")  # fmt: skip
+        if self.gpus_per_client > 0:
+            import torch
+
+            gpus = torch.cuda.device_count()
+            if self.gpus_per_client > gpus:
+                raise SettingsError(f"--gpus-per-client {self.gpus_per_client}: this machine "
+                                    f"has {gpus} GPU(s) PyTorch can use")  # fmt: skip
+
+    def backend_config(self) -> dict[str, object]:
+        """Flower's Simulation Engine backend config (Ray's ``init`` arguments)."""
+        init: dict[str, object] = {"logging_level": "ERROR", "log_to_driver": True}
+        if self.ray_address:
+            init["address"] = self.ray_address
+        return {"client_resources": {"num_cpus": self.cpus_per_client,
+                                     "num_gpus": self.gpus_per_client},
+                "init_args": init}  # fmt: skip
 
 
-def resumed(args: argparse.Namespace) -> tuple[Path, RunSettings, int, float]:
-    """``--resume DIR``: the run's directory, settings, clients and CPUs from its config.json.
+def reach_cluster(address: str, timeout: float = 5.0) -> None:
+    """A Ray head answers at ``address`` (HOST:PORT): Ray itself would retry for minutes
+    before failing with a long traceback, so a TCP connection is tried first."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise SettingsError(f"--ray-address {address}: give HOST:PORT of a Ray head, e.g. "
+                            "127.0.0.1:6379")  # fmt: skip
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise SettingsError(f"--ray-address {address}: no Ray cluster answers there "
+                            f"({exc.strerror or exc}); start one with `ray start --head "
+                            f"--port {port}` or drop --ray-address") from None  # fmt: skip
+
+
+def check_cpus(cpus_per_client: float) -> None:
+    """A client's CPU share must fit on this machine (``Engine.check``)."""
+    Engine(1, cpus_per_client).check()
+
+
+def resumed(args: argparse.Namespace) -> tuple[Path, RunSettings, Engine]:
+    """``--resume DIR``: the run's directory, settings and engine from its config.json.
 
     The checkpoint directory is the one inside DIR (the run may have been moved). Any other
     setting on the command line is an error: a resumed run is the same run.
@@ -186,8 +270,7 @@ def resumed(args: argparse.Namespace) -> tuple[Path, RunSettings, int, float]:
     try:
         config = json.loads((out / "config.json").read_text())
         settings = RunSettings.from_run_config(config["settings"])
-        clients = int(config["clients"])
-        cpus = float(config.get("cpus_per_client", 1.0))
+        engine = Engine.from_config(config)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SettingsError(f"--resume {out}: no readable config.json of a simulations.run "
                             f"run there ({type(exc).__name__}: {exc})") from None  # fmt: skip
@@ -204,7 +287,7 @@ def resumed(args: argparse.Namespace) -> tuple[Path, RunSettings, int, float]:
     C.finished_rows(out / "rounds.csv", settings.method_list, saved,
                     settings.num_server_rounds, COLUMNS)  # fmt: skip
     C.check_clients(checkpoints)
-    return out, dataclasses.replace(settings, checkpoint_dir=str(checkpoints)), clients, cpus
+    return out, dataclasses.replace(settings, checkpoint_dir=str(checkpoints)), engine
 
 
 LOCK_FILE = ".pemn-fl.lock"
@@ -293,8 +376,8 @@ def check_data(settings: RunSettings, clients: int) -> None:
     P.dense_model(settings)
 
 
-def simulate(settings: RunSettings, clients: int, cpus_per_client: float = 1.0,
-             progress: bool = True, out: Path | None = None, resume: bool = False,
+def simulate(settings: RunSettings, engine: Engine, progress: bool = True,
+             out: Path | None = None, resume: bool = False,
              ) -> tuple[object, dict[str, object]]:  # fmt: skip
     """Run the federation in Flower's Simulation Engine; return (RoundLog, summary)."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -339,11 +422,8 @@ def simulate(settings: RunSettings, clients: int, cpus_per_client: float = 1.0,
     run_simulation(
         server_app=server,
         client_app=build_client_app(settings.to_run_config()),
-        num_supernodes=clients,
-        backend_config={
-            "client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
-            "init_args": {"logging_level": "ERROR", "log_to_driver": True},
-        },
+        num_supernodes=engine.clients,
+        backend_config=engine.backend_config(),
     )
     bar.close()
     if "summary" not in holder:
@@ -351,7 +431,7 @@ def simulate(settings: RunSettings, clients: int, cpus_per_client: float = 1.0,
     return holder["book"], holder["summary"]  # type: ignore[return-value]
 
 
-def start(settings: RunSettings, clients: int, cpus: float, out: Path, overwrite: bool,
+def start(settings: RunSettings, engine: Engine, out: Path, overwrite: bool,
           extra: dict[str, object] | None = None) -> tuple[IO[str], RunSettings]:  # fmt: skip
     """Prepare and lock a fresh run directory; write its config.json first (so even a run
     that is killed says what it was). Returns the lock and the settings with the run's
@@ -360,26 +440,27 @@ def start(settings: RunSettings, clients: int, cpus: float, out: Path, overwrite
     checkpoints = (out / "checkpoint").resolve()
     shutil.rmtree(checkpoints, ignore_errors=True)  # never a stale one (--overwrite)
     settings = dataclasses.replace(settings, checkpoint_dir=str(checkpoints))
-    config = {"clients": clients, "cpus_per_client": cpus, "command": " ".join(sys.argv),
+    config = {**engine.config(), "command": " ".join(sys.argv),
               "settings": settings.to_run_config(), **(extra or {}),
               "versions": versions()}  # fmt: skip
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return lock, settings
 
 
-def execute(settings: RunSettings, clients: int, cpus: float, out: Path, resume: bool,
+def execute(settings: RunSettings, engine: Engine, out: Path, resume: bool,
             quiet: bool) -> int:  # fmt: skip
     """Run one simulation into ``out`` (prepared by ``start`` or a resume) and report it."""
     from pemn_fl.checkpoint import CheckpointError
     from pemn_fl.report import summary_table
     from pemn_fl.server_app import ProtocolError, write_outputs
 
+    clients = engine.clients
     print(f"pemn-fl: {clients} clients, {settings.num_server_rounds} rounds, "
           f"{settings.dataset}/{settings.model}, methods {settings.methods}, seed "
           f"{settings.seed} -> {out}" + (" (resumed)" if resume else ""))  # fmt: skip
     started = time.monotonic()
     try:
-        book, summary = simulate(settings, clients, cpus, not quiet, out, resume=resume)
+        book, summary = simulate(settings, engine, not quiet, out, resume=resume)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -418,7 +499,7 @@ def group_of(out: Path) -> list[int] | None:
 
 
 def run_seeds(args: argparse.Namespace, settings: RunSettings | None, seeds: list[int],
-              out: Path) -> int:  # fmt: skip
+              out: Path, group_engine: Engine | None = None) -> int:  # fmt: skip
     """``--seeds``: the same settings once per seed into ``out/seed-<s>/``, then the
     across-seeds summary (``pemn_fl.seeds``). Resumable: a finished seed is kept, a killed
     one resumed from its checkpoint, one that never finished a round started again."""
@@ -434,7 +515,7 @@ def run_seeds(args: argparse.Namespace, settings: RunSettings | None, seeds: lis
             if (run / "checkpoint" / "server.pkl").is_file():
                 resume_args = argparse.Namespace(**{**vars(build_parser().parse_args([])),
                                                     "resume": run})  # fmt: skip
-                run_out, run_settings, clients, cpus = resumed(resume_args)
+                run_out, run_settings, engine = resumed(resume_args)
                 lock = lock_out(run_out)
                 resume = True
             else:
@@ -442,16 +523,16 @@ def run_seeds(args: argparse.Namespace, settings: RunSettings | None, seeds: lis
                     config = json.loads((out / "config.json").read_text())
                     settings = RunSettings.from_run_config(
                         {**config["settings"], "checkpoint-dir": ""})
-                    args.clients, args.cpus_per_client = config["clients"], config[
-                        "cpus_per_client"]  # fmt: skip
-                lock, run_settings = start(dataclasses.replace(settings, seed=seed),
-                                           args.clients, args.cpus_per_client, run,
-                                           overwrite=True)  # fmt: skip
-                clients, cpus, resume = args.clients, args.cpus_per_client, False
+                    group_engine = Engine.from_config(config)
+                assert group_engine is not None  # a fresh group passes its engine
+                engine = group_engine
+                lock, run_settings = start(dataclasses.replace(settings, seed=seed), engine,
+                                           run, overwrite=True)  # fmt: skip
+                resume = False
         except (SettingsError, CheckpointError, OSError, ValueError, KeyError) as exc:
             print(f"error: seed {seed}: {exc}", file=sys.stderr)
             return 2
-        code = execute(run_settings, clients, cpus, run, resume, args.quiet)
+        code = execute(run_settings, engine, run, resume, args.quiet)
         lock.close()
         if code:
             return code
@@ -484,36 +565,33 @@ def main(argv: list[str] | None = None) -> int:
                                         "config.json; drop the other options")  # fmt: skip
                 lock = lock_out(args.resume)  # noqa: F841 - held until we exit
                 return run_seeds(args, None, group, args.resume)
-            out, settings, args.clients, args.cpus_per_client = resumed(args)
+            out, settings, engine = resumed(args)
             lock = lock_out(out)  # noqa: F841 - held until we exit
         else:
-            if args.clients < 1:
-                raise SettingsError(f"--clients {args.clients}: need at least 1 client")
-            check_cpus(args.cpus_per_client)
+            engine = Engine.from_args(args)
+            engine.check()
             settings = settings_from_args(args)
             if args.seeds is not None:
                 if args.seed != DEFAULTS.seed:
                     raise SettingsError("--seed and --seeds: give one of them")
                 seeds = parse_seeds(args.seeds)
-        check_data(settings, args.clients)
+        check_data(settings, engine.clients)
     except (SettingsError, DataError, PartitionError, ModelError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.resume is not None:
-        return execute(settings, args.clients, args.cpus_per_client, out, True, args.quiet)
+        return execute(settings, engine, out, True, args.quiet)
     out = args.out or Path("results/runs") / time.strftime("%Y%m%d-%H%M%S")
     try:
         if seeds is not None:  # the group directory: its config.json, then one run per seed
-            lock, _ = start(settings, args.clients, args.cpus_per_client, out, args.overwrite,
-                            extra={"seeds": seeds})  # fmt: skip
+            lock, _ = start(settings, engine, out, args.overwrite, extra={"seeds": seeds})
             shutil.rmtree(out / "checkpoint", ignore_errors=True)  # the seeds keep their own
-            return run_seeds(args, settings, seeds, out)
-        lock, settings = start(settings, args.clients, args.cpus_per_client, out,
-                               args.overwrite)  # fmt: skip
+            return run_seeds(args, settings, seeds, out, engine)
+        lock, settings = start(settings, engine, out, args.overwrite)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return execute(settings, args.clients, args.cpus_per_client, out, False, args.quiet)
+    return execute(settings, engine, out, False, args.quiet)
 
 
 if __name__ == "__main__":

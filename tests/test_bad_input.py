@@ -80,7 +80,7 @@ def test_deploy_refuses_resume_and_simulator_refuses_a_bad_bytes_level(tmp_path:
 
 
 @pytest.mark.parametrize(("argv", "words"), [
-    (["--cpus-per-client", "nan"], ["--cpus-per-client nan", "CPUs"]),
+    (["--cpus-per-client", "nan"], ["--cpus-per-client nan", "finite"]),
     (["--cpus-per-client", "inf"], ["--cpus-per-client inf"]),
     (["--cpus-per-client", "100"], ["--cpus-per-client 100.0", "this machine has"]),
     (["--dither-levels", "1000000"], ["dither-levels=1000000", "at most 4096"]),

@@ -171,7 +171,7 @@ def train_config(settings: RunSettings) -> TrainConfig:
     # Adam: scale-free, so the mask learned does not depend on the noise's magnitude.
     return TrainConfig(
         epochs=settings.local_epochs, batch_size=settings.batch_size, lr=settings.noise_lr,
-        optimizer="adam",
+        optimizer="adam", device=settings.torch_device,
     )  # fmt: skip
 
 

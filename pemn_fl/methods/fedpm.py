@@ -51,7 +51,7 @@ CONFIG, PROBS, UPDATE = M.CONFIG, "probs", M.UPDATE
 def train_config(settings: RunSettings, server_round: int = 1) -> TrainConfig:
     return TrainConfig(epochs=settings.local_epochs, batch_size=settings.batch_size,
                        lr=settings.scheduled(settings.pm_lr, server_round),
-                       optimizer="adam")  # fmt: skip
+                       optimizer="adam", device=settings.torch_device)  # fmt: skip
 
 
 def local_round(
