@@ -394,3 +394,17 @@ def test_the_server_weighs_votes_by_examples_or_uniformly(weighting: str, level:
     assert not moved[1:].any()
     assert all(np.array_equal(w, w0)
                for w, w0 in zip(strategy.weights[1:], net.initial[1:], strict=True))
+
+
+def test_the_straight_through_top_k_selects_forward_and_passes_the_gradient_back() -> None:
+    import torch
+
+    scores = torch.tensor([-3.0, 1.0, 0.5, 2.0], requires_grad=True)
+    # Half the edges: signed keeps the two largest |s| with their signs; unsigned the two
+    # largest s.
+    signed = E._TopK.apply(scores, 0.5, True)
+    assert signed.tolist() == [-1.0, 0.0, 0.0, 1.0]
+    unsigned = E._TopK.apply(scores, 0.5, False)
+    assert unsigned.tolist() == [0.0, 1.0, 0.0, 1.0]
+    (signed * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
+    assert scores.grad.tolist() == [1.0, 2.0, 3.0, 4.0]  # identity backward
