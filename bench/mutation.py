@@ -81,8 +81,10 @@ MODULES = [
     Module("compressed", ("pemn_fl/compressed.py",), ("tests/test_zoo.py",)),
     Module("codec", ("pemn_fl/codec.py",),
            ("tests/test_codec.py", "tests/test_fuzz.py", "tests/test_strategy.py")),
-    Module("methods/base", ("pemn_fl/methods/base.py", "pemn_fl/methods/__init__.py"),
-           ("tests/test_strategy.py", "tests/test_methods.py")),
+    Module("methods/base,messages,registry",
+           ("pemn_fl/methods/base.py", "pemn_fl/methods/messages.py",
+            "pemn_fl/methods/__init__.py"),
+           ("tests/test_strategy.py", "tests/test_methods.py", "tests/test_levers.py")),
     Module("methods/evolve*", ("pemn_fl/methods/evolve*.py",), ("tests/test_evolve.py",)),
     Module("methods/fedpm*", ("pemn_fl/methods/fedpm*.py",), ("tests/test_fedpm.py",)),
     Module("methods/signsgd,qsgd,topk",
@@ -461,6 +463,8 @@ def table(args: argparse.Namespace) -> int:
         lines.append(f"Not run yet: {', '.join(missing)}.")
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    _into_readme("table", "\n".join(lines))
+    _into_readme("equivalent", "\n".join(_equivalent_lines(equivalent, ran)))
     unjudged = [(r["module"], m["name"], _mutated_line(m.get("diff", "")))
                 for r in (json.loads((OUT / f"{_slug(n)}.json").read_text()) for n in
                           [m.name for m in MODULES if m.name in ran])
@@ -474,6 +478,32 @@ def table(args: argparse.Namespace) -> int:
         for module, name, line in unjudged:
             print(f"  {module}: {name}: {line}")
     return 0
+
+
+def _into_readme(section: str, text: str) -> None:
+    """Replace the generated ``section`` of ``results/mutation/README.md`` (between its
+    ``<!-- section -->`` and ``<!-- /section -->`` markers), if the README has one."""
+    readme = OUT / "README.md"
+    if not readme.exists():
+        return
+    body = readme.read_text()
+    start, end = f"<!-- {section} -->", f"<!-- /{section} -->"
+    if start in body and end in body:
+        head, rest = body.split(start, 1)
+        readme.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+
+
+def _equivalent_lines(equivalent: dict[str, dict], ran: set[str]) -> list[str]:
+    """The judged-equivalent survivors of the modules in the table, grouped by reason."""
+    records = [OUT / f"{_slug(m.name)}.json" for m in MODULES if m.name in ran]
+    by_why: dict[str, list[str]] = {}
+    for path in records:
+        for m in json.loads(path.read_text())["mutants"]:
+            j = equivalent.get(m["name"])
+            if j is not None and "diff" in m and j.get("line") == _mutated_line(m["diff"]):
+                short = m["name"].removeprefix("pemn_fl.")
+                by_why.setdefault(j["why"], []).append(f"`{short}` (`{j['line']}`)")
+    return [f"- {why}: {', '.join(names)}" for why, names in by_why.items()]
 
 
 def judge(args: argparse.Namespace) -> int:
