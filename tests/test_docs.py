@@ -1,0 +1,308 @@
+"""The documentation keeps its word (issue 18 §3): in README.md, results/README.md and
+docs/*.md every relative link resolves, every ``python -m <module>`` command shown in a shell
+block accepts ``--help`` with every option it shows, and the add-a-method guide's worked
+example passes its own test. The README stays a five-minute read (at most 300 lines).
+
+The ``--help`` runs share one interpreter (``runpy``, as ``python -m`` itself runs a module),
+so PyTorch and Flower are imported once, not once per module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", ROOT / "results" / "README.md",
+        *sorted((ROOT / "docs").glob("*.md"))]  # fmt: skip
+README_MAX_LINES = 300
+SHELL_BLOCKS = {"", "bash", "sh", "shell", "console", "zsh"}
+HELP_TIMEOUT = 600  # seconds for every --help together (a loaded 2-core machine: ~1 minute)
+
+FENCE = re.compile(r"^([ \t]*)(```+|~~~+)[ \t]*([\w+-]*)[^\n]*\n(.*?)^\1\2[ \t]*$", re.M | re.S)
+INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+REFERENCE_LINK = re.compile(r"^[ \t]{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\"[^\"]*\")?\s*$", re.M)
+HTML_LINK = re.compile(r"<(?:a|img)\b[^>]*?\b(?:href|src)=\"([^\"]+)\"", re.I)
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+OPTION = re.compile(r"(?<![\w-])--[a-zA-Z][\w-]*")
+SUBCOMMAND = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def blocks(text: str) -> Iterator[tuple[str, str, int]]:
+    """Fenced code blocks: (info word, body, line number of the body's first line)."""
+    for m in FENCE.finditer(text):
+        yield m.group(3).lower(), m.group(4), text.count("\n", 0, m.start(4)) + 1
+
+
+def prose(text: str) -> str:
+    """``text`` without fenced blocks and inline code (line numbers kept)."""
+    text = FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    return re.sub(r"(`+)(?:(?!\1).)+?\1", "", text)
+
+
+def links(path: Path) -> list[tuple[int, str]]:
+    """Every link target in ``path``'s prose: (line, target)."""
+    text = prose(path.read_text())
+    found = []
+    for pattern in (INLINE_LINK, REFERENCE_LINK, HTML_LINK):
+        for m in pattern.finditer(text):
+            found.append((text.count("\n", 0, m.start()) + 1, m.group(1)))
+    return sorted(found)
+
+
+def broken_links(path: Path) -> list[str]:
+    bad = []
+    for line, target in links(path):
+        if SCHEME.match(target) or target.startswith(("#", "/")):
+            continue  # a web address, an anchor on this page, an absolute path
+        local = unquote(target.split("#", 1)[0].split("?", 1)[0])
+        if local and not (path.parent / local).exists():
+            bad.append(f"{_rel(path)}:{line}: {target}")
+    return bad
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``python -m`` command shown in a shell block."""
+
+    where: str  # file:line
+    module: str
+    args: tuple[str, ...]
+
+    @property
+    def word(self) -> str | None:
+        """The first argument when it may be a subcommand (``python -m pemn_fl export``)."""
+        first = self.args[0] if self.args else ""
+        return first if SUBCOMMAND.match(first) else None
+
+    @property
+    def options(self) -> set[str]:
+        return {m.group(0) for a in self.args for m in OPTION.finditer(a.split("=", 1)[0])}
+
+
+def _tokens(line: str) -> list[str]:
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split, lexer.commenters = True, "#"
+    try:
+        return list(lexer)
+    except ValueError:  # an unbalanced quote: split on blanks, drop a trailing comment
+        return line.split(" #", 1)[0].split()
+
+
+def commands(path: Path) -> list[Command]:
+    """The ``python -m`` commands of ``path``'s shell blocks (continuation lines joined; a
+    line split by ``&&``, ``;`` or ``|`` is several commands)."""
+    found = []
+    for info, body, first in blocks(path.read_text()):
+        if info not in SHELL_BLOCKS:
+            continue
+        lines = body.split("\n")
+        i = 0
+        while i < len(lines):
+            start, line = i, lines[i]
+            while line.rstrip().endswith("\\") and i + 1 < len(lines):
+                i += 1
+                line = line.rstrip()[:-1] + " " + lines[i]
+            i += 1
+            words: list[str] = []
+            for token in [*_tokens(re.sub(r"^\s*\$\s", "", line)), ";"]:
+                if token and set(token) <= set("&|;()<>"):
+                    found += _python_m(words, f"{_rel(path)}:{first + start}")
+                    words = []
+                else:
+                    words.append(token)
+    return found
+
+
+def _python_m(words: list[str], where: str) -> list[Command]:
+    while words and re.match(r"^[A-Za-z_]\w*=", words[0]):  # PYTHONPATH=mydir python ...
+        words = words[1:]
+    if len(words) >= 3 and Path(words[0]).name in ("python", "python3") and words[1] == "-m":
+        return [Command(where, words[2], tuple(words[3:]))]
+    return []
+
+
+def all_commands() -> list[Command]:
+    return [c for path in DOCS for c in commands(path)]
+
+
+# One interpreter runs ``python -m <module> [sub] --help`` for every module shown. It prints
+# the module it is about to run (stderr), so a module that ignores --help and hangs is named.
+DRIVER = r"""
+import contextlib, io, json, re, runpy, sys
+
+def run(module, argv):
+    out, saved = io.StringIO(), sys.argv
+    sys.argv = [module, *argv]
+    print("running python -m", module, *argv, file=sys.__stderr__, flush=True)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = "returned without exiting (is --help parsed?)"
+    except SystemExit as exc:
+        code = 0 if exc.code is None else exc.code
+    except BaseException as exc:
+        code = f"raised {type(exc).__name__}: {exc}"
+    finally:
+        sys.argv = saved
+    return {"code": code, "help": out.getvalue()}
+
+def subcommands(text):
+    section = text.split("positional arguments:", 1)[-1] if "positional arguments:" in text else ""
+    m = re.search(r"^\s+\{([\w,.-]+)\}", section, re.M)
+    return m.group(1).split(",") if m else []
+
+results = {}
+for module, words in json.loads(sys.argv[1]).items():
+    top = run(module, ["--help"])
+    top["subcommands"] = subcommands(top["help"])
+    top["sub"] = {w: run(module, [w, "--help"]) for w in words if w in top["subcommands"]}
+    results[module] = top
+print(json.dumps(results))
+"""
+
+
+def _help_request() -> str:
+    """The modules to run with ``--help``, each with the subcommands the docs use."""
+    words: dict[str, set[str]] = {}
+    for command in all_commands():
+        words.setdefault(command.module, set())
+        if command.word:
+            words[command.module].add(command.word)
+    return json.dumps({m: sorted(w) for m, w in sorted(words.items())})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def help_process() -> Iterator[subprocess.Popen[str]]:
+    """The ``--help`` runs, started with this module's first test: they go on beside the
+    worked example's test (two cores, half the wall time)."""
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, _help_request()], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def helps(help_process: subprocess.Popen[str]) -> dict[str, dict]:
+    """``--help`` of every module (and subcommand) the docs show: code and text."""
+    try:
+        out, err = help_process.communicate(timeout=HELP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        help_process.kill()
+        _, err = help_process.communicate()
+        started = err.strip().splitlines()
+        pytest.fail(f"--help runs took over {HELP_TIMEOUT} s; the last one started: "
+                    f"{started[-1] if started else '?'}")  # fmt: skip
+    assert help_process.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_the_docs_are_found_and_show_commands() -> None:
+    names = {_rel(p) for p in DOCS}
+    assert {"README.md", "results/README.md", "docs/methods.md", "docs/outputs.md",
+            "docs/faults.md", "docs/accounting.md"} <= names  # fmt: skip
+    shown = {c.module for c in all_commands()}
+    assert {"simulations.run", "simulations.plot", "bench.accuracy_frontier"} <= shown
+
+
+def test_the_readme_reads_in_five_minutes() -> None:
+    lines = (ROOT / "README.md").read_text().count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail to docs/"
+
+
+@pytest.mark.parametrize("path", DOCS, ids=_rel)
+def test_every_relative_link_resolves(path: Path) -> None:
+    assert broken_links(path) == []
+
+
+# -- the add-a-method guide's worked example -------------------------------------------
+EXAMPLE_FILE = re.compile(r"^# ((?:[\w.-]+/)*[\w.-]+\.py)\n")
+
+
+def example_files(path: Path) -> dict[str, str]:
+    """Python blocks whose first line names a file (``# mydir/pkg/mod.py``), by that name."""
+    return {m.group(1): body[m.end():] for info, body, _ in blocks(path.read_text())
+            if info == "python" and (m := EXAMPLE_FILE.match(body))}  # fmt: skip
+
+
+@pytest.mark.usefixtures("flower_identity")
+def test_the_worked_example_passes_its_own_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = example_files(ROOT / "docs" / "methods.md")
+    tests = [name for name in files if Path(name).name.startswith("test_")]
+    modules = [name for name in files if name not in tests and not name.endswith("__init__.py")]
+    assert len(tests) == 1 and modules, f"docs/methods.md: example files {sorted(files)}"
+    for name, body in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(body)
+    package_root = tmp_path / Path(modules[0]).parts[0]  # mydir: what PYTHONPATH names
+    monkeypatch.syspath_prepend(str(package_root))
+    package = Path(modules[0]).parts[1]  # mymethods: what --methods names first
+    try:
+        spec = importlib.util.spec_from_file_location("docs_example_test", tmp_path / tests[0])
+        test_module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(test_module)  # type: ignore[union-attr]
+        functions = [(n, f) for n, f in vars(test_module).items()
+                     if n.startswith("test_") and inspect.isfunction(f)]  # fmt: skip
+        assert functions, "the example's test file holds no test"
+        for number, (name, function) in enumerate(functions):
+            params = inspect.signature(function).parameters
+            assert set(params) <= {"tmp_path"}, f"{name}: only tmp_path is supplied here"
+            kwargs = {"tmp_path": tmp_path / f"run-{number}"} if params else {}
+            for directory in kwargs.values():
+                directory.mkdir()
+            function(**kwargs)
+    finally:
+        for loaded in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            del sys.modules[loaded]
+
+
+def test_every_python_m_command_accepts_help(helps: dict[str, dict]) -> None:
+    bad = []
+    for command in all_commands():
+        result = helps[command.module]
+        if result["code"] != 0:
+            bad.append(f"{command.where}: python -m {command.module} --help: {result['code']}")
+        elif result["subcommands"] and command.word:
+            sub = result["sub"].get(command.word)
+            if sub is None:
+                bad.append(f"{command.where}: python -m {command.module} has no subcommand "
+                           f"{command.word!r} (it has {', '.join(result['subcommands'])})")
+            elif sub["code"] != 0:
+                bad.append(f"{command.where}: python -m {command.module} {command.word} "
+                           f"--help: {sub['code']}")  # fmt: skip
+    assert bad == [], "\n".join(sorted(set(bad)))
+
+
+def test_every_option_shown_is_an_option_of_its_command(helps: dict[str, dict]) -> None:
+    bad = []
+    for command in all_commands():
+        result = helps[command.module]
+        text = result["help"]
+        if result["subcommands"] and command.word in result["sub"]:
+            text = result["sub"][command.word]["help"]
+        known = {m.group(0) for m in OPTION.finditer(text)}
+        for option in sorted(command.options - known):
+            name = " ".join(["python -m", command.module, command.word or ""]).strip()
+            bad.append(f"{command.where}: {name} has no option {option}")
+    assert bad == [], "\n".join(bad)
