@@ -32,6 +32,7 @@ __all__ = [
     "DATASETS",
     "DEFAULT_DATA_DIRS",
     "INPUT_SHAPES",
+    "NUM_CLASSES",
     "DataError",
     "Dataset",
     "clear_cache",
@@ -98,7 +99,8 @@ _HOW_TO_GET: dict[str, str] = {
     ),
 }
 
-_NUM_CLASSES = 10  # every supported dataset has ten classes
+NUM_CLASSES = 10  # every supported dataset has ten classes
+_NUM_CLASSES = NUM_CLASSES
 # Synthetic data size: small enough for sub-second tests, big enough to learn something.
 _SYNTH_TRAIN, _SYNTH_TEST, _SYNTH_NOISE = 600, 200, 1.0
 

@@ -7,7 +7,7 @@ numbers its prototype really holds, and what it costs to store or send each part
 from __future__ import annotations
 
 from pemn_fl.codec import encode_mask
-from pemn_fl.data import load_dataset
+from pemn_fl.data import INPUT_SHAPES, NUM_CLASSES, DataError
 from pemn_fl.masked import get_masks
 from pemn_fl.models import apply_prototype, build_model, count_params, layer_shapes
 from pemn_fl.prototype import PrototypeSpec, prototype_length
@@ -22,14 +22,20 @@ def anatomy(
     model: str, dataset: str, spec: PrototypeSpec, *, width: float = 1.0, keep: float = 0.5,
     data_dir: str | None = None,
 ) -> dict[str, object]:  # fmt: skip
-    """The numbers of ``describe``, measured on the built model and a real encoded mask."""
-    data = load_dataset(dataset, data_dir)
-    net = build_model(model, data.input_shape, data.num_classes, width=width, keep=keep)
+    """The numbers of ``describe``, measured on the built model and a real encoded mask.
+
+    Only the input shape is needed, and it is known without the dataset's files
+    (``data.INPUT_SHAPES``), so a model is described where its data is not installed.
+    ``data_dir`` is accepted for the command line's sake and not read."""
+    if dataset not in INPUT_SHAPES:
+        raise DataError(f"unknown dataset {dataset!r}: use one of {', '.join(INPUT_SHAPES)}")
+    shape, classes = INPUT_SHAPES[dataset], NUM_CLASSES
+    net = build_model(model, shape, classes, width=width, keep=keep)
     fp = apply_prototype(net, spec)
     shapes = layer_shapes(net)
     values = prototype_length(spec, shapes)
     mask = [m.numpy() for m in get_masks(net)]
-    dense = build_model(model, data.input_shape, data.num_classes, masked=False, width=width)
+    dense = build_model(model, shape, classes, masked=False, width=width)
     return {
         "params": count_params(dense),
         "masked_params": sum(s.numel for s in shapes),

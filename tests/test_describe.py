@@ -64,3 +64,12 @@ def test_bad_inputs_give_one_clear_line() -> None:
         proc = _run(*args)
         assert proc.returncode == 2, args
         assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_model_is_described_without_its_datasets_files(tmp_path) -> None:  # noqa: ANN001
+    """Only the input shape is needed: an empty --data-dir is never read (issue 18)."""
+    spec = PrototypeSpec(seed=0, strategy="dense", init="signed-constant", rescale=True)
+    info = anatomy("conv2", "fashion-mnist", spec, width=0.25, data_dir=str(tmp_path))
+    assert info["params"] == 207_888  # conv2 at width 0.25 on 1x28x28 inputs (README)
+    cifar = anatomy("conv2", "cifar10", spec, width=0.25, data_dir=str(tmp_path / "none"))
+    assert cifar["params"] > info["params"]  # 3x32x32 inputs: a larger first layer
