@@ -18,7 +18,11 @@ the working tree during a run that takes hours change nothing, and the table nam
   ``results/mutation/<module>.json`` as soon as it finishes (survivors with their diff), so
   a run cut short keeps every finished module. Log calls and ``raise`` statements are not
   mutated (their mutants only change message text; the raising *condition*, on its own line,
-  is mutated).
+  is mutated). ``--sample N`` tests a seeded sample of N mutants per module. Every survivor
+  is then run again as a plain edit of the source file in a fresh pytest process
+  (``recheck``): mutmut switches mutants inside one imported copy of the code, so a mutant
+  in code that runs at import time (the factories that build each ``METHOD``) is never what
+  the tests call, and "survives" whatever they check.
 * ``table``: the per-module table (``results/mutation/table.md`` and ``table.csv``) from those
   files and the judged-equivalent survivors in ``results/mutation/equivalent.json``
   (mutant name -> the mutated line and why it is equivalent). A judgement whose line no longer
@@ -358,9 +362,76 @@ def run_module(root: Path, sha: str, module: Module, log_dir: Path, sample: int 
               "commit": sha, "mutmut_rc": rc, "seconds": round(time.monotonic() - started),
               "generated": len(generated), "sample_seed": seed if picked != generated else None,
               "mutants": mutants}  # fmt: skip
+    recheck_record(root, record)
+    record["seconds"] = round(time.monotonic() - started)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{_slug(module.name)}.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _source_of(name: str, root: Path) -> Path:
+    """The file a mutant lives in: ``pemn_fl.methods.topk.x_f__mutmut_3`` -> its module."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        candidate = root.joinpath(*parts[:i]).with_suffix(".py")
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(name)
+
+
+def _patch(diff: str) -> tuple[str, str]:
+    """The text a mutant replaces and its replacement, from ``mutmut show``'s changed lines."""
+    old = "\n".join(line[1:] for line in diff.splitlines() if line.startswith("-"))
+    new = "\n".join(line[1:] for line in diff.splitlines() if line.startswith("+"))
+    return old, new
+
+
+def recheck_record(root: Path, record: dict) -> None:
+    """Run every survivor again as a plain edit of the source, in a fresh pytest process.
+
+    mutmut switches mutants inside one imported copy of the code, so a mutant in a function
+    that runs at import time (a factory building ``METHOD``, a closure made then) is never
+    the code the tests call: it "survives" whatever the tests check. Written into the file
+    and imported afresh, it is judged on what the tests really see. A survivor whose text
+    is not found exactly once is left as mutmut judged it.
+    """
+    for m in record["mutants"]:
+        if STATUS.get(m["status"], "survived") != "survived" or "recheck" in m:
+            continue
+        path = _source_of(m["name"], root)
+        old, new = _patch(m.get("diff", ""))
+        original = path.read_text()
+        if not old or original.count(old) != 1:
+            m["recheck"] = "not applied (text not unique)"
+            continue
+        try:
+            path.write_text(original.replace(old, new))
+            rc, out = _pytest(root, list(record["tests"]), timeout=1800)
+        finally:
+            path.write_text(original)
+        if rc not in (0, 5):
+            m["recheck"] = "killed"
+            m["killed_by"] = _first_failure(out) or f"pytest exit {rc}"
+        else:
+            m["recheck"] = "survived"
+        print(f"    recheck {m['name']}: {m['recheck']} {m.get('killed_by', '')}", flush=True)
+
+
+def recheck(args: argparse.Namespace) -> int:
+    """``recheck`` for module records already written (at their own commits)."""
+    names = [m.name for m in MODULES] if args.modules == "all" else args.modules.split(";")
+    for name in names:
+        path = OUT / f"{_slug(_module(name).name)}.json"
+        if not path.exists():
+            continue
+        record = json.loads(path.read_text())
+        root, _ = snapshot(record["commit"], Path(args.work) / f"snapshot-{record['commit'][:12]}")
+        print(f"{time.strftime('%H:%M:%S')} {name}: recheck at {record['commit'][:12]}",
+              flush=True)  # fmt: skip
+        recheck_record(root, record)
+        path.write_text(json.dumps(record, indent=1) + "\n")
+    table(args)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -393,6 +464,8 @@ def _count(record: dict, equivalent: dict[str, dict]) -> dict[str, object]:
     killed = survived = judged = unchecked = 0
     for m in record["mutants"]:
         group = STATUS.get(m["status"], "survived")
+        if m.get("recheck") == "killed":
+            group = "killed"
         if group == "killed":
             killed += 1
         elif group in ("skipped", "not checked"):
@@ -470,6 +543,7 @@ def table(args: argparse.Namespace) -> int:
                           [m.name for m in MODULES if m.name in ran])
                 for m in r["mutants"]
                 if STATUS.get(m["status"], "survived") == "survived"
+                and m.get("recheck") != "killed"
                 and not (m["name"] in equivalent
                          and equivalent[m["name"]].get("line") == _mutated_line(m.get("diff", "")))
                 ]  # fmt: skip
@@ -532,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_ in (("known", "the 13 hand-made survivors of issue 17"),
                         ("run", "mutmut over the core modules, one module at a time"),
                         ("table", "rebuild the table from results/mutation/*.json"),
-                        ("judge", "record survivors as equivalent, with why")):  # fmt: skip
+                        ("judge", "record survivors as equivalent, with why"),
+                        ("recheck", "survivors again, as plain edits in a fresh process")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--commit", default="HEAD", help="the commit to snapshot (default HEAD)")
         p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "pemn-mutation"),
@@ -550,15 +625,17 @@ def main(argv: list[str] | None = None) -> int:
         if name == "judge":
             p.add_argument("names", help="comma list of mutant names (mutmut's)")
             p.add_argument("--why", required=True, help="one line: why it is equivalent")
+        if name in ("run", "recheck"):
+            p.add_argument("--modules", default="all",
+                           help="';'-separated module names of the table, or 'all': "
+                           + "; ".join(m.name for m in MODULES))
         if name == "run":
             p.add_argument("--sample", type=int, default=0,
                            help="test a seeded sample of this many mutants per module (0: all)")
             p.add_argument("--seed", type=int, default=0, help="the sample's seed")
-            p.add_argument("--modules", default="all",
-                           help="';'-separated module names of the table, or 'all': "
-                           + "; ".join(m.name for m in MODULES))
     args = parser.parse_args(argv)
-    return {"known": known, "run": run, "table": table, "judge": judge}[args.command](args)
+    commands = {"known": known, "run": run, "table": table, "judge": judge, "recheck": recheck}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
