@@ -49,7 +49,8 @@ numbers below."""
 
 
 def spans(run: Path) -> dict[str, dict[str, float]]:
-    """Per method: bytes per direction (and seconds) from its round-0 row to its last row."""
+    """Per method, from its round-0 row to its last row: bytes per direction, new TCP
+    connections (each a TLS handshake in a secure run) and seconds."""
     with (run / "wire-timeline.csv").open() as f:
         rows = list(csv.DictReader(f))
     out: dict[str, dict[str, float]] = {}
@@ -57,7 +58,7 @@ def spans(run: Path) -> dict[str, dict[str, float]]:
         mine = [r for r in rows if r["method"] == method]
         first = next(r for r in mine if int(r["round"]) == 0)
         last = max(mine, key=lambda r: int(r["round"]))
-        out[method] = {d: int(last[d]) - int(first[d]) for d in DIRECTIONS}
+        out[method] = {d: int(last[d]) - int(first[d]) for d in (*DIRECTIONS, "connections")}
         out[method]["seconds"] = float(last["seconds"]) - float(first["seconds"])
     return out
 
@@ -92,24 +93,25 @@ def report(clear: Path, tls: Path, seconds: dict[str, float]) -> tuple[str, dict
         lines.append(f"| {label} | {wc[d]:,} | {wt[d]:,} | {ratio(wt[d], wc[d])} |")
     total_c, total_t = sum(wc[d] for d in DIRECTIONS), sum(wt[d] for d in DIRECTIONS)
     lines.append(f"| both | {total_c:,} | {total_t:,} | {ratio(total_t, total_c)} |")
-    lines += ["", f"TCP connections: {wc['connections']} cleartext, {wt['connections']} TLS. "
-              f"Run time: {seconds['cleartext']:.0f} s cleartext, {seconds['tls']:.0f} s TLS "
-              "(idle polling runs all the time, so a longer run has more of it).", "",
+    lines += ["", f"TCP connections (each a TLS handshake in the secure run): {wc['connections']} "
+              f"cleartext, {wt['connections']} TLS. Run time: {seconds['cleartext']:.0f} s "
+              f"cleartext, {seconds['tls']:.0f} s TLS (idle polling runs all the time, so a "
+              "longer run has more of it).", "",
               "### Per method (from its initial evaluation to its last round, idle polling "
               "included)", "",
-              "| method | direction | cleartext | TLS | TLS / cleartext | span s (clear / TLS) |",
-              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
-    for method in sc:
-        t = st.get(method, {d: 0 for d in (*DIRECTIONS, "seconds")})
-        for d, label in zip(DIRECTIONS, ("node → SuperLink", "SuperLink → node"), strict=True):
-            lines.append(f"| {method} | {label} | {sc[method][d]:,} | {t[d]:,} | "
-                         f"{ratio(t[d], sc[method][d])} | {sc[method]['seconds']:.0f} / "
-                         f"{t['seconds']:.0f} |")  # fmt: skip
+              "| method | node → SuperLink: cleartext | TLS | TLS / clear | SuperLink → node: "
+              "cleartext | TLS | TLS / clear | new connections (clear / TLS) | seconds "
+              "(clear / TLS) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for method, c in sc.items():
+        t = st.get(method, dict.fromkeys((*DIRECTIONS, "connections", "seconds"), 0))
+        cells = [f"{c[d]:,} | {t[d]:,} | {ratio(t[d], c[d])}" for d in DIRECTIONS]
+        lines.append(f"| {method} | {' | '.join(cells)} | {c['connections']} / "
+                     f"{t['connections']} | {c['seconds']:.0f} / {t['seconds']:.0f} |")  # fmt: skip
     shares = []
-    for m in sc:
+    for m, c in sc.items():
         if m in parsed:
             calls = parsed[m]["uplink"] + parsed[m]["downlink"]
-            span = sum(sc[m][d] for d in DIRECTIONS)
+            span = sum(c[d] for d in DIRECTIONS)
             shares.append(f"{m} {calls:,} B ({100 * calls / max(1, span):.0f} %)")
     lines += ["", "Of each cleartext span, the rounds' own Fleet API calls (parsed by the proxy: "
               "`rounds.csv` wire columns, both directions): " + ", ".join(shares)
@@ -127,28 +129,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="pemn,evolve_dither,fedavg")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--out", type=Path, default=Path("results/wire/tls"))
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild README.md from the runs already in --out (no deployment)")
     args = p.parse_args(argv)
     if args.nodes < 1 or args.rounds < 1:
         print("error: --nodes and --rounds must be at least 1", file=sys.stderr)
         return 2
-    settings = RunSettings(methods=args.methods, num_server_rounds=args.rounds,
-                           dataset=args.dataset, min_nodes=args.nodes)  # fmt: skip
-    seconds: dict[str, float] = {}
-    for name, secure in (("cleartext", False), ("tls", True)):
-        run = args.out / name
-        if run.exists():
-            shutil.rmtree(run)
-        run.mkdir(parents=True)
-        started = time.monotonic()
-        deploy(settings, args.nodes, run, timeout=3600, secure=secure)
-        seconds[name] = time.monotonic() - started
-        shutil.rmtree(run / "models", ignore_errors=True)
+    numbers = args.out / "wire_tls.json"
+    if args.report_only:
+        try:
+            made = json.loads(numbers.read_text())
+            seconds, command = made["seconds"], made["command"]
+            args.nodes, args.rounds, args.methods, args.dataset = (
+                made["nodes"], made["rounds"], made["methods"], made["dataset"])
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: --report-only: no runs of this command in {args.out} ({exc})",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    else:
+        command = ("python -m bench.wire_tls " + " ".join(
+            argv if argv is not None else sys.argv[1:])).strip()  # fmt: skip
+        settings = RunSettings(methods=args.methods, num_server_rounds=args.rounds,
+                               dataset=args.dataset, min_nodes=args.nodes)  # fmt: skip
+        seconds = {}
+        for name, secure in (("cleartext", False), ("tls", True)):
+            run = args.out / name
+            if run.exists():
+                shutil.rmtree(run)
+            run.mkdir(parents=True)
+            started = time.monotonic()
+            deploy(settings, args.nodes, run, timeout=3600, secure=secure)
+            seconds[name] = time.monotonic() - started
+            shutil.rmtree(run / "models", ignore_errors=True)
     text, data = report(args.out / "cleartext", args.out / "tls", seconds)
-    command = "python -m bench.wire_tls " + " ".join(argv if argv is not None else sys.argv[1:])
-    (args.out / "wire_tls.json").write_text(json.dumps(data, indent=2) + "\n")
+    data.update(command=command, nodes=args.nodes, rounds=args.rounds, methods=args.methods,
+                dataset=args.dataset)  # fmt: skip
+    numbers.write_text(json.dumps(data, indent=2) + "\n")
     (args.out / "README.md").write_text(
         "# Bytes on the wire with TLS, beside cleartext\n\n"
-        f"`{command.strip()}`\n\n(Flower 1.42, {args.nodes} SuperNodes on 127.0.0.1, "
+        f"`{command}`\n\n(Flower 1.42, {args.nodes} SuperNodes on 127.0.0.1, "
         f"{args.dataset}/mlp, {args.rounds} rounds, methods {args.methods}; the same settings "
         "deployed twice: cleartext, then `--secure`.)\n\n" + EXPLAINED + "\n\n" + text + "\n")
     print(text)
