@@ -324,3 +324,38 @@ def test_topk_keeps_at_least_one_and_at_most_every_weight() -> None:
     assert kept[0].tolist() == [0, 1, 0] and rest[0].tolist() == [0.5, 0.0, 1.0]
     kept, rest = topk.sparsify([np.array([0.5, -2.0, 1.0], np.float32)], 1.0)
     assert kept[0].tolist() == [1, 1, 1] and rest[0].tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("name", ["topk", "signsgd"])
+def test_a_client_sends_its_trained_weights_minus_the_ones_it_held(
+    name: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Local training replaced by a known one: every weight + 0.5. With top-k keeping every
+    # weight, the update on the wire is 0.5 everywhere (its sign +1 for signSGD), and top-k's
+    # residual is what it left out: nothing.
+    import torch
+
+    from pemn_fl import compressed
+
+    def plus_half(model, x, y, cfg, seed):  # noqa: ANN001, ANN202
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.5)
+        return 0.25
+
+    monkeypatch.setattr(compressed, "train", plus_half)
+    settings = dataclasses.replace(SETTINGS, topk_fraction=1.0)
+    module = MODULES[name]
+    strategy = _strategy(module, {1: [0]}, settings).strategy
+    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    ctx = _context(0)
+    reply = _deliver(sent[0], module.METHOD.client_step, ctx, settings)
+    delta = module.CODEC.decode_up(settings, strategy.net, reply.content["update"], 1)
+    want = 1.0 if name == "signsgd" else 0.5
+    for d in delta:
+        np.testing.assert_allclose(d, want, atol=1e-6)
+    assert reply.content["metrics"]["train-loss"] == 0.25
+    if name == "topk":
+        assert all(not r.any() for r in ctx.state["topk-residual"].to_numpy_ndarrays())
+    else:
+        assert "signsgd-residual" not in ctx.state
