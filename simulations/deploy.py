@@ -659,6 +659,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{settings.num_server_rounds} rounds, methods {settings.methods} -> {out}"
           + (" (resumed)" if resume else ""), flush=True)  # fmt: skip
     started = time.monotonic()
+    # ``kill PID`` (SIGTERM) stops the deployment as Ctrl-C does, and so does SIGINT when a
+    # shell started this command in the background with SIGINT ignored: either way every
+    # process is stopped and ``--resume`` can go on from the checkpoint.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         deploy(settings, plan.nodes, out, args.timeout, args.kill_node_after,
                secure=plan.secure, unauthorized_nodes=plan.unauthorized_nodes,
@@ -669,8 +674,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"interrupted; every process started was stopped (resume with --resume {out})",
-              file=sys.stderr)  # fmt: skip
+        print(f"interrupted; every process started was stopped (go on with: python -m "
+              f"simulations.deploy --resume {out})", file=sys.stderr)  # fmt: skip
         return 130
     print(f"done in {time.monotonic() - started:.1f} s; results in {out}/")
     return 0

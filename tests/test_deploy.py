@@ -151,6 +151,29 @@ def test_a_supernode_killed_mid_run_does_not_stop_the_run(tmp_path: Path) -> Non
     assert (after["uplink_payload_bytes"] > 0).all() and after["accuracy"].notna().all()
 
 
+@pytest.mark.slow
+def test_sigterm_stops_every_process_and_offers_resume(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "simulations.deploy", "--nodes", "2", *OPTIONS,
+                             "--out", str(out)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    pids = D.Layout(out).pids
+    deadline = time.monotonic() + 300
+    try:  # once the SuperLink and both nodes run
+        while len(json.loads(pids.read_text()) if pids.is_file() else []) < 3:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.5)
+        recorded = json.loads(pids.read_text())
+        proc.terminate()  # kill PID
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and f"--resume {out}" in err, err
+    assert D.still_running(pids) == []  # nothing left behind
+    assert all(not _alive(r["pid"]) for r in recorded)
+
+
 # -- fast -------------------------------------------------------------------------------
 @pytest.mark.parametrize(("args", "says"), [
     (["--nodes-without-ca", "1"], "need --secure"),
