@@ -31,7 +31,7 @@ from pemn_fl.masked import masked_layers, num_kept
 CASES = {
     "digits mlp (classroom)": RunSettings(dataset="digits", model="mlp"),
     "fashion-mnist conv2 w0.25 (reference)": RunSettings(
-        dataset="fashion-mnist", model="conv2", width=0.25, dense_width=0.25
+        dataset="fashion-mnist", model="conv2", width=0.25, options={"dense-width": 0.25}
     ),
 }
 

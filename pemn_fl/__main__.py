@@ -1,4 +1,5 @@
-"""``python -m pemn_fl describe|export|evaluate ...``: the command-line face of the library."""
+"""``python -m pemn_fl describe|export|evaluate|options ...``: the command-line face of the
+library."""
 
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("model", type=Path)
     e.add_argument("--dataset", default=None, help="check the file is for this dataset")
     e.add_argument("--data-dir", default=None, help="where the dataset files are on this machine")
+    o = sub.add_parser("options", help="every method's own options, as a markdown table "
+                       "(docs/options.md is this output)")  # fmt: skip
+    o.add_argument("--methods", default="", help="plug-in methods whose options to add")
     args = parser.parse_args(argv)
+    if args.command == "options":
+        return _options(args.methods)
     if args.command == "export":
         return _export(args.run_dir, args.out, args.method)
     if args.command == "evaluate":
@@ -101,6 +107,34 @@ def _evaluate(path: Path, dataset: str | None, data_dir: str | None) -> int:
           f"{acc:.4f}, loss {loss:.4f} (the run recorded {model.accuracy:.4f} after round "
           f"{model.final_round})")  # fmt: skip
     return 0
+
+
+
+def _options(methods: str) -> int:
+    """Print the options table: one row per option, from the methods' declarations."""
+    from pemn_fl.methods import options, users
+    from pemn_fl.options import markdown
+
+    specs = [m.strip() for m in methods.split(",") if m.strip()]
+    try:
+        print(OPTIONS_HEADER + markdown(options(specs).values(), users(specs)), end="")
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+OPTIONS_HEADER = """# Method options
+
+Each method declares its own options next to its code (`pemn_fl.options.Option`, listed in
+its `Method(options=...)`); a family declares its shared ones once. From those declarations
+come the `--<option>` flags of `python -m simulations.run`, the keys of
+`[tool.flwr.app.config]` in pyproject.toml, the checks, and this table, which
+`python -m pemn_fl options > docs/options.md` writes (a test holds the file and pyproject.toml
+to the code). Settings every method shares (data, model, rounds, faults, bytes, seed) are in
+`python -m simulations.run --help`.
+
+"""
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ from flwr.clientapp import ClientApp
 
 from pemn_fl import checkpoint, faults
 from pemn_fl.config import RunSettings
-from pemn_fl.methods import ClientStep, get, is_plugin, registry
+from pemn_fl.methods import ClientStep, get, is_plugin, registry, settings_from
 from pemn_fl.methods.base import partition_of
 
 
 def _settings(context: Context, overrides: dict[str, object] | None) -> RunSettings:
-    return RunSettings.from_run_config({**dict(context.run_config), **(overrides or {})})
+    return settings_from({**dict(context.run_config), **(overrides or {})})
 
 
 def hello(msg: Message, context: Context) -> Message:

@@ -46,6 +46,7 @@ from pemn_fl.methods.base import (
     partition_of,
     screen,
 )
+from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import train
@@ -152,7 +153,7 @@ def client_step_for(name: str, codec: UpdateCodec) -> ClientStep:
         model = P.dense_model(settings)
         load(model, net, weights)
         x, y = P.client_data(settings, pid, n)
-        lr = settings.scheduled(settings.dense_lr, server_round)
+        lr = settings.scheduled(settings[P.DENSE_LR], server_round)
         loss = train(model, x, y, settings.train_config(lr),
                      seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"))  # fmt: skip
         local = model.state_dict()
@@ -222,11 +223,11 @@ class CompressedUpdates(ServerEvaluation, Strategy):
         )
 
     def summary(self) -> None:
-        log.info("%s: dense-lr=%s", type(self).__name__, self.settings.dense_lr)
+        log.info("%s: dense-lr=%s", type(self).__name__, self.settings[P.DENSE_LR])
 
 
-def method(name: str, codec: UpdateCodec, *, label: str, marker: str,
-           description: str) -> Method:  # fmt: skip
+def method(name: str, codec: UpdateCodec, *, label: str, marker: str, description: str,
+           options: tuple[Option, ...] = ()) -> Method:  # fmt: skip
     """The registry entry of a compressed-update method."""
 
     def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
@@ -242,5 +243,5 @@ def method(name: str, codec: UpdateCodec, *, label: str, marker: str,
     return Method(
         name=name, label=label, client_step=client_step_for(name, codec), server=server,
         num_params=lambda settings: sum(dense_net(settings).sizes), marker=marker,
-        description=description,
+        description=description, options=(*P.DENSE_OPTIONS, *options),
     )  # fmt: skip

@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from pemn_fl.data import BUNDLED, DATASETS, INPUT_SHAPES
-from pemn_fl.levels_codec import MAX_LEVEL
 from pemn_fl.models import MAX_PARAMETERS, MODELS, parameter_count
+from pemn_fl.options import Option, OptionError
 from pemn_fl.partition import SCHEMES
 from pemn_fl.prototype import INITS, PrototypeSpec, PrototypeSpecError
 from pemn_fl.task import DEVICES, OPTIMIZERS, DeviceError, TrainConfig, resolve_device
 
-CLIENT_INITS = ("stateless", "stateful")
 VOTE_WEIGHTINGS = ("examples", "uniform")
 MAX_STRAGGLER_DEADLINE = 600.0  # a straggler sleeps past the deadline: keep runs finite
-ROBUST = ("none", "median", "trimmed-mean")  # FedAvg's aggregation (Flower's strategies)
 BYTES_LEVELS = ("payload", "message", "wire")  # see pemn_fl.report.LEVELS
 SCHEDULES = ("constant", "cosine")  # --lr-schedule: every method's step size over the rounds
 COSINE_FLOOR = 0.1  # the cosine schedule ends at a tenth of the step: the last round still trains
-# A round's noise step of 100 He stds already wipes out any network; far larger values
-# overflow the float32 weights every party replicates (1e300 made NaN and exited 0).
-MAX_NOISE_SCALE = 100.0
 
 
 class SettingsError(ValueError):
@@ -37,46 +32,37 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class RunSettings:
+    """What every method shares: data, model, rounds, faults, bytes, seed.
+
+    A method's own hyperparameters are not fields here: each method declares them
+    (``pemn_fl.options.Option``) and they travel in ``options``, read with
+    ``settings[OPTION]`` (the option's default when unset). Build settings from a run config
+    or the command line with ``pemn_fl.methods.settings_from``, which knows every method's
+    declarations and checks the values against them.
+    """
+
     methods: str = "evolve_dither,fedavg"  # the accuracy study's winner, and the baseline
     num_server_rounds: int = 12
     dataset: str = "digits"
     data_dir: str = ""
     model: str = "mlp"
-    width: float = 1.0  # PEMN's masked model
-    dense_width: float = 1.0  # FedAvg's dense model
+    width: float = 1.0  # the masked / prototype model (FedAvg's is the option dense-width)
     partition: str = "dirichlet"
     alpha: float = 0.5
     classes_per_client: int = 2
     fraction: float = 1.0
     local_epochs: int = 2
     batch_size: int = 32
-    lr: float = 1.0  # score learning rate (PEMN); tuned for the digits classroom default
-    dense_lr: float = 0.05  # weight learning rate (FedAvg)
     optimizer: str = "sgd"
     prototype: str = "dense"
     init: str = "signed-constant"
     rescale: bool = True
-    keep: float = 0.5
-    client_init: str = "stateful"
-    margin: float = 0.0
-    server_momentum: float = 0.0
     vote_weighting: str = "examples"
-    noise_scale: float = 1.0  # evolve*: round noise, in units of each layer's He std
-    density: float = 0.05  # evolve*: fraction of weights a client's noise mask switches on
-    noise_lr: float = 0.001  # evolve*: Adam learning rate of the noise-mask scores
-    dither_levels: int = 2  # evolve_dither: grid steps of the dithered vote (1 = one bit)
-    weight_momentum: float = 0.9  # evolve_momentum: server momentum beta on the weights
-    pm_lr: float = 0.1  # fedpm*: Adam learning rate of the mask scores (FedPM's value)
-    posterior_decay: float = 1.0  # fedpm_bayes: weight of past rounds' votes (1 = keep all)
-    server_lr: float = 0.001  # signsgd: the step everyone applies along the majority sign
-    bits: int = 8  # qsgd: bits per weight with the sign (8, 4 or 2)
-    topk_fraction: float = 0.01  # topk: fraction of each tensor's update sent, both ways
     drop_rate: float = 0.0  # fault injection: share of sampled clients that fail (pemn_fl.faults)
     corrupt_rate: float = 0.0  # fault injection: share of replies with a bit flipped per payload
     straggler_rate: float = 0.0  # fault injection: share of sampled clients that answer late
     round_deadline: float = 3600.0  # seconds the server waits for a round's replies (Flower's)
     byzantine: float = 0.0  # share of clients that attack every round (pemn_fl.faults)
-    robust: str = "none"  # FedAvg: none (mean), median or trimmed-mean (Flower's strategies)
     trim_votes: float = 0.0  # mask votes: share of the farthest-from-median votes dropped
     bytes_level: str = "wire"  # summaries and plots: payload, message or wire bytes
     # Every method's step size over the rounds (FedAvg's and the compressors' lr, the mask
@@ -90,41 +76,59 @@ class RunSettings:
     checkpoint_dir: str = ""  # clients save their state here each round, for --resume
     seed: int = 0
     min_nodes: int = 1
+    # The methods' own options, (name, value) sorted by name; a dict is accepted too.
+    options: tuple[tuple[str, object], ...] = ()
 
     # -- construction ------------------------------------------------------------------
     @classmethod
-    def from_run_config(cls, config: Mapping[str, object]) -> RunSettings:
-        """Build from a Flower run config (kebab-case keys); unknown keys are an error."""
-        known = {f.name.replace("_", "-"): f for f in fields(cls)}
+    def from_run_config(cls, config: Mapping[str, object],
+                        declared: Mapping[str, Option] | None = None) -> RunSettings:  # fmt: skip
+        """Build from a Flower run config (kebab-case keys). Keys of ``declared`` options are
+        coerced and checked by their declaration; any other unknown key is an error."""
+        known = {f.name.replace("_", "-"): f for f in fields(cls) if f.name != "options"}
+        declared = declared or {}
         kwargs: dict[str, object] = {}
+        options: dict[str, object] = {}
         for key, value in config.items():
-            if key not in known:
-                raise SettingsError(
-                    f"unknown setting {key!r}; valid settings: {', '.join(sorted(known))}"
-                )
-            f = known[key]
-            kwargs[f.name] = _coerce(key, value, f.type)
-        return cls(**kwargs)
+            if key in known:
+                kwargs[known[key].name] = _coerce(key, value, known[key].type)
+            elif key in declared:
+                try:
+                    options[key] = declared[key].coerce(value)
+                except OptionError as exc:
+                    raise SettingsError(str(exc)) from None
+            else:
+                valid = sorted([*known, *declared])
+                raise SettingsError(f"unknown setting {key!r}; valid settings: "
+                                    f"{', '.join(valid)}")  # fmt: skip
+        for name, option in declared.items():  # every declared option has its value
+            options.setdefault(name, option.default)
+        return cls(**kwargs, options=options)  # type: ignore[arg-type]
 
     def to_run_config(self) -> dict[str, object]:
-        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+        shared = {k.replace("_", "-"): v for k, v in asdict(self).items() if k != "options"}
+        return {**shared, **dict(self.options)}
+
+    def __getitem__(self, option: Option | str) -> object:
+        """A method option's value: ``settings[NOISE_SCALE]`` (its default when unset)."""
+        name = option if isinstance(option, str) else option.name
+        for key, value in self.options:
+            if key == name:
+                return value
+        if isinstance(option, str):
+            raise KeyError(f"no option {option!r} in these settings")
+        return option.default
+
+    def with_options(self, **values: object) -> RunSettings:
+        """These settings with some options changed: ``s.with_options(**{"noise-scale": 2})``."""
+        return replace(self, options={**dict(self.options), **values})  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
-        from pemn_fl.methods import get, is_plugin, names  # lazy: methods import this module
-
+        if isinstance(self.options, Mapping):
+            object.__setattr__(self, "options", tuple(sorted(self.options.items())))
         methods = self.method_list
-        valid = names()
-        bad = [m for m in methods if m not in valid and not is_plugin(m)]
-        if not methods or bad:
-            raise SettingsError(
-                f"methods={self.methods!r}: use 'all' or a comma list of {', '.join(valid)} "
-                "(or plug-in module paths such as mypkg.mymethod)"
-            )
-        for spec in (m for m in methods if m not in valid):
-            try:
-                get(spec)
-            except KeyError as exc:
-                raise SettingsError(f"methods={self.methods!r}: {exc.args[0]}") from None
+        if not methods:
+            raise SettingsError(f"methods={self.methods!r}: name at least one method")
         if len(set(methods)) != len(methods):
             raise SettingsError(f"methods={self.methods!r}: each method may appear only once")
         _choice("dataset", self.dataset, DATASETS)
@@ -132,9 +136,7 @@ class RunSettings:
         _choice("partition", self.partition, SCHEMES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("init", self.init, INITS)
-        _choice("client-init", self.client_init, CLIENT_INITS)
         _choice("vote-weighting", self.vote_weighting, VOTE_WEIGHTINGS)
-        _choice("robust", self.robust, ROBUST)
         _choice("bytes-level", self.bytes_level, BYTES_LEVELS)
         _choice("lr-schedule", self.lr_schedule, SCHEDULES)
         _choice("device", self.device, DEVICES)
@@ -155,57 +157,24 @@ class RunSettings:
                 f"{attackers} attackers, not a minority; lower it below "
                 f"{(self.min_nodes - 1) // 2 / self.min_nodes + 0.5 / self.min_nodes:.3g}"
             )
-        if self.byzantine > 0:
-            unarmed = [m for m in methods if not get(m).attack]
-            if unarmed:
-                armed = [n for n in valid if get(n).attack]
-                raise SettingsError(
-                    f"byzantine={self.byzantine!r}: no attack is defined for "
-                    f"{', '.join(unarmed)}; Byzantine clients are defined for {', '.join(armed)}"
-                )
         _positive("num-server-rounds", self.num_server_rounds)
         _positive("local-epochs", self.local_epochs)
         _positive("batch-size", self.batch_size)
         _positive("classes-per-client", self.classes_per_client)
         _positive("min-nodes", self.min_nodes)
-        _positive("dither-levels", self.dither_levels)
-        if self.dither_levels > MAX_LEVEL:
-            raise SettingsError(f"dither-levels={self.dither_levels!r}: the levels codec sends "
-                                f"at most {MAX_LEVEL} steps; use 1..{MAX_LEVEL}")  # fmt: skip
-        if self.noise_scale > MAX_NOISE_SCALE:
-            raise SettingsError(f"noise-scale={self.noise_scale!r}: at most "
-                                f"{MAX_NOISE_SCALE:g} (in He stds per round; larger overflows "
-                                "the float32 weights)")  # fmt: skip
         if self.data_dir and self.dataset in BUNDLED:
             raise SettingsError(
                 f"data-dir={self.data_dir!r}: {self.dataset} needs no files (it is bundled or "
                 "generated); drop data-dir, or choose a dataset read from files "
                 "(fashion-mnist, mnist, cifar10)"
             )
-        for name in ("width", "dense-width", "lr", "dense-lr", "alpha", "noise-scale",
-                     "noise-lr", "pm-lr", "server-lr"):  # fmt: skip
+        for name in ("width", "alpha"):
             value = getattr(self, name.replace("-", "_"))
             if not (value > 0 and math.isfinite(value)):
                 raise SettingsError(f"{name}={value!r}: must be a positive number")
-        for name, width in (("width", self.width), ("dense-width", self.dense_width)):
-            count = parameter_count(self.model, INPUT_SHAPES[self.dataset], 10, width)
-            if count > MAX_PARAMETERS:
-                raise SettingsError(
-                    f"{name}={width!r}: a {self.model} that wide has {count:.3g} weights; "
-                    f"pemn-fl builds at most {MAX_PARAMETERS:.0e}"
-                )
+        check_width(self, "width", self.width)
         if not 0.0 < self.fraction <= 1.0:
             raise SettingsError(f"fraction={self.fraction!r}: must be in (0, 1]")
-        if not 0.0 < self.keep < 1.0:
-            raise SettingsError(f"keep={self.keep!r}: the kept fraction must be in (0, 1)")
-        if not 0.0 < self.density < 1.0:
-            raise SettingsError(f"density={self.density!r}: must be in (0, 1)")
-        if not 0.0 <= self.server_momentum < 1.0:
-            raise SettingsError(f"server-momentum={self.server_momentum!r}: must be in [0, 1)")
-        if self.bits not in (2, 4, 8):
-            raise SettingsError(f"bits={self.bits!r}: QSGD takes 2, 4 or 8 bits per weight")
-        if not 0.0 < self.topk_fraction <= 1.0:
-            raise SettingsError(f"topk-fraction={self.topk_fraction!r}: must be in (0, 1]")
         for name in ("drop-rate", "corrupt-rate", "straggler-rate"):
             value = getattr(self, name.replace("-", "_"))
             if not 0.0 <= value <= 1.0:
@@ -222,12 +191,6 @@ class RunSettings:
                 f"--round-deadline (seconds, at most {MAX_STRAGGLER_DEADLINE:g}) above a normal "
                 "round's client time"
             )
-        if not 0.0 <= self.weight_momentum < 1.0:
-            raise SettingsError(f"weight-momentum={self.weight_momentum!r}: must be in [0, 1)")
-        if not 0.0 <= self.posterior_decay <= 1.0:
-            raise SettingsError(f"posterior-decay={self.posterior_decay!r}: must be in [0, 1]")
-        if not (self.margin >= 0 and math.isfinite(self.margin)):
-            raise SettingsError(f"margin={self.margin!r}: must be a finite number >= 0")
         if not 0 <= self.seed < 2**32:
             raise SettingsError(f"seed={self.seed!r}: must be in [0, {2**32 - 1}] (the "
                                 "data split's random state is 32-bit)")  # fmt: skip
@@ -239,11 +202,7 @@ class RunSettings:
     # -- derived -----------------------------------------------------------------------
     @property
     def method_list(self) -> list[str]:
-        """The methods to run, in the given order; ``all`` means every registered one."""
-        if self.methods.strip() == "all":
-            from pemn_fl.methods import names
-
-            return list(names())
+        """The methods to run, in the given order (``settings_from`` expands ``all``)."""
         return [m.strip() for m in self.methods.split(",") if m.strip()]
 
     @property
@@ -291,6 +250,14 @@ def _coerce(key: str, value: object, type_name: object) -> object:
         return target(value)
     except (TypeError, ValueError):
         raise SettingsError(f"{key}={value!r}: expected a {target.__name__}") from None
+
+
+def check_width(settings: RunSettings, name: str, width: float) -> None:
+    """A model at ``width`` must stay within ``MAX_PARAMETERS`` (counted without memory)."""
+    count = parameter_count(settings.model, INPUT_SHAPES[settings.dataset], 10, width)
+    if count > MAX_PARAMETERS:
+        raise SettingsError(f"{name}={width!r}: a {settings.model} that wide has {count:.3g} "
+                            f"weights; pemn-fl builds at most {MAX_PARAMETERS:.0e}")  # fmt: skip
 
 
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:

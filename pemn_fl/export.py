@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord
 
 from pemn_fl import protocol as P
 from pemn_fl.config import RunSettings
-from pemn_fl.methods import Method, ServerSide, get
+from pemn_fl.methods import Method, ServerSide, get, settings_from
 from pemn_fl.modelfile import ModelFile, ModelFileError, float32_bytes, model_fingerprint
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import evaluate
@@ -50,7 +50,7 @@ def rebuild(model: ModelFile, data_dir: str | None = None) -> tuple[RunSettings,
     if data_dir is not None:
         config["data-dir"] = str(data_dir)
     try:
-        settings = RunSettings.from_run_config(config)
+        settings = settings_from(config)
         method = get(model.method)
     except (ValueError, KeyError) as exc:
         raise ModelFileError(f"model file settings are not usable here: {exc}") from None

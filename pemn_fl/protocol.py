@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from pemn_fl.codec import decode_mask, encode_mask
-from pemn_fl.config import RunSettings
+from pemn_fl.config import RunSettings, check_width
 from pemn_fl.data import Dataset, load_dataset
 from pemn_fl.masked import get_masks, masked_layers
 from pemn_fl.models import build_model, layer_shapes
+from pemn_fl.options import Option
 from pemn_fl.partition import partition_for
 from pemn_fl.prototype import derived_seed, fingerprint, materialize
 from pemn_fl.scores import realign, scores_from_mask
@@ -33,6 +34,31 @@ from pemn_fl.task import train
 
 CONFIG_KEY, UPDATE_KEY, METRICS_KEY = "config", "update", "metrics"
 MASK, MASK_ID, ROUND = "mask", "mask-id", "server-round"
+
+
+def _dense_fits(width: object, settings: object) -> None:
+    check_width(settings, "dense-width", float(width))  # type: ignore[arg-type]
+
+
+# -- the frozen-prototype (mask) family's options: pemn, pemn_wide ------------------------
+LR = Option("lr", 1.0, "score learning rate of the masked model (tuned for the digits "
+            "classroom default)", low=0, low_open=True)  # fmt: skip
+KEEP = Option("keep", 0.5, "fraction of each layer's edges a mask keeps", low=0, high=1,
+              low_open=True, high_open=True)  # fmt: skip
+CLIENT_INIT = Option("client-init", "stateful", "a client's scores: stateful (its own, carried "
+                     "across rounds) or stateless (from the global mask each round)",
+                     choices=("stateless", "stateful"))  # fmt: skip
+MARGIN = Option("margin", 0.0, "score margin around the keep threshold when a client starts "
+                "from the global mask", low=0)  # fmt: skip
+SERVER_MOMENTUM = Option("server-momentum", 0.0, "momentum of the server's vote tally",
+                         low=0, high=1, high_open=True)  # fmt: skip
+MASK_OPTIONS = (LR, KEEP, CLIENT_INIT, MARGIN, SERVER_MOMENTUM)
+# -- the dense family's options: fedavg, signsgd, qsgd, topk -----------------------------
+DENSE_LR = Option("dense-lr", 0.05, "weight learning rate of the dense model (SGD)", low=0,
+                  low_open=True)  # fmt: skip
+DENSE_WIDTH = Option("dense-width", 1.0, "width multiplier of the dense model", low=0,
+                     low_open=True, check=_dense_fits)  # fmt: skip
+DENSE_OPTIONS = (DENSE_LR, DENSE_WIDTH)
 
 Mask = list[np.ndarray]
 
@@ -64,7 +90,8 @@ class Prototype:
 @functools.lru_cache(maxsize=8)
 def _prototype(settings: RunSettings, input_shape: tuple[int, int, int], classes: int) -> Prototype:
     model = build_model(
-        settings.model, input_shape, classes, masked=True, width=settings.width, keep=settings.keep
+        settings.model, input_shape, classes, masked=True, width=settings.width,
+        keep=settings[KEEP],
     )
     shapes = layer_shapes(model)
     weights = materialize(settings.prototype_spec, shapes)
@@ -78,7 +105,7 @@ def masked_model(settings: RunSettings) -> tuple[nn.Module, Prototype]:
     data = dataset_of(settings)
     model = build_model(
         settings.model, data.input_shape, data.num_classes,
-        masked=True, width=settings.width, keep=settings.keep,
+        masked=True, width=settings.width, keep=settings[KEEP],
     )  # fmt: skip
     proto = _prototype(settings, data.input_shape, data.num_classes)
     for name, layer in masked_layers(model):
@@ -91,7 +118,8 @@ def dense_model(settings: RunSettings) -> nn.Module:
     data = dataset_of(settings)
     torch.manual_seed(derived_seed(settings.seed, "dense-init") % 2**31)
     return build_model(
-        settings.model, data.input_shape, data.num_classes, masked=False, width=settings.dense_width
+        settings.model, data.input_shape, data.num_classes, masked=False,
+        width=settings[DENSE_WIDTH],
     )
 
 
@@ -130,11 +158,11 @@ def init_scores(
     layers = masked_layers(model)
     for i, (_, layer) in enumerate(layers):
         g = torch.from_numpy(global_mask[i]).view_as(layer.scores)
-        if settings.client_init == "stateful" and previous_scores is not None:
+        if settings[CLIENT_INIT] == "stateful" and previous_scores is not None:
             prev = torch.from_numpy(previous_scores[i]).view_as(layer.scores)
-            scores = realign(prev, g, eps=max(settings.margin, 1e-3))
+            scores = realign(prev, g, eps=max(settings[MARGIN], 1e-3))
         else:
-            scores = scores_from_mask(g, settings.margin, gen)
+            scores = scores_from_mask(g, settings[MARGIN], gen)
         layer.set_scores(scores)
 
 
@@ -171,7 +199,7 @@ def client_round(
     init_scores(model, received, previous_scores, settings, f"client/{partition_id}/{server_round}")
     x, y = client_data(settings, partition_id, num_partitions)
     loss = train(
-        model, x, y, settings.train_config(settings.scheduled(settings.lr, server_round)),
+        model, x, y, settings.train_config(settings.scheduled(settings[LR], server_round)),
         seed=derived_seed(settings.seed, f"batches/{partition_id}/{server_round}"),
     )  # fmt: skip
     sent = [np.logical_not(m) for m in masks_of(model)] if invert else masks_of(model)

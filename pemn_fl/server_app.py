@@ -24,7 +24,7 @@ from pemn_fl import protocol as P
 from pemn_fl.accounting import MeteredGrid, Traffic, WireMeter
 from pemn_fl.config import RunSettings
 from pemn_fl.export import export_model, fingerprint_of
-from pemn_fl.methods import Method
+from pemn_fl.methods import Method, settings_from
 from pemn_fl.methods import get as get_method
 from pemn_fl.modelfile import save
 from pemn_fl.report import COLUMNS, RoundLog, plot_runs, summarize, summary_table
@@ -269,7 +269,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Entry point under ``flwr run .``: settings from the run config, outputs to out-dir."""
-    settings = RunSettings.from_run_config(dict(context.run_config))
+    settings = settings_from(dict(context.run_config))
     # Where this machine keeps the run's files is no experiment setting, so it comes from
     # the environment (the SuperLink passes its own on): ``simulations.deploy`` names the
     # run's directory (PEMN_FL_RUN_DIR) so that a resumed run finds its finished rows there,

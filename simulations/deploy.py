@@ -47,6 +47,7 @@ from pathlib import Path
 
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.data import DataError
+from pemn_fl.methods import settings_from
 from pemn_fl.models import ModelError
 from pemn_fl.partition import PartitionError
 from simulations import secure as S
@@ -557,7 +558,7 @@ def resumed_plan(args: argparse.Namespace,
         config = json.loads((out / "config.json").read_text())
         if config.get("engine") != "deployment":
             raise ValueError("not a deployment")
-        plan = Plan(RunSettings.from_run_config(config["settings"]), int(config["nodes"]),
+        plan = Plan(settings_from(config["settings"]), int(config["nodes"]),
                     bool(config.get("secure", False)),
                     int(config.get("unauthorized_nodes", 0)),
                     int(config.get("nodes_without_ca", 0)))  # fmt: skip

@@ -18,12 +18,18 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import IO
 
 from pemn_fl.config import RunSettings, SettingsError
+from pemn_fl.methods import get as get_method
+from pemn_fl.methods import is_plugin, settings_from
 from pemn_fl.methods import names as method_names
+from pemn_fl.methods import options as method_options
+from pemn_fl.methods import users as method_users
+from pemn_fl.options import add_to_parser
 
 DEFAULTS = RunSettings()
 # How long the simulator waits for a round's replies. Not the round deadline: in simulation
@@ -32,7 +38,9 @@ DEFAULTS = RunSettings()
 SIMULATION_WALL_TIMEOUT = 3600.0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(specs: Iterable[str] = ()) -> argparse.ArgumentParser:
+    """The command line: the shared settings, then every method's own options (those of
+    the registered methods and of the plug-ins among ``specs``), from their declarations."""
     p = argparse.ArgumentParser(
         prog="python -m simulations.run",
         description="Federated PEMN (seed + bit-packed masks) vs dense FedAvg: bytes vs accuracy.",
@@ -48,8 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=d.data_dir, help="directory holding the dataset files")
     p.add_argument("--model", default=d.model, help="mlp, conv2, conv4, conv6, resnet20")
     p.add_argument("--width", type=float, default=d.width, help="width multiplier, PEMN model")
-    p.add_argument("--dense-width", type=float, default=d.dense_width,
-                   help="width multiplier, FedAvg model")
     p.add_argument("--partition", default=d.partition, help="iid, dirichlet, pathological")
     p.add_argument("--alpha", type=float, default=d.alpha, help="Dirichlet concentration")
     p.add_argument("--classes-per-client", type=int, default=d.classes_per_client)
@@ -57,38 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of clients sampled per round")
     p.add_argument("--local-epochs", type=int, default=d.local_epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="score learning rate (PEMN)")
-    p.add_argument("--dense-lr", type=float, default=d.dense_lr, help="weight lr (FedAvg)")
     p.add_argument("--optimizer", default=d.optimizer, help="sgd or adam")
     p.add_argument("--prototype", default=d.prototype, help="dense, one-layer, mp, rp:RATIO")
     p.add_argument("--init", default=d.init, help="signed-constant or kaiming-normal")
     p.add_argument("--no-rescale", action="store_true",
                    help="PEMN's exact padding: no per-layer fan-in rescaling")
-    p.add_argument("--keep", type=float, default=d.keep, help="fraction of edges kept per layer")
-    p.add_argument("--client-init", default=d.client_init, help="stateful or stateless")
-    p.add_argument("--margin", type=float, default=d.margin, help="stateless score margin")
-    p.add_argument("--server-momentum", type=float, default=d.server_momentum,
-                   help="EMA factor of the server's vote state (0 = plain voting)")
     p.add_argument("--vote-weighting", default=d.vote_weighting, help="examples or uniform")
-    p.add_argument("--noise-scale", type=float, default=d.noise_scale,
-                   help="evolve*: per-round noise, in units of each layer's He std")
-    p.add_argument("--density", type=float, default=d.density,
-                   help="evolve*: fraction of weights a client's noise mask switches on")
-    p.add_argument("--noise-lr", type=float, default=d.noise_lr,
-                   help="evolve*: Adam learning rate of the noise-mask scores")
-    p.add_argument("--dither-levels", type=int, default=d.dither_levels,
-                   help="evolve_dither: grid steps of the dithered vote (1 = one bit)")
-    p.add_argument("--weight-momentum", type=float, default=d.weight_momentum,
-                   help="evolve_momentum: server momentum beta on the replicated weights")
-    p.add_argument("--pm-lr", type=float, default=d.pm_lr,
-                   help="fedpm*: Adam learning rate of the mask scores")
-    p.add_argument("--posterior-decay", type=float, default=d.posterior_decay,
-                   help="fedpm_bayes: weight of past rounds' votes in the posterior (1 = all)")
-    p.add_argument("--server-lr", type=float, default=d.server_lr,
-                   help="signsgd: the step everyone applies along the majority sign")
-    p.add_argument("--bits", type=int, default=d.bits, help="qsgd: bits per weight (8, 4, 2)")
-    p.add_argument("--topk-fraction", type=float, default=d.topk_fraction,
-                   help="topk: fraction of each tensor's update sent, both ways")
     p.add_argument("--drop-rate", type=float, default=d.drop_rate,
                    help="fault injection: share of sampled clients that fail each round")
     p.add_argument("--corrupt-rate", type=float, default=d.corrupt_rate,
@@ -101,8 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--byzantine", type=float, default=d.byzantine,
                    help="share of clients that attack every round (pemn: inverted masks; "
                    "fedavg: negated, scaled updates)")
-    p.add_argument("--robust", default=d.robust,
-                   help="FedAvg's aggregation: none (mean), median or trimmed-mean")
     p.add_argument("--trim-votes", type=float, default=d.trim_votes,
                    help="mask-voting methods: share of each round's votes farthest from the "
                    "coordinate-wise median left out (a trimmed vote)")
@@ -143,30 +121,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the killed or interrupted run in DIR from its last finished "
                    "round, with the settings in DIR/config.json (give no other settings)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_to_parser(p, method_options(specs).values(), method_users(specs))
     return p
 
 
+def plugin_specs(argv: list[str] | None) -> list[str]:
+    """The plug-in methods named by ``--methods`` (their options join the command line)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--methods", default="")
+    known, _ = pre.parse_known_args(argv)
+    specs = [m.strip() for m in known.methods.split(",") if is_plugin(m.strip())]
+    importable = []
+    for spec in specs:  # one that does not import is reported by settings_from, in one line
+        try:
+            get_method(spec)
+            importable.append(spec)
+        except KeyError:
+            pass
+    return importable
+
+
+# Command-line flags whose run-config key differs (``--rounds`` is num-server-rounds).
+_RENAMED = {"rounds": "num-server-rounds"}
+
+
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
-    return RunSettings(
-        methods=args.methods, num_server_rounds=args.rounds, dataset=args.dataset,
-        data_dir=args.data_dir, model=args.model, width=args.width, dense_width=args.dense_width,
-        partition=args.partition, alpha=args.alpha, classes_per_client=args.classes_per_client,
-        fraction=args.fraction, local_epochs=args.local_epochs, batch_size=args.batch_size,
-        lr=args.lr, dense_lr=args.dense_lr, optimizer=args.optimizer, prototype=args.prototype,
-        init=args.init, rescale=not args.no_rescale, keep=args.keep,
-        client_init=args.client_init, margin=args.margin,
-        server_momentum=args.server_momentum, vote_weighting=args.vote_weighting,
-        noise_scale=args.noise_scale, density=args.density, noise_lr=args.noise_lr,
-        dither_levels=args.dither_levels, weight_momentum=args.weight_momentum,
-        pm_lr=args.pm_lr,
-        posterior_decay=args.posterior_decay, server_lr=args.server_lr, bits=args.bits,
-        topk_fraction=args.topk_fraction, drop_rate=args.drop_rate, byzantine=args.byzantine,
-        robust=args.robust, trim_votes=args.trim_votes, straggler_rate=args.straggler_rate,
-        round_deadline=args.round_deadline,
-        corrupt_rate=args.corrupt_rate, bytes_level=args.bytes_level,
-        lr_schedule=args.lr_schedule, compact_replies=args.compact_replies, device=args.device,
-        seed=args.seed, min_nodes=args.clients,
-    )  # fmt: skip
+    """The run's settings from the command line: a flag is its run-config key (shared
+    settings and method options alike), checked by ``pemn_fl.methods.settings_from``. Flags
+    that are no setting (``--out``, ``--clients``, a deployment's ``--nodes``) are left out."""
+    specs = [m.strip() for m in str(args.methods).split(",")]
+    known = set(RunSettings().to_run_config()) | set(method_options(
+        [s for s in specs if s in plugin_specs(["--methods", args.methods])]))  # fmt: skip
+    config = {key: v for k, v in vars(args).items()
+              if (key := _RENAMED.get(k, k.replace("_", "-"))) in known}  # fmt: skip
+    config.update({"rescale": not args.no_rescale, "min-nodes": args.clients})
+    return settings_from(config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,7 +258,7 @@ def resumed(args: argparse.Namespace) -> tuple[Path, RunSettings, Engine]:
     out = args.resume
     try:
         config = json.loads((out / "config.json").read_text())
-        settings = RunSettings.from_run_config(config["settings"])
+        settings = settings_from(config["settings"])
         engine = Engine.from_config(config)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SettingsError(f"--resume {out}: no readable config.json of a simulations.run "
@@ -521,8 +510,7 @@ def run_seeds(args: argparse.Namespace, settings: RunSettings | None, seeds: lis
             else:
                 if settings is None:  # resuming a group: the settings of its config.json
                     config = json.loads((out / "config.json").read_text())
-                    settings = RunSettings.from_run_config(
-                        {**config["settings"], "checkpoint-dir": ""})
+                    settings = settings_from({**config["settings"], "checkpoint-dir": ""})
                     group_engine = Engine.from_config(config)
                 assert group_engine is not None  # a fresh group passes its engine
                 engine = group_engine
@@ -549,7 +537,7 @@ def run_seeds(args: argparse.Namespace, settings: RunSettings | None, seeds: lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(plugin_specs(argv)).parse_args(argv)
     from pemn_fl.checkpoint import CheckpointError
     from pemn_fl.data import DataError
     from pemn_fl.models import ModelError

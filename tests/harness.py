@@ -13,6 +13,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 
 from pemn_fl.config import RunSettings
+from pemn_fl.methods import settings_from
 from pemn_fl.methods.base import ServerSide
 from pemn_fl.sampling import RoundSampler
 
@@ -54,3 +55,16 @@ def scheduled(module, settings: RunSettings, partitions: int,  # noqa: ANN001
             "order_key": staticmethod(sampler.order_key),
         })()  # fmt: skip
     return side
+
+
+def build_settings(**values: object) -> RunSettings:
+    """Settings as the command line builds them: shared settings and method options alike by
+    their snake_case names (``noise_scale=0.5``), checked against every declaration by
+    ``pemn_fl.methods.settings_from``."""
+    return settings_from({k.replace("_", "-"): v for k, v in values.items()})
+
+
+def changed(base: RunSettings, **values: object) -> RunSettings:
+    """``base`` with some settings or options changed (``dataclasses.replace`` for both)."""
+    return settings_from({**base.to_run_config(),
+                          **{k.replace("_", "-"): v for k, v in values.items()}})  # fmt: skip

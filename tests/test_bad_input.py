@@ -73,8 +73,8 @@ def test_plot_rejects_a_bad_rounds_file(content: bytes, word: str, tmp_path: Pat
     assert not (tmp_path / "x.png").exists()
 
 
-def test_deploy_refuses_resume_and_simulator_refuses_a_bad_bytes_level(tmp_path: Path) -> None:
-    _clear(_run("simulations.deploy", "--resume", str(tmp_path)), "--resume is for")
+def test_deploy_resume_of_nothing_and_a_bad_bytes_level_are_clear_errors(tmp_path: Path) -> None:
+    _clear(_run("simulations.deploy", "--resume", str(tmp_path)), "no readable config.json")
     proc = _run("simulations.run", "--bytes", "bits", "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "invalid choice: 'bits'" in proc.stderr
 
@@ -83,8 +83,8 @@ def test_deploy_refuses_resume_and_simulator_refuses_a_bad_bytes_level(tmp_path:
     (["--cpus-per-client", "nan"], ["--cpus-per-client nan", "finite"]),
     (["--cpus-per-client", "inf"], ["--cpus-per-client inf"]),
     (["--cpus-per-client", "100"], ["--cpus-per-client 100.0", "this machine has"]),
-    (["--dither-levels", "1000000"], ["dither-levels=1000000", "at most 4096"]),
-    (["--noise-scale", "1e300"], ["noise-scale=1e+300", "at most 100"]),
+    (["--dither-levels", "1000000"], ["dither-levels=1000000", "[1, 4096]"]),
+    (["--noise-scale", "1e300"], ["noise-scale=1e+300", "(0, 100]"]),
     (["--data-dir", "/tmp"], ["data-dir='/tmp'", "digits needs no files"]),
     (["--clients", "4", "--byzantine", "0.45"], ["4 clients that is 2 attackers"]),
     (["--model", "conv2", "--width", "2000"], ["width=2000.0", "at most 1e+08"]),

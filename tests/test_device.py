@@ -14,9 +14,9 @@ from flwr.app import ConfigRecord
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods import get, names
 from pemn_fl.task import DeviceError, resolve_device
-from tests.harness import contexts, deliver, scheduled
+from tests.harness import build_settings, contexts, deliver, scheduled
 
-SETTINGS = RunSettings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
+SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
                        local_epochs=1, batch_size=64)  # fmt: skip
 
 pytestmark = pytest.mark.usefixtures("flower_identity")

@@ -212,10 +212,20 @@ def test_frontier_report_from_real_runs(run_dir: Path, tmp_path: Path) -> None:
     assert "| fedavg | dense-lr=0.05 |" in (tmp_path / "frontier.md").read_text()
 
 
-TOY = '''"""A method from outside the package: FedAvg's client and server under another name."""
+TOY = '''"""A method from outside the package: FedAvg's client and server under another name,
+with an option of its own."""
 
+from pemn_fl import protocol as P
 from pemn_fl.methods import fedavg
 from pemn_fl.methods.base import Method
+from pemn_fl.options import Option
+
+LR_SCALE = Option("toy-lr-scale", 1.0, "multiplies FedAvg's dense-lr", low=0, low_open=True)
+
+
+def client_step(msg, context, settings):
+    scaled = settings[P.DENSE_LR] * settings[LR_SCALE]
+    return fedavg.client_step(msg, context, settings.with_options(**{"dense-lr": scaled}))
 
 
 def server(settings, sampler):
@@ -224,25 +234,39 @@ def server(settings, sampler):
     return side
 
 
-METHOD = Method(name="toy", label="Toy (FedAvg, renamed)", client_step=fedavg.client_step,
-                server=server, num_params=fedavg.METHOD.num_params)
+METHOD = Method(name="toy", label="Toy (FedAvg, renamed)", client_step=client_step,
+                server=server, num_params=fedavg.METHOD.num_params,
+                options=(*P.DENSE_OPTIONS, LR_SCALE))
 '''
 
 
 def test_a_method_added_through_the_registry_alone_runs_end_to_end(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch,
                                                                     ) -> None:  # fmt: skip
+    """One module, no other file touched: its option is a flag (in --help), checked, passed
+    to every client through the real engine and recorded in config.json."""
     package = tmp_path / "pemn_toy"
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "toy.py").write_text(TOY)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    out = simulate(tmp_path / "out", "--dense-width", "0.5", "--methods", "pemn_toy.toy,fedavg")
+    helped = subprocess.run([sys.executable, "-m", "simulations.run", "--methods",
+                             "pemn_toy.toy", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert helped.returncode == 0 and "--toy-lr-scale" in helped.stdout
+    assert "multiplies FedAvg's dense-lr [toy]" in " ".join(helped.stdout.split())
+    bad = subprocess.run([sys.executable, "-m", "simulations.run", "--methods", "pemn_toy.toy",
+                          "--toy-lr-scale", "-1", "--out", str(tmp_path / "bad")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "toy-lr-scale=-1.0: must be in (0, inf)" in bad.stderr
+    out = simulate(tmp_path / "out", "--dense-width", "0.5", "--methods", "pemn_toy.toy,fedavg",
+                   "--toy-lr-scale", "1")  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["settings"]["toy-lr-scale"] == 1.0
     rounds = pd.read_csv(out / "rounds.csv")
     assert list(rounds["method"].unique()) == ["toy", "fedavg"]
     toy, fed = (rounds[rounds["method"] == m].reset_index(drop=True) for m in ("toy", "fedavg"))
     assert (toy.loc[1:, "uplink_payload_bytes"] > 0).all()
-    # The same client step and strategy as FedAvg: the same accuracies, round by round.
+    # The same client step and strategy as FedAvg at scale 1: the same accuracies.
     assert list(toy["accuracy"]) == pytest.approx(list(fed["accuracy"]), abs=1e-9)
 
 
@@ -256,10 +280,10 @@ def test_a_bad_plugin_method_is_one_clear_line(tmp_path: Path) -> None:
 def test_fedavg_payload_is_exactly_its_float32_weights(run_dir: Path) -> None:
     """Byte accounting itself: FedAvg's payload = messages x parameters x 4, both ways."""
     from pemn_fl import protocol as P
-    from pemn_fl.config import RunSettings
     from pemn_fl.models import count_params
+    from tests.harness import build_settings
 
-    params = count_params(P.dense_model(RunSettings(dataset="synthetic", model="mlp",
+    params = count_params(P.dense_model(build_settings(dataset="synthetic", model="mlp",
                                                     dense_width=0.5)))  # fmt: skip
     rounds = pd.read_csv(run_dir / "rounds.csv")
     fed = rounds[(rounds["method"] == "fedavg") & (rounds["round"] > 0)]

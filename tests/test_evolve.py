@@ -22,8 +22,9 @@ from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels
 from pemn_fl.methods import evolve, evolve_dither, evolve_lattice, evolve_momentum
 from pemn_fl.sampling import RoundSampler
+from tests.harness import build_settings, changed
 
-SETTINGS = RunSettings(
+SETTINGS = build_settings(
     dataset="synthetic", model="mlp", width=0.25, local_epochs=1, batch_size=32,
     noise_scale=0.5, density=0.05, min_nodes=1,
 )  # fmt: skip
@@ -165,7 +166,7 @@ def test_a_wrong_digest_is_a_clear_error_and_keeps_the_node_state() -> None:
 
 def test_dither_rule_is_unbiased_and_binary() -> None:
     f = [np.full(200_000, 0.3)]
-    one_bit = dataclasses.replace(SETTINGS, dither_levels=1)
+    one_bit = changed(SETTINGS, dither_levels=1)
     upd = evolve_dither.dither_rule(f, 10, one_bit, 2, {})
     assert upd.denom == 1 and upd.max_level == 1 and set(np.unique(upd.levels[0])) <= {0, 1}
     assert upd.levels[0].mean() == pytest.approx(0.3, abs=0.005)
@@ -227,7 +228,8 @@ def test_a_lattice_round_of_zero_steps_leaves_the_weights_and_max_steps_move_the
     moved = evolve.step(SETTINGS, evolve_lattice.SCHEME, state, 1, up)
     for a, b, shape in zip(moved, state, net.shapes, strict=True):
         fan_in = int(np.prod(shape.shape[1:]))  # He std sqrt(2 / fan_in), times noise-scale
-        np.testing.assert_allclose(a - b, SETTINGS.noise_scale * np.sqrt(2 / fan_in), rtol=1e-5)
+        step = SETTINGS[evolve.NOISE_SCALE] * np.sqrt(2 / fan_in)
+        np.testing.assert_allclose(a - b, step, rtol=1e-5)
 
 
 def test_each_round_has_its_own_noise_and_a_replay_draws_the_same() -> None:
@@ -245,7 +247,7 @@ def test_the_dither_is_fresh_every_round_and_every_layer() -> None:
     # A vote fraction of 1/2 on one level: floor(1/2 + u) is 1 exactly when u >= 1/2, so two
     # independent draws agree on about half the weights; the same round again agrees on all.
     f = [np.full(20_000, 0.5), np.full(20_000, 0.5)]
-    one_bit = dataclasses.replace(SETTINGS, dither_levels=1)
+    one_bit = changed(SETTINGS, dither_levels=1)
     r1 = evolve_dither.dither_rule(f, 4, one_bit, 1, {}).levels
     r2 = evolve_dither.dither_rule(f, 4, one_bit, 2, {}).levels
     assert 0.47 < float((r1[0] == r2[0]).mean()) < 0.53  # round 1 vs round 2
@@ -333,7 +335,7 @@ def test_momentum_keeps_a_velocity_every_party_can_rebuild() -> None:
     np.testing.assert_allclose(state[0][:3], w0 + np.float32(2.5), rtol=1e-6)
     assert state[3][:3].tolist() == [1.5, 1.5, 1.5]
     assert evolve_momentum.SCHEME.momentum is not None
-    assert evolve_momentum.SCHEME.momentum(dataclasses.replace(SETTINGS, weight_momentum=0.7)
+    assert evolve_momentum.SCHEME.momentum(changed(SETTINGS, weight_momentum=0.7)
                                            ) == 0.7  # fmt: skip
     assert evolve_momentum.SCHEME.rule is evolve_dither.dither_rule
 

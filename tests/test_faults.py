@@ -9,11 +9,11 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 
 from pemn_fl.codec import inspect_payload
-from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve_dither, fedavg, pemn, qsgd
 from pemn_fl.sampling import RoundSampler
+from tests.harness import build_settings, changed
 
-SETTINGS = RunSettings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
+SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
                        local_epochs=1, min_nodes=1)  # fmt: skip
 PARTITIONS = 3
 
@@ -234,12 +234,11 @@ def test_byzantine_clients_are_a_fixed_seeded_share() -> None:
     ({"robust": "krum"}, "robust"),
 ])  # fmt: skip
 def test_bad_byzantine_settings_are_clear_errors(options: dict[str, object], words: str) -> None:
-    import dataclasses
 
     from pemn_fl.config import SettingsError
 
     with pytest.raises(SettingsError, match=words.replace("[", r"\[").replace(")", r"\)")):
-        dataclasses.replace(SETTINGS, **options)
+        changed(SETTINGS, **options)
 
 
 def test_a_byzantine_pemn_client_sends_the_complement_of_its_mask() -> None:
@@ -321,11 +320,10 @@ def test_a_byzantine_fedavg_client_sends_its_update_negated_and_scaled() -> None
 def test_robust_fedavg_is_flowers_own_strategy_and_shrugs_off_an_outlier(
     robust: str, kind: str
 ) -> None:
-    import dataclasses
 
     from flwr.serverapp import strategy as flower
 
-    settings = dataclasses.replace(SETTINGS, methods="fedavg", robust=robust)
+    settings = changed(SETTINGS, methods="fedavg", robust=robust)
     n = 5
     side = fedavg.METHOD.server(settings, RoundSampler({p: 100 + p for p in range(n)}, 1.0, 0))
     assert isinstance(side.strategy, getattr(flower, kind))

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from pemn_fl.config import RunSettings
 from pemn_fl.methods import fedavg
 from pemn_fl.sampling import RoundSampler
+from tests.harness import build_settings
 
 pytestmark = pytest.mark.usefixtures("flower_identity")
 NODES = {0: 11, 1: 12, 2: 13, 3: 14}
 
 
 def _strategy(robust: str = "none") -> fedavg.SampledFedAvg:
-    settings = RunSettings(dataset="synthetic", model="mlp", robust=robust)
+    settings = build_settings(dataset="synthetic", model="mlp", robust=robust)
     return fedavg.sampled_strategy(settings, RoundSampler(NODES, 1.0, seed=0), max_examples=100)
 
 

@@ -20,6 +20,7 @@ from pemn_fl.codec import decode_mask
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve, fedpm, fedpm_bayes
 from pemn_fl.task import evaluate
+from tests.harness import changed
 
 SETTINGS = RunSettings(dataset="synthetic", model="mlp", width=0.25, local_epochs=1,
                        batch_size=32, min_nodes=1)  # fmt: skip
@@ -121,7 +122,7 @@ def test_fedpm_rejects_a_bad_reply_and_goes_on() -> None:
 # -- FedPM with the posterior carried ----------------------------------------------------
 @pytest.mark.parametrize("decay", [1.0, 0.5])
 def test_fedpm_bayes_every_party_holds_the_same_posterior(decay: float) -> None:
-    settings = dataclasses.replace(SETTINGS, posterior_decay=decay)
+    settings = changed(SETTINGS, posterior_decay=decay)
     schedule = {1: [0, 1], 2: [1, 2], 3: [0, 3], 4: [0, 1, 2, 3]}
     strategy = _strategy(fedpm_bayes, schedule, settings).strategy
     contexts = {p: _context(p) for p in range(PARTITIONS)}
@@ -199,7 +200,7 @@ def test_fedpm_bayes_posterior_counts_exactly_the_samples_the_clients_drew(
     net = evolve.network(SETTINGS)
     q = [(np.arange(n) % 2).astype(np.float64) for n in net.sizes]
     monkeypatch.setattr(fedpm, "local_round", lambda settings, theta, pid, n, r: (q, 0.5, 10))
-    settings = dataclasses.replace(SETTINGS, posterior_decay=0.5)
+    settings = changed(SETTINGS, posterior_decay=0.5)
     schedule = {1: [0], 2: [0, 1, 2]}
     strategy = _strategy(fedpm_bayes, schedule, settings).strategy
     contexts = {p: _context(p) for p in range(PARTITIONS)}

@@ -13,9 +13,9 @@ from pemn_fl import transport
 from pemn_fl.config import COSINE_FLOOR, RunSettings, SettingsError
 from pemn_fl.methods import get, names
 from pemn_fl.methods import messages as M
-from tests.harness import contexts, deliver, scheduled
+from tests.harness import build_settings, contexts, deliver, scheduled
 
-SETTINGS = RunSettings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
+SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
                        local_epochs=1, batch_size=64, num_server_rounds=5)  # fmt: skip
 
 pytestmark = pytest.mark.usefixtures("flower_identity")

@@ -8,13 +8,14 @@ import pytest
 from flwr.app.metadata import validate_message_type
 
 from pemn_fl.config import RunSettings, SettingsError
-from pemn_fl.methods import get, names, registry
+from pemn_fl.methods import get, names, registry, settings_from
 from pemn_fl.report import label_of
+from tests.harness import build_settings
 
 
 def test_every_registered_method_is_a_complete_module() -> None:
     assert {"pemn", "fedavg", "evolve", "evolve_dither", "pemn_wide"} <= set(names())
-    settings = RunSettings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25)
+    settings = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25)
     for name, method in registry().items():
         assert method.name == name
         assert validate_message_type(method.message_type), method.message_type
@@ -36,15 +37,15 @@ def test_labels_are_the_registry_entries_and_unknown_names_stand_for_themselves(
 
 def test_unknown_and_duplicate_methods_are_clear_errors() -> None:
     with pytest.raises(SettingsError, match="use 'all' or a comma list of pemn"):
-        RunSettings(methods="pemn,nope")
+        settings_from({"methods": "pemn,nope"})
     with pytest.raises(SettingsError, match="only once"):
-        RunSettings(methods="pemn,pemn")
+        settings_from({"methods": "pemn,pemn"})
     with pytest.raises(KeyError, match="unknown method"):
         get("nope")
 
 
 def test_all_means_every_registered_method() -> None:
-    assert RunSettings(methods="all").method_list == list(names())
+    assert settings_from({"methods": "all"}).method_list == list(names())
 
 
 def test_wide_variant_is_wider_and_counts_its_own_edges() -> None:

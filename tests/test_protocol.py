@@ -9,11 +9,13 @@ from pemn_fl import protocol as P
 from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.masked import num_kept
+from pemn_fl.methods import options, settings_from
+from tests.harness import build_settings
 
 
 def _settings(**kw: object) -> RunSettings:
     base = dict(dataset="synthetic", model="mlp", width=0.25, lr=0.5, local_epochs=1)
-    return RunSettings(**{**base, **kw})  # type: ignore[arg-type]
+    return build_settings(**{**base, **kw})
 
 
 @pytest.mark.parametrize("client_init", ["stateless", "stateful"])
@@ -29,7 +31,7 @@ def test_client_round_trains_from_the_global_mask_and_replies_a_valid_delta(
     update = decode_mask(result.payload, fingerprint=proto.fingerprint,
                          layer_sizes=proto.layer_sizes, references={0: g0})  # fmt: skip
     for layer in update:
-        assert int(layer.sum()) == num_kept(layer.size, s.keep)
+        assert int(layer.sum()) == num_kept(layer.size, s[P.KEEP])
     flipped = sum(int((u != g).sum()) for u, g in zip(update, g0, strict=True))
     assert flipped > 0  # training moved the mask
     assert result.num_examples > 0 and np.isfinite(result.train_loss)
@@ -65,23 +67,28 @@ def test_initial_mask_is_derived_not_sent() -> None:
 
 def test_run_config_round_trip_and_errors() -> None:
     s = _settings(keep=0.3, prototype="rp:1e-2")
-    assert RunSettings.from_run_config(s.to_run_config()) == s
+    assert settings_from(s.to_run_config()) == s
     with pytest.raises(SettingsError, match="unknown setting"):
-        RunSettings.from_run_config({"kep": 0.3})
+        settings_from({"kep": 0.3})
     with pytest.raises(SettingsError, match="keep"):
         _settings(keep=1.5)
     with pytest.raises(SettingsError, match="rp:abc"):
         _settings(prototype="rp:abc")
     with pytest.raises(SettingsError, match="num-server-rounds"):
-        RunSettings.from_run_config({"num-server-rounds": "x"})
+        settings_from({"num-server-rounds": "x"})
 
 
 def test_pyproject_app_config_matches_run_settings() -> None:
-    """`flwr run .` reads [tool.flwr.app.config]: it must hold every setting, valid."""
+    """`flwr run .` reads [tool.flwr.app.config]: it must hold every shared setting and every
+    registered method's options, with their declared defaults (no drift from the code)."""
     import tomllib
     from pathlib import Path
 
     pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
     config = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"]
-    assert set(config) == set(RunSettings().to_run_config())
-    RunSettings.from_run_config(config)  # validates every value
+    declared = options()
+    shared = {k: v for k, v in RunSettings().to_run_config().items() if k not in declared}
+    assert set(config) == set(shared) | set(declared)
+    for name, option in declared.items():
+        assert config[name] == option.default, name
+    settings_from(config)  # validates every value

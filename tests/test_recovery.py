@@ -15,11 +15,10 @@ import pytest
 from flwr.app import ConfigRecord, Error, Message
 
 from pemn_fl import replica as R
-from pemn_fl.config import RunSettings
 from pemn_fl.methods import get, names
-from tests.harness import FIRST_NODE, contexts, deliver, scheduled
+from tests.harness import FIRST_NODE, build_settings, contexts, deliver, scheduled
 
-SETTINGS = RunSettings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
+SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
                        local_epochs=1, batch_size=64, min_nodes=1)  # fmt: skip
 PARTITIONS = 3
 # Round 2 samples partitions 0 and 1 and both fail; partition 2 sits it out, so in round 3

@@ -19,8 +19,9 @@ from pemn_fl.accounting import payload_bytes
 from pemn_fl.compressed import DenseNet, dense_net, weighted_mean
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods import qsgd, signsgd, topk
+from tests.harness import build_settings, changed
 
-SETTINGS = RunSettings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
+SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
                        local_epochs=1, min_nodes=1, server_lr=0.01, topk_fraction=0.05)  # fmt: skip
 PARTITIONS = 4
 MODULES = {"signsgd": signsgd, "qsgd": qsgd, "topk": topk}
@@ -60,7 +61,7 @@ def test_signsgd_sends_signs_and_a_majority() -> None:
 
 @pytest.mark.parametrize("bits", [8, 4, 2])
 def test_qsgd_is_unbiased_and_within_a_level(bits: int) -> None:
-    settings = dataclasses.replace(SETTINGS, bits=bits)
+    settings = changed(SETTINGS, bits=bits)
     net, delta = dense_net(settings), _update()
     s = qsgd.levels_of(settings)
     outs = []
@@ -96,9 +97,9 @@ def test_topk_keeps_the_largest_and_feeds_back_the_rest() -> None:
 
 def test_settings_reject_bad_compressor_knobs() -> None:
     with pytest.raises(SettingsError, match="bits"):
-        RunSettings(bits=3)
+        build_settings(bits=3)
     with pytest.raises(SettingsError, match="topk-fraction"):
-        RunSettings(topk_fraction=0.0)
+        build_settings(topk_fraction=0.0)
 
 
 # -- rounds on real messages -------------------------------------------------------------
@@ -160,7 +161,7 @@ def test_weighted_mean_weights_each_update_by_its_examples() -> None:
 
 
 def test_signsgd_majority_of_a_tie_is_zero_and_a_zero_update_votes_zero() -> None:
-    net, settings = _tiny_net(), dataclasses.replace(SETTINGS, server_lr=0.5)
+    net, settings = _tiny_net(), changed(SETTINGS, server_lr=0.5)
     # Two clients: +1/-1 is a tie (0), +1/+1 is +1, -1/-1 is -1, 0/0 is 0. One vote per
     # client, so unequal example counts change nothing.
     votes = [[np.array([1, 1, -1, 0], np.float32)], [np.array([-1, 1, -1, 0], np.float32)]]
@@ -173,7 +174,7 @@ def test_signsgd_majority_of_a_tie_is_zero_and_a_zero_update_votes_zero() -> Non
 def test_topk_server_sends_what_its_residual_held_back() -> None:
     # k = 1 of 4. Round 1: mean [3, 2, 0, 0] -> sends [3, 0, 0, 0], keeps [0, 2, 0, 0].
     # Round 2: mean [0, 1, 0, 0] + residual [0, 2, 0, 0] -> sends [0, 3, 0, 0].
-    net, settings = _tiny_net(), dataclasses.replace(SETTINGS, topk_fraction=0.25)
+    net, settings = _tiny_net(), changed(SETTINGS, topk_fraction=0.25)
     state: dict = {}
     first = topk.aggregate(settings, net, [[np.array([3, 2, 0, 0], np.float32)]], [1.0], state, 1)
     assert topk.decode(settings, net, first, 1)[0].tolist() == [3.0, 0.0, 0.0, 0.0]
@@ -212,7 +213,7 @@ def test_a_non_finite_update_is_rejected_and_the_step_is_the_finite_ones() -> No
 
 
 def test_qsgd_levels_per_bit_width() -> None:
-    assert [qsgd.levels_of(dataclasses.replace(SETTINGS, bits=b)) for b in (2, 4, 8)] == [1, 7,
+    assert [qsgd.levels_of(changed(SETTINGS, bits=b)) for b in (2, 4, 8)] == [1, 7,
                                                                                           127]
 
 
@@ -257,7 +258,7 @@ def test_qsgd_refuses_norms_that_do_not_fit() -> None:
 
 def test_qsgd_server_step_is_the_quantised_weighted_mean() -> None:
     # Two updates on a level grid whose example-weighted mean (1:3) is on the grid too.
-    net, settings = _tiny_net(), dataclasses.replace(SETTINGS, bits=4)  # s = 7
+    net, settings = _tiny_net(), changed(SETTINGS, bits=4)  # s = 7
     a, b = np.array([7, 0, 0, 0], np.float32), np.array([-7, 0, 0, 0], np.float32)
     fields = qsgd.aggregate(settings, net, [[a], [b]], [3.0, 1.0], {}, 5)
     # mean = (3 * 7 - 7) / 4 = 3.5: norm 3.5, r = 7 exactly -> back to 3.5.
@@ -310,7 +311,7 @@ def test_the_server_step_and_loss_weigh_replies_by_examples_or_uniformly(
 def test_topk_refuses_values_that_do_not_match_the_kept_count() -> None:
     from pemn_fl.codec import MaskPayloadError
 
-    net, settings = _tiny_net(), dataclasses.replace(SETTINGS, topk_fraction=0.5)
+    net, settings = _tiny_net(), changed(SETTINGS, topk_fraction=0.5)
     fields, residual = topk.encode_up(settings, net, [np.array([1, -4, 2, 0], np.float32)],
                                       None, 1)  # fmt: skip
     assert topk.decode(settings, net, fields, 1)[0].tolist() == [0, -4, 2, 0]  # k = 2 of 4

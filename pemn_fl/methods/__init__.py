@@ -13,14 +13,18 @@ ones only, so list a method in ``_MODULES`` to deploy it.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable, Mapping
 from importlib import import_module
 
+from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods.base import ClientStep, Method, ServerSide
+from pemn_fl.options import Option, merge
 
-__all__ = ["ClientStep", "Method", "ServerSide", "get", "is_plugin", "names", "registry"]
+__all__ = ["ClientStep", "Method", "ServerSide", "get", "is_plugin", "names", "options",
+           "registry", "settings_from", "users"]  # fmt: skip
 
-# Order = order of tables and plots. Imported lazily: method modules import the settings,
-# and the settings validate method names against this list.
+# Order = order of tables and plots. Method modules are imported on first use (``get``).
 _MODULES = (
     "pemn", "fedavg", "evolve", "evolve_dither", "evolve_lattice", "evolve_momentum",
     "pemn_wide", "fedpm", "fedpm_bayes", "signsgd", "qsgd", "topk",
@@ -67,3 +71,72 @@ def _plugin(spec: str) -> Method:
     if method.name in _MODULES:
         raise KeyError(f"method {spec!r}: its name {method.name!r} is a built-in method's")
     return method
+
+
+def _specs(methods: str) -> list[str]:
+    """A ``methods`` value as a list of specs, ``all`` expanded to every registered one."""
+    if methods.strip() == "all":
+        return list(_MODULES)
+    return [m.strip() for m in methods.split(",") if m.strip()]
+
+
+def options(specs: Iterable[str] = ()) -> dict[str, Option]:
+    """Every option a run may set: those of every registered method, and of the plug-ins
+    among ``specs``, by name (one declaration per name)."""
+    plugins = [spec for spec in specs if is_plugin(spec) and spec not in _MODULES]
+    return merge(get(spec).options for spec in [*_MODULES, *plugins])
+
+
+def users(specs: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Option name -> the methods that read it (for help texts and the docs table)."""
+    plugins = [spec for spec in specs if is_plugin(spec) and spec not in _MODULES]
+    out: dict[str, list[str]] = {}
+    for spec in [*_MODULES, *plugins]:
+        method = get(spec)
+        for option in method.options:
+            out.setdefault(option.name, []).append(method.name)
+    return out
+
+
+def settings_from(config: Mapping[str, object]) -> RunSettings:
+    """Settings from a Flower run config (or the command line's equivalent): the shared
+    settings, and every method's options checked against its declaration (defaults filled
+    in, so config.json says every value a run used). ``SettingsError`` names what is wrong.
+    """
+    return _settings(tuple(sorted(config.items(), key=lambda item: item[0])))
+
+
+@functools.lru_cache(maxsize=32)
+def _settings(items: tuple[tuple[str, object], ...]) -> RunSettings:
+    """``settings_from``, cached: a ClientApp builds its settings from the same run config
+    for every message."""
+    config = dict(items)
+    methods = str(config.get("methods", RunSettings.methods))
+    specs = _specs(methods)
+    bad = [m for m in specs if m not in _MODULES and not is_plugin(m)]
+    if not specs or bad:
+        raise SettingsError(f"methods={methods!r}: use 'all' or a comma list of "
+                            f"{', '.join(_MODULES)} (or plug-in module paths such as "
+                            "mypkg.mymethod)")  # fmt: skip
+    for spec in specs:
+        try:
+            get(spec)
+        except KeyError as exc:
+            raise SettingsError(f"methods={methods!r}: {exc.args[0]}") from None
+    declared = options(specs)
+    settings = RunSettings.from_run_config({**config, "methods": ",".join(specs)}, declared)
+    for option in declared.values():
+        if option.check is not None:
+            try:
+                option.check(settings[option], settings)
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
+    if settings.byzantine > 0:
+        unarmed = [m for m in specs if not get(m).attack]
+        if unarmed:
+            armed = [n for n in _MODULES if get(n).attack]
+            raise SettingsError(
+                f"byzantine={settings.byzantine!r}: no attack is defined for "
+                f"{', '.join(unarmed)}; Byzantine clients are defined for {', '.join(armed)}"
+            )
+    return settings

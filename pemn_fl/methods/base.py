@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
@@ -23,16 +23,15 @@ from flwr.serverapp.strategy import Strategy
 from torch import nn
 
 from pemn_fl.codec import MaskPayloadError
+from pemn_fl.config import RunSettings
+from pemn_fl.options import Option
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.voting import outliers
-
-if TYPE_CHECKING:
-    from pemn_fl.config import RunSettings
 
 log = logging.getLogger("pemn_fl.server")
 T = TypeVar("T")
 
-ClientStep = Callable[[Message, Context, "RunSettings"], Message]
+ClientStep = Callable[[Message, Context, RunSettings], Message]
 
 
 @dataclass
@@ -71,6 +70,9 @@ class Method:
     # What a Byzantine client of this method sends (``--byzantine``, ``faults.is_byzantine``),
     # in words; empty: the method defines no attack and refuses ``--byzantine``.
     attack: str = ""
+    # The hyperparameters it reads (``settings[OPTION]``), a family's shared ones included:
+    # its flags, run-config keys, checks and docs all come from here (``pemn_fl.options``).
+    options: tuple[Option, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():

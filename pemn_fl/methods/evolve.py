@@ -58,11 +58,24 @@ from pemn_fl.methods.base import (
     trim_votes,
 )
 from pemn_fl.models import build_model
+from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed, fingerprint, materialize
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import TrainConfig
 
 log = logging.getLogger("pemn_fl.server")
+
+# A round's noise step of 100 He stds already wipes out any network; far larger values
+# overflow the float32 weights every party replicates (1e300 made NaN and exited 0).
+MAX_NOISE_SCALE = 100.0
+# -- the evolving family's options (every evolve* method reads these) --------------------
+NOISE_SCALE = Option("noise-scale", 1.0, "round noise, in units of each layer's He std",
+                     low=0, high=MAX_NOISE_SCALE, low_open=True)  # fmt: skip
+DENSITY = Option("density", 0.05, "fraction of weights a client's noise mask switches on",
+                 low=0, high=1, low_open=True, high_open=True)  # fmt: skip
+NOISE_LR = Option("noise-lr", 0.001, "Adam learning rate of the noise-mask scores", low=0,
+                  low_open=True)  # fmt: skip
+OPTIONS = (NOISE_SCALE, DENSITY, NOISE_LR)
 
 NAME = "evolve"
 CONFIG, UPDATE, SNAPSHOT = M.CONFIG, M.UPDATE, R.SNAPSHOT
@@ -163,14 +176,14 @@ def noise(settings: RunSettings, server_round: int) -> E.Weights:
     """Round ``server_round``'s shared noise ``N_r`` (every party regenerates it)."""
     return E.round_noise(
         settings.seed, f"noise/{server_round}", list(network(settings).shapes),
-        settings.scheduled(settings.noise_scale, server_round),
+        settings.scheduled(settings[NOISE_SCALE], server_round),
     )  # fmt: skip
 
 
 def train_config(settings: RunSettings) -> TrainConfig:
     # Adam: scale-free, so the mask learned does not depend on the noise's magnitude.
     return TrainConfig(
-        epochs=settings.local_epochs, batch_size=settings.batch_size, lr=settings.noise_lr,
+        epochs=settings.local_epochs, batch_size=settings.batch_size, lr=settings[NOISE_LR],
         optimizer="adam", device=settings.torch_device,
     )  # fmt: skip
 
@@ -238,7 +251,7 @@ def client_step(
     x, y = P.client_data(settings, pid, n)
     masks, loss = E.train_noise_mask(
         build(settings), weights, scheme.basis(settings, server_round), x, y,
-        train_config(settings), density=settings.density, signed=scheme.signed,
+        train_config(settings), density=settings[DENSITY], signed=scheme.signed,
         seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
     )  # fmt: skip
     if faults.is_byzantine(settings, pid, n):  # --byzantine: vote against what it learned
@@ -325,8 +338,8 @@ class EvolvingVotes(ServerEvaluation, Strategy):
         )
 
     def summary(self) -> None:
-        log.info("EvolvingVotes: noise-scale=%s density=%s", self.settings.noise_scale,
-                 self.settings.density)  # fmt: skip
+        log.info("EvolvingVotes: noise-scale=%s density=%s", self.settings[NOISE_SCALE],
+                 self.settings[DENSITY])  # fmt: skip
 
 
 def server_for(name: str, scheme: Scheme) -> Callable[[RunSettings, RoundSampler], ServerSide]:
@@ -359,4 +372,5 @@ METHOD = Method(
     marker="-v",
     description="weights = seed + every round's votes over shared noise; exact counts down",
     attack=ATTACK,
+    options=OPTIONS,
 )

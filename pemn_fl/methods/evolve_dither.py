@@ -16,11 +16,15 @@ from __future__ import annotations
 import numpy as np
 
 from pemn_fl.config import RunSettings
+from pemn_fl.levels_codec import MAX_LEVEL
 from pemn_fl.methods import evolve
 from pemn_fl.methods.base import Method
+from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 
 NAME = "evolve_dither"
+DITHER_LEVELS = Option("dither-levels", 2, "grid steps of the dithered vote (1 = one bit)",
+                       low=1, high=MAX_LEVEL)  # fmt: skip
 
 
 def dithered(fraction: list[np.ndarray], q: int, seed: int, server_round: int) -> list[np.ndarray]:
@@ -35,7 +39,7 @@ def dithered(fraction: list[np.ndarray], q: int, seed: int, server_round: int) -
 def dither_rule(
     fraction: list[np.ndarray], k: int, settings: RunSettings, server_round: int, state: dict
 ) -> evolve.Levels:
-    q = settings.dither_levels
+    q = int(settings[DITHER_LEVELS])
     return evolve.Levels(dithered(fraction, q, settings.seed, server_round), q, q)
 
 
@@ -50,5 +54,6 @@ METHOD = Method(
     num_params=evolve.num_params,
     marker="-P",
     attack=evolve.ATTACK,
+    options=(*evolve.OPTIONS, DITHER_LEVELS),
     description="evolve with a seeded dithered rounding of the vote fraction: ~H(levels) down",
 )

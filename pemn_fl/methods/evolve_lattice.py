@@ -34,8 +34,8 @@ MAX_STEP = 2  # |A - S| <= 1/2 and |f| <= 1, so a step is at most 1 in magnitude
 def lattice(settings: RunSettings, server_round: int) -> E.Weights:
     """The fixed directions: ``+noise_scale * he_std`` per weight, the same every round
     (scaled by ``lr-schedule``)."""
-    return E.lattice_steps(list(evolve.network(settings).shapes),
-                           settings.scheduled(settings.noise_scale, server_round))  # fmt: skip
+    scale = settings.scheduled(settings[evolve.NOISE_SCALE], server_round)
+    return E.lattice_steps(list(evolve.network(settings).shapes), scale)
 
 
 def sigma_delta_rule(
@@ -63,4 +63,5 @@ METHOD = Method(
     marker="-X",
     attack=evolve.ATTACK,
     description="fixed +-step lattice; ternary client masks; sigma-delta integer steps down",
+    options=evolve.OPTIONS,
 )

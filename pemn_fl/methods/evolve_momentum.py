@@ -14,14 +14,17 @@ from __future__ import annotations
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve, evolve_dither
 from pemn_fl.methods.base import Method
+from pemn_fl.options import Option
 
 NAME = "evolve_momentum"
+WEIGHT_MOMENTUM = Option("weight-momentum", 0.9, "server momentum beta on the replicated "
+                         "weights", low=0, high=1, high_open=True)  # fmt: skip
 
 
 
 def weight_momentum(settings: RunSettings) -> float:
     """The server momentum beta (a named function, so a checkpoint can pickle the scheme)."""
-    return settings.weight_momentum
+    return float(settings[WEIGHT_MOMENTUM])
 
 
 SCHEME = evolve.Scheme(rule=evolve_dither.dither_rule, basis=evolve.noise,
@@ -34,6 +37,7 @@ METHOD = Method(
     num_params=evolve.num_params,
     marker="-h",
     attack=evolve.ATTACK,
+    options=(*evolve_dither.METHOD.options, WEIGHT_MOMENTUM),
     description="evolve_dither with a server velocity every party keeps (beta = "
     "--weight-momentum); no extra bytes",
 )

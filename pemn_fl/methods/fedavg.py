@@ -23,6 +23,7 @@ from pemn_fl import protocol as P
 from pemn_fl.config import RunSettings
 from pemn_fl.methods.base import Method, ServerSide, num_examples_of, partition_of, screen
 from pemn_fl.models import count_params
+from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import train
@@ -31,6 +32,8 @@ log = logging.getLogger("pemn_fl.server")
 
 NAME = "fedavg"
 TRIM = 0.2  # --robust trimmed-mean: share of each coordinate's values cut at each end
+ROBUST = Option("robust", "none", "FedAvg's aggregation: the mean, or Flower's FedMedian or "
+                "FedTrimmedAvg", choices=("none", "median", "trimmed-mean"))  # fmt: skip
 
 
 def client_step(msg: Message, context: Context, settings: RunSettings) -> Message:
@@ -40,7 +43,8 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
     x, y = P.client_data(settings, pid, n)
     server_round = int(msg.content["config"]["server-round"])
     loss = train(
-        model, x, y, settings.train_config(settings.scheduled(settings.dense_lr, server_round)),
+        model, x, y,
+        settings.train_config(settings.scheduled(settings[P.DENSE_LR], server_round)),
         seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
     )  # fmt: skip
     state = model.state_dict()
@@ -125,10 +129,10 @@ class SampledFedTrimmedAvg(SampledFedAvg, FedTrimmedAvg):
 
 def sampled_strategy(settings: RunSettings, sampler: RoundSampler, **kwargs: object
                      ) -> SampledFedAvg:  # fmt: skip
-    """The FedAvg-family strategy ``settings.robust`` names."""
-    if settings.robust == "median":
+    """The FedAvg-family strategy the ``robust`` option names."""
+    if settings[ROBUST] == "median":
         return SampledFedMedian(sampler, **kwargs)
-    if settings.robust == "trimmed-mean":
+    if settings[ROBUST] == "trimmed-mean":
         return SampledFedTrimmedAvg(sampler, beta=TRIM, **kwargs)
     return SampledFedAvg(sampler, **kwargs)
 
@@ -152,4 +156,5 @@ METHOD = Method(
     marker="-s",
     description="dense float32 weights both ways (McMahan et al. 2017), Flower's FedAvg",
     attack=f"its update negated and scaled by {faults.ATTACK_SCALE:g}",
+    options=(*P.DENSE_OPTIONS, ROBUST),
 )

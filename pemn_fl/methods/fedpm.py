@@ -37,6 +37,7 @@ from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve
 from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of, screen
+from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.replica import digest
 from pemn_fl.sampling import RoundSampler
@@ -46,11 +47,13 @@ log = logging.getLogger("pemn_fl.server")
 
 NAME = "fedpm"
 CONFIG, PROBS, UPDATE = M.CONFIG, "probs", M.UPDATE
+PM_LR = Option("pm-lr", 0.1, "Adam learning rate of the mask scores (FedPM's value)", low=0,
+               low_open=True)  # fmt: skip
 
 
 def train_config(settings: RunSettings, server_round: int = 1) -> TrainConfig:
     return TrainConfig(epochs=settings.local_epochs, batch_size=settings.batch_size,
-                       lr=settings.scheduled(settings.pm_lr, server_round),
+                       lr=settings.scheduled(settings[PM_LR], server_round),
                        optimizer="adam", device=settings.torch_device)  # fmt: skip
 
 
@@ -138,7 +141,7 @@ class ProbabilisticMasks(ServerEvaluation, Strategy):
         return record, MetricRecord({"train-loss": float(np.mean(losses))})
 
     def summary(self) -> None:
-        log.info("FedPM: pm-lr=%s, posterior reset every round", self.settings.pm_lr)
+        log.info("FedPM: pm-lr=%s, posterior reset every round", self.settings[PM_LR])
 
 
 def sampled_mask(arrays: ArrayRecord) -> list[np.ndarray]:
@@ -180,4 +183,5 @@ METHOD = Method(
     compact=compact,
     description="Bernoulli masks over the frozen prototype; float32 probabilities down "
     "(Isik et al. 2023)",
+    options=(PM_LR,),
 )

@@ -38,12 +38,15 @@ from pemn_fl.levels_codec import decode_levels, encode_levels
 from pemn_fl.methods import evolve, fedpm
 from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of, screen
+from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
 
 log = logging.getLogger("pemn_fl.server")
 
 NAME = "fedpm_bayes"
+POSTERIOR_DECAY = Option("posterior-decay", 1.0, "weight of past rounds' votes in the carried "
+                         "posterior (1 = keep all)", low=0, high=1)  # fmt: skip
 CONFIG, UPDATE = M.CONFIG, M.UPDATE
 FIELDS = ("counts", "k")  # one round's wire fields: the coded counts and the number of votes
 MAX_VOTES = 4096  # levels_codec's bound on K
@@ -81,7 +84,7 @@ def apply_round(settings: RunSettings) -> R.Apply:
             raise MaskPayloadError(f"round {t}: vote count {k} outside [1, {MAX_VOTES}]")
         counts = decode_levels(bytes(fields["counts"]), fingerprint=net.fingerprint, tag=t,
                                layer_sizes=net.sizes, max_level=k)  # fmt: skip
-        return apply_counts(state, counts, k, settings.posterior_decay)
+        return apply_counts(state, counts, k, float(settings[POSTERIOR_DECAY]))
 
     return apply
 
@@ -159,14 +162,15 @@ class CarriedPosterior(ServerEvaluation, Strategy):
         k = len(nodes)
         payload = encode_levels(counts, fingerprint=self.net.fingerprint, tag=server_round,
                                 max_level=k)  # fmt: skip
-        state = apply_counts(self.replica.state, counts, k, self.settings.posterior_decay)
+        state = apply_counts(self.replica.state, counts, k,
+                             float(self.settings[POSTERIOR_DECAY]))  # fmt: skip
         self.replica.commit(server_round, {"counts": payload, "k": k}, state, nodes)
         record = ArrayRecord([t.astype(np.float32) for t in theta_of(state)])
         return record, MetricRecord({"train-loss": float(np.mean(losses))})
 
     def summary(self) -> None:
         log.info("FedPM carried posterior: pm-lr=%s posterior-decay=%s",
-                 self.settings.pm_lr, self.settings.posterior_decay)  # fmt: skip
+                 self.settings[fedpm.PM_LR], self.settings[POSTERIOR_DECAY])  # fmt: skip
 
 
 def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
@@ -188,4 +192,5 @@ METHOD = Method(
     compact=fedpm.compact,
     description="FedPM masks; Beta posterior replicated on every party; vote counts down, "
     "samples sent as flips against a shared-randomness sample of the posterior",
+    options=(fedpm.PM_LR, POSTERIOR_DECAY),
 )

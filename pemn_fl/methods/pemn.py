@@ -96,7 +96,7 @@ def client_step(
         raise RuntimeError(f"partition {pid} rejected the downlink mask: {exc}") from None
     context.state[key_global] = mask_to_record(result.received)
     context.state[key_id] = ConfigRecord({"id": mask_id})
-    if settings.client_init == "stateful":
+    if settings[P.CLIENT_INIT] == "stateful":
         context.state[key_scores] = ArrayRecord(result.scores)
     return M.reply(msg, {P.MASK: result.payload}, num_examples=result.num_examples,
                    train_loss=result.train_loss, compact=settings.compact_replies)  # fmt: skip
@@ -247,8 +247,8 @@ def server(settings: RunSettings, sampler: RoundSampler, name: str = NAME) -> Se
     model, proto = P.masked_model(settings)
     strategy = MaskVoting(
         sampler=sampler, fingerprint=proto.fingerprint, layer_sizes=proto.layer_sizes,
-        initial_mask=P.initial_mask(settings), keep=settings.keep, seed=settings.seed,
-        momentum=settings.server_momentum, weighting=settings.vote_weighting,
+        initial_mask=P.initial_mask(settings), keep=settings[P.KEEP], seed=settings.seed,
+        momentum=settings[P.SERVER_MOMENTUM], weighting=settings.vote_weighting,
         message_type=f"train.{name}", max_examples=len(P.dataset_of(settings).y_train),
         trim=settings.trim_votes,
     )  # fmt: skip
@@ -272,4 +272,5 @@ METHOD = Method(
     marker="-o",
     description="frozen seeded prototype; clients learn top-k masks; server score voting",
     attack="the complement of its trained mask",
+    options=P.MASK_OPTIONS,
 )

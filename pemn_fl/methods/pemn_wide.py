@@ -28,5 +28,6 @@ METHOD = Method(
     num_params=lambda s: pemn.num_params(widened(s)),
     marker="-D",
     attack=pemn.METHOD.attack,
+    options=pemn.METHOD.options,
     description="pemn on a model 2x wider than --width (capacity for bytes)",
 )  # fmt: skip

@@ -23,14 +23,16 @@ from pemn_fl.codec import MaskPayloadError
 from pemn_fl.compressed import DenseNet, Fields, UpdateCodec, Weights, method, weighted_mean
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
+from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 
 NAME = "qsgd"
+BITS = Option("bits", 8, "bits per weight with the sign", choices=(2, 4, 8))
 BUCKET = 512  # weights per norm (QSGD's bucket size d)
 
 
 def levels_of(settings: RunSettings) -> int:
-    return 2 ** (settings.bits - 1) - 1
+    return 2 ** (int(settings[BITS]) - 1) - 1
 
 
 def _buckets(size: int) -> int:
@@ -111,4 +113,4 @@ CODEC = UpdateCodec(encode_up, decode_up, aggregate, _decode, ("update", "norms"
                     ("update", "norms"))  # fmt: skip
 METHOD = method(NAME, CODEC, label="QSGD (stochastic levels)", marker="-*",
                 description="bucketed stochastic quantisation to 2^(b-1)-1 levels, both ways "
-                "(Alistarh et al. 2017)")  # fmt: skip
+                "(Alistarh et al. 2017)", options=(BITS,))  # fmt: skip

@@ -18,8 +18,11 @@ import numpy as np
 from pemn_fl.compressed import DenseNet, Fields, UpdateCodec, Weights, method
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
+from pemn_fl.options import Option
 
 NAME = "signsgd"
+SERVER_LR = Option("server-lr", 0.001, "the step everyone applies along the majority sign",
+                   low=0, low_open=True)  # fmt: skip
 
 
 def _encode(net: DenseNet, signs: Weights, tag: int) -> bytes:
@@ -53,11 +56,11 @@ def aggregate(settings: RunSettings, net: DenseNet, deltas: list[Weights], weigh
 
 def decode_down(settings: RunSettings, net: DenseNet, fields: Mapping[str, Any], tag: int
                 ) -> Weights:  # fmt: skip
-    lr = np.float32(settings.scheduled(settings.server_lr, tag))  # tag: the update's round
+    lr = np.float32(settings.scheduled(settings[SERVER_LR], tag))  # tag: the update's round
     return [(s * lr).astype(np.float32) for s in _decode(net, fields["update"], tag)]
 
 
 CODEC = UpdateCodec(encode_up, decode_up, aggregate, decode_down, ("update",), ("update",))
 METHOD = method(NAME, CODEC, label="signSGD, majority vote", marker="-<",
                 description="sign of the local update up, majority sign down, server lr "
-                "(Bernstein et al. 2019)")  # fmt: skip
+                "(Bernstein et al. 2019)", options=(SERVER_LR,))  # fmt: skip

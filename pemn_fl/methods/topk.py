@@ -20,8 +20,11 @@ from pemn_fl.codec import MaskPayloadError
 from pemn_fl.compressed import DenseNet, Fields, UpdateCodec, Weights, method, weighted_mean
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
+from pemn_fl.options import Option
 
 NAME = "topk"
+TOPK_FRACTION = Option("topk-fraction", 0.01, "fraction of each tensor's update sent, both ways",
+                       low=0, high=1, low_open=True)  # fmt: skip
 
 
 def sparsify(values: Weights, fraction: float) -> tuple[list[np.ndarray], Weights]:
@@ -64,7 +67,7 @@ def decode(settings: RunSettings, net: DenseNet, fields: Mapping[str, Any], tag:
 def encode_up(settings: RunSettings, net: DenseNet, delta: Weights, residual: Weights | None,
               tag: int) -> tuple[Fields, Weights]:  # fmt: skip
     total = delta if residual is None else [d + r for d, r in zip(delta, residual, strict=True)]
-    kept, rest = sparsify(total, settings.topk_fraction)
+    kept, rest = sparsify(total, float(settings[TOPK_FRACTION]))
     return _encode(net, total, kept, tag), rest
 
 
@@ -73,7 +76,7 @@ def aggregate(settings: RunSettings, net: DenseNet, deltas: list[Weights], weigh
     mean = weighted_mean(deltas, weights)
     if "residual" in state:
         mean = [m + r for m, r in zip(mean, state["residual"], strict=True)]
-    kept, state["residual"] = sparsify(mean, settings.topk_fraction)
+    kept, state["residual"] = sparsify(mean, float(settings[TOPK_FRACTION]))
     return _encode(net, mean, kept, tag)
 
 
@@ -81,4 +84,4 @@ CODEC = UpdateCodec(encode_up, decode, aggregate, decode, ("update", "values"),
                     ("update", "values"))  # fmt: skip
 METHOD = method(NAME, CODEC, label="Top-k + error feedback", marker="->",
                 description="largest-k update entries with their float32 values, both ways, "
-                "residuals kept on both sides")  # fmt: skip
+                "residuals kept on both sides", options=(TOPK_FRACTION,))  # fmt: skip
