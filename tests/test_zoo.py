@@ -345,7 +345,7 @@ def test_a_client_sends_its_trained_weights_minus_the_ones_it_held(
         return 0.25
 
     monkeypatch.setattr(compressed, "train", plus_half)
-    settings = dataclasses.replace(SETTINGS, topk_fraction=1.0)
+    settings = changed(SETTINGS, topk_fraction=1.0)
     module = MODULES[name]
     strategy = _strategy(module, {1: [0]}, settings).strategy
     sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
