@@ -295,10 +295,11 @@ def plot(table: pd.DataFrame, curves: dict[str, pd.DataFrame], targets: dict[str
     plt.close(fig)
 
 
-def fresh_frames(out: Path, methods: list[str], seeds: list[int], picked: pd.DataFrame
+def fresh_frames(out: Path, methods: list[str], seeds: list[int], picked: pd.DataFrame,
+                 reuse_from: Path | None = None, reuse: list[str] | None = None,
                  ) -> tuple[dict[int, pd.DataFrame], dict[str, list[int]]]:  # fmt: skip
     """Per fresh seed, the rounds of every method's picked configuration that ran on it;
-    and per method, the seeds it has run on."""
+    and per method, the seeds it has run on (``reuse`` methods' runs are ``reuse_from``'s)."""
     from pemn_fl.report import read_rounds
 
     frames: dict[int, list[pd.DataFrame]] = {}
@@ -308,7 +309,8 @@ def fresh_frames(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
             continue
         config = _config_of(method, str(picked.loc[method, "config"]))
         for seed in seeds:
-            d = fresh_dir(out, method, config, seed)
+            where = reuse_from if reuse_from is not None and method in (reuse or []) else out
+            d = fresh_dir(where, method, config, seed)
             if (d / "summary.json").is_file():
                 frames.setdefault(seed, []).append(read_rounds(d / "rounds.csv"))
                 done.setdefault(method, []).append(seed)
@@ -364,11 +366,12 @@ def seeds_table(summaries: dict[str, dict], picked: pd.DataFrame, done: dict[str
 
 
 def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.DataFrame,
-                 preset: str, rounds: int, base: list[str]) -> None:  # fmt: skip
+                 preset: str, rounds: int, base: list[str], reuse_from: Path | None = None,
+                 reuse: list[str] | None = None) -> None:  # fmt: skip
     """``frontier-seeds.{md,json,png}``: the picked configurations on the fresh seeds."""
     from pemn_fl import seeds as S
 
-    frames, done = fresh_frames(out, methods, seeds, picked)
+    frames, done = fresh_frames(out, methods, seeds, picked, reuse_from, reuse)
     if not frames:
         print("no fresh-seed runs finished yet", file=sys.stderr)
         return
@@ -385,12 +388,18 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
                                    for m, v in missing.items() if v))  # fmt: skip
     command = (f"python -m bench.accuracy_frontier --preset {preset} --rounds {rounds} "
                f"--methods {','.join(methods)} --seeds {','.join(map(str, seeds))}")
+    if reuse_from is not None:
+        command += f" --picked-from {reuse_from}" + (f" --reuse {','.join(reuse)}" if reuse else "")
+    extra = [part for part in base if part not in PRESETS[preset]]
+    if extra:
+        command += f" --extra '{' '.join(extra)}'"
     md = "\n".join([
         f"# Seeds frontier: {preset}, {rounds} rounds, fresh seeds {', '.join(map(str, common))}",
         "",
         f"Command: `{command}`  ",
         f"Base options: `{' '.join(base)}`  ",
-        f"What has run: {ran}. Reported: the seeds every method finished ({len(common)}).",
+        f"What has run: {ran}. Reported: the seeds every method finished ({len(common)})."
+        + (f" Reused unchanged from `{reuse_from}`: {', '.join(reuse)}." if reuse else ""),
         "",
         "Each method's configuration was picked on the tuning seed 0 (best test accuracy "
         "over the rounds, three configurations each: `frontier.md`); these runs are on fresh "
@@ -433,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="",
                    help="fresh seeds to report on, e.g. 1,2,3: each method's configuration "
                    "is picked on the tuning seed's runs, then run once per fresh seed")
+    p.add_argument("--picked-from", type=Path, default=None, metavar="DIR",
+                   help="a lever study: take each method's configuration from DIR's tuning "
+                   "runs (no tuning here), run it on --seeds with --extra into --out")
+    p.add_argument("--reuse", default="", metavar="METHODS",
+                   help="with --picked-from: these methods' fresh-seed runs are DIR's (the "
+                   "lever does not touch them, e.g. fedavg under an evolve-only lever)")
     p.add_argument("--max-configs", type=int, default=None,
                    help="run only the first N configurations of each method (a partial "
                    "sweep; the report says how many each method got)")
@@ -447,23 +462,32 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("results/frontier") / args.preset
     base = PRESETS[args.preset] + args.extra.split()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    tuning_dir = args.picked_from or out
+    reuse = [m.strip() for m in args.reuse.split(",") if m.strip()]
+    if (args.picked_from is None) != (not reuse) and reuse:
+        print("error: --reuse needs --picked-from (whose runs it reuses)", file=sys.stderr)
+        return 2
     if not args.report_only:
-        for method in methods:
-            for config in GRID[method][: args.max_configs]:
-                run_one(base, method, config, rounds, out)
+        if args.picked_from is None:
+            for method in methods:
+                for config in GRID[method][: args.max_configs]:
+                    run_one(base, method, config, rounds, out)
         if seeds:
-            tuning, _ = collect(out, methods)
+            tuning, _ = collect(tuning_dir, methods)
             picked = tuned(tuning)
             for seed in seeds:  # seed by seed: a partial sweep has whole seeds
-                for method in methods:
+                for method in (m for m in methods if m not in reuse):
                     config = _config_of(method, str(picked.loc[method, "config"]))
                     run_one(base, method, config, rounds, out, seed=seed)
-    runs, curves = collect(out, methods)
+    runs, curves = collect(tuning_dir, methods)
     if runs.empty:
         print("no finished runs yet", file=sys.stderr)
         return 1
     if seeds:
-        seeds_report(out, methods, seeds, tuned(runs), args.preset, rounds, base)
+        seeds_report(out, methods, seeds, tuned(runs), args.preset, rounds, base,
+                     reuse_from=args.picked_from, reuse=reuse)  # fmt: skip
+    if args.picked_from is not None:
+        return 0  # a lever study: its tuning report is DIR's
     table, targets = frontier_table(runs, curves, methods)
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / "frontier-runs.csv", index=False)
