@@ -149,3 +149,53 @@ def test_screen_refuses_error_replies_and_bad_payloads_and_keeps_partition_order
     kept, refused = screen(replies, sampler, 1, check)
     assert kept == [(11, 10.0), (14, 40.0)]
     assert refused == 2
+
+
+@pytest.mark.parametrize("weighting, expected", [("examples", "110100"), ("uniform", "111000")])
+def test_uniform_weighting_gives_each_client_one_vote(weighting: str, expected: str) -> None:
+    # Client 11 (30 examples) moves edge 2 -> 3; clients 12 and 13 (10 each) keep the mask.
+    # By examples edge 3 gets 30 of 50 votes against edge 2's 20: it wins. One vote each,
+    # edge 2 keeps 2 of 3 and stays.
+    strategy = MaskVoting(sampler=lambda r: [11, 12, 13], fingerprint=FP, layer_sizes=SIZES,
+                          initial_mask=[_mask("111000"), _mask("1100")], keep=0.5, seed=0,
+                          weighting=weighting)  # fmt: skip
+    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    ref = strategy.current
+    moved = [_mask("110100"), _mask("1100")]
+    arrays, metrics = strategy.aggregate_train(1, [
+        _reply(sent[0], moved, 30, ref, 0), _reply(sent[1], ref, 10, ref, 0),
+        _reply(sent[2], ref, 10, ref, 0)])  # fmt: skip
+    assert record_to_mask(arrays)[0].tolist() == _mask(expected).tolist()
+    assert metrics["global-flips"] == (2 if weighting == "examples" else 0)
+
+
+def test_the_round_loss_is_the_example_weighted_mean_of_the_replies() -> None:
+    strategy = _strategy([11, 12])
+    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    ref = strategy.current
+    replies = []
+    for msg, n, loss in ((sent[0], 10, 1.0), (sent[1], 30, 3.0)):
+        content = RecordDict({
+            P.UPDATE_KEY: ConfigRecord({P.MASK: encode_mask(ref, fingerprint=FP, reference=ref,
+                                                            reference_id=0)}),
+            P.METRICS_KEY: MetricRecord({"num-examples": n, "train-loss": loss}),
+        })  # fmt: skip
+        replies.append(Message(content=content, reply_to=msg))
+    _, metrics = strategy.aggregate_train(1, replies)
+    assert metrics["train-loss"] == pytest.approx((10 * 1.0 + 30 * 3.0) / 40)
+    assert strategy.holds == {11: 0, 12: 0} and strategy.version == 1
+
+
+def test_the_server_forgets_what_a_silent_node_holds() -> None:
+    # Rounds 1-2: both nodes reply (each then holds the version it was sent: 1 after round
+    # 2). Round 3: node 12 never answers; whether it holds version 2 is unknown, so the
+    # server forgets it (next time it gets a mask it can decode from the seeded version 0).
+    strategy = _strategy([11, 12])
+    for r in (1, 2, 3):
+        sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
+        ref, version = strategy.current, strategy.version
+        answering = sent if r < 3 else sent[:1]
+        strategy.aggregate_train(r, [_reply(m, ref, 10, ref, version) for m in answering])
+        if r == 2:
+            assert strategy.holds == {11: 1, 12: 1}
+    assert strategy.holds == {11: 2} and strategy.version == 3
