@@ -142,3 +142,18 @@ def test_client_files_sort_by_method_then_round_numerically(tmp_path: Path) -> N
     (folder / "notes.txt").write_text("not a state file")
     assert C.load_client(tmp_path, 0, (1, 0))["k"]["key"] == "(0, 10)"
     assert C.load_client(tmp_path, 0, (9, 9))["k"]["key"] == "(1, 2)"
+
+
+def test_a_rounds_csv_missing_a_covered_round_names_it(tmp_path: Path) -> None:
+    import pytest
+
+    columns = ["method", "round", "accuracy"]
+    csv = tmp_path / "rounds.csv"
+    csv.write_text("method,round,accuracy\na,0,0.1\na,2,0.3\n")  # round 1 of a is missing
+    saved = C.ServerCheckpoint("a", 0, 2, {}, {}, {})
+    with pytest.raises(C.CheckpointError, match=r"e\.g\. \[\('a', 1\)\]"):
+        C.finished_rows(csv, ["a"], saved, 2, columns)
+    csv.write_text("method,round,accuracy\na,0,0.1\na,1,0.2\na,2,0.3\n")
+    rows = C.finished_rows(csv, ["a"], saved, 2, columns)
+    assert [(r["method"], r["round"], r["accuracy"]) for r in rows] == [
+        ("a", 0, 0.1), ("a", 1, 0.2), ("a", 2, 0.3)]  # fmt: skip

@@ -161,3 +161,16 @@ def test_load_gives_round_0_until_store_and_then_copies() -> None:
     state[0][0] = 100.0  # the caller owns what load returns
     assert R.load(ctx, "toy", lambda: _vec(7, 7))[0][0].tolist() == [1.0, 2.0]
     assert R.load(ctx, "other", lambda: _vec(3, 3))[1] == 0
+
+
+def test_an_empty_round_also_ages_the_log_and_the_round_after_it_can_be_the_first_needed() -> None:
+    server = _server(history=2)  # rounds 2, 3 kept
+    server.skip(4)  # the log keeps the last 2 rounds: 3 and the empty 4
+    assert server.updates == {3: _update(3, 3), 4: None}
+    cfg, snapshot = server.downlink(12, 5)  # holds round 2: needs 3 (logged) and 4 (empty)
+    assert snapshot is None and cfg["from-round"] == 3 and cfg[R.SKIPPED] == [4]
+    server.holds[13] = 3
+    cfg, snapshot = server.downlink(13, 5)  # holds round 3: only the empty round 4 is missing
+    assert snapshot is None and cfg["from-round"] == 4 and cfg[R.SKIPPED] == [4]
+    state, held = R.catch_up(cfg, None, _vec(4, 5), 3, [2], _add, FIELDS)
+    assert held == 4 and state[0].tolist() == [4.0, 5.0]
