@@ -272,14 +272,19 @@ def band(per_seed: Mapping[int, pd.DataFrame], grid: np.ndarray
 def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, level: str = "wire",
                title: str | None = None, target: float | None = None) -> Path:  # fmt: skip
     """Each method's seed-mean accuracy against cumulative bytes with its band; ``groups``
-    maps a tag (one per group directory, '' for one) to its seeds' rounds."""
+    maps a tag (one per group directory, '' for one) to its seeds' rounds. With a target, a
+    second panel zooms on the band around it, where the methods are told apart."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
-    levels = set()
+    panels = 2 if target is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(8.5 * panels, 6.5), dpi=110, sharex=True,
+                             squeeze=False)  # fmt: skip
+    axes = axes[0]
+    colours = plt.get_cmap("tab20").colors
+    levels, curves, i = set(), [], 0
     for tag, frames in groups.items():
         lvl = min((level_of(f, level) for f in frames.values()),
                   key=["payload", "message", "wire"].index)  # fmt: skip
@@ -295,23 +300,34 @@ def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, leve
                 continue
             mean, low, high = band(per, x)
             n = len(per)
-            spread = "±1 std" if n >= 3 else "min-max"
-            line, = ax.plot(x / 1e6, mean * 100, marker_of(method), lw=2.2, ms=4, markevery=6,
-                            label=f"{label_of(method)}{f' [{tag}]' if tag else ''} "
-                                  f"(n={n}, band {spread})")  # fmt: skip
-            ax.fill_between(x / 1e6, low * 100, high * 100, color=line.get_color(), alpha=0.18)
+            colour = colours[(2 * i) % 20 + (i // 10) % 2]
+            i += 1
+            label = (f"{label_of(method)}{f' [{tag}]' if tag else ''} (n={n}, band "
+                     f"{'±1 std' if n >= 3 else 'min-max'})")  # fmt: skip
+            curves.append(mean)
+            for ax in axes:
+                ax.plot(x / 1e6, mean * 100, marker_of(method), color=colour, lw=2.0, ms=4,
+                        markevery=6, label=label)  # fmt: skip
+                ax.fill_between(x / 1e6, low * 100, high * 100, color=colour, alpha=0.15)
     if target is not None:
-        ax.axhline(target * 100, color="grey", ls="--", lw=1.5,
-                   label=f"target: FedAvg seed-mean best - 1 pt ({target * 100:.1f}%)")
-    ax.set_xscale("log")
-    ax.set_xlabel(f"total bytes sent, both directions, {' / '.join(sorted(levels))} level "
-                  "(MB, log scale)", fontsize=13)  # fmt: skip
-    ax.set_ylabel("test accuracy (%), mean over seeds", fontsize=13)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=10, loc="lower right")
-    if title:
-        ax.set_title(title, fontsize=13)
-    fig.tight_layout()
+        for ax in axes:
+            ax.axhline(target * 100, color="grey", ls="--", lw=1.5,
+                       label=f"target: FedAvg seed-mean best - 1 pt ({target * 100:.1f}%)")
+        best = max((float(np.max(c)) for c in curves), default=target) * 100
+        axes[1].set_ylim(target * 100 - 5, best + 0.5)
+    for ax, name in zip(axes, (title, "zoom on the target"), strict=False):
+        ax.set_xscale("log")
+        ax.set_xlabel(f"total bytes sent, both directions, {' / '.join(sorted(levels))} level "
+                      "(MB, log scale)", fontsize=12)  # fmt: skip
+        ax.set_ylabel("test accuracy (%), mean over seeds", fontsize=12)
+        ax.grid(True, which="both", alpha=0.3)
+        if name:
+            ax.set_title(name, fontsize=12)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=9, loc="lower center", ncol=2 if panels == 1 else 3,
+               frameon=False)  # fmt: skip
+    rows = (len(labels) + (1 if panels == 1 else 2)) // (2 if panels == 1 else 3)
+    fig.tight_layout(rect=(0, 0.035 * rows + 0.02, 1, 1))
     fig.savefig(out)
     plt.close(fig)
     return out
