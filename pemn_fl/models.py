@@ -215,7 +215,7 @@ def parameter_count(name: str, input_shape: tuple[int, int, int], num_classes: i
     try:
         with torch.device("meta"):
             model = build_model(name, input_shape, num_classes, masked=False, width=width)
-    except RuntimeError:  # "Storage size calculation overflowed"
+    except (RuntimeError, OverflowError, ValueError, TypeError):  # sizes past any int
         return math.inf
     return float(sum(t.numel() for t in (*model.parameters(), *model.buffers())))
 

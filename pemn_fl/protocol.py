@@ -49,7 +49,7 @@ CLIENT_INIT = Option("client-init", "stateful", "a client's scores: stateful (it
                      "across rounds) or stateless (from the global mask each round)",
                      choices=("stateless", "stateful"))  # fmt: skip
 MARGIN = Option("margin", 0.0, "score margin around the keep threshold when a client starts "
-                "from the global mask", low=0)  # fmt: skip
+                "from the global mask", low=0, high=1e3)  # fmt: skip
 SERVER_MOMENTUM = Option("server-momentum", 0.0, "momentum of the server's vote tally",
                          low=0, high=1, high_open=True)  # fmt: skip
 MASK_OPTIONS = (LR, KEEP, CLIENT_INIT, MARGIN, SERVER_MOMENTUM)
