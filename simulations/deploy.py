@@ -167,7 +167,13 @@ class Processes:
         """SIGKILL ``proc`` and everything under it at once (a machine that dies)."""
         self._signal(proc, signal.SIGKILL, descendants(proc.pid))
         proc.wait()
-        self.started.remove(proc)  # reaped: its PID may be reused, never signal it again
+        self.forget(proc)
+
+    def forget(self, proc: subprocess.Popen) -> None:
+        """Drop a process that has exited and been reaped: its PID may be reused by then,
+        so it is never signalled again (its helpers, if any, were signalled with it)."""
+        with contextlib.suppress(ValueError):
+            self.started.remove(proc)
 
     def stop(self) -> None:
         trees = {proc.pid: descendants(proc.pid) for proc in self.started}
@@ -369,6 +375,44 @@ class Deployment:
             self.node_procs.append(proc)
         return proc
 
+    def _activations(self, index: int) -> int:
+        """How often SuperNode ``index`` has been activated (its log says so each time)."""
+        log = self.layout.logs / f"supernode-{index}.log"
+        return log.read_text(errors="replace").count("SuperNode ID:") if log.is_file() else 0
+
+    def restart_nodes(self, indices: list[int], patience: float = 300.0) -> dict[int, int]:
+        """Start the SuperNodes ``indices`` (again) and wait until the SuperLink has taken
+        each; returns the number of starts each needed.
+
+        Flower 1.42 activates a node only if its id is newly registered or offline. A node
+        that comes back with its registered key (``--secure``) before the SuperLink has
+        noticed that it died (2 x its 30 s heartbeat interval) is refused ("Failed to
+        activate SuperNode") and exits; it is started again until it is taken. The run is
+        submitted only then: a handshake sent while a node is down would leave its
+        partition out of the whole resumed run.
+        """
+        before = {i: self._activations(i) for i in indices}
+        starts = dict.fromkeys(indices, 1)
+        for i in indices:
+            self.start_node(i)
+        deadline = time.monotonic() + patience
+        waiting = set(indices)
+        while waiting:
+            for i in sorted(waiting):
+                if self._activations(i) > before[i]:
+                    waiting.discard(i)
+                elif self.node_procs[i].poll() is not None:  # refused: try again shortly
+                    self.procs.forget(self.node_procs[i])
+                    time.sleep(2)
+                    self.start_node(i)
+                    starts[i] += 1
+            if waiting and time.monotonic() > deadline:
+                tail = self._tail(f"supernode-{min(waiting)}.log")
+                raise RuntimeError(f"SuperNodes {sorted(waiting)} were not taken back within "
+                                   f"{patience:g} s:\n{tail}")  # fmt: skip
+            time.sleep(0.5)
+        return starts
+
     def start_intruders(self) -> None:
         """SuperNodes that must be refused (``--secure`` only), each serving a partition of
         its own: had one been let in, the handshake would map it and it would be sampled."""
@@ -449,9 +493,10 @@ class Deployment:
               "rows; restarting them", flush=True)  # fmt: skip
         self.start_superlink(resume=True)
         stale = self.stop_stale_runs()
+        starts = self.restart_nodes([0])
         (self.layout.logs / "resume.json").write_text(json.dumps(
-            {"stopped_runs": stale, "rows_before": len(self.rows())}, indent=2) + "\n")
-        self.start_node(0)
+            {"stopped_runs": stale, "rows_before": len(self.rows()),
+             "node_starts": starts}, indent=2) + "\n")  # fmt: skip
         return self.submit("flwr-run-resumed.log")
 
     def run(self, resume: bool = False, kill_node_after: int | None = None,
@@ -463,10 +508,12 @@ class Deployment:
             self.write_federation()
             if resume:
                 self.stop_stale_runs()  # the run the stopped deployment left unfinished
-            elif self.plan.secure:
-                self.register_nodes()
-            for index in range(self.plan.nodes):
-                self.start_node(index)
+                self.restart_nodes(list(range(self.plan.nodes)))
+            else:
+                if self.plan.secure:
+                    self.register_nodes()
+                for index in range(self.plan.nodes):
+                    self.start_node(index)
             self.start_intruders()
             flwr = self.submit("flwr-run-resumed.log" if resume else "flwr-run.log")
             deadline = time.monotonic() + self.timeout

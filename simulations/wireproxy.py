@@ -50,6 +50,8 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
+import struct
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -250,6 +252,15 @@ class Exchange:
             print(f"wire proxy: not HTTP/1.1 as expected ({exc}); counting raw bytes")
 
 
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close the connection with a TCP reset (SO_LINGER 0), not a clean close."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
 class WireProxy:
     """Listen on ``127.0.0.1:<free port>``, forward to ``127.0.0.1:target_port``, count.
 
@@ -274,8 +285,16 @@ class WireProxy:
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     exchange: Exchange | None, from_node: bool) -> None:  # fmt: skip
+        reset = False
         try:
-            while data := await reader.read(65536):
+            while True:
+                try:
+                    data = await reader.read(65536)
+                except ConnectionResetError:
+                    reset = True  # the peer died: the other side sees a reset too
+                    break
+                if not data:
+                    break  # a clean close, passed on as one
                 self.meter.add_raw(len(data), from_node)  # counted first, then forwarded
                 if exchange is not None:
                     exchange.feed(data, from_node)
@@ -284,8 +303,11 @@ class WireProxy:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            with contextlib.suppress(Exception):
-                writer.close()
+            if reset:
+                _reset(writer)
+            else:
+                with contextlib.suppress(Exception):
+                    writer.close()
 
     async def _handle(self, node_reader: asyncio.StreamReader,
                       node_writer: asyncio.StreamWriter) -> None:  # fmt: skip
@@ -293,7 +315,11 @@ class WireProxy:
             link_reader, link_writer = await asyncio.open_connection("127.0.0.1",
                                                                      self.target_port)
         except OSError:
-            node_writer.close()
+            # Nobody listens there (a SuperLink that is down or restarting): the node must
+            # see what it would see without the proxy, a refused connection, which it
+            # retries; a clean close would read as a broken TLS handshake, which Flower's
+            # SuperNode gives up on.
+            _reset(node_writer)
             return
         self.meter.connected()
         exchange = Exchange(self.meter) if self.meter.level == "http" else None

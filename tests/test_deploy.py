@@ -257,7 +257,7 @@ def test_the_app_bundle_holds_the_package_not_the_deploy_tools() -> None:
 
 
 def test_resume_refuses_while_the_earlier_deployment_still_runs(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = tmp_path / "run"
     layout = D.Layout(run)
@@ -268,7 +268,15 @@ def test_resume_refuses_while_the_earlier_deployment_still_runs(
     procs = D.Processes(layout.pids)  # as a deploy command killed with SIGKILL leaves them
     survivor = procs.start([sys.executable, "-c", "import time; time.sleep(120)"],
                            tmp_path / "log.txt")  # fmt: skip
+
+    def must_not_start(*args: object, **kwargs: object) -> None:
+        raise AssertionError("--resume started a deployment beside a running one")
+
+    monkeypatch.setattr(D, "deploy", must_not_start)
     try:
+        deadline = time.monotonic() + 30  # until it runs its command (not the forked pytest)
+        while "time.sleep(120)" not in D._cmdline(survivor.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert D.main(["--resume", str(run)]) == 2
         err = capsys.readouterr().err
         assert f"still run (PIDs {survivor.pid})" in err and err.count("\n") == 1

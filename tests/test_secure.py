@@ -163,3 +163,20 @@ def test_a_client_without_the_ca_is_refused_through_the_proxy(
     finally:
         proxy.stop()
         listener.close()
+
+
+def test_a_superlink_that_is_down_is_retried_not_a_tls_failure(creds: S.Credentials) -> None:
+    """Flower's SuperNode gives up for good on an error that mentions SSL, TLS or a
+    certificate (flwr.supercore.retry.http_retry) and retries the others: through the proxy,
+    a SuperLink that is down must fail the TLS handshake as a refused connection would."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    proxy = WireProxy(dead, None, level="tls").start()
+    try:
+        with pytest.raises(ConnectionResetError) as failed:
+            _client_through(proxy.listen_port, creds.ca_cert, [b"hello"])
+    finally:
+        proxy.stop()
+    message = str(failed.value).lower()
+    assert not any(term in message for term in ("certificate", "ssl", "tls")), message

@@ -207,3 +207,20 @@ def test_fitted_constants_are_the_mean_header_sizes() -> None:
                                  "response_header_base": {"push-object": {"128": 4}}})  # fmt: skip
     assert c.request_header == {"push-object": 839.0} and c.response_header["push-object"] == 128
     assert c.call("push-object", 700, 2) == 839 + 3 + 700 + 128 + 1 + 2
+
+
+def test_a_target_that_is_down_is_a_reset_connection_as_without_the_proxy() -> None:
+    with socket.socket() as probe:  # a port nobody listens on (a SuperLink restarting)
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    proxy = WireProxy(dead, None).start()
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.listen_port)) as sock:
+            sock.sendall(request("pull-messages", b"n"))
+            # A reset (what a refused connection looks like to a client: retried), not a
+            # clean end of stream (which a TLS client reads as a broken handshake).
+            with pytest.raises(ConnectionResetError):
+                while sock.recv(65536):
+                    pass
+    finally:
+        proxy.stop()
