@@ -34,13 +34,17 @@ def contexts(partitions: int) -> dict[int, Context]:
     return {FIRST_NODE + p: context(p, partitions) for p in range(partitions)}
 
 
+def stamp(msg: Message, src_node_id: int) -> Message:
+    """Set who sent ``msg``, as the engine does on the way (Flower's metadata has no setter)."""
+    msg.metadata.__dict__["_src_node_id"] = src_node_id
+    return msg
+
+
 def deliver(msg: Message, step: Callable[[Message, Context, RunSettings], Message],
             ctx: Context, settings: RunSettings) -> Message:  # fmt: skip
     """Hand ``msg`` to a node's client step and return its reply, addressed as the engine would."""
-    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
-    reply = step(msg, ctx, settings)
-    reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
-    return reply
+    stamp(msg, SUPERLINK_NODE_ID)
+    return stamp(step(msg, ctx, settings), msg.metadata.dst_node_id)
 
 
 def scheduled(module, settings: RunSettings, partitions: int,  # noqa: ANN001

@@ -17,6 +17,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 
 from pemn_fl.accounting import MeteredGrid, message_bytes, payload_bytes
 from pemn_fl.server_app import ProtocolError, handshake, poll_faster
+from tests.harness import stamp
 
 pytestmark = pytest.mark.usefixtures("flower_identity")
 
@@ -35,13 +36,13 @@ class EchoGrid:
                          ) -> Iterable[Message]:  # fmt: skip
         replies = []
         for msg in messages:
-            msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+            stamp(msg, SUPERLINK_NODE_ID)
             if msg.metadata.dst_node_id == self.fail:
                 reply = Message(FlowerError(code=0, reason="node died"), reply_to=msg)
             else:
                 content = RecordDict({"update": ConfigRecord({"mask": b"\x01" * 100})})
                 reply = Message(content=content, reply_to=msg)
-            reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
+            stamp(reply, msg.metadata.dst_node_id)
             replies.append(reply)
         return replies
 
@@ -87,13 +88,13 @@ def test_the_handshake_maps_partitions_and_skips_a_failed_node() -> None:
         def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN202
             replies = []
             for i, msg in enumerate(messages):
-                msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+                stamp(msg, SUPERLINK_NODE_ID)
                 if msg.metadata.dst_node_id == self.fail:
                     reply = Message(FlowerError(code=0, reason="node died"), reply_to=msg)
                 else:
                     reply = Message(RecordDict({"node": ConfigRecord(
                         {"partition-id": 10 + i, "num-partitions": 3})}), reply_to=msg)  # fmt: skip
-                reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
+                stamp(reply, msg.metadata.dst_node_id)
                 replies.append(reply)
             return replies
 
@@ -109,7 +110,7 @@ def test_an_error_the_superlink_made_is_a_failed_client_but_no_uplink_traffic() 
             replies = list(super().send_and_receive(messages, timeout=timeout))
             for reply in replies:
                 if reply.has_error():
-                    reply.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+                    stamp(reply, SUPERLINK_NODE_ID)
             return replies
 
     crashed = MeteredGrid(EchoGrid([11, 12], fail=12))  # type: ignore[arg-type]
@@ -164,9 +165,9 @@ class PushPullGrid(EchoGrid):
         replies = list(EchoGrid.send_and_receive(self, on_time))
         for msg in self.pushed:
             if msg.metadata.dst_node_id == self.late:
-                msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+                stamp(msg, SUPERLINK_NODE_ID)
                 late = faults.late_reply(msg, 9.0, 1.0, straggler=False)
-                late.metadata.__dict__["_src_node_id"] = self.late
+                stamp(late, self.late)
                 replies.append(late)
         return replies
 
@@ -190,9 +191,9 @@ def test_an_error_reply_counts_as_a_message_with_its_reason_and_no_payload() -> 
     from pemn_fl.accounting import Traffic
 
     sent = _messages([11])[0]
-    sent.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    stamp(sent, SUPERLINK_NODE_ID)
     reply = Message(FlowerError(code=0, reason="node died"), reply_to=sent)
-    reply.metadata.__dict__["_src_node_id"] = 11
+    stamp(reply, 11)
     traffic = Traffic()
     traffic.add_up(reply)
     assert (traffic.messages_up, traffic.error_replies, traffic.errors) == (1, 1, ["node died"])

@@ -148,3 +148,20 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(
     from simulations.run import lock_out
 
     lock_out(out).close()  # the first run gone, its lock went with it
+
+
+def test_bad_option_is_one_clear_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulations.run", "--prototype", "rp:abc"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "rp:abc" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_bad_plugin_method_is_one_clear_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "simulations.run", "--methods", "no_such_pkg.method"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "cannot import module no_such_pkg.method" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 
 from pemn_fl.codec import inspect_payload
 from pemn_fl.methods import evolve_dither, fedavg, pemn, qsgd
 from pemn_fl.sampling import RoundSampler
-from tests.harness import build_settings, changed
+from tests.harness import build_settings, changed, context, scheduled, stamp
+from tests.harness import contexts as harness_contexts
 
 SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
                        local_epochs=1, min_nodes=1)  # fmt: skip
@@ -22,14 +23,8 @@ pytestmark = pytest.mark.usefixtures("flower_identity")
 
 
 def _setup(module):  # noqa: ANN001, ANN202
-    node_of = {p: 100 + p for p in range(PARTITIONS)}
-    side = module.METHOD.server(SETTINGS, RoundSampler(node_of, 1.0, seed=0))
-    contexts = {
-        100 + p: Context(run_id=7, node_id=100 + p,
-                         node_config={"partition-id": p, "num-partitions": PARTITIONS},
-                         state=RecordDict(), run_config={})  # fmt: skip
-        for p in range(PARTITIONS)
-    }
+    side = scheduled(module, SETTINGS, PARTITIONS)
+    contexts = harness_contexts(PARTITIONS)
     return side, contexts
 
 
@@ -39,9 +34,9 @@ def _round(module, side, contexts, r: int, spoil=None):  # noqa: ANN001, ANN202
     sent = list(side.strategy.configure_train(r, arrays, ConfigRecord(), None))  # type: ignore[arg-type]
     replies = []
     for m in sent:
-        m.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+        stamp(m, SUPERLINK_NODE_ID)
         reply = module.METHOD.client_step(m, contexts[m.metadata.dst_node_id], SETTINGS)
-        reply.metadata.__dict__["_src_node_id"] = m.metadata.dst_node_id
+        stamp(reply, m.metadata.dst_node_id)
         if spoil is not None and m.metadata.dst_node_id == 100:
             spoil(reply)
         replies.append(reply)
@@ -277,13 +272,11 @@ def test_a_byzantine_evolve_client_votes_against_its_noise_mask(module_name: str
     side, _ = _setup(module)
     msg = next(m for m in side.strategy.configure_train(1, side.initial, ConfigRecord(), None)
                if m.metadata.dst_node_id == 100 + attacker)  # type: ignore[arg-type]  # fmt: skip
-    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    stamp(msg, SUPERLINK_NODE_ID)
     signed = module.METHOD.name == "evolve_lattice"
     sent = []
     for s in (honest_settings, settings):
-        config = {"partition-id": attacker, "num-partitions": PARTITIONS}
-        ctx = Context(run_id=7, node_id=100 + attacker, state=RecordDict(), run_config={},
-                      node_config=config)  # fmt: skip
+        ctx = context(attacker, PARTITIONS)
         payload = bytes(module.METHOD.client_step(msg, ctx, s).content["update"]["mask"])
         net = side.strategy.net  # type: ignore[attr-defined]
         sent.append(decode_levels(payload, fingerprint=net.fingerprint, tag=1,
@@ -307,7 +300,7 @@ def test_a_byzantine_fedavg_client_sends_its_update_negated_and_scaled() -> None
     side, contexts = _setup(fedavg)
     msg = next(m for m in side.strategy.configure_train(1, side.initial, ConfigRecord(), None)
                if m.metadata.dst_node_id == 100 + attacker)  # type: ignore[arg-type]  # fmt: skip
-    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    stamp(msg, SUPERLINK_NODE_ID)
     ctx = contexts[100 + attacker]
     honest = fedavg.client_step(msg, ctx, honest_settings).content["arrays"].to_numpy_ndarrays()
     attack = fedavg.client_step(msg, ctx, settings).content["arrays"].to_numpy_ndarrays()
@@ -330,12 +323,10 @@ def test_robust_fedavg_is_flowers_own_strategy_and_shrugs_off_an_outlier(
     sent = list(side.strategy.configure_train(1, side.initial, ConfigRecord(), None))  # type: ignore[arg-type]
     replies = []
     for m in sent:
-        m.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
-        ctx = Context(run_id=7, node_id=m.metadata.dst_node_id, node_config={
-            "partition-id": m.metadata.dst_node_id - 100, "num-partitions": n},
-            state=RecordDict(), run_config={})  # fmt: skip
+        stamp(m, SUPERLINK_NODE_ID)
+        ctx = context(m.metadata.dst_node_id - 100, n)
         reply = fedavg.client_step(m, ctx, settings)
-        reply.metadata.__dict__["_src_node_id"] = m.metadata.dst_node_id
+        stamp(reply, m.metadata.dst_node_id)
         replies.append(reply)
     arrays = replies[0].content["arrays"]
     for key in arrays:  # one client sends a huge, finite model: it passes every check
@@ -363,9 +354,9 @@ def test_a_pemn_node_whose_reply_never_came_is_not_sent_a_delta_it_cannot_decode
     sent = list(side.strategy.configure_train(3, arrays, ConfigRecord(), None))  # type: ignore[arg-type]
     replies = []
     for m in sent:
-        m.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+        stamp(m, SUPERLINK_NODE_ID)
         reply = pemn.METHOD.client_step(m, contexts[m.metadata.dst_node_id], SETTINGS)
-        reply.metadata.__dict__["_src_node_id"] = m.metadata.dst_node_id
+        stamp(reply, m.metadata.dst_node_id)
         if m.metadata.dst_node_id != 100:
             replies.append(reply)
     new, _ = side.strategy.aggregate_train(3, replies)
@@ -413,13 +404,10 @@ def test_trimmed_votes_leave_the_attacker_out_and_count_it(module_name: str) -> 
     sent = list(side.strategy.configure_train(1, side.initial, ConfigRecord(), None))  # type: ignore[arg-type]
     replies = []
     for m in sent:
-        m.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
-        pid = m.metadata.dst_node_id - 100
-        ctx = Context(run_id=7, node_id=m.metadata.dst_node_id, state=RecordDict(),
-                      node_config={"partition-id": pid, "num-partitions": PARTITIONS},
-                      run_config={})  # fmt: skip
+        stamp(m, SUPERLINK_NODE_ID)
+        ctx = context(m.metadata.dst_node_id - 100, PARTITIONS)
         reply = module.METHOD.client_step(m, ctx, settings)
-        reply.metadata.__dict__["_src_node_id"] = m.metadata.dst_node_id
+        stamp(reply, m.metadata.dst_node_id)
         replies.append(reply)
     new, _ = side.strategy.aggregate_train(1, replies)
     assert new is not None and side.strategy.rejected == 1  # the one trimmed vote

@@ -15,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # a real kernel / a real flwr run: the slow suite
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

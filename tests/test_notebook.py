@@ -12,6 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+pytestmark = pytest.mark.slow  # a real kernel / a real flwr run: the slow suite
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "classroom.ipynb"
 SOURCE = ROOT / "notebooks" / "classroom.py"

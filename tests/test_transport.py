@@ -9,6 +9,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 
 from pemn_fl import transport as T
+from tests.harness import stamp
 
 pytestmark = pytest.mark.usefixtures("flower_identity")
 CALLS = ("pull-messages", "pull-object", "confirm-message-received", "push-messages",
@@ -54,9 +55,9 @@ def test_each_call_costs_its_headers_once_each_way() -> None:
     extra = T.downlink_wire_bytes(msg, _headers_only(1000)) - T.downlink_wire_bytes(
         msg, _headers_only(0))  # fmt: skip
     assert extra == 8 * 2000
-    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    stamp(msg, SUPERLINK_NODE_ID)
     reply = Message(content=_message().content, reply_to=msg)
-    reply.metadata.__dict__["_src_node_id"] = 11
+    stamp(reply, 11)
     stored: set[str] = set()
     up = T.uplink_wire_bytes(reply, stored, _headers_only(1000)) - T.uplink_wire_bytes(
         reply, set(), _headers_only(0))  # fmt: skip
