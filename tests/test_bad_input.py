@@ -1,9 +1,17 @@
 """Bad input to the command-line tools: one clear ``error:`` line naming what was wrong,
 exit status 2, no traceback, and nothing started or written. (The fault-injection issue's
-probe found each of these giving a traceback or a silently wrong run.)"""
+probe found each of these giving a traceback or a silently wrong run.)
+
+The commands run in-process (their ``main``, as ``python -m`` runs it: an exception that
+escaped would fail the test with its traceback), which keeps this file fast; the last two
+tests run real processes, to show what a user's terminal shows.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +19,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+MAINS = {"simulations.run": "simulations.run", "simulations.plot": "simulations.plot",
+         "simulations.deploy": "simulations.deploy", "pemn_fl": "pemn_fl.__main__"}  # fmt: skip
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    """``python -m argv[0] argv[1:]``, in this process: its exit status and output."""
+    main = importlib.import_module(MAINS[argv[0]]).main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv[1:]))
+        except SystemExit as exc:  # argparse's own refusals
+            code = int(exc.code or 0)
+    return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
 
 
 def _clear(proc: subprocess.CompletedProcess[str], *words: str) -> None:
