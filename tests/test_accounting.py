@@ -221,3 +221,79 @@ def test_wire_meter_takes_the_bytes_since_the_last_take(tmp_path) -> None:  # no
     traffic = grid.take()  # measured wire bytes replace the model's; the model's kept beside
     assert (traffic.uplink_wire_bytes, traffic.downlink_wire_bytes) == (1000.0, 2000.0)
     assert traffic.model_uplink_wire_bytes > 0 and traffic.model_downlink_wire_bytes > 0
+
+
+class RecordingGrid:
+    """Records what the meter passes through to the grid it wraps."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def set_run(self, run):  # noqa: ANN001, ANN201
+        self.calls.append(("set_run", run))
+
+    @property
+    def run(self):  # noqa: ANN201
+        return "the run"
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # noqa: ANN001, ANN201
+        self.calls.append(("create_message", content, message_type, dst_node_id, group_id, ttl))
+        return "a message"
+
+    def get_node_ids(self):  # noqa: ANN201
+        return [11, 12]
+
+    def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN201
+        self.calls.append(("send_and_receive", len(list(messages)), timeout))
+        return []
+
+    def push_messages(self, messages):  # noqa: ANN001, ANN201
+        return ["id-1"]
+
+    def pull_messages(self, message_ids):  # noqa: ANN001, ANN201
+        self.calls.append(("pull_messages", list(message_ids)))
+        return []
+
+
+def test_the_meter_passes_every_call_through_unchanged() -> None:
+    inner = RecordingGrid()
+    grid = MeteredGrid(inner)  # type: ignore[arg-type]
+    grid.set_run(7)
+    assert grid.create_message("c", "train.x", 12, "g", 30.0) == "a message"
+    assert list(grid.get_node_ids()) == [11, 12] and grid.run == "the run"
+    grid.send_and_receive([], timeout=4.5)
+    grid.pull_messages(["id-1", "id-2"])
+    assert inner.calls == [("set_run", 7), ("create_message", "c", "train.x", 12, "g", 30.0),
+                           ("send_and_receive", 0, 4.5), ("pull_messages", ["id-1", "id-2"])]
+
+
+def test_counters_add_up_over_several_replies_and_objects_are_stored_once() -> None:
+    from pemn_fl import transport
+    from pemn_fl.accounting import Traffic
+
+    sent = _messages([11, 12, 13])
+    replies = EchoGrid([11, 12, 13], fail=13).send_and_receive(sent)
+    failed = Message(FlowerError(code=0, reason="again"), reply_to=sent[0])
+    failed.metadata.__dict__["_src_node_id"] = 11
+    traffic = Traffic()
+    for reply in [*replies, failed]:
+        traffic.add_up(reply)
+    assert (traffic.messages_up, traffic.error_replies) == (4, 2)
+    assert traffic.errors == ["node died", "again"]
+    # Replies 11 and 12 carry the same update: its objects are pushed once.
+    stored: set[str] = set()
+    shared = sum(transport.uplink_wire_bytes(r, stored) for r in [*replies, failed])
+    fresh = sum(transport.uplink_wire_bytes(r) for r in [*replies, failed])
+    assert traffic.uplink_wire_bytes == traffic.model_uplink_wire_bytes == shared < fresh
+
+
+def test_a_meter_file_without_a_direction_counts_zero_for_it(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from pemn_fl.accounting import WireMeter
+
+    path = tmp_path / "meter.json"
+    path.write_text(json.dumps({"bytes": {"idle": 3}}))
+    grid = MeteredGrid(EchoGrid([11]), wire_meter=WireMeter(path))  # type: ignore[arg-type]
+    traffic = grid.take()
+    assert (traffic.uplink_wire_bytes, traffic.downlink_wire_bytes) == (0.0, 0.0)
