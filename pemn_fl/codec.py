@@ -63,6 +63,8 @@ from dataclasses import dataclass
 import numpy as np
 from bitarray import bitarray
 
+from pemn_fl import framing
+
 __all__ = [
     "ENCODINGS",
     "FORMAT_VERSION",
@@ -86,11 +88,9 @@ _ENC_DELTA = 1
 # magic, version, encoding, fingerprint, reference id: the fixed prefix every version-1 payload has.
 _PREFIX = struct.Struct("<4sBB8sI")
 _U32 = struct.Struct("<I")
-_CRC_BYTES = 4
+_CRC_BYTES = framing.CRC_BYTES
 # Smallest well-formed payload: prefix, 1-byte layer count of zero, body length, empty body, CRC.
 MIN_PAYLOAD_BYTES = _PREFIX.size + 1 + _U32.size + _CRC_BYTES
-# 10 LEB128 bytes hold 70 bits, more than any real size; longer runs can only be garbage.
-_MAX_VARINT_BYTES = 10
 # Guard for int64 arithmetic while rebuilding flip positions (see _decode_delta).
 _INT64_SAFE = 1 << 62
 # Chunk used when searching for the last flip from the end (numpy has no fast reverse argmax).
@@ -144,56 +144,13 @@ def fingerprint_bytes(fingerprint: str) -> bytes:
 
 
 def _varint(value: int) -> bytes:
-    """Unsigned LEB128: sizes and counts are usually small, so they should cost 1-3 bytes."""
-    if value < 0:
-        raise ValueError(f"varint must be non-negative, got {value}")
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    """Unsigned LEB128 (``framing.varint``)."""
+    return framing.varint(value)
 
 
-class _Reader:
+def _Reader(buf: memoryview, end: int) -> framing.Reader:  # noqa: N802 - was a class here
     """Bounds-checked cursor over the payload; every overrun becomes a MaskPayloadError."""
-
-    def __init__(self, buf: memoryview, end: int) -> None:
-        self.buf = buf
-        self.pos = 0
-        self.end = end
-
-    def take(self, n: int, what: str) -> memoryview:
-        if n < 0 or self.pos + n > self.end:
-            raise MaskPayloadError(
-                f"payload truncated while reading {what}: need {n} bytes at offset {self.pos}, "
-                f"only {max(self.end - self.pos, 0)} available"
-            )
-        chunk = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def u8(self, what: str) -> int:
-        return self.take(1, what)[0]
-
-    def u32(self, what: str) -> int:
-        return _U32.unpack(self.take(4, what))[0]
-
-    def varint(self, what: str) -> int:
-        value = 0
-        for i in range(_MAX_VARINT_BYTES):
-            byte = self.u8(what)
-            value |= (byte & 0x7F) << (7 * i)
-            if not byte & 0x80:
-                if byte == 0 and i > 0:
-                    # Overlong encodings would give one value several spellings; the format is
-                    # canonical so that a payload's bytes are a function of its content.
-                    raise MaskPayloadError(f"non-canonical (overlong) varint for {what}")
-                return value
-        raise MaskPayloadError(f"varint for {what} is longer than {_MAX_VARINT_BYTES} bytes")
+    return framing.Reader(buf, end, MaskPayloadError)
 
 
 def _as_buffer(payload: object) -> memoryview:

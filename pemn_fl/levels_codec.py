@@ -30,14 +30,15 @@ must reproduce the header's counts exactly. Every fault is one ``LevelsPayloadEr
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Sequence
 
 import constriction
 import numpy as np
 
 # The mask codec's LEB128 writer is reused; the reader below raises this codec's own error.
-from pemn_fl.codec import MaskPayloadError, _varint, fingerprint_bytes
+from pemn_fl import framing
+from pemn_fl.codec import MaskPayloadError, fingerprint_bytes
+from pemn_fl.framing import varint as _varint
 
 MAGIC = b"PLVL"
 FORMAT_VERSION = 1
@@ -48,19 +49,6 @@ _U32 = struct.Struct("<I")
 
 class LevelsPayloadError(MaskPayloadError):
     """A levels payload that is malformed, corrupted, or built for another prototype/round."""
-
-
-def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    for i in range(10):
-        if pos + i >= len(buf):
-            raise LevelsPayloadError("payload truncated inside a varint")
-        byte = buf[pos + i]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos + i + 1
-        shift += 7
-    raise LevelsPayloadError("varint longer than 10 bytes")
 
 
 def _model(counts: np.ndarray) -> constriction.stream.model.Categorical:
@@ -89,8 +77,7 @@ def encode_levels(
         if np.count_nonzero(counts) > 1:
             encoder.encode(symbols, _model(counts))
     body = encoder.get_compressed().astype("<u4").tobytes()
-    out = bytes(header) + _U32.pack(len(body)) + body
-    return out + _U32.pack(zlib.crc32(out))
+    return framing.seal(bytes(header) + _U32.pack(len(body)) + body)
 
 
 def decode_levels(
@@ -100,7 +87,7 @@ def decode_levels(
     buf = memoryview(bytes(payload)) if not isinstance(payload, bytes) else memoryview(payload)
     if len(buf) < _PREFIX.size + 2 + 2 * _U32.size:
         raise LevelsPayloadError(f"payload of {len(buf)} bytes is too short to be a levels array")
-    if zlib.crc32(buf[:-4]) != _U32.unpack_from(buf, len(buf) - 4)[0]:
+    if not framing.sealed(buf):
         raise LevelsPayloadError("CRC mismatch: the payload was corrupted in transit")
     magic, version, fp, got_tag = _PREFIX.unpack_from(buf, 0)
     if magic != MAGIC:
@@ -113,25 +100,24 @@ def decode_levels(
         )
     if got_tag != tag:
         raise LevelsPayloadError(f"payload is for round {got_tag}, expected round {tag}")
-    pos = _PREFIX.size
-    q, pos = _read_varint(buf, pos)
+    reader = framing.Reader(buf, len(buf) - framing.CRC_BYTES, LevelsPayloadError,
+                            start=_PREFIX.size)  # fmt: skip
+    q = reader.varint("max level")
     if not 1 <= q <= max_level:
         raise LevelsPayloadError(f"max level {q} outside [1, {max_level}]")
-    n_layers, pos = _read_varint(buf, pos)
+    n_layers = reader.varint("layer count")
     if n_layers != len(layer_sizes):
         raise LevelsPayloadError(f"{n_layers} layers in payload, expected {len(layer_sizes)}")
     histograms = []
     for i, want in enumerate(layer_sizes):
-        size, pos = _read_varint(buf, pos)
+        size = reader.varint(f"size of layer {i}")
         if size != want:
             raise LevelsPayloadError(f"layer {i} has {size} values, expected {want}")
-        counts = []
-        for _ in range(q + 1):
-            c, pos = _read_varint(buf, pos)
-            counts.append(c)
+        counts = [reader.varint(f"count of layer {i}") for _ in range(q + 1)]
         if sum(counts) != size:
             raise LevelsPayloadError(f"layer {i}: symbol counts sum to {sum(counts)}, not {size}")
         histograms.append(np.asarray(counts, dtype=np.int64))
+    pos = reader.pos
     if pos + _U32.size > len(buf) - 4:
         raise LevelsPayloadError("payload truncated before the body length")
     (body_len,) = _U32.unpack_from(buf, pos)

@@ -30,13 +30,13 @@ import hashlib
 import json
 import math
 import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
+from pemn_fl import framing
 from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
 
 MAGIC = b"PEMNFLM\x01"
@@ -104,7 +104,7 @@ def dumps(model: ModelFile) -> bytes:
     }, sort_keys=True).encode()  # fmt: skip
     body = b"".join([MAGIC, _U32.pack(len(header)), header, _U32.pack(len(payload)), payload,
                      *raw])  # fmt: skip
-    return body + _U32.pack(zlib.crc32(body))
+    return framing.seal(body)
 
 
 def loads(data: bytes) -> ModelFile:
@@ -117,8 +117,7 @@ def loads(data: bytes) -> ModelFile:
             f"model file format {view[len(MAGIC) - 1]} is not supported by this pemn-fl "
             f"(it reads format {MAGIC[-1]}); upgrade pemn-fl"
         )
-    (crc,) = _U32.unpack(view[-4:])
-    if zlib.crc32(view[:-4]) != crc:
+    if not framing.sealed(view):
         raise ModelFileError("model file is corrupted or truncated (CRC32 mismatch)")
     pos = len(MAGIC)
     (header_len,) = _U32.unpack(view[pos : pos + 4])

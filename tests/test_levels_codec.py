@@ -185,7 +185,7 @@ def test_a_varint_running_off_the_end_is_refused() -> None:
             break
     else:  # pragma: no cover - about 1 in 16 fillers work
         raise AssertionError("no filler gave a CRC with four high bits")
-    with pytest.raises(LevelsPayloadError, match="truncated inside a varint"):
+    with pytest.raises(LevelsPayloadError, match="truncated while reading layer count"):
         decode_levels(payload, fingerprint=FP, tag=4, layer_sizes=[1], max_level=2)
 
 
@@ -203,3 +203,15 @@ def test_a_body_length_that_is_not_whole_32_bit_words_is_refused() -> None:
     payload = _raw(header + struct.pack("<I", 2) + b"\x00\x00")
     with pytest.raises(LevelsPayloadError, match="body length"):
         decode_levels(payload, fingerprint=FP, tag=4, layer_sizes=[300], max_level=1)
+
+
+def test_an_overlong_varint_is_refused_as_in_the_mask_codec() -> None:
+    """One framing module under both codecs: the levels codec now refuses a varint spelled
+    longer than it must be (``0x81 0x00`` for 1), as the mask codec always did."""
+    from pemn_fl import framing
+
+    good = encode_levels([np.array([0, 1, 1])], fingerprint=FP, tag=4, max_level=1)
+    # The max level (1) is the first varint after the 17-byte prefix: spell it 0x81 0x00.
+    body = good[:17] + b"\x81\x00" + good[18:-4]
+    with pytest.raises(LevelsPayloadError, match="non-canonical"):
+        decode_levels(framing.seal(body), fingerprint=FP, tag=4, layer_sizes=[3], max_level=1)
