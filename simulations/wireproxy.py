@@ -13,7 +13,9 @@ It measures at one of two levels (``level``), and the meter says which:
   the app bundle and every round, with no split between them.
 
 Both levels also keep the raw per-direction totals and the number of TCP connections, so a
-cleartext and a TLS run of the same settings compare like for like.
+cleartext and a TLS run of the same settings compare like for like. When the SuperLink is
+down, or dies mid-connection, the node's connection is reset, as it would be without the
+proxy (a SuperNode retries a reset; a clean close mid-TLS-handshake makes it give up).
 
 In Flower 1.42 a SuperNode speaks to the Fleet API in plain HTTP/1.1 (httpx,
 keep-alive, one request at a time per connection): ``POST /v1/fleet/<call>`` with a protobuf
