@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
+from flwr.app import ArrayRecord, Context, Message, MetricRecord
 from torch import nn
 
 from pemn_fl import protocol as P
@@ -40,12 +38,11 @@ from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import (
     ClientStep,
     Method,
-    ServerEvaluation,
     ServerSide,
     num_examples_of,
     partition_of,
-    screen,
 )
+from pemn_fl.methods.replicated import ReplicatedStrategy, Update
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
@@ -173,28 +170,23 @@ def client_step_for(name: str, codec: UpdateCodec) -> ClientStep:
 
 
 # -- server ------------------------------------------------------------------------------
-class CompressedUpdates(ServerEvaluation, Strategy):
+Reply = tuple[Weights, float, float]  # a reply's update, num-examples, train loss
+
+
+class CompressedUpdates(ReplicatedStrategy[Reply]):
     """Server of a compressed-update method: coded steps down, coded updates up."""
 
     def __init__(self, *, settings: RunSettings, sampler: RoundSampler, codec: UpdateCodec,
                  message_type: str) -> None:  # fmt: skip
-        self.settings, self.sampler, self.codec = settings, sampler, codec
-        self.message_type = message_type
         self.net = dense_net(settings)
-        self.replica = R.ReplicaServer(list(self.net.initial), codec.down_fields)
+        super().__init__(settings=settings, sampler=sampler, message_type=message_type,
+                         initial=list(self.net.initial), fields=codec.down_fields)  # fmt: skip
+        self.codec = codec
         self.state: dict = {}  # the method's server-only memory
         self.data = P.dataset_of(settings)  # bounds a reply's num-examples
-        self.rejected = 0
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.replica.messages(self.sampler(server_round), server_round, self.message_type)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        def check(reply: Message) -> tuple[Weights, float, float]:
+    def check(self, server_round: int) -> Callable[[Message], Reply]:
+        def check(reply: Message) -> Reply:
             metrics = M.metrics_of(reply)
             num_examples = num_examples_of(metrics, len(self.data.y_train))
             delta = self.codec.decode_up(self.settings, self.net, reply.content[UPDATE],
@@ -203,24 +195,23 @@ class CompressedUpdates(ServerEvaluation, Strategy):
                 raise MaskPayloadError("update holds non-finite values")
             return delta, num_examples, float(metrics.get("train-loss", float("nan")))
 
-        kept, self.rejected = screen(replies, self.sampler, server_round, check)
-        nodes = [node for node, _ in kept]
+        return check
+
+    def update(self, server_round: int, kept: list[tuple[int, Reply]]) -> Update | None:
         deltas = [delta for _, (delta, _, _) in kept]
         weights = [n if self.settings.vote_weighting == "examples" else 1.0
                    for _, (_, n, _) in kept]  # fmt: skip
         losses = [loss for _, (_, _, loss) in kept]
-        if not deltas or sum(weights) <= 0:
-            log.warning("round %s: no valid update; weights unchanged", server_round)
-            self.replica.skip(server_round)  # nodes step over this round
-            return None, None
+        if sum(weights) <= 0:
+            return None
         fields = self.codec.aggregate(self.settings, self.net, deltas, weights, self.state,
                                       server_round)  # fmt: skip
         new = _apply(self.settings, self.codec)(self.replica.state, server_round, fields)
-        self.replica.commit(server_round, fields, new, nodes)
         w = np.asarray(weights) / sum(weights)
-        return ArrayRecord([a.copy() for a in new]), MetricRecord(
-            {"train-loss": float(np.dot(w, losses))}
-        )
+        return fields, new, MetricRecord({"train-loss": float(np.dot(w, losses))})
+
+    def global_arrays(self) -> ArrayRecord:
+        return ArrayRecord([a.copy() for a in self.replica.state])
 
     def summary(self) -> None:
         log.info("%s: dense-lr=%s", type(self).__name__, self.settings[P.DENSE_LR])

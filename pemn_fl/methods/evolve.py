@@ -29,14 +29,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
 from torch import nn
 
 from pemn_fl import evolving as E
@@ -50,13 +48,12 @@ from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import (
     ClientStep,
     Method,
-    ServerEvaluation,
     ServerSide,
     num_examples_of,
     partition_of,
-    screen,
     trim_votes,
 )
+from pemn_fl.methods.replicated import ReplicatedStrategy, Update
 from pemn_fl.models import build_model
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed, fingerprint, materialize
@@ -269,37 +266,32 @@ ATTACK = "the complement of its noise mask (its negation for ternary masks)"
 
 
 # -- server ------------------------------------------------------------------------------
-class EvolvingVotes(ServerEvaluation, Strategy):
+Vote = tuple[list[np.ndarray], float, float]  # a reply's mask, num-examples, train loss
+
+
+class EvolvingVotes(ReplicatedStrategy[Vote]):
     """Server of the evolving-prototype methods: relay votes as levels, keep ``W`` in step."""
 
     def __init__(
         self, *, settings: RunSettings, sampler: RoundSampler, scheme: Scheme,
         message_type: str,
     ) -> None:  # fmt: skip
-        self.settings, self.sampler, self.scheme = settings, sampler, scheme
+        super().__init__(settings=settings, sampler=sampler, message_type=message_type,
+                         initial=state_of(settings, scheme), fields=FIELDS)  # fmt: skip
+        self.scheme = scheme
         self.rule_state: dict = {}  # server-only memory of a rule (e.g. an error accumulator)
-        self.message_type = message_type
         self.net = network(settings)
-        self.replica = R.ReplicaServer(state_of(settings, scheme), FIELDS)
         self.data = P.dataset_of(settings)  # bounds a reply's num-examples
-        self.rejected = 0
 
     @property
     def weights(self) -> E.Weights:
         """``W`` of the last aggregated round (everyone who caught up holds the same)."""
         return self.replica.state[: len(self.net.sizes)]
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.replica.messages(self.sampler(server_round), server_round, self.message_type)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def check(self, server_round: int) -> Callable[[Message], Vote]:
         shift = 1 if self.scheme.signed else 0
 
-        def check(reply: Message) -> tuple[list[np.ndarray], float, float]:
+        def check(reply: Message) -> Vote:
             metrics = M.metrics_of(reply)
             mask = decode_levels(
                 bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
@@ -309,19 +301,21 @@ class EvolvingVotes(ServerEvaluation, Strategy):
                     num_examples_of(metrics, len(self.data.y_train)),
                     float(metrics.get("train-loss", float("nan"))))  # fmt: skip
 
-        kept, self.rejected = screen(replies, self.sampler, server_round, check)
-        kept, trimmed = trim_votes(kept, [mask for _, (mask, _, _) in kept],
-                                   self.settings.trim_votes, server_round)  # fmt: skip
-        self.rejected += trimmed
-        nodes = [node for node, _ in kept]
+        return check
+
+    def admit(self, server_round: int, kept: list[tuple[int, Vote]]) -> list[tuple[int, Vote]]:
+        """``--trim-votes``: the votes farthest from the median left out."""
+        kept, _ = trim_votes(kept, [mask for _, (mask, _, _) in kept],
+                             self.settings.trim_votes, server_round)  # fmt: skip
+        return kept
+
+    def update(self, server_round: int, kept: list[tuple[int, Vote]]) -> Update | None:
         masks = [mask for _, (mask, _, _) in kept]
         weights = [n if self.settings.vote_weighting == "examples" else 1.0
                    for _, (_, n, _) in kept]  # fmt: skip
         losses = [loss for _, (_, _, loss) in kept]
-        if not masks or sum(weights) <= 0:
-            log.warning("round %s: no valid update; weights unchanged", server_round)
-            self.replica.skip(server_round)  # nodes step over this round
-            return None, None
+        if sum(weights) <= 0:
+            return None
         fraction = E.vote_fraction(masks, weights)
         upd = self.scheme.rule(fraction, len(masks), self.settings, server_round,
                                self.rule_state)  # fmt: skip
@@ -331,11 +325,11 @@ class EvolvingVotes(ServerEvaluation, Strategy):
         )  # fmt: skip
         new = step(self.settings, self.scheme, self.replica.state, server_round, upd)
         fields = {"update": payload, "levels": [upd.denom, upd.max_level, upd.offset]}
-        self.replica.commit(server_round, fields, new, nodes)
         w = np.asarray(weights) / sum(weights)
-        return ArrayRecord([w_.copy() for w_ in self.weights]), MetricRecord(
-            {"train-loss": float(np.dot(w, losses))}
-        )
+        return fields, new, MetricRecord({"train-loss": float(np.dot(w, losses))})
+
+    def global_arrays(self) -> ArrayRecord:
+        return ArrayRecord([w.copy() for w in self.weights])
 
     def summary(self) -> None:
         log.info("EvolvingVotes: noise-scale=%s density=%s", self.settings[NOISE_SCALE],

@@ -22,13 +22,11 @@ posterior is the model, replicated on every party (``replica``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
+from flwr.app import ArrayRecord, Context, Message, MetricRecord
 
 from pemn_fl import probmask as PM
 from pemn_fl import replica as R
@@ -37,7 +35,8 @@ from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
 from pemn_fl.methods import evolve, fedpm
 from pemn_fl.methods import messages as M
-from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of, screen
+from pemn_fl.methods.base import Method, ServerSide, partition_of
+from pemn_fl.methods.replicated import ReplicatedStrategy, Update
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
@@ -115,28 +114,22 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
                    compact=settings.compact_replies)  # fmt: skip
 
 
-class CarriedPosterior(ServerEvaluation, Strategy):
+Sample = tuple[list[np.ndarray], float]  # a reply's mask sample, train loss
+
+
+class CarriedPosterior(ReplicatedStrategy[Sample]):
     """Server: decode samples against ``theta``, count them, relay the counts."""
 
     def __init__(self, *, settings: RunSettings, sampler: RoundSampler,
                  message_type: str = f"train.{NAME}") -> None:  # fmt: skip
-        self.settings, self.sampler, self.message_type = settings, sampler, message_type
+        super().__init__(settings=settings, sampler=sampler, message_type=message_type,
+                         initial=initial_state(settings), fields=FIELDS)  # fmt: skip
         self.net = evolve.network(settings)
-        self.replica = R.ReplicaServer(initial_state(settings), FIELDS)
-        self.rejected = 0
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.replica.messages(self.sampler(server_round), server_round, self.message_type)
+    def check(self, server_round: int) -> Callable[[Message], Sample]:
+        theta = theta_of(self.replica.state)  # the posterior every sample is coded against
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        theta = theta_of(self.replica.state)
-        counts = [np.zeros(s, dtype=np.int64) for s in self.net.sizes]
-
-        def check(reply: Message) -> tuple[list[np.ndarray], float]:
+        def check(reply: Message) -> Sample:
             flips = decode_levels(
                 bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
                 tag=server_round, layer_sizes=self.net.sizes, max_level=1,
@@ -147,26 +140,28 @@ class CarriedPosterior(ServerEvaluation, Strategy):
             mask = [f.astype(np.uint8) ^ r for f, r in zip(flips, ref, strict=True)]
             return mask, float(M.metrics_of(reply).get(M.TRAIN_LOSS, float("nan")))
 
-        kept, self.rejected = screen(replies, self.sampler, server_round, check)
-        self.rejected += max(0, len(kept) - MAX_VOTES)  # levels_codec's bound on K
-        kept = kept[:MAX_VOTES]
-        nodes = [node for node, _ in kept]
-        losses = [loss for _, (_, loss) in kept]
+        return check
+
+    def admit(self, server_round: int, kept: list[tuple[int, Sample]]
+              ) -> list[tuple[int, Sample]]:  # fmt: skip
+        return kept[:MAX_VOTES]  # levels_codec's bound on K
+
+    def update(self, server_round: int, kept: list[tuple[int, Sample]]) -> Update | None:
+        counts = [np.zeros(s, dtype=np.int64) for s in self.net.sizes]
         for _, (mask, _) in kept:
             for acc, m in zip(counts, mask, strict=True):
                 acc += m
-        if not nodes:
-            log.warning("round %s: no valid mask; posterior unchanged", server_round)
-            self.replica.skip(server_round)  # nodes step over this round
-            return None, None
-        k = len(nodes)
+        k = len(kept)
         payload = encode_levels(counts, fingerprint=self.net.fingerprint, tag=server_round,
                                 max_level=k)  # fmt: skip
         state = apply_counts(self.replica.state, counts, k,
                              float(self.settings[POSTERIOR_DECAY]))  # fmt: skip
-        self.replica.commit(server_round, {"counts": payload, "k": k}, state, nodes)
-        record = ArrayRecord([t.astype(np.float32) for t in theta_of(state)])
-        return record, MetricRecord({"train-loss": float(np.mean(losses))})
+        losses = [loss for _, (_, loss) in kept]
+        return {"counts": payload, "k": k}, state, MetricRecord(
+            {"train-loss": float(np.mean(losses))})
+
+    def global_arrays(self) -> ArrayRecord:
+        return ArrayRecord([t.astype(np.float32) for t in theta_of(self.replica.state)])
 
     def summary(self) -> None:
         log.info("FedPM carried posterior: pm-lr=%s posterior-decay=%s",
