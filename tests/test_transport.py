@@ -66,3 +66,54 @@ def test_each_call_costs_its_headers_once_each_way() -> None:
     again = T.uplink_wire_bytes(reply, stored, _headers_only(1000)) - T.uplink_wire_bytes(
         reply, set(stored), _headers_only(0))  # fmt: skip
     assert again == 1 * 2000
+
+
+class _Spy:
+    """Constants that record each call's body sizes (and cost nothing)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int]] = []
+
+    def call(self, name: str, request_body: int, response_body: int) -> float:
+        self.calls.append((name, request_body, response_body))
+        return 0.0
+
+
+def _field(length: int) -> int:
+    """Bytes of a length-delimited protobuf field (tag < 16): tag, varint length, data."""
+    varint = 1 if length < 128 else 2 if length < 16384 else 3
+    return 1 + varint + length
+
+
+def test_per_object_calls_have_the_protobuf_bodies_worked_out_by_hand() -> None:
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+    msg = _message()
+    assert (msg.metadata.dst_node_id, msg.metadata.run_id) == (11, 7)
+    sizes = sorted(len(o.deflate()) for o in get_all_nested_objects(msg).values())
+    # node {node_id: 11} = 2 B, as field 1: 4 B; run_id 7: 2 B; a 64-char object id: 66 B.
+    node, run, oid = 4, 2, _field(64)
+    spy = _Spy()
+    T.downlink_wire_bytes(msg, spy)  # type: ignore[arg-type]
+    pulls = [c for c in spy.calls if c[0] == "pull-object"]
+    assert [c[1] for c in pulls] == [node + run + oid] * 6
+    # found and available (2 B each) and the object's bytes
+    assert sorted(c[2] for c in pulls) == sorted(2 + 2 + _field(n) for n in sizes)
+    assert [c for c in spy.calls if c[0] == "confirm-message-received"] == [
+        ("confirm-message-received", node + run + oid, 0)]  # fmt: skip
+
+    msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    reply = Message(content=_message().content, reply_to=msg)
+    reply.metadata.__dict__["_src_node_id"] = 11
+    spy = _Spy()
+    T.uplink_wire_bytes(reply, set(), spy)  # type: ignore[arg-type]
+    pushes = [c for c in spy.calls if c[0] == "push-object"]
+    session = _field(T.SESSION_ID_CHARS)
+    reply_sizes = sorted(len(o.deflate()) for o in get_all_nested_objects(reply).values())
+    assert sorted(c[1] for c in pushes) == sorted(node + run + oid + _field(n) + session
+                                                  for n in reply_sizes)  # fmt: skip
+    assert {c[2] for c in pushes} == {2}  # stored: true
+    # push-messages' answer: reconnect {5} (4 B), one result {id: 0} (70 B), the 6 ids to
+    # push (66 B each), the session id (38 B).
+    (name, _, answer), = [c for c in spy.calls if c[0] == "push-messages"]
+    assert answer == 4 + 70 + 6 * oid + session
