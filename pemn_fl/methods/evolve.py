@@ -1,6 +1,6 @@
 """Evolving prototype, exact vote counts down: the model is the seed plus every round's votes.
 
-See ``pemn_fl/evolving.py`` for the idea. Per round ``r``:
+See ``pemn_fl/methods/frames/evolving.py`` for the idea. Per round ``r``:
 
 * downlink ``train.<name>`` to each sampled node: ``ConfigRecord "config"`` = {
   ``server-round``; ``from-round`` ``a``; for every round ``t`` in ``a..r-1`` the node has
@@ -37,10 +37,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from torch import nn
 
-from pemn_fl import evolving as E
 from pemn_fl import faults
 from pemn_fl import protocol as P
-from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
@@ -53,6 +51,8 @@ from pemn_fl.methods.base import (
     partition_of,
     trim_votes,
 )
+from pemn_fl.methods.frames import evolving as E
+from pemn_fl.methods.frames import replica as R
 from pemn_fl.methods.replicated import ReplicatedStrategy, Update
 from pemn_fl.models import build_model
 from pemn_fl.options import Option

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pemn_fl import evolving as E
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve
 from pemn_fl.methods.base import Method
+from pemn_fl.methods.frames import evolving as E
 
 NAME = "evolve_lattice"
 MAX_STEP = 2  # |A - S| <= 1/2 and |f| <= 1, so a step is at most 1 in magnitude; 2 is slack

@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord
 
-from pemn_fl import probmask as PM
-from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
 from pemn_fl.methods import evolve, fedpm
 from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import Method, ServerSide, partition_of
+from pemn_fl.methods.frames import probmask as PM
+from pemn_fl.methods.frames import replica as R
 from pemn_fl.methods.replicated import ReplicatedStrategy, Update
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed

@@ -2,7 +2,8 @@
 
 The evolving prototypes (``evolve*``), the compressed dense updates (``signsgd``, ``qsgd``,
 ``topk``) and FedPM's carried posterior (``fedpm_bayes``) all keep the model as state every
-party holds bit for bit (``pemn_fl.replica``) and differ only in what one round's update is.
+party holds bit for bit (``methods/frames/replica.py``) and differ only in what one round's
+update is.
 This is what they share, so a round goes the same way for each:
 
 1. ``configure_train``: each sampled node gets the updates it missed (or a snapshot);
@@ -27,9 +28,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from pemn_fl import replica as R
 from pemn_fl.config import RunSettings
 from pemn_fl.methods.base import ServerEvaluation, screen
+from pemn_fl.methods.frames import replica as R
 from pemn_fl.sampling import RoundSampler
 
 log = logging.getLogger("pemn_fl.server")

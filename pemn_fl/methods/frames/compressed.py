@@ -31,7 +31,6 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord
 from torch import nn
 
 from pemn_fl import protocol as P
-from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import messages as M
@@ -42,6 +41,7 @@ from pemn_fl.methods.base import (
     num_examples_of,
     partition_of,
 )
+from pemn_fl.methods.frames import replica as R
 from pemn_fl.methods.replicated import ReplicatedStrategy, Update
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
