@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 
 from pemn_fl.config import RunSettings
@@ -72,3 +72,19 @@ def changed(base: RunSettings, **values: object) -> RunSettings:
     """``base`` with some settings or options changed (``dataclasses.replace`` for both)."""
     return settings_from({**base.to_run_config(),
                           **{k.replace("_", "-"): v for k, v in values.items()}})  # fmt: skip
+
+
+def first_round(name: str, settings: RunSettings, partitions: int = 3
+                ) -> tuple[ServerSide, list[Message], ArrayRecord | None]:  # fmt: skip
+    """Round 1 of the registered method ``name`` on every partition, in-process: its server
+    side, the replies and the new global arrays."""
+    from pemn_fl.methods import get
+
+    method = get(name)
+    sampler = RoundSampler({p: FIRST_NODE + p for p in range(partitions)}, 1.0, seed=0)
+    side, nodes = method.server(settings, sampler), contexts(partitions)
+    sent = side.strategy.configure_train(1, side.initial, ConfigRecord(), None)
+    replies = [deliver(m, method.client_step, nodes[m.metadata.dst_node_id], settings)
+               for m in sent]  # fmt: skip
+    new, _ = side.strategy.aggregate_train(1, replies)
+    return side, replies, new

@@ -17,7 +17,7 @@ from pemn_fl import checkpoint as C
 def test_a_resumed_strategy_gets_the_saved_replica_not_a_fresh_one(tmp_path: Path) -> None:
     """The strategy a resumed run builds holds round 0; after the restore it must hold the
     saved round, state, update log and node table (node ids translated)."""
-    from pemn_fl.replica import ReplicaServer
+    from pemn_fl.methods.frames.replica import ReplicaServer
 
     class Strategy:
         def __init__(self) -> None:

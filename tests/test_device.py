@@ -9,12 +9,11 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from flwr.app import ConfigRecord
 
 from pemn_fl.config import RunSettings, SettingsError
-from pemn_fl.methods import get, names
+from pemn_fl.methods import names
 from pemn_fl.task import DeviceError, resolve_device
-from tests.harness import build_settings, contexts, deliver, scheduled
+from tests.harness import build_settings, first_round
 
 SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
                        local_epochs=1, batch_size=64)  # fmt: skip
@@ -34,18 +33,9 @@ def test_auto_falls_back_to_the_cpu_and_cuda_without_one_is_refused() -> None:
         RunSettings(device="tpu")
 
 
-class _Module:
-    def __init__(self, name: str) -> None:
-        self.METHOD = get(name)
-
-
 def _round(name: str, settings: RunSettings) -> list[np.ndarray]:
     """Round 1 of ``name`` in-process; the server's new global arrays."""
-    method, side, nodes = get(name), scheduled(_Module(name), settings, 3), contexts(3)
-    sent = side.strategy.configure_train(1, side.initial, ConfigRecord(), None)
-    replies = [deliver(m, method.client_step, nodes[m.metadata.dst_node_id], settings)
-               for m in sent]  # fmt: skip
-    new, _ = side.strategy.aggregate_train(1, replies)
+    side, _, new = first_round(name, settings)
     assert side.strategy.rejected == 0
     assert all(p.device.type == "cpu" for p in side.model.parameters())
     return new.to_numpy_ndarrays()

@@ -15,12 +15,12 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message
 
 import tests.harness as H
-from pemn_fl import evolving as E
-from pemn_fl import replica as R
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels
 from pemn_fl.methods import evolve, evolve_dither, evolve_lattice, evolve_momentum
+from pemn_fl.methods.frames import evolving as E
+from pemn_fl.methods.frames import replica as R
 from pemn_fl.sampling import RoundSampler
 from tests.harness import build_settings, changed
 

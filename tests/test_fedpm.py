@@ -12,13 +12,13 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message
 
 import tests.harness as H
-from pemn_fl import probmask as PM
 from pemn_fl import protocol as P
-from pemn_fl import replica as R
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.codec import decode_mask
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve, fedpm, fedpm_bayes
+from pemn_fl.methods.frames import probmask as PM
+from pemn_fl.methods.frames import replica as R
 from pemn_fl.task import evaluate
 from tests.harness import changed
 
@@ -61,7 +61,7 @@ def test_probabilistic_masks_learn_the_task() -> None:
 
 
 def evaluate_sample(model, weights, theta, data) -> float:  # noqa: ANN001
-    from pemn_fl import evolving as E
+    from pemn_fl.methods.frames import evolving as E
 
     E.load_weights(model, PM.masked_weights(weights, PM.sample(theta, 0)))
     return evaluate(model, data.x_test, data.y_test)[1]

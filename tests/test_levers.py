@@ -7,13 +7,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord
 
 from pemn_fl import transport
 from pemn_fl.config import COSINE_FLOOR, RunSettings, SettingsError
-from pemn_fl.methods import get, names
 from pemn_fl.methods import messages as M
-from tests.harness import build_settings, contexts, deliver, scheduled
+from pemn_fl.methods import names
+from tests.harness import build_settings, first_round
 
 SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
                        local_epochs=1, batch_size=64, num_server_rounds=5)  # fmt: skip
@@ -42,18 +41,9 @@ def test_the_evolving_noise_follows_the_schedule_on_every_party() -> None:
             assert b == pytest.approx(a * factor, rel=1e-6)
 
 
-class _Module:
-    def __init__(self, name: str) -> None:
-        self.METHOD = get(name)
-
-
 def _one_round(name: str, settings: RunSettings):  # noqa: ANN202
     """Round 1 of method ``name`` on 3 nodes, in-process: (replies, aggregate)."""
-    method, side, nodes = get(name), scheduled(_Module(name), settings, 3), contexts(3)
-    sent = side.strategy.configure_train(1, side.initial, ConfigRecord(), None)
-    replies = [deliver(m, method.client_step, nodes[m.metadata.dst_node_id], settings)
-               for m in sent]  # fmt: skip
-    new, _ = side.strategy.aggregate_train(1, replies)
+    side, replies, new = first_round(name, settings)
     assert side.strategy.rejected == 0
     return replies, new
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Error, Message
 
-from pemn_fl import replica as R
 from pemn_fl.methods import get, names
+from pemn_fl.methods.frames import replica as R
 from tests.harness import FIRST_NODE, build_settings, contexts, deliver, scheduled
 
 SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,

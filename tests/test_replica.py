@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
 
-from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
+from pemn_fl.methods.frames import replica as R
 
 pytestmark = pytest.mark.usefixtures("flower_identity")
 FIELDS = ("update",)

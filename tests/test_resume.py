@@ -43,7 +43,7 @@ def test_client_states_newest_before_the_round_asked_and_only_the_last_two_kept(
 
 
 def test_node_keyed_state_follows_the_partitions_to_new_node_ids() -> None:
-    from pemn_fl.replica import ReplicaServer
+    from pemn_fl.methods.frames.replica import ReplicaServer
 
     class Strategy:
         def __init__(self) -> None:

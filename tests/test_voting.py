@@ -1,4 +1,5 @@
-"""Tests for pemn_fl.voting: tallies, deterministic tie-breaking, the EMA state, global masks."""
+"""Tests for methods/frames/voting.py: tallies, deterministic tie-breaking, the EMA state,
+global masks."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from pemn_fl.masked import num_kept
-from pemn_fl.voting import global_mask, tally, topk_with_ties, update_state
+from pemn_fl.methods.frames.voting import global_mask, tally, topk_with_ties, update_state
 
 
 def as_masks(*clients: list[list[int]]) -> list[list[np.ndarray]]:
@@ -216,7 +217,7 @@ def test_tally_is_exactly_order_independent() -> None:
 
 
 def test_trimmed_votes_drop_the_masks_farthest_from_the_median() -> None:
-    from pemn_fl.voting import outliers
+    from pemn_fl.methods.frames.voting import outliers
 
     rng = np.random.default_rng(5)
     consensus = [rng.random(300) < 0.5, rng.random(40) < 0.5]
@@ -274,7 +275,7 @@ def test_global_mask_tie_breaks_depend_on_the_run_seed() -> None:
 
 
 def test_outliers_add_up_the_distance_over_every_layer() -> None:
-    from pemn_fl.voting import outliers
+    from pemn_fl.methods.frames.voting import outliers
 
     # Vote 2 differs from the majority only in layer 0, vote 0 only (and by less) in layer 1:
     # summed over both layers vote 2 is the farthest; layer 1 alone would pick vote 0.
@@ -286,7 +287,7 @@ def test_outliers_add_up_the_distance_over_every_layer() -> None:
 
 
 def test_outliers_keep_one_vote_even_when_asked_to_trim_them_all() -> None:
-    from pemn_fl.voting import outliers
+    from pemn_fl.methods.frames.voting import outliers
 
     votes = [[np.array([1, 0])], [np.array([0, 1])], [np.array([1, 1])]]
     assert len(outliers(votes, 1.0)) == 2

@@ -14,11 +14,11 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 import tests.harness as H
-from pemn_fl import replica as R
 from pemn_fl.accounting import payload_bytes
-from pemn_fl.compressed import DenseNet, dense_net, weighted_mean
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods import qsgd, signsgd, topk
+from pemn_fl.methods.frames import replica as R
+from pemn_fl.methods.frames.compressed import DenseNet, dense_net, weighted_mean
 from tests.harness import build_settings, changed
 
 SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
@@ -336,7 +336,7 @@ def test_a_client_sends_its_trained_weights_minus_the_ones_it_held(
     # residual is what it left out: nothing.
     import torch
 
-    from pemn_fl import compressed
+    from pemn_fl.methods.frames import compressed
 
     def plus_half(model, x, y, cfg, seed):  # noqa: ANN001, ANN202
         with torch.no_grad():

@@ -24,9 +24,9 @@ from torch import nn
 
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
+from pemn_fl.methods.frames.voting import outliers
 from pemn_fl.options import Option
 from pemn_fl.sampling import RoundSampler
-from pemn_fl.voting import outliers
 
 log = logging.getLogger("pemn_fl.server")
 T = TypeVar("T")

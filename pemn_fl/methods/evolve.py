@@ -1,6 +1,6 @@
 """Evolving prototype, exact vote counts down: the model is the seed plus every round's votes.
 
-See ``pemn_fl/evolving.py`` for the idea. Per round ``r``:
+See ``pemn_fl/methods/frames/evolving.py`` for the idea. Per round ``r``:
 
 * downlink ``train.<name>`` to each sampled node: ``ConfigRecord "config"`` = {
   ``server-round``; ``from-round`` ``a``; for every round ``t`` in ``a..r-1`` the node has
@@ -34,13 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from torch import nn
 
-from pemn_fl import evolving as E
 from pemn_fl import faults
 from pemn_fl import protocol as P
-from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
@@ -53,7 +51,9 @@ from pemn_fl.methods.base import (
     partition_of,
     trim_votes,
 )
-from pemn_fl.methods.replicated import ReplicatedStrategy, Update
+from pemn_fl.methods.frames import evolving as E
+from pemn_fl.methods.frames import replica as R
+from pemn_fl.methods.replicated import Parsed, ReplicatedStrategy, Update
 from pemn_fl.models import build_model
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed, fingerprint, materialize
@@ -266,10 +266,11 @@ ATTACK = "the complement of its noise mask (its negation for ternary masks)"
 
 
 # -- server ------------------------------------------------------------------------------
-Vote = tuple[list[np.ndarray], float, float]  # a reply's mask, num-examples, train loss
+Mask = list[np.ndarray]  # a client's noise mask, one array per layer
+Vote = Parsed[Mask]
 
 
-class EvolvingVotes(ReplicatedStrategy[Vote]):
+class EvolvingVotes(ReplicatedStrategy[Mask]):
     """Server of the evolving-prototype methods: relay votes as levels, keep ``W`` in step."""
 
     def __init__(
@@ -309,13 +310,7 @@ class EvolvingVotes(ReplicatedStrategy[Vote]):
                              self.settings.trim_votes, server_round)  # fmt: skip
         return kept
 
-    def update(self, server_round: int, kept: list[tuple[int, Vote]]) -> Update | None:
-        masks = [mask for _, (mask, _, _) in kept]
-        weights = [n if self.settings.vote_weighting == "examples" else 1.0
-                   for _, (_, n, _) in kept]  # fmt: skip
-        losses = [loss for _, (_, _, loss) in kept]
-        if sum(weights) <= 0:
-            return None
+    def update(self, server_round: int, masks: list[Mask], weights: list[float]) -> Update:
         fraction = E.vote_fraction(masks, weights)
         upd = self.scheme.rule(fraction, len(masks), self.settings, server_round,
                                self.rule_state)  # fmt: skip
@@ -324,9 +319,7 @@ class EvolvingVotes(ReplicatedStrategy[Vote]):
             max_level=upd.max_level,
         )  # fmt: skip
         new = step(self.settings, self.scheme, self.replica.state, server_round, upd)
-        fields = {"update": payload, "levels": [upd.denom, upd.max_level, upd.offset]}
-        w = np.asarray(weights) / sum(weights)
-        return fields, new, MetricRecord({"train-loss": float(np.dot(w, losses))})
+        return {"update": payload, "levels": [upd.denom, upd.max_level, upd.offset]}, new
 
     def global_arrays(self) -> ArrayRecord:
         return ArrayRecord([w.copy() for w in self.weights])
@@ -357,14 +350,14 @@ def num_params(settings: RunSettings) -> int:
 
 
 SCHEME = Scheme(rule=counts_rule, basis=noise)
-METHOD = Method(
-    name=NAME,
-    label="Evolving prototype, vote counts",
-    client_step=client_step_for(NAME, SCHEME),
-    server=server_for(NAME, SCHEME),
-    num_params=num_params,
-    marker="-v",
-    description="weights = seed + every round's votes over shared noise; exact counts down",
-    attack=ATTACK,
-    options=OPTIONS,
-)
+def method(name: str, scheme: Scheme, *, label: str, marker: str, description: str,
+           options: tuple[Option, ...] = ()) -> Method:  # fmt: skip
+    """The registry entry of an evolving method: its scheme is what tells it apart."""
+    return Method(name=name, label=label, client_step=client_step_for(name, scheme),
+                  server=server_for(name, scheme), num_params=num_params, marker=marker,
+                  description=description, attack=ATTACK, options=(*OPTIONS, *options))  # fmt: skip
+
+
+METHOD = method(NAME, SCHEME, label="Evolving prototype, vote counts", marker="-v",
+                description="weights = seed + every round's votes over shared noise; exact "
+                "counts down")  # fmt: skip

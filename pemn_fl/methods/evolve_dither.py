@@ -18,7 +18,6 @@ import numpy as np
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import MAX_LEVEL
 from pemn_fl.methods import evolve
-from pemn_fl.methods.base import Method
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 
@@ -46,14 +45,6 @@ def dither_rule(
 SCHEME = evolve.Scheme(rule=dither_rule, basis=evolve.noise)
 
 
-METHOD = Method(
-    name=NAME,
-    label="Evolving prototype, dithered votes",
-    client_step=evolve.client_step_for(NAME, SCHEME),
-    server=evolve.server_for(NAME, SCHEME),
-    num_params=evolve.num_params,
-    marker="-P",
-    attack=evolve.ATTACK,
-    options=(*evolve.OPTIONS, DITHER_LEVELS),
-    description="evolve with a seeded dithered rounding of the vote fraction: ~H(levels) down",
-)
+METHOD = evolve.method(NAME, SCHEME, label="Evolving prototype, dithered votes", marker="-P",
+                       description="evolve with a seeded dithered rounding of the vote "
+                       "fraction: ~H(levels) down", options=(DITHER_LEVELS,))  # fmt: skip

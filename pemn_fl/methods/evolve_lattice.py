@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pemn_fl import evolving as E
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve
-from pemn_fl.methods.base import Method
+from pemn_fl.methods.frames import evolving as E
 
 NAME = "evolve_lattice"
 MAX_STEP = 2  # |A - S| <= 1/2 and |f| <= 1, so a step is at most 1 in magnitude; 2 is slack
@@ -54,14 +53,6 @@ def sigma_delta_rule(
 
 
 SCHEME = evolve.Scheme(rule=sigma_delta_rule, basis=lattice, signed=True)
-METHOD = Method(
-    name=NAME,
-    label="Evolving lattice, error-fed ternary votes",
-    client_step=evolve.client_step_for(NAME, SCHEME),
-    server=evolve.server_for(NAME, SCHEME),
-    num_params=evolve.num_params,
-    marker="-X",
-    attack=evolve.ATTACK,
-    description="fixed +-step lattice; ternary client masks; sigma-delta integer steps down",
-    options=evolve.OPTIONS,
-)
+METHOD = evolve.method(NAME, SCHEME, label="Evolving lattice, error-fed ternary votes",
+                       marker="-X", description="fixed +-step lattice; ternary client masks; "
+                       "sigma-delta integer steps down")  # fmt: skip

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve, evolve_dither
-from pemn_fl.methods.base import Method
 from pemn_fl.options import Option
 
 NAME = "evolve_momentum"
@@ -29,15 +28,7 @@ def weight_momentum(settings: RunSettings) -> float:
 
 SCHEME = evolve.Scheme(rule=evolve_dither.dither_rule, basis=evolve.noise,
                        momentum=weight_momentum)  # fmt: skip
-METHOD = Method(
-    name=NAME,
-    label="Evolving prototype, dithered votes + momentum",
-    client_step=evolve.client_step_for(NAME, SCHEME),
-    server=evolve.server_for(NAME, SCHEME),
-    num_params=evolve.num_params,
-    marker="-h",
-    attack=evolve.ATTACK,
-    options=(*evolve_dither.METHOD.options, WEIGHT_MOMENTUM),
-    description="evolve_dither with a server velocity every party keeps (beta = "
-    "--weight-momentum); no extra bytes",
-)
+METHOD = evolve.method(NAME, SCHEME, label="Evolving prototype, dithered votes + momentum",
+                       marker="-h", description="evolve_dither with a server velocity every "
+                       "party keeps (beta = --weight-momentum); no extra bytes",
+                       options=(evolve_dither.DITHER_LEVELS, WEIGHT_MOMENTUM))  # fmt: skip

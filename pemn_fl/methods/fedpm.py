@@ -29,17 +29,17 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from pemn_fl import evolving as E
-from pemn_fl import probmask as PM
 from pemn_fl import protocol as P
 from pemn_fl.codec import decode_mask, encode_mask
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve
 from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of, screen
+from pemn_fl.methods.frames import evolving as E
+from pemn_fl.methods.frames import probmask as PM
+from pemn_fl.methods.frames.replica import digest
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
-from pemn_fl.replica import digest
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import TrainConfig
 

@@ -26,17 +26,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, Message, MetricRecord
+from flwr.app import ArrayRecord, Context, Message
 
-from pemn_fl import probmask as PM
-from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
 from pemn_fl.methods import evolve, fedpm
 from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import Method, ServerSide, partition_of
-from pemn_fl.methods.replicated import ReplicatedStrategy, Update
+from pemn_fl.methods.frames import probmask as PM
+from pemn_fl.methods.frames import replica as R
+from pemn_fl.methods.replicated import Parsed, ReplicatedStrategy, Update
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
@@ -114,7 +114,7 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
                    compact=settings.compact_replies)  # fmt: skip
 
 
-Sample = tuple[list[np.ndarray], float]  # a reply's mask sample, train loss
+Sample = list[np.ndarray]  # a reply's mask sample, one array per layer
 
 
 class CarriedPosterior(ReplicatedStrategy[Sample]):
@@ -126,10 +126,10 @@ class CarriedPosterior(ReplicatedStrategy[Sample]):
                          initial=initial_state(settings), fields=FIELDS)  # fmt: skip
         self.net = evolve.network(settings)
 
-    def check(self, server_round: int) -> Callable[[Message], Sample]:
+    def check(self, server_round: int) -> Callable[[Message], Parsed[Sample]]:
         theta = theta_of(self.replica.state)  # the posterior every sample is coded against
 
-        def check(reply: Message) -> Sample:
+        def check(reply: Message) -> Parsed[Sample]:
             flips = decode_levels(
                 bytes(reply.content[UPDATE]["mask"]), fingerprint=self.net.fingerprint,
                 tag=server_round, layer_sizes=self.net.sizes, max_level=1,
@@ -138,27 +138,26 @@ class CarriedPosterior(ReplicatedStrategy[Sample]):
             seed = uniforms_seed(self.settings, pid, server_round)
             _, ref = PM.coupled_sample(theta, theta, seed)
             mask = [f.astype(np.uint8) ^ r for f, r in zip(flips, ref, strict=True)]
-            return mask, float(M.metrics_of(reply).get(M.TRAIN_LOSS, float("nan")))
+            # One vote per client whatever its data (FedPM counts samples): weight 1.
+            return mask, 1.0, float(M.metrics_of(reply).get(M.TRAIN_LOSS, float("nan")))
 
         return check
 
-    def admit(self, server_round: int, kept: list[tuple[int, Sample]]
-              ) -> list[tuple[int, Sample]]:  # fmt: skip
+    def admit(self, server_round: int, kept: list[tuple[int, Parsed[Sample]]]
+              ) -> list[tuple[int, Parsed[Sample]]]:  # fmt: skip
         return kept[:MAX_VOTES]  # levels_codec's bound on K
 
-    def update(self, server_round: int, kept: list[tuple[int, Sample]]) -> Update | None:
+    def update(self, server_round: int, masks: list[Sample], weights: list[float]) -> Update:
         counts = [np.zeros(s, dtype=np.int64) for s in self.net.sizes]
-        for _, (mask, _) in kept:
+        for mask in masks:
             for acc, m in zip(counts, mask, strict=True):
                 acc += m
-        k = len(kept)
+        k = len(masks)
         payload = encode_levels(counts, fingerprint=self.net.fingerprint, tag=server_round,
                                 max_level=k)  # fmt: skip
         state = apply_counts(self.replica.state, counts, k,
                              float(self.settings[POSTERIOR_DECAY]))  # fmt: skip
-        losses = [loss for _, (_, loss) in kept]
-        return {"counts": payload, "k": k}, state, MetricRecord(
-            {"train-loss": float(np.mean(losses))})
+        return {"counts": payload, "k": k}, state
 
     def global_arrays(self) -> ArrayRecord:
         return ArrayRecord([t.astype(np.float32) for t in theta_of(self.replica.state)])

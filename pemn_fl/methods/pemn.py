@@ -36,8 +36,8 @@ from pemn_fl.methods.base import (
     partition_of,
     trim_votes,
 )
+from pemn_fl.methods.frames.voting import global_mask, tally, update_state
 from pemn_fl.sampling import RoundSampler
-from pemn_fl.voting import global_mask, tally, update_state
 
 log = logging.getLogger("pemn_fl.server")
 

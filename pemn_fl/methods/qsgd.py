@@ -18,11 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
-from pemn_fl.compressed import DenseNet, Fields, UpdateCodec, Weights, method, weighted_mean
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
+from pemn_fl.methods.frames import replica as R
+from pemn_fl.methods.frames.compressed import (
+    DenseNet,
+    Fields,
+    UpdateCodec,
+    Weights,
+    method,
+    weighted_mean,
+)
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from pemn_fl.compressed import DenseNet, Fields, UpdateCodec, Weights, method
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
+from pemn_fl.methods.frames.compressed import DenseNet, Fields, UpdateCodec, Weights, method
 from pemn_fl.options import Option
 
 NAME = "signsgd"

@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord
+from flwr.app import ArrayRecord, Context, Message
 from torch import nn
 
 from pemn_fl import protocol as P
-from pemn_fl import replica as R
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import messages as M
@@ -42,7 +41,8 @@ from pemn_fl.methods.base import (
     num_examples_of,
     partition_of,
 )
-from pemn_fl.methods.replicated import ReplicatedStrategy, Update
+from pemn_fl.methods.frames import replica as R
+from pemn_fl.methods.replicated import Parsed, ReplicatedStrategy, Update
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
@@ -170,10 +170,10 @@ def client_step_for(name: str, codec: UpdateCodec) -> ClientStep:
 
 
 # -- server ------------------------------------------------------------------------------
-Reply = tuple[Weights, float, float]  # a reply's update, num-examples, train loss
+Reply = Parsed[Weights]  # a reply's update, num-examples, train loss
 
 
-class CompressedUpdates(ReplicatedStrategy[Reply]):
+class CompressedUpdates(ReplicatedStrategy[Weights]):
     """Server of a compressed-update method: coded steps down, coded updates up."""
 
     def __init__(self, *, settings: RunSettings, sampler: RoundSampler, codec: UpdateCodec,
@@ -197,18 +197,10 @@ class CompressedUpdates(ReplicatedStrategy[Reply]):
 
         return check
 
-    def update(self, server_round: int, kept: list[tuple[int, Reply]]) -> Update | None:
-        deltas = [delta for _, (delta, _, _) in kept]
-        weights = [n if self.settings.vote_weighting == "examples" else 1.0
-                   for _, (_, n, _) in kept]  # fmt: skip
-        losses = [loss for _, (_, _, loss) in kept]
-        if sum(weights) <= 0:
-            return None
+    def update(self, server_round: int, deltas: list[Weights], weights: list[float]) -> Update:
         fields = self.codec.aggregate(self.settings, self.net, deltas, weights, self.state,
                                       server_round)  # fmt: skip
-        new = _apply(self.settings, self.codec)(self.replica.state, server_round, fields)
-        w = np.asarray(weights) / sum(weights)
-        return fields, new, MetricRecord({"train-loss": float(np.dot(w, losses))})
+        return fields, _apply(self.settings, self.codec)(self.replica.state, server_round, fields)
 
     def global_arrays(self) -> ArrayRecord:
         return ArrayRecord([a.copy() for a in self.replica.state])
