@@ -586,3 +586,30 @@ def test_fingerprint_validation(bad) -> None:
 def test_fingerprint_bytes() -> None:
     assert fingerprint_bytes("0123456789ABCDEF") == bytes.fromhex(FP)
     assert len(fingerprint_bytes(FP)) == 8
+
+
+# ------------------------------------------------------------------------------------------
+# messages that name what is wrong (mutation audit, issue 17)
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_padding_bit_set_in_a_packed_mask_is_named() -> None:
+    # 10 mask bits in 2 body bytes: bits 10-15 are padding (little-endian bit order).
+    payload = forge(sizes=[6, 4], body=bytes([0b0000_0101, 0b1000_0000]))
+    with pytest.raises(MaskPayloadError, match="padding bits after the 10 bits of the packed mask"):
+        decode_mask(payload, fingerprint=FP, layer_sizes=(6, 4))
+
+
+def test_an_unknown_reference_lists_the_ids_this_side_holds() -> None:
+    ref = [np.zeros(600, bool), np.zeros(400, bool)]
+    mask = [r.copy() for r in ref]
+    mask[0][[5, 300]] = True  # 2 flips of 1000 bits: the delta is far smaller than packed
+    payload = encode_mask(mask, fingerprint=FP, reference=ref, reference_id=7)
+    assert inspect_payload(payload).reference_id == 7
+    sizes = (600, 400)
+    with pytest.raises(MaskPayloadError, match=r"held ids: \[0, 3\]\)$"):
+        decode_mask(payload, fingerprint=FP, layer_sizes=sizes, references={3: ref, 0: ref})
+    many = dict.fromkeys(range(20, 32), ref)  # twelve ids, 7 not among them: ten are shown
+    ten = ", ".join(str(i) for i in range(20, 30))
+    with pytest.raises(MaskPayloadError, match=rf"held ids: \[{ten}, \.\.\.\]"):
+        decode_mask(payload, fingerprint=FP, layer_sizes=sizes, references=many)
