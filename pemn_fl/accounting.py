@@ -17,7 +17,7 @@ A third level, ``wire``, is what the transport adds on top, and it is not small:
 request per object, each with ~840 B of headers (node key, signature, timestamp). Measured
 through a byte-counting proxy on loopback (3 nodes, digits, mlp), that made PEMN-FL's
 traffic ~2.3x its message bytes (small messages) and FedAvg's ~1.03x. In a deployment run
-``WireMeter`` reads those measured bytes (``pemn_fl.wireproxy``) at every round's end; in
+``WireMeter`` reads those measured bytes (``simulations/wireproxy.py``) at every round's end; in
 simulation ``pemn_fl.transport`` models them from the same messages. Idle polling and the
 app bundle are not per-round traffic: deployments report them apart.
 
@@ -120,7 +120,7 @@ class Traffic:
 
 @dataclass
 class WireMeter:
-    """Reads the byte-counting proxy's meter file (``pemn_fl.wireproxy``) in a deployment.
+    """Reads the byte-counting proxy's meter file (``simulations/wireproxy.py``) in a deployment.
 
     ``take()`` returns the bytes of each category counted since the previous call. The
     proxy counts a call before forwarding its last byte, so every message of a round is in

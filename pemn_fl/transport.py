@@ -2,7 +2,7 @@
 
 In simulation no byte crosses a network, so the ``wire`` level is modelled, from the same
 ``Message`` objects the strategies send, by replaying what a SuperNode and the SuperLink do
-with it in Flower 1.42 (read from its source; measured by :mod:`pemn_fl.wireproxy`):
+with it in Flower 1.42 (read from its source; measured by ``simulations/wireproxy.py``):
 
 * an instruction (downlink) reaches a node as ``pull-messages`` (its metadata and object
   tree), one ``pull-object`` per object of the tree (a ``Message`` is content-addressed: the
