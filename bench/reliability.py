@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("results/reliability"))
     p.add_argument("--skip-faults", action="store_true",
-                   help="only the bad values and damaged files (no fault simulations)")
+                   help="only the bad values and damaged files (no fault simulations; the "
+                   "report keeps the last faults.csv in --out)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     values = probe_values()
@@ -249,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         files = probe_files(Path(tmp))
         files.to_csv(args.out / "files.csv", index=False)
         faults = None if args.skip_faults else probe_faults(Path(tmp))
-    if faults is not None:
+    if faults is None and (args.out / "faults.csv").is_file():  # the last full probe's
+        faults = pd.read_csv(args.out / "faults.csv")
+    if faults is not None and not args.skip_faults:
         faults.to_csv(args.out / "faults.csv", index=False)
     text = report(values, files, faults)
     (args.out / "README.md").write_text(text)

@@ -36,6 +36,8 @@ from flwr.proto.recorddict_pb2 import RecordDict as RecordDictProto
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from pemn_fl import framing
+
 SERVER_FILE = "server.pkl"
 CLIENT_DIR = "clients"
 KEEP_CLIENT_FILES = 2  # the newest may belong to a round that was cut short
@@ -71,7 +73,9 @@ def strategy_state(strategy: object, static: list[object]) -> dict[str, Any]:
 
 
 def save_server(directory: Path, checkpoint: ServerCheckpoint) -> None:
-    _atomic_write(directory / SERVER_FILE, pickle.dumps(checkpoint, protocol=5))
+    # Sealed with a CRC (``framing.seal``): a flipped bit inside an array would unpickle
+    # without complaint and a resumed run would go on from silently altered state.
+    _atomic_write(directory / SERVER_FILE, framing.seal(pickle.dumps(checkpoint, protocol=5)))
 
 
 def load_server(directory: Path) -> ServerCheckpoint:
@@ -79,8 +83,12 @@ def load_server(directory: Path) -> ServerCheckpoint:
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint (the run stopped before its first "
                               "round ended, or an older version wrote it); start it again")
+    data = path.read_bytes()
+    if not framing.sealed(memoryview(data)):
+        raise CheckpointError(f"{path}: damaged checkpoint (CRC mismatch, or written before "
+                              "checkpoints were sealed); start the run again")  # fmt: skip
     try:
-        checkpoint = pickle.loads(path.read_bytes())  # noqa: S301 - our own local file
+        checkpoint = pickle.loads(data[: -framing.CRC_BYTES])  # noqa: S301 - our own file
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing
         raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
     if not isinstance(checkpoint, ServerCheckpoint):
@@ -139,7 +147,7 @@ def _client_files(directory: Path, pid: int) -> list[tuple[tuple[int, int], Path
 
 def save_client(directory: Path, pid: int, key: tuple[int, int], state: RecordDict) -> None:
     """Save a node's ``Context.state`` after (method index, round) ``key``."""
-    data = recorddict_to_proto(state).SerializeToString()
+    data = framing.seal(recorddict_to_proto(state).SerializeToString())  # as save_server
     _atomic_write(directory / CLIENT_DIR / f"p{pid}" / f"{key[0]}-{key[1]}.state", data)
     for _, old in _client_files(directory, pid)[:-KEEP_CLIENT_FILES]:
         old.unlink(missing_ok=True)
@@ -148,7 +156,10 @@ def save_client(directory: Path, pid: int, key: tuple[int, int], state: RecordDi
 def _read_client_file(path: Path) -> RecordDict:
     proto = RecordDictProto()
     try:
-        proto.ParseFromString(path.read_bytes())
+        data = path.read_bytes()
+        if not framing.sealed(memoryview(data)):  # an empty or flipped file parses fine
+            raise ValueError("CRC mismatch")
+        proto.ParseFromString(data[: -framing.CRC_BYTES])
         return recorddict_from_proto(proto)
     except Exception as exc:  # noqa: BLE001 - any parse failure: the file is damaged
         raise CheckpointError(f"{path}: damaged client checkpoint ({type(exc).__name__}); "

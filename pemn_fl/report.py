@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,7 +339,12 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, title: str | None = None,
             )  # fmt: skip
         summary_path = Path(run_dir) / "summary.json"
         if len(run_dirs) == 1 and summary_path.exists():
-            target = json.loads(summary_path.read_text()).get("target_accuracy")
+            try:  # only for the target line: a damaged summary costs the line, not the plot
+                target = json.loads(summary_path.read_text()).get("target_accuracy")
+            except (ValueError, AttributeError):
+                print(f"note: {summary_path} is unreadable; the figure has no target line",
+                      file=sys.stderr)  # fmt: skip
+                target = None
             if target is not None and math.isfinite(target):
                 ax.axhline(target * 100, color="grey", ls="--", lw=1.5,
                            label=f"target: FedAvg best - 1 pt ({target * 100:.1f}%)")  # fmt: skip

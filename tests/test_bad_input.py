@@ -182,3 +182,14 @@ def test_a_bad_plugin_method_is_one_clear_line(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "cannot import module no_such_pkg.method" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_plot_of_a_run_with_a_damaged_summary_draws_without_the_target(tmp_path: Path) -> None:
+    """summary.json only gives the target line: damaged, the figure is drawn without it."""
+    (tmp_path / "rounds.csv").write_text("method,round,cumulative_bytes,accuracy,uplink_bytes,"
+                                         "downlink_bytes\npemn,0,0,0.1,0,0\n"
+                                         "pemn,1,10,0.5,4,6\n")  # fmt: skip
+    (tmp_path / "summary.json").write_bytes(b'{"target_accuracy": 0.')
+    proc = _run("simulations.plot", str(tmp_path), "--out", str(tmp_path / "x.png"))
+    assert proc.returncode == 0 and (tmp_path / "x.png").stat().st_size > 1000
+    assert "no target line" in proc.stderr and "Traceback" not in proc.stderr

@@ -47,10 +47,15 @@ def test_load_server_refuses_what_is_not_a_checkpoint(tmp_path: Path) -> None:
 
     with pytest.raises(C.CheckpointError, match="no checkpoint"):
         C.load_server(tmp_path)
+    from pemn_fl import framing
+
     (tmp_path / C.SERVER_FILE).write_bytes(b"\x80\x05garbage")
+    with pytest.raises(C.CheckpointError, match="damaged checkpoint"):
+        C.load_server(tmp_path)
+    (tmp_path / C.SERVER_FILE).write_bytes(framing.seal(b"\x80\x05garbage"))  # sealed, bad
     with pytest.raises(C.CheckpointError, match="unreadable checkpoint"):
         C.load_server(tmp_path)
-    (tmp_path / C.SERVER_FILE).write_bytes(pickle.dumps({"method": "pemn"}))
+    (tmp_path / C.SERVER_FILE).write_bytes(framing.seal(pickle.dumps({"method": "pemn"})))
     with pytest.raises(C.CheckpointError, match="not a pemn-fl checkpoint"):
         C.load_server(tmp_path)
     saved = C.ServerCheckpoint("pemn", 1, 4, {"a": np.arange(3)}, {"x": 1}, {0: 7})

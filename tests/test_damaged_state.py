@@ -106,6 +106,22 @@ def test_a_damaged_server_checkpoint_is_one_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = _run_dir(tmp_path)
-    (out / "checkpoint" / C.SERVER_FILE).write_bytes(b"\x80\x05garbage")
+    path = out / "checkpoint" / C.SERVER_FILE
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10  # one bit: pickle would still load it, the CRC does not
+    path.write_bytes(bytes(data))
     assert main(["--resume", str(out)]) == 2
-    assert "unreadable checkpoint" in _error_line(capsys)
+    assert "damaged checkpoint (CRC mismatch" in _error_line(capsys)
+
+
+def test_an_emptied_or_flipped_client_checkpoint_is_refused(tmp_path: Path) -> None:
+    """An empty file is a valid, empty protobuf: a client would silently start over."""
+    ckpt = tmp_path / "checkpoint"
+    state = RecordDict({"k": ConfigRecord({"round": 2})})
+    C.save_client(ckpt, 0, (0, 2), state)
+    path = ckpt / "clients" / "p0" / "0-2.state"
+    whole = path.read_bytes()
+    for spoiled in (b"", whole[:-1] + bytes([whole[-1] ^ 1])):
+        path.write_bytes(spoiled)
+        with pytest.raises(C.CheckpointError, match="damaged client checkpoint"):
+            C.load_client(ckpt, 0, (0, 3))
