@@ -84,3 +84,30 @@ def test_robust_strategies_are_the_median_and_the_trimmed_mean() -> None:
     assert fedavg.TRIM == 0.2
     assert trimmed["w"].numpy().tolist() == [25.75, -5.0]
     assert type(_strategy()) is fedavg.SampledFedAvg
+
+
+def test_fedavg_trains_on_the_shared_samplers_nodes_of_each_round() -> None:
+    sampler = RoundSampler(NODES, 0.5, seed=3)
+    settings = build_settings(dataset="synthetic", model="mlp")
+    strategy = fedavg.sampled_strategy(settings, sampler)
+    picked = []
+    for r in range(1, 7):
+        sent = strategy.configure_train(r, ArrayRecord({"w": Array(np.zeros(2, np.float32))}),
+                                        ConfigRecord(), None)  # type: ignore[arg-type]
+        nodes = sorted(m.metadata.dst_node_id for m in sent)
+        assert nodes == sorted(sampler(r)) and len(nodes) == 2  # what every method trains on
+        picked.append(tuple(nodes))
+    assert len(set(picked)) > 1  # the sample moves with the round
+
+
+def test_the_pemn_server_evaluates_the_mask_it_is_given() -> None:
+    from pemn_fl.masked import get_masks
+    from pemn_fl.methods import pemn
+
+    settings = build_settings(dataset="synthetic", model="mlp", width=0.25)
+    side = pemn.server(settings, RoundSampler(NODES, 1.0, seed=0))
+    sizes = side.strategy.layer_sizes
+    mask = [(np.arange(n) % 2 == 1) for n in sizes]  # half of each layer: keep = 0.5
+    side.install(pemn.mask_to_record(mask))
+    got = [m.detach().numpy().reshape(-1).astype(bool) for m in get_masks(side.model)]
+    assert all(np.array_equal(g, m) for g, m in zip(got, mask, strict=True))
