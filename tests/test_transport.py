@@ -101,6 +101,13 @@ def test_per_object_calls_have_the_protobuf_bodies_worked_out_by_hand() -> None:
     assert sorted(c[2] for c in pulls) == sorted(2 + 2 + _field(n) for n in sizes)
     assert [c for c in spy.calls if c[0] == "confirm-message-received"] == [
         ("confirm-message-received", node + run + oid, 0)]  # fmt: skip
+    # pull-messages answers with the object tree and the message's metadata (which alone
+    # holds the message type): more than the tree and that string.
+    from flwr.supercore.inflatable.inflatable_object import get_object_tree
+
+    tree = _field(get_object_tree(msg).ByteSize())
+    (_, _, pulled), = [c for c in spy.calls if c[0] == "pull-messages"]
+    assert pulled > tree + len("train.x")
 
     msg.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
     reply = Message(content=_message().content, reply_to=msg)
@@ -115,5 +122,8 @@ def test_per_object_calls_have_the_protobuf_bodies_worked_out_by_hand() -> None:
     assert {c[2] for c in pushes} == {2}  # stored: true
     # push-messages' answer: reconnect {5} (4 B), one result {id: 0} (70 B), the 6 ids to
     # push (66 B each), the session id (38 B).
-    (name, _, answer), = [c for c in spy.calls if c[0] == "push-messages"]
+    (_, pushed, answer), = [c for c in spy.calls if c[0] == "push-messages"]
     assert answer == 4 + 70 + 6 * oid + session
+    # push-messages sends the node (4 B), the tree, one runtime (a packed double: 10 B) and
+    # the reply's metadata, with its message type: more than all but the metadata and that.
+    assert pushed > node + _field(get_object_tree(reply).ByteSize()) + 10 + len("train.x")
