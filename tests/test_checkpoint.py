@@ -108,32 +108,33 @@ def test_resumed_strategy_shows_the_inner_one_the_runs_true_rounds() -> None:
 
     class Inner:
         def configure_train(self, r, arrays, config, grid):  # noqa: ANN001, ANN202
-            calls.append(("configure_train", r))
+            calls.append(("configure_train", r, arrays, config, grid))
             return ["m"]
 
         def aggregate_train(self, r, replies):  # noqa: ANN001, ANN202
-            calls.append(("aggregate_train", r))
+            calls.append(("aggregate_train", r, replies))
             return "arrays", "metrics"
 
         def configure_evaluate(self, r, arrays, config, grid):  # noqa: ANN001, ANN202
-            calls.append(("configure_evaluate", r))
+            calls.append(("configure_evaluate", r, arrays, config, grid))
             return []
 
         def aggregate_evaluate(self, r, replies):  # noqa: ANN001, ANN202
-            calls.append(("aggregate_evaluate", r))
+            calls.append(("aggregate_evaluate", r, replies))
             return "evaluated"
 
         def summary(self) -> None:
-            calls.append(("summary", None))
+            calls.append(("summary",))
 
     resumed = C.ResumedStrategy(Inner(), offset=4)  # type: ignore[arg-type]
-    assert resumed.configure_train(1, None, None, None) == ["m"]  # type: ignore[arg-type]
-    assert resumed.aggregate_train(2, []) == ("arrays", "metrics")
-    assert resumed.configure_evaluate(3, None, None, None) == []  # type: ignore[arg-type]
-    assert resumed.aggregate_evaluate(1, []) == "evaluated"
+    assert resumed.configure_train(1, "A", "C", "G") == ["m"]  # type: ignore[arg-type]
+    assert resumed.aggregate_train(2, ["r"]) == ("arrays", "metrics")  # type: ignore[list-item]
+    assert resumed.configure_evaluate(3, "A", "C", "G") == []  # type: ignore[arg-type]
+    assert resumed.aggregate_evaluate(1, ["e"]) == "evaluated"  # type: ignore[list-item]
     resumed.summary()
-    assert calls == [("configure_train", 5), ("aggregate_train", 6), ("configure_evaluate", 7),
-                     ("aggregate_evaluate", 5), ("summary", None)]  # fmt: skip
+    assert calls == [("configure_train", 5, "A", "C", "G"), ("aggregate_train", 6, ["r"]),
+                     ("configure_evaluate", 7, "A", "C", "G"), ("aggregate_evaluate", 5, ["e"]),
+                     ("summary",)]  # fmt: skip
 
 
 def test_client_files_sort_by_method_then_round_numerically(tmp_path: Path) -> None:
