@@ -390,7 +390,7 @@ def _patch(diff: str) -> tuple[str, str]:
     return old, new
 
 
-def recheck_record(root: Path, record: dict) -> None:
+def recheck_record(root: Path, record: dict, again: bool = False) -> None:
     """Run every survivor again as a plain edit of the source, in a fresh pytest process.
 
     mutmut switches mutants inside one imported copy of the code, so a mutant in a function
@@ -400,7 +400,9 @@ def recheck_record(root: Path, record: dict) -> None:
     is not found exactly once is left as mutmut judged it.
     """
     for m in record["mutants"]:
-        if STATUS.get(m["status"], "survived") != "survived" or "recheck" in m:
+        if STATUS.get(m["status"], "survived") != "survived" or m.get("recheck") == "killed":
+            continue
+        if "recheck" in m and not again:
             continue
         path = _source_of(m["name"], root)
         old, new = _patch(m.get("diff", ""))
@@ -435,10 +437,14 @@ def recheck(args: argparse.Namespace) -> int:
         if not path.exists():
             continue
         record = json.loads(path.read_text())
-        root, _ = snapshot(record["commit"], Path(args.work) / f"snapshot-{record['commit'][:12]}")
-        print(f"{time.strftime('%H:%M:%S')} {name}: recheck at {record['commit'][:12]}",
-              flush=True)  # fmt: skip
-        recheck_record(root, record)
+        at = args.at or record["commit"]
+        root, sha = snapshot(at, Path(args.work) / f"snapshot-{at[:12]}")
+        print(f"{time.strftime('%H:%M:%S')} {name}: recheck at {sha[:12]}", flush=True)
+        if sha != record["commit"]:
+            # The survivors of this row, judged again with the tests of a later commit (the
+            # ones written for them); the row says so.
+            record["recheck_commit"] = sha
+        recheck_record(root, record, again=bool(args.at))
         path.write_text(json.dumps(record, indent=1) + "\n")
     table(args)
     return 0
@@ -492,7 +498,10 @@ def _count(record: dict, equivalent: dict[str, dict]) -> dict[str, object]:
             "mutants": total, "killed": killed, "survived": survived, "equivalent": judged,
             "not_checked": unchecked, "kill_rate_non_equivalent": round(rate, 4),
             "ci95_low": round(low, 4), "ci95_high": round(high, 4),
-            "commit": record["commit"][:12], "seconds": record.get("seconds", 0)}  # fmt: skip
+            "commit": record["commit"][:12]
+            + (f" (survivors rechecked at {record['recheck_commit'][:12]})"
+               if record.get("recheck_commit") else ""),
+            "seconds": record.get("seconds", 0)}  # fmt: skip
 
 
 def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -635,6 +644,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "judge":
             p.add_argument("names", help="comma list of mutant names (mutmut's)")
             p.add_argument("--why", required=True, help="one line: why it is equivalent")
+        if name == "recheck":
+            p.add_argument("--at", default="",
+                           help="recheck the survivors at this later commit (its tests)")
         if name in ("run", "recheck"):
             p.add_argument("--modules", default="all",
                            help="';'-separated module names of the table, or 'all': "
