@@ -566,6 +566,8 @@ def table(args: argparse.Namespace) -> int:
                 and not (m["name"] in equivalent
                          and equivalent[m["name"]].get("line") == _mutated_line(m.get("diff", "")))
                 ]  # fmt: skip
+    _into_readme("unjudged", "\n".join(f"- {module}: `{name.removeprefix('pemn_fl.')}` (`{line}`)"
+                                        for module, name, line in unjudged) or "None.")
     if unjudged and args.list_unjudged:
         print(f"\n{len(unjudged)} survivors not judged equivalent:")
         for module, name, line in unjudged:
