@@ -151,8 +151,10 @@ class Processes:
         self.started.append(proc)
         if self.pid_file is not None:
             self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-            self.pid_file.write_text(json.dumps(
+            tmp = self.pid_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(
                 [{"pid": p.pid, "cmd": " ".join(map(str, p.args[:2]))} for p in self.started]))
+            os.replace(tmp, self.pid_file)  # a reader never sees a half-written list
         return proc
 
     @staticmethod
