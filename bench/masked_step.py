@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pemn_fl import protocol as P
+from pemn_fl import networks as N
 from pemn_fl.config import RunSettings
 from pemn_fl.masked import masked_layers, num_kept
 
@@ -50,13 +50,13 @@ def _timed(fn) -> float:  # noqa: ANN001
 
 
 def measure(settings: RunSettings, steps: int, batch: int = 32) -> dict[str, float]:
-    data = P.dataset_of(settings)
+    data = N.dataset_of(settings)
     rng = np.random.default_rng(0)
     idx = rng.choice(len(data.y_train), size=batch, replace=False)
     x = torch.from_numpy(np.ascontiguousarray(data.x_train[idx], dtype=np.float32))
     y = torch.from_numpy(data.y_train[idx].astype(np.int64))
-    dense = P.dense_model(settings)
-    masked, _ = P.masked_model(settings)
+    dense = N.dense_model(settings)
+    masked, _ = N.masked_model(settings)
     opt_d = torch.optim.SGD(dense.parameters(), lr=0.01, momentum=0.9)
     opt_m = torch.optim.SGD([p for p in masked.parameters() if p.requires_grad], lr=0.1,
                             momentum=0.9)  # fmt: skip

@@ -45,7 +45,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
 
 from bench.accuracy_frontier import PRESETS  # the same two settings as the accuracy study
-from pemn_fl import protocol as P
+from pemn_fl import networks as N
 from pemn_fl.config import RunSettings
 from pemn_fl.data import Dataset
 from pemn_fl.methods import Method, ServerSide, get
@@ -72,7 +72,7 @@ def _federation(settings: RunSettings, clients: int, method_name: str
                      state=RecordDict(), run_config={})  # fmt: skip
         for pid, node in node_of.items()
     }
-    return method, side, P.dataset_of(settings), contexts
+    return method, side, N.dataset_of(settings), contexts
 
 
 def plain_loop(settings: RunSettings, clients: int, method_name: str) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flwr.app import ArrayRecord
 
-from pemn_fl import protocol as P
+from pemn_fl import networks as N
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import Method, ServerSide, get, settings_from
 from pemn_fl.modelfile import ModelFile, ModelFileError, float32_bytes, model_fingerprint
@@ -73,7 +73,7 @@ def rebuild(model: ModelFile, data_dir: str | None = None) -> tuple[RunSettings,
 def evaluate_model(model: ModelFile, data_dir: str | None = None) -> tuple[float, float]:
     """``(loss, accuracy)`` of the model on its dataset's test split."""
     settings, side = rebuild(model, data_dir)
-    data = P.dataset_of(settings)
+    data = N.dataset_of(settings)
     return evaluate(side.model, data.x_test, data.y_test)
 
 

@@ -20,7 +20,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.serverapp import Grid, ServerApp
 
 from pemn_fl import checkpoint as C
-from pemn_fl import protocol as P
+from pemn_fl import networks as N
 from pemn_fl.accounting import MeteredGrid, Traffic, WireMeter
 from pemn_fl.config import RunSettings
 from pemn_fl.export import export_model, fingerprint_of
@@ -98,7 +98,7 @@ def _run_method(
     """
     side = method.server(settings, sampler)
     strategy = side.strategy
-    data = P.dataset_of(settings)
+    data = N.dataset_of(settings)
     clock = [time.monotonic()]
     fingerprint = fingerprint_of(side) if models_dir is not None else ""
     offset, initial = 0, side.initial

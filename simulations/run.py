@@ -355,14 +355,14 @@ def versions() -> dict[str, str]:
 
 def check_data(settings: RunSettings, clients: int) -> None:
     """Fail fast, in the main process, with the loader's own clear message."""
-    from pemn_fl import protocol as P
+    from pemn_fl import networks as N
     from pemn_fl.partition import partition_for
 
-    P.dataset_of(settings)
+    N.dataset_of(settings)
     partition_for(settings.dataset, settings.data_dir or None, settings.seed, clients,
                   settings.partition, settings.alpha, settings.classes_per_client)  # fmt: skip
-    P.masked_model(settings)
-    P.dense_model(settings)
+    N.masked_model(settings)
+    N.dense_model(settings)
 
 
 def simulate(settings: RunSettings, engine: Engine, progress: bool = True,

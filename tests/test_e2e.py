@@ -209,7 +209,7 @@ def test_frontier_report_from_real_runs(run_dir: Path, tmp_path: Path) -> None:
 TOY = '''"""A method from outside the package: FedAvg's client and server under another name,
 with an option of its own."""
 
-from pemn_fl import protocol as P
+from pemn_fl import networks as N
 from pemn_fl.methods import fedavg
 from pemn_fl.methods.base import Method
 from pemn_fl.options import Option
@@ -218,7 +218,7 @@ LR_SCALE = Option("toy-lr-scale", 1.0, "multiplies FedAvg's dense-lr", low=0, lo
 
 
 def client_step(msg, context, settings):
-    scaled = settings[P.DENSE_LR] * settings[LR_SCALE]
+    scaled = settings[fedavg.DENSE_LR] * settings[LR_SCALE]
     return fedavg.client_step(msg, context, settings.with_options(**{"dense-lr": scaled}))
 
 
@@ -230,7 +230,7 @@ def server(settings, sampler):
 
 METHOD = Method(name="toy", label="Toy (FedAvg, renamed)", client_step=client_step,
                 server=server, num_params=fedavg.METHOD.num_params,
-                options=(*P.DENSE_OPTIONS, LR_SCALE))
+                options=(*fedavg.DENSE_OPTIONS, LR_SCALE))
 '''
 
 
@@ -266,11 +266,11 @@ def test_a_method_added_through_the_registry_alone_runs_end_to_end(tmp_path: Pat
 
 def test_fedavg_payload_is_exactly_its_float32_weights(run_dir: Path) -> None:
     """Byte accounting itself: FedAvg's payload = messages x parameters x 4, both ways."""
-    from pemn_fl import protocol as P
+    from pemn_fl import networks as N
     from pemn_fl.models import count_params
     from tests.harness import build_settings
 
-    params = count_params(P.dense_model(build_settings(dataset="synthetic", model="mlp",
+    params = count_params(N.dense_model(build_settings(dataset="synthetic", model="mlp",
                                                     dense_width=0.5)))  # fmt: skip
     rounds = pd.read_csv(run_dir / "rounds.csv")
     fed = rounds[(rounds["method"] == "fedavg") & (rounds["round"] > 0)]

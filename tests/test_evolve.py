@@ -15,6 +15,7 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message
 
 import tests.harness as H
+from pemn_fl import networks as N
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels
@@ -300,20 +301,20 @@ def test_weight_shapes_refuse_biases_and_weights_install_in_order() -> None:
 
 def test_a_noise_mask_keeps_exactly_the_density_and_is_seeded() -> None:
     net = evolve.network(SETTINGS)
-    data = evolve.P.dataset_of(SETTINGS)
+    data = N.dataset_of(SETTINGS)
     x, y = data.x_train[:64], data.y_train[:64]
     cfg = evolve.train_config(SETTINGS)
     weights, noise = [w.copy() for w in net.initial], evolve.noise(SETTINGS, 1)
-    masks, loss = E.train_noise_mask(evolve.build(SETTINGS), weights, noise, x, y, cfg,
+    masks, loss = E.train_noise_mask(N.plain_model(SETTINGS), weights, noise, x, y, cfg,
                                      density=0.05, seed=1)  # fmt: skip
     # round(0.05 * 4096) = 205 and round(0.05 * 640) = 32 edges per layer, 0/1, int8.
     assert [int(m.sum()) for m in masks] == [205, 205, 32] and np.isfinite(loss)
     assert all(m.dtype == np.int8 and set(np.unique(m).tolist()) <= {0, 1} for m in masks)
-    signed, _ = E.train_noise_mask(evolve.build(SETTINGS), weights, noise, x, y, cfg,
+    signed, _ = E.train_noise_mask(N.plain_model(SETTINGS), weights, noise, x, y, cfg,
                                    density=0.05, seed=1, signed=True)  # fmt: skip
     assert [int(np.abs(m).sum()) for m in signed] == [205, 205, 32]
     assert all(set(np.unique(m).tolist()) == {-1, 0, 1} for m in signed[:2])
-    again, _ = E.train_noise_mask(evolve.build(SETTINGS), weights, noise, x, y, cfg,
+    again, _ = E.train_noise_mask(N.plain_model(SETTINGS), weights, noise, x, y, cfg,
                                   density=0.05, seed=1)  # fmt: skip
     assert all(np.array_equal(a, b) for a, b in zip(masks, again, strict=True))
 

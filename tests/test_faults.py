@@ -239,16 +239,17 @@ def test_bad_byzantine_settings_are_clear_errors(options: dict[str, object], wor
 def test_a_byzantine_pemn_client_sends_the_complement_of_its_mask() -> None:
     import dataclasses
 
-    from pemn_fl import protocol as P
-    from pemn_fl.codec import decode_mask
+    from pemn_fl import networks as N
+    from pemn_fl.codec import decode_mask, encode_mask
+    from pemn_fl.methods.frames import frozen
 
     settings = dataclasses.replace(SETTINGS, methods="pemn")
-    _, proto = P.masked_model(settings)
-    start = P.initial_mask(settings)
-    down = P.encode_mask(start, fingerprint=proto.fingerprint)
+    _, proto = N.masked_model(settings)
+    start = frozen.initial_mask(settings)
+    down = encode_mask(start, fingerprint=proto.fingerprint)
     sent = {}
     for invert in (False, True):
-        result = P.client_round(settings, 0, PARTITIONS, down, {}, 0, None, 1, invert=invert)
+        result = frozen.client_round(settings, 0, PARTITIONS, down, {}, 0, None, 1, invert=invert)
         sent[invert] = decode_mask(
             result.payload, fingerprint=proto.fingerprint, layer_sizes=proto.layer_sizes,
             references={0: start},

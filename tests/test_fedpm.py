@@ -12,7 +12,7 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message
 
 import tests.harness as H
-from pemn_fl import protocol as P
+from pemn_fl import networks as N
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.codec import decode_mask
 from pemn_fl.config import RunSettings
@@ -45,8 +45,8 @@ def _strategy(module, schedule: dict[int, list[int]], settings: RunSettings = SE
 # -- probabilistic masks -----------------------------------------------------------------
 def test_probabilistic_masks_learn_the_task() -> None:
     settings = dataclasses.replace(SETTINGS, local_epochs=3)
-    data = P.dataset_of(settings)
-    model = evolve.build(settings)
+    data = N.dataset_of(settings)
+    model = N.plain_model(settings)
     weights = list(evolve.network(settings).initial)
     theta = [np.full(s, 0.5) for s in evolve.network(settings).sizes]
     before = evaluate_sample(model, weights, theta, data)
@@ -264,7 +264,7 @@ def test_the_evaluated_network_of_0_1_probabilities_is_that_mask() -> None:
     compacted = fedpm.compact(SETTINGS, arrays).to_numpy_ndarrays()
     assert all(c.dtype == np.float32 and np.array_equal(c, m)
                for c, m in zip(compacted, mask, strict=True))  # fmt: skip
-    model = evolve.build(SETTINGS)
+    model = N.plain_model(SETTINGS)
     fedpm.install_sampled(model, list(net.initial), arrays)
     installed = [p.detach().numpy().reshape(-1) for p in model.parameters()]
     for got, w0, m in zip(installed, net.initial, mask, strict=True):

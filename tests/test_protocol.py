@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pemn_fl import protocol as P
+from pemn_fl import networks as N
 from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.masked import num_kept
 from pemn_fl.methods import options, settings_from
+from pemn_fl.methods.frames import frozen
 from tests.harness import build_settings
 
 
@@ -23,15 +24,15 @@ def test_client_round_trains_from_the_global_mask_and_replies_a_valid_delta(
     client_init: str,
 ) -> None:
     s = _settings(client_init=client_init)
-    _, proto = P.masked_model(s)
-    g0 = P.initial_mask(s)
+    _, proto = N.masked_model(s)
+    g0 = frozen.initial_mask(s)
     down = encode_mask(g0, fingerprint=proto.fingerprint, reference=g0, reference_id=0)
-    result = P.client_round(s, 0, 4, down, {}, 0, None, 1)
+    result = frozen.client_round(s, 0, 4, down, {}, 0, None, 1)
     assert [r.tolist() for r in result.received] == [g.tolist() for g in g0]
     update = decode_mask(result.payload, fingerprint=proto.fingerprint,
                          layer_sizes=proto.layer_sizes, references={0: g0})  # fmt: skip
     for layer in update:
-        assert int(layer.sum()) == num_kept(layer.size, s[P.KEEP])
+        assert int(layer.sum()) == num_kept(layer.size, s[N.KEEP])
     flipped = sum(int((u != g).sum()) for u, g in zip(update, g0, strict=True))
     assert flipped > 0  # training moved the mask
     assert result.num_examples > 0 and np.isfinite(result.train_loss)
@@ -41,26 +42,26 @@ def test_client_round_trains_from_the_global_mask_and_replies_a_valid_delta(
 
 def test_stateful_round_reuses_scores() -> None:
     s = _settings(client_init="stateful")
-    _, proto = P.masked_model(s)
-    g0 = P.initial_mask(s)
+    _, proto = N.masked_model(s)
+    g0 = frozen.initial_mask(s)
     down = encode_mask(g0, fingerprint=proto.fingerprint)
-    first = P.client_round(s, 1, 4, down, {}, 0, None, 1)
-    second = P.client_round(s, 1, 4, down, {}, 0, first.scores, 2)
+    first = frozen.client_round(s, 1, 4, down, {}, 0, None, 1)
+    second = frozen.client_round(s, 1, 4, down, {}, 0, first.scores, 2)
     assert all(a.shape == b.shape for a, b in zip(first.scores, second.scores, strict=True))
 
 
 def test_prototype_mismatch_is_a_clear_payload_error() -> None:
     s = _settings()
     other = _settings(seed=99)
-    _, proto_other = P.masked_model(other)
-    payload = encode_mask(P.initial_mask(other), fingerprint=proto_other.fingerprint)
+    _, proto_other = N.masked_model(other)
+    payload = encode_mask(frozen.initial_mask(other), fingerprint=proto_other.fingerprint)
     with pytest.raises(MaskPayloadError, match="fingerprint"):
-        P.client_round(s, 0, 4, payload, {}, 0, None, 1)
+        frozen.client_round(s, 0, 4, payload, {}, 0, None, 1)
 
 
 def test_initial_mask_is_derived_not_sent() -> None:
-    a, b = P.initial_mask(_settings()), P.initial_mask(_settings(lr=0.1))
-    c = P.initial_mask(_settings(seed=5))
+    a, b = frozen.initial_mask(_settings()), frozen.initial_mask(_settings(lr=0.1))
+    c = frozen.initial_mask(_settings(seed=5))
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
 
-from pemn_fl import protocol as P
 from pemn_fl.accounting import message_bytes, payload_bytes
 from pemn_fl.codec import decode_mask, encode_mask
+from pemn_fl.methods import messages as M
+from pemn_fl.methods.frames import frozen
 from pemn_fl.methods.pemn import MaskVoting, record_to_mask
 from pemn_fl.sampling import RoundSampler
 
@@ -39,8 +40,8 @@ def _reply(
 ) -> Message:
     payload = encode_mask(mask, fingerprint=FP, reference=ref, reference_id=ref_id)
     content = RecordDict({
-        P.UPDATE_KEY: ConfigRecord({P.MASK: payload}),
-        P.METRICS_KEY: MetricRecord({"num-examples": n, "train-loss": 1.0}),
+        M.UPDATE: ConfigRecord({frozen.MASK: payload}),
+        M.METRICS: MetricRecord({"num-examples": n, "train-loss": 1.0}),
     })  # fmt: skip
     return Message(content=content, reply_to=to)
 
@@ -74,15 +75,15 @@ def test_bad_replies_are_rejected_logged_and_the_round_goes_on(
     corrupt_payload[-6] ^= 0xFF
     corrupt = Message(
         content=RecordDict({
-            P.UPDATE_KEY: ConfigRecord({P.MASK: bytes(corrupt_payload)}),
-            P.METRICS_KEY: MetricRecord({"num-examples": 10}),
+            M.UPDATE: ConfigRecord({frozen.MASK: bytes(corrupt_payload)}),
+            M.METRICS: MetricRecord({"num-examples": 10}),
         }),  # fmt: skip
         reply_to=sent[1],
     )
     wrong_fp = Message(
         content=RecordDict({
-            P.UPDATE_KEY: ConfigRecord({P.MASK: encode_mask(ref, fingerprint="f" * 16)}),
-            P.METRICS_KEY: MetricRecord({"num-examples": 10}),
+            M.UPDATE: ConfigRecord({frozen.MASK: encode_mask(ref, fingerprint="f" * 16)}),
+            M.METRICS: MetricRecord({"num-examples": 10}),
         }),  # fmt: skip
         reply_to=sent[2],
     )
@@ -98,7 +99,7 @@ def test_bad_replies_are_rejected_logged_and_the_round_goes_on(
 def test_downlink_is_a_delta_against_what_the_node_holds() -> None:
     strategy = _strategy([11])
     first = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
-    payload = first[0].content[P.CONFIG_KEY][P.MASK]
+    payload = first[0].content[M.CONFIG][frozen.MASK]
     # Round 1: the node holds version 0 (derived from the seed), which equals the global mask.
     got = decode_mask(payload, fingerprint=FP, layer_sizes=SIZES, references={0: strategy.current})
     assert [g.tolist() for g in got] == [m.tolist() for m in strategy.current]
@@ -133,11 +134,11 @@ def test_screen_refuses_error_replies_and_bad_payloads_and_keeps_partition_order
             for n in (11, 12, 13, 14)}  # fmt: skip
 
     def reply(node: int, examples: object) -> Message:
-        content = RecordDict({P.METRICS_KEY: MetricRecord({"num-examples": examples})})
+        content = RecordDict({M.METRICS: MetricRecord({"num-examples": examples})})
         return Message(content=content, reply_to=sent[node])
 
     def check(msg: Message) -> float:
-        value = float(msg.content[P.METRICS_KEY]["num-examples"])
+        value = float(msg.content[M.METRICS]["num-examples"])
         if value < 0:
             raise ValueError("negative")
         return value
@@ -176,9 +177,9 @@ def test_the_round_loss_is_the_example_weighted_mean_of_the_replies() -> None:
     replies = []
     for msg, n, loss in ((sent[0], 10, 1.0), (sent[1], 30, 3.0)):
         content = RecordDict({
-            P.UPDATE_KEY: ConfigRecord({P.MASK: encode_mask(ref, fingerprint=FP, reference=ref,
+            M.UPDATE: ConfigRecord({frozen.MASK: encode_mask(ref, fingerprint=FP, reference=ref,
                                                             reference_id=0)}),
-            P.METRICS_KEY: MetricRecord({"num-examples": n, "train-loss": loss}),
+            M.METRICS: MetricRecord({"num-examples": n, "train-loss": loss}),
         })  # fmt: skip
         replies.append(Message(content=content, reply_to=msg))
     _, metrics = strategy.aggregate_train(1, replies)

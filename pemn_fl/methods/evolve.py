@@ -35,10 +35,9 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
-from torch import nn
 
 from pemn_fl import faults
-from pemn_fl import protocol as P
+from pemn_fl import networks as N
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
@@ -54,7 +53,6 @@ from pemn_fl.methods.base import (
 from pemn_fl.methods.frames import evolving as E
 from pemn_fl.methods.frames import replica as R
 from pemn_fl.methods.replicated import Parsed, ReplicatedStrategy, Update
-from pemn_fl.models import build_model
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed, fingerprint, materialize
 from pemn_fl.sampling import RoundSampler
@@ -150,18 +148,10 @@ class Network:
         return [s.numel for s in self.shapes]
 
 
-def build(settings: RunSettings) -> nn.Module:
-    """The dense architecture at ``--width`` (bias-free layers, non-affine BN)."""
-    data = P.dataset_of(settings)
-    return build_model(
-        settings.model, data.input_shape, data.num_classes, masked=False, width=settings.width
-    )
-
-
 @functools.lru_cache(maxsize=8)
 def network(settings: RunSettings) -> Network:
     """Shapes, ``W_0`` (the prototype) and its fingerprint; cached per process."""
-    shapes = E.weight_shapes(build(settings))
+    shapes = E.weight_shapes(N.plain_model(settings))
     tensors = materialize(settings.prototype_spec, shapes)
     initial = E.initial_weights(tensors, shapes)  # the same tensors the fingerprint hashes
     for w in initial:
@@ -245,9 +235,9 @@ def client_step(
     R.store(context, name, state, held)
     weights = state[: len(net.sizes)]
     server_round = held + 1
-    x, y = P.client_data(settings, pid, n)
+    x, y = N.client_data(settings, pid, n)
     masks, loss = E.train_noise_mask(
-        build(settings), weights, scheme.basis(settings, server_round), x, y,
+        N.plain_model(settings), weights, scheme.basis(settings, server_round), x, y,
         train_config(settings), density=settings[DENSITY], signed=scheme.signed,
         seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
     )  # fmt: skip
@@ -282,7 +272,7 @@ class EvolvingVotes(ReplicatedStrategy[Mask]):
         self.scheme = scheme
         self.rule_state: dict = {}  # server-only memory of a rule (e.g. an error accumulator)
         self.net = network(settings)
-        self.data = P.dataset_of(settings)  # bounds a reply's num-examples
+        self.data = N.dataset_of(settings)  # bounds a reply's num-examples
 
     @property
     def weights(self) -> E.Weights:
@@ -333,7 +323,7 @@ def server_for(name: str, scheme: Scheme) -> Callable[[RunSettings, RoundSampler
     """The server factory of an evolving method."""
 
     def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
-        model = build(settings)
+        model = N.plain_model(settings)
         strategy = EvolvingVotes(
             settings=settings, sampler=sampler, scheme=scheme, message_type=f"train.{name}"
         )

@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg
 
 from pemn_fl import faults
-from pemn_fl import protocol as P
+from pemn_fl import networks as N
 from pemn_fl.config import RunSettings
 from pemn_fl.methods.base import Method, ServerSide, num_examples_of, partition_of, screen
 from pemn_fl.models import count_params
@@ -32,19 +32,23 @@ log = logging.getLogger("pemn_fl.server")
 
 NAME = "fedavg"
 TRIM = 0.2  # --robust trimmed-mean: share of each coordinate's values cut at each end
+# The dense family's options (fedavg is the family's base; signsgd, qsgd, topk reuse them).
+DENSE_LR = Option("dense-lr", 0.05, "weight learning rate of the dense model (SGD)", low=0,
+                  low_open=True)  # fmt: skip
+DENSE_OPTIONS = (DENSE_LR, N.DENSE_WIDTH)
 ROBUST = Option("robust", "none", "FedAvg's aggregation: the mean, or Flower's FedMedian or "
                 "FedTrimmedAvg", choices=("none", "median", "trimmed-mean"))  # fmt: skip
 
 
 def client_step(msg: Message, context: Context, settings: RunSettings) -> Message:
     pid, n = partition_of(context)
-    model = P.dense_model(settings)
+    model = N.dense_model(settings)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    x, y = P.client_data(settings, pid, n)
+    x, y = N.client_data(settings, pid, n)
     server_round = int(msg.content["config"]["server-round"])
     loss = train(
         model, x, y,
-        settings.train_config(settings.scheduled(settings[P.DENSE_LR], server_round)),
+        settings.train_config(settings.scheduled(settings[DENSE_LR], server_round)),
         seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
     )  # fmt: skip
     state = model.state_dict()
@@ -138,9 +142,9 @@ def sampled_strategy(settings: RunSettings, sampler: RoundSampler, **kwargs: obj
 
 
 def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
-    model = P.dense_model(settings)
+    model = N.dense_model(settings)
     return ServerSide(
-        sampled_strategy(settings, sampler, max_examples=len(P.dataset_of(settings).y_train)),
+        sampled_strategy(settings, sampler, max_examples=len(N.dataset_of(settings).y_train)),
         model,
         ArrayRecord(model.state_dict()),
         lambda arrays: model.load_state_dict(arrays.to_torch_state_dict()),
@@ -152,9 +156,9 @@ METHOD = Method(
     label="FedAvg (dense floats)",
     client_step=client_step,
     server=server,
-    num_params=lambda settings: count_params(P.dense_model(settings)),
+    num_params=lambda settings: count_params(N.dense_model(settings)),
     marker="-s",
     description="dense float32 weights both ways (McMahan et al. 2017), Flower's FedAvg",
     attack=f"its update negated and scaled by {faults.ATTACK_SCALE:g}",
-    options=(*P.DENSE_OPTIONS, ROBUST),
+    options=(*DENSE_OPTIONS, ROBUST),
 )

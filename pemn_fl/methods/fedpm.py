@@ -29,7 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from pemn_fl import protocol as P
+from pemn_fl import networks as N
 from pemn_fl.codec import decode_mask, encode_mask
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import evolve
@@ -61,9 +61,9 @@ def local_round(
     settings: RunSettings, theta: PM.Probs, pid: int, n: int, server_round: int
 ) -> tuple[list[np.ndarray], float, int]:
     """Train probabilities from ``theta`` on partition ``pid``: (trained probs, loss, examples)."""
-    x, y = P.client_data(settings, pid, n)
+    x, y = N.client_data(settings, pid, n)
     q, loss = PM.train_prob_mask(
-        evolve.build(settings), list(evolve.network(settings).initial), theta, x, y,
+        N.plain_model(settings), list(evolve.network(settings).initial), theta, x, y,
         train_config(settings, server_round),
         seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
     )  # fmt: skip
@@ -164,7 +164,7 @@ def compact(settings: RunSettings, arrays: ArrayRecord) -> ArrayRecord:
 
 
 def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
-    model = evolve.build(settings)
+    model = N.plain_model(settings)
     strategy = ProbabilisticMasks(settings=settings, sampler=sampler)
     weights = list(strategy.net.initial)
     return ServerSide(

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message
 
+from pemn_fl import networks as N
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
@@ -168,7 +169,7 @@ class CarriedPosterior(ReplicatedStrategy[Sample]):
 
 
 def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
-    model = evolve.build(settings)
+    model = N.plain_model(settings)
     strategy = CarriedPosterior(settings=settings, sampler=sampler)
     weights = list(strategy.net.initial)
     initial = ArrayRecord([t.astype(np.float32) for t in theta_of(strategy.replica.state)])

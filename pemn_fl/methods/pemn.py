@@ -1,7 +1,7 @@
 """PEMN-FL over a frozen prototype: bit-packed masks down and up, score voting in between.
 
 Client step: decode the global mask (a delta against the version the node holds, or
-packed), start edge-popup scores whose top-k is exactly that mask (``protocol``), train,
+packed), start edge-popup scores whose top-k is exactly that mask (``frames/frozen``), train,
 reply with the new mask as a delta against the global it received.
 
 Server (``MaskVoting``): the global model is the mask, kept as an ``ArrayRecord`` of
@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from pemn_fl import faults
-from pemn_fl import protocol as P
+from pemn_fl import networks as N
 from pemn_fl.checkpoint import translate_keys
 from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
 from pemn_fl.config import RunSettings
@@ -36,6 +36,7 @@ from pemn_fl.methods.base import (
     partition_of,
     trim_votes,
 )
+from pemn_fl.methods.frames import frozen
 from pemn_fl.methods.frames.voting import global_mask, tally, update_state
 from pemn_fl.sampling import RoundSampler
 
@@ -45,11 +46,11 @@ HISTORY = 8  # mask versions kept for downlink deltas (a few KB each)
 NAME = "pemn"
 
 
-def mask_to_record(mask: P.Mask) -> ArrayRecord:
+def mask_to_record(mask: frozen.Mask) -> ArrayRecord:
     return ArrayRecord([m.astype(np.uint8) for m in mask])
 
 
-def record_to_mask(record: ArrayRecord) -> P.Mask:
+def record_to_mask(record: ArrayRecord) -> frozen.Mask:
     return [a.astype(bool) for a in record.to_numpy_ndarrays()]
 
 
@@ -65,10 +66,10 @@ def state_keys(name: str) -> tuple[str, str, str]:
 
 def _held_masks(
     context: Context, name: str
-) -> tuple[dict[int, P.Mask], list[np.ndarray] | None]:
+) -> tuple[dict[int, frozen.Mask], list[np.ndarray] | None]:
     """The global mask this node last received (by version) and its own scores, if kept."""
     key_global, key_id, key_scores = state_keys(name)
-    held: dict[int, P.Mask] = {}
+    held: dict[int, frozen.Mask] = {}
     if key_global in context.state:
         version = int(context.state[key_id]["id"])
         held[version] = record_to_mask(context.state[key_global])
@@ -81,14 +82,14 @@ def _held_masks(
 def client_step(
     msg: Message, context: Context, settings: RunSettings, name: str = NAME
 ) -> Message:
-    cfg = msg.content[P.CONFIG_KEY]
+    cfg = msg.content[M.CONFIG]
     pid, n = partition_of(context)
     key_global, key_id, key_scores = state_keys(name)
     held, prev_scores = _held_masks(context, name)
-    mask_id, server_round = int(cfg[P.MASK_ID]), int(cfg[P.ROUND])
+    mask_id, server_round = int(cfg[frozen.MASK_ID]), int(cfg[frozen.ROUND])
     try:
-        result = P.client_round(
-            settings, pid, n, bytes(cfg[P.MASK]), held, mask_id, prev_scores, server_round,
+        result = frozen.client_round(
+            settings, pid, n, bytes(cfg[frozen.MASK]), held, mask_id, prev_scores, server_round,
             invert=faults.is_byzantine(settings, pid, n),
         )
     except MaskPayloadError as exc:
@@ -96,9 +97,9 @@ def client_step(
         raise RuntimeError(f"partition {pid} rejected the downlink mask: {exc}") from None
     context.state[key_global] = mask_to_record(result.received)
     context.state[key_id] = ConfigRecord({"id": mask_id})
-    if settings[P.CLIENT_INIT] == "stateful":
+    if settings[frozen.CLIENT_INIT] == "stateful":
         context.state[key_scores] = ArrayRecord(result.scores)
-    return M.reply(msg, {P.MASK: result.payload}, num_examples=result.num_examples,
+    return M.reply(msg, {frozen.MASK: result.payload}, num_examples=result.num_examples,
                    train_loss=result.train_loss, compact=settings.compact_replies)  # fmt: skip
 
 
@@ -112,7 +113,7 @@ class MaskVoting(ServerEvaluation, Strategy):
         sampler: Callable[[int], list[int]],
         fingerprint: str,
         layer_sizes: tuple[int, ...],
-        initial_mask: P.Mask,
+        initial_mask: frozen.Mask,
         keep: float,
         seed: int,
         momentum: float = 0.0,
@@ -129,7 +130,7 @@ class MaskVoting(ServerEvaluation, Strategy):
         self.message_type = message_type
         self.max_examples = max_examples  # bound on a reply's num-examples (the train set)
         self.version = 0
-        self.history: dict[int, P.Mask] = {0: [m.copy() for m in initial_mask]}
+        self.history: dict[int, frozen.Mask] = {0: [m.copy() for m in initial_mask]}
         self.holds: dict[int, int] = {}  # node id -> mask version it holds
         self.state: list[np.ndarray] | None = None
         self.rejected = 0  # replies rejected in the last round (error or bad payload)
@@ -139,7 +140,7 @@ class MaskVoting(ServerEvaluation, Strategy):
         self.holds = translate_keys(self.holds, new_node_of_old)
 
     @property
-    def current(self) -> P.Mask:
+    def current(self) -> frozen.Mask:
         return self.history[self.version]
 
     # -- training ------------------------------------------------------------------------
@@ -160,11 +161,11 @@ class MaskVoting(ServerEvaluation, Strategy):
                 )
             content = RecordDict(
                 {
-                    P.CONFIG_KEY: ConfigRecord(
+                    M.CONFIG: ConfigRecord(
                         {
-                            P.ROUND: server_round,
-                            P.MASK_ID: self.version,
-                            P.MASK: payloads[ref],
+                            frozen.ROUND: server_round,
+                            frozen.MASK_ID: self.version,
+                            frozen.MASK: payloads[ref],
                         }
                     )
                 }
@@ -197,7 +198,7 @@ class MaskVoting(ServerEvaluation, Strategy):
                             node_label(self.sampler, node), reply.error.reason)  # fmt: skip
                 continue
             try:
-                update = reply.content[P.UPDATE_KEY][P.MASK]
+                update = reply.content[M.UPDATE][frozen.MASK]
                 metrics = M.metrics_of(reply)
                 num_examples = num_examples_of(metrics, self.max_examples)
                 if not isinstance(update, bytes):
@@ -244,23 +245,23 @@ class MaskVoting(ServerEvaluation, Strategy):
 
 
 def server(settings: RunSettings, sampler: RoundSampler, name: str = NAME) -> ServerSide:
-    model, proto = P.masked_model(settings)
+    model, proto = N.masked_model(settings)
     strategy = MaskVoting(
         sampler=sampler, fingerprint=proto.fingerprint, layer_sizes=proto.layer_sizes,
-        initial_mask=P.initial_mask(settings), keep=settings[P.KEEP], seed=settings.seed,
-        momentum=settings[P.SERVER_MOMENTUM], weighting=settings.vote_weighting,
-        message_type=f"train.{name}", max_examples=len(P.dataset_of(settings).y_train),
+        initial_mask=frozen.initial_mask(settings), keep=settings[N.KEEP], seed=settings.seed,
+        momentum=settings[frozen.SERVER_MOMENTUM], weighting=settings.vote_weighting,
+        message_type=f"train.{name}", max_examples=len(N.dataset_of(settings).y_train),
         trim=settings.trim_votes,
     )  # fmt: skip
     return ServerSide(
         strategy, model, mask_to_record(strategy.current),
-        lambda arrays: P.load_mask(model, record_to_mask(arrays)),
+        lambda arrays: frozen.load_mask(model, record_to_mask(arrays)),
     )  # fmt: skip
 
 
 def num_params(settings: RunSettings) -> int:
     """Masked edges: one mask bit each."""
-    return sum(P.masked_model(settings)[1].layer_sizes)
+    return sum(N.masked_model(settings)[1].layer_sizes)
 
 
 METHOD = Method(
@@ -272,5 +273,5 @@ METHOD = Method(
     marker="-o",
     description="frozen seeded prototype; clients learn top-k masks; server score voting",
     attack="the complement of its trained mask",
-    options=P.MASK_OPTIONS,
+    options=frozen.MASK_OPTIONS,
 )

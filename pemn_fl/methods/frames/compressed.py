@@ -30,9 +30,10 @@ import torch
 from flwr.app import ArrayRecord, Context, Message
 from torch import nn
 
-from pemn_fl import protocol as P
+from pemn_fl import networks as N
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
+from pemn_fl.methods import fedavg
 from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import (
     ClientStep,
@@ -72,7 +73,7 @@ class DenseNet:
 @functools.lru_cache(maxsize=8)
 def dense_net(settings: RunSettings) -> DenseNet:
     """FedAvg's model at ``--dense-width``, flattened; cached per process."""
-    state = P.dense_model(settings).state_dict()
+    state = N.dense_model(settings).state_dict()
     names = tuple(state)
     initial = tuple(state[n].detach().numpy().astype(np.float32).reshape(-1) for n in names)
     for w in initial:
@@ -147,10 +148,10 @@ def client_step_for(name: str, codec: UpdateCodec) -> ClientStep:
             raise RuntimeError(f"partition {pid} rejected the downlink: {exc}") from None
         R.store(context, name, weights, held)
         server_round = held + 1
-        model = P.dense_model(settings)
+        model = N.dense_model(settings)
         load(model, net, weights)
-        x, y = P.client_data(settings, pid, n)
-        lr = settings.scheduled(settings[P.DENSE_LR], server_round)
+        x, y = N.client_data(settings, pid, n)
+        lr = settings.scheduled(settings[fedavg.DENSE_LR], server_round)
         loss = train(model, x, y, settings.train_config(lr),
                      seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"))  # fmt: skip
         local = model.state_dict()
@@ -183,7 +184,7 @@ class CompressedUpdates(ReplicatedStrategy[Weights]):
                          initial=list(self.net.initial), fields=codec.down_fields)  # fmt: skip
         self.codec = codec
         self.state: dict = {}  # the method's server-only memory
-        self.data = P.dataset_of(settings)  # bounds a reply's num-examples
+        self.data = N.dataset_of(settings)  # bounds a reply's num-examples
 
     def check(self, server_round: int) -> Callable[[Message], Reply]:
         def check(reply: Message) -> Reply:
@@ -206,7 +207,7 @@ class CompressedUpdates(ReplicatedStrategy[Weights]):
         return ArrayRecord([a.copy() for a in self.replica.state])
 
     def summary(self) -> None:
-        log.info("%s: dense-lr=%s", type(self).__name__, self.settings[P.DENSE_LR])
+        log.info("%s: dense-lr=%s", type(self).__name__, self.settings[fedavg.DENSE_LR])
 
 
 def method(name: str, codec: UpdateCodec, *, label: str, marker: str, description: str,
@@ -214,7 +215,7 @@ def method(name: str, codec: UpdateCodec, *, label: str, marker: str, descriptio
     """The registry entry of a compressed-update method."""
 
     def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
-        model = P.dense_model(settings)
+        model = N.dense_model(settings)
         strategy = CompressedUpdates(settings=settings, sampler=sampler, codec=codec,
                                      message_type=f"train.{name}")  # fmt: skip
         net = strategy.net
@@ -226,5 +227,5 @@ def method(name: str, codec: UpdateCodec, *, label: str, marker: str, descriptio
     return Method(
         name=name, label=label, client_step=client_step_for(name, codec), server=server,
         num_params=lambda settings: sum(dense_net(settings).sizes), marker=marker,
-        description=description, options=(*P.DENSE_OPTIONS, *options),
+        description=description, options=(*fedavg.DENSE_OPTIONS, *options),
     )  # fmt: skip

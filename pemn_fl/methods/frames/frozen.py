@@ -1,7 +1,9 @@
-"""The PEMN-FL protocol pieces both sides share: building the network, the initial mask, and
-one client round (decode -> init scores -> train -> encode). The Flower apps stay thin.
+"""The frozen-prototype round (pemn, pemn_wide): a client decodes the global mask, starts
+its edge scores from it, trains them over the seed's fixed random weights and sends its mask
+back as a delta (decode -> init scores -> train -> encode). The server's tally is
+``voting``; the networks every method builds are ``pemn_fl/networks.py``.
 
-Message layout (keys are constants here so both sides agree):
+Message layout (record names from ``methods/messages.py``):
 
 * downlink ``train.pemn``: ``ConfigRecord "config"`` = {``server-round``, ``mask-id``,
   ``mask`` (codec payload: delta against the mask the node holds, or packed)}.
@@ -22,29 +24,20 @@ import torch
 from torch import nn
 
 from pemn_fl.codec import decode_mask, encode_mask
-from pemn_fl.config import RunSettings, check_width
-from pemn_fl.data import Dataset, load_dataset
+from pemn_fl.config import RunSettings
 from pemn_fl.masked import get_masks, masked_layers
-from pemn_fl.models import build_model, layer_shapes
+from pemn_fl.networks import KEEP, client_data, masked_model
 from pemn_fl.options import Option
-from pemn_fl.partition import partition_for
-from pemn_fl.prototype import derived_seed, fingerprint, materialize
+from pemn_fl.prototype import derived_seed
 from pemn_fl.scores import realign, scores_from_mask
 from pemn_fl.task import train
 
-CONFIG_KEY, UPDATE_KEY, METRICS_KEY = "config", "update", "metrics"
 MASK, MASK_ID, ROUND = "mask", "mask-id", "server-round"
-
-
-def _dense_fits(width: object, settings: object) -> None:
-    check_width(settings, "dense-width", float(width))  # type: ignore[arg-type]
 
 
 # -- the frozen-prototype (mask) family's options: pemn, pemn_wide ------------------------
 LR = Option("lr", 1.0, "score learning rate of the masked model (tuned for the digits "
             "classroom default)", low=0, low_open=True)  # fmt: skip
-KEEP = Option("keep", 0.5, "fraction of each layer's edges a mask keeps", low=0, high=1,
-              low_open=True, high_open=True)  # fmt: skip
 CLIENT_INIT = Option("client-init", "stateful", "a client's scores: stateful (its own, carried "
                      "across rounds) or stateless (from the global mask each round)",
                      choices=("stateless", "stateful"))  # fmt: skip
@@ -53,74 +46,8 @@ MARGIN = Option("margin", 0.0, "score margin around the keep threshold when a cl
 SERVER_MOMENTUM = Option("server-momentum", 0.0, "momentum of the server's vote tally",
                          low=0, high=1, high_open=True)  # fmt: skip
 MASK_OPTIONS = (LR, KEEP, CLIENT_INIT, MARGIN, SERVER_MOMENTUM)
-# -- the dense family's options: fedavg, signsgd, qsgd, topk -----------------------------
-DENSE_LR = Option("dense-lr", 0.05, "weight learning rate of the dense model (SGD)", low=0,
-                  low_open=True)  # fmt: skip
-DENSE_WIDTH = Option("dense-width", 1.0, "width multiplier of the dense model", low=0,
-                     low_open=True, check=_dense_fits)  # fmt: skip
-DENSE_OPTIONS = (DENSE_LR, DENSE_WIDTH)
 
 Mask = list[np.ndarray]
-
-
-def dataset_of(settings: RunSettings) -> Dataset:
-    return load_dataset(settings.dataset, settings.data_dir or None, seed=settings.seed)
-
-
-def client_data(
-    settings: RunSettings, partition_id: int, num_partitions: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """This node's training slice, from the shared, seeded flwr-datasets partition."""
-    data = dataset_of(settings)
-    parts = partition_for(
-        settings.dataset, settings.data_dir or None, settings.seed, num_partitions,
-        settings.partition, settings.alpha, settings.classes_per_client,
-    )  # fmt: skip
-    idx = parts[partition_id]
-    return data.x_train[idx], data.y_train[idx]
-
-
-@dataclass(frozen=True)
-class Prototype:
-    weights: dict[str, torch.Tensor]
-    fingerprint: str
-    layer_sizes: tuple[int, ...]
-
-
-@functools.lru_cache(maxsize=8)
-def _prototype(settings: RunSettings, input_shape: tuple[int, int, int], classes: int) -> Prototype:
-    model = build_model(
-        settings.model, input_shape, classes, masked=True, width=settings.width,
-        keep=settings[KEEP],
-    )
-    shapes = layer_shapes(model)
-    weights = materialize(settings.prototype_spec, shapes)
-    return Prototype(
-        weights, fingerprint(settings.prototype_spec, weights), tuple(s.numel for s in shapes)
-    )
-
-
-def masked_model(settings: RunSettings) -> tuple[nn.Module, Prototype]:
-    """A fresh masked model over the run's prototype (weights are cached per process)."""
-    data = dataset_of(settings)
-    model = build_model(
-        settings.model, data.input_shape, data.num_classes,
-        masked=True, width=settings.width, keep=settings[KEEP],
-    )  # fmt: skip
-    proto = _prototype(settings, data.input_shape, data.num_classes)
-    for name, layer in masked_layers(model):
-        layer.set_weight(proto.weights[name])
-    return model, proto
-
-
-def dense_model(settings: RunSettings) -> nn.Module:
-    """The FedAvg baseline: same architecture, dense weights, PyTorch's standard init."""
-    data = dataset_of(settings)
-    torch.manual_seed(derived_seed(settings.seed, "dense-init") % 2**31)
-    return build_model(
-        settings.model, data.input_shape, data.num_classes, masked=False,
-        width=settings[DENSE_WIDTH],
-    )
 
 
 @functools.lru_cache(maxsize=8)
