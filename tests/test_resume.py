@@ -22,7 +22,7 @@ from simulations.run import main
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ["--clients", "3", "--rounds", "5", "--methods", "pemn,evolve_dither,fedavg",
-           "--local-epochs", "8", "--quiet"]  # fmt: skip
+           "--local-epochs", "3", "--quiet"]  # fmt: skip
 
 
 def test_client_states_newest_before_the_round_asked_and_only_the_last_two_kept(
@@ -128,8 +128,13 @@ def test_killed_run_resumes_to_the_rounds_of_an_uninterrupted_one(tmp_path: Path
     for col in same:
         assert list(a[col]) == pytest.approx(list(b[col]), abs=0, nan_ok=True), col
     # Message and wire bytes carry Flower's random run and node ids (varints): a few bytes
-    # per message apart, never more.
+    # per message apart. On the wire the ids are in every HTTP call, and a message of many
+    # objects (FedAvg's arrays) is many calls: up to 1e-4 of the bytes more. A call gained or
+    # lost would cost its headers (over 900 bytes, pemn_fl/wire_constants.json), far above.
     messages = a["clients_sampled"] * 2
-    for col in ("uplink_bytes", "downlink_bytes", "uplink_wire_bytes", "downlink_wire_bytes"):
+    for col in ("uplink_bytes", "downlink_bytes"):
         assert ((a[col] - b[col]).abs() <= 8 * messages).all(), col
+    for col in ("uplink_wire_bytes", "downlink_wire_bytes"):
+        bound = 8 * messages + 1e-4 * a[col]
+        assert (bound < 900).all() and ((a[col] - b[col]).abs() <= bound).all(), col
     assert json.loads((killed / "summary.json").read_text())["methods"]["fedavg"]["rounds"] == 5
