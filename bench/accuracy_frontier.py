@@ -412,13 +412,14 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
         "seeds). Wire: the HTTP traffic of a Flower 1.42 deployment (modelled, within 0.03 % "
         "of a real SuperLink); message: Flower's serialised messages.",
         "",
-        seeds_table(summaries, picked, done, frames),
+        seeds_table(summaries, picked, {m: common for m in done}, frames),
         "",
         "## Accuracy within a byte budget (wire level, both directions)",
         "",
         "Best test accuracy (%) among the rounds finished within the budget, mean ± std over "
         "the seeds. *leads*: the highest mean; *clear*: the leader is ahead of the runner-up "
-        "on every seed and by more than either one's std.",
+        "on every seed and by more than either one's std (with one seed: -, no spread to "
+        "exceed).",
         "",
         S.budget_markdown(wire["budgets"]),
         "",
@@ -488,7 +489,11 @@ def main(argv: list[str] | None = None) -> int:
                      reuse_from=args.picked_from, reuse=reuse)  # fmt: skip
     if args.picked_from is not None:
         return 0  # a lever study: its tuning report is DIR's
-    table, targets = frontier_table(runs, curves, methods)
+    # The tuning report covers every method tuned here, whichever subset this command named
+    # (a seeds sweep over some methods must not drop the others' rows).
+    tuned_here = [m for m in GRID if m in methods or any((out / "runs").glob(f"{m}__*"))]
+    runs, curves = collect(tuning_dir, tuned_here)
+    table, targets = frontier_table(runs, curves, tuned_here)
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / "frontier-runs.csv", index=False)
     table.to_csv(out / "frontier.csv", index=False)

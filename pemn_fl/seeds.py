@@ -145,7 +145,8 @@ def budget_table(methods: Mapping[str, Mapping[int, pd.DataFrame]],
             seeds = set(lead["per_seed"]) & set(second["per_seed"])
             row["lead"] = lead["mean"] - second["mean"]
             ahead = all(lead["per_seed"][s] > second["per_seed"][s] for s in seeds)
-            row["clear_lead"] = bool(seeds) and ahead and row["lead"] > max(
+            # One seed has no spread to exceed: whether a lead is clear needs two or more.
+            row["clear_lead"] = None if len(seeds) < 2 else ahead and row["lead"] > max(
                 lead["std"], second["std"])  # fmt: skip
         rows.append(row)
     return rows

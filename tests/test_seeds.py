@@ -66,6 +66,10 @@ def test_one_seed_keeps_the_single_run_rule() -> None:
     summary = S.aggregate({2: FRAMES[2]}, level="wire")
     assert summary["target_accuracy"] == pytest.approx(0.94)  # its own best round - 1 pt
     assert summary["methods"]["pemn"]["best_accuracy"] == {"mean": 0.90, "std": 0.0, "n": 1}
+    # One seed names a leader per budget, but has no spread for a lead to exceed.
+    rows = S.aggregate({2: FRAMES[2]}, "wire", budgets=[20, 3000])["budgets"]
+    assert [r["leader"] for r in rows] == ["pemn", "fedavg"]
+    assert [r["clear_lead"] for r in rows] == [None, None]
 
 
 def test_accuracy_within_a_budget_and_who_leads() -> None:
