@@ -419,23 +419,17 @@ class Deployment:
         """SuperNodes that must be refused (``--secure`` only), each serving a partition of
         its own: had one been let in, the handshake would map it and it would be sampled."""
         total = self.plan.nodes + self.plan.unauthorized_nodes + self.plan.nodes_without_ca
-        partition = self.plan.nodes
+        intruders: list[tuple[str, Path | None, bool]] = []  # (name, key, trusts the CA)
         for j in range(self.plan.unauthorized_nodes):
-            assert self.creds is not None
-            key = self.creds.node_keys[self.plan.nodes + j]  # generated, never registered
-            directory = self.layout.state / "nodes" / f"unauthorized-{j}"
+            assert self.creds is not None  # generated, never registered:
+            intruders.append((f"unauthorized-{j}", self.creds.node_keys[self.plan.nodes + j], True))
+        intruders += [(f"without-ca-{j}", None, False) for j in range(self.plan.nodes_without_ca)]
+        for partition, (name, key, trust_ca) in enumerate(intruders, start=self.plan.nodes):
+            directory = self.layout.state / "nodes" / name
             directory.mkdir(parents=True, exist_ok=True)
-            self.procs.start(self._node_cmd(partition, total, key, trust_ca=True),
-                             self.layout.logs / f"unauthorized-{j}.log", cwd=directory,
+            self.procs.start(self._node_cmd(partition, total, key, trust_ca=trust_ca),
+                             self.layout.logs / f"{name}.log", cwd=directory,
                              env=self.env)  # fmt: skip
-            partition += 1
-        for j in range(self.plan.nodes_without_ca):
-            directory = self.layout.state / "nodes" / f"without-ca-{j}"
-            directory.mkdir(parents=True, exist_ok=True)
-            self.procs.start(self._node_cmd(partition, total, None, trust_ca=False),
-                             self.layout.logs / f"without-ca-{j}.log", cwd=directory,
-                             env=self.env)  # fmt: skip
-            partition += 1
 
     def submit(self, log_name: str) -> subprocess.Popen:
         return self.procs.start(
