@@ -22,6 +22,7 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 CONFIG, UPDATE, METRICS, SNAPSHOT = "config", "update", "metrics", "snapshot"
 NUM_EXAMPLES, TRAIN_LOSS = "num-examples", "train-loss"
+ROUND = "server-round"  # in every training message's config (faults draw by it)
 
 
 def reply(msg: Message, update: Mapping[str, Any], *, num_examples: int, train_loss: float,

@@ -86,7 +86,7 @@ def client_step(
     pid, n = partition_of(context)
     key_global, key_id, key_scores = state_keys(name)
     held, prev_scores = _held_masks(context, name)
-    mask_id, server_round = int(cfg[frozen.MASK_ID]), int(cfg[frozen.ROUND])
+    mask_id, server_round = int(cfg[frozen.MASK_ID]), int(cfg[M.ROUND])
     try:
         result = frozen.client_round(
             settings, pid, n, bytes(cfg[frozen.MASK]), held, mask_id, prev_scores, server_round,
@@ -163,7 +163,7 @@ class MaskVoting(ServerEvaluation, Strategy):
                 {
                     M.CONFIG: ConfigRecord(
                         {
-                            frozen.ROUND: server_round,
+                            M.ROUND: server_round,
                             frozen.MASK_ID: self.version,
                             frozen.MASK: payloads[ref],
                         }

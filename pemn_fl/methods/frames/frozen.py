@@ -32,7 +32,7 @@ from pemn_fl.prototype import derived_seed
 from pemn_fl.scores import realign, scores_from_mask
 from pemn_fl.task import train
 
-MASK, MASK_ID, ROUND = "mask", "mask-id", "server-round"
+MASK, MASK_ID = "mask", "mask-id"
 
 
 # -- the frozen-prototype (mask) family's options: pemn, pemn_wide ------------------------
