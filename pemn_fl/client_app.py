@@ -17,6 +17,7 @@ from flwr.clientapp import ClientApp
 from pemn_fl import checkpoint, faults
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import ClientStep, get, is_plugin, registry, settings_from
+from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import partition_of
 
 
@@ -36,7 +37,7 @@ def _round_key(settings: RunSettings, name: str, msg: Message) -> tuple[int, int
     specs = settings.method_list  # a plug-in's spec is its module path, not its name
     index = next((i for i, spec in enumerate(specs) if get(spec).name == name), -1)
     try:
-        return index, int(msg.content["config"]["server-round"])  # type: ignore[arg-type]
+        return index, int(msg.content[M.CONFIG][M.ROUND])  # type: ignore[arg-type]
     except (KeyError, TypeError, ValueError):  # malformed: the method's own step rejects it
         return index, 0
 

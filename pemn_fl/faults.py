@@ -38,6 +38,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message
 
 from pemn_fl.config import RunSettings
+from pemn_fl.methods import messages as M
 from pemn_fl.prototype import derived_seed
 
 COUNTER = "fault-messages"
@@ -63,7 +64,7 @@ def round_of(msg: Message) -> int | None:
     """The round a training message belongs to: every built-in method sends it as
     ``config["server-round"]`` (the ``Method`` convention); ``None`` if absent."""
     try:
-        return int(msg.content["config"]["server-round"])
+        return int(msg.content[M.CONFIG][M.ROUND])
     except (KeyError, TypeError, ValueError):
         return None
 

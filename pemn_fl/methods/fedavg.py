@@ -21,6 +21,7 @@ from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg
 from pemn_fl import faults
 from pemn_fl import networks as N
 from pemn_fl.config import RunSettings
+from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import Method, ServerSide, num_examples_of, partition_of, screen
 from pemn_fl.models import count_params
 from pemn_fl.options import Option
@@ -45,7 +46,7 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
     model = N.dense_model(settings)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     x, y = N.client_data(settings, pid, n)
-    server_round = int(msg.content["config"]["server-round"])
+    server_round = int(msg.content[M.CONFIG][M.ROUND])
     loss = train(
         model, x, y,
         settings.train_config(settings.scheduled(settings[DENSE_LR], server_round)),
@@ -84,7 +85,7 @@ class SampledFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._remember_shapes(arrays)
-        config["server-round"] = server_round
+        config[M.ROUND] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return [
             Message(content=record, dst_node_id=node, message_type=self.message_type)

@@ -73,7 +73,7 @@ def local_round(
 def client_step(msg: Message, context: Context, settings: RunSettings) -> Message:
     pid, n = partition_of(context)
     net = evolve.network(settings)
-    server_round = int(msg.content[CONFIG]["server-round"])
+    server_round = int(msg.content[CONFIG][M.ROUND])
     theta = [a.astype(np.float64) for a in msg.content[PROBS].to_numpy_ndarrays()]
     if [t.size for t in theta] != net.sizes or not all(
         np.isfinite(t).all() and t.min() >= 0 and t.max() <= 1 for t in theta
@@ -108,7 +108,7 @@ class ProbabilisticMasks(ServerEvaluation, Strategy):
         return [
             Message(
                 content=RecordDict({
-                    CONFIG: ConfigRecord({"server-round": server_round}), PROBS: probs,
+                    CONFIG: ConfigRecord({M.ROUND: server_round}), PROBS: probs,
                 }),
                 dst_node_id=node, message_type=self.message_type,
             )

@@ -32,6 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from pemn_fl.checkpoint import translate_keys
 from pemn_fl.codec import MaskPayloadError
+from pemn_fl.methods import messages as M
 
 State = list[np.ndarray]  # flat float32 arrays
 # (state of round t - 1, round t, the fields of round t) -> state of round t
@@ -73,7 +74,7 @@ class ReplicaServer:
         held = self.holds.get(node, 0)
         missing = range(held + 1, self.round + 1)
         cfg = ConfigRecord(
-            {"server-round": server_round, "from-round": held + 1, "digest": self.digest}
+            {M.ROUND: server_round, "from-round": held + 1, "digest": self.digest}
         )
         if all(t in self.updates for t in missing):
             skipped = [t for t in missing if self.updates[t] is None]
@@ -126,7 +127,7 @@ def catch_up(
     Raises ``MaskPayloadError`` if the snapshot does not fit, a needed round is missing, or
     the result differs from the server's state (``apply`` raises its own payload errors).
     """
-    target = int(cfg["server-round"]) - 1
+    target = int(cfg[M.ROUND]) - 1
     if snapshot is not None:
         arrays = snapshot.to_numpy_ndarrays()
         if [a.size for a in arrays] != sizes or any(a.dtype != np.float32 for a in arrays):
