@@ -4,6 +4,7 @@ schedule and compact replies. Known answers, and every party still agreeing."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -65,3 +66,67 @@ def test_compact_replies_carry_the_same_update_in_one_request_less(name: str) ->
         assert 700 < saved < 2000, saved
     for a, b in zip(split_new.to_numpy_ndarrays(), compact_new.to_numpy_ndarrays(), strict=True):
         assert np.array_equal(a, b)  # the server aggregates exactly the same
+
+
+def _frontier_dir(root, name: str, target: float, runs: dict[str, dict[int, tuple]],
+                  budgets: list[dict]):  # noqa: ANN001, ANN202
+    """A seeds-frontier directory as bench.accuracy_frontier lays it out: per method and seed a
+    summary.json (best accuracy, wire bytes up/down), and frontier-seeds.json."""
+    directory = root / name
+    methods = {}
+    for method, per_seed in runs.items():
+        for seed, (best, up, down, *_) in per_seed.items():
+            run = directory / "fresh" / f"{method}__lr=1" / f"seed-{seed}"
+            run.mkdir(parents=True)
+            entry = {"best_accuracy": best, "uplink_wire_bytes": up, "downlink_wire_bytes": down}
+            (run / "summary.json").write_text(json.dumps({"methods": {method: entry}}))
+        methods[method] = {
+            "reached_target": sum(v[3] is not None for v in per_seed.values()),
+            "seeds": len(per_seed),
+            "bytes_to_target": {str(s): v[3] for s, v in per_seed.items()},
+            "fewer_bytes_than_fedavg_to_target": {str(s): v[4] for s, v in per_seed.items()},
+        }
+    report = {"seeds": [1, 2], "target_accuracy": target, "methods": methods, "budgets": budgets}
+    (directory / "frontier-seeds.json").write_text(json.dumps({"wire": report}))
+    return directory
+
+
+def test_a_lever_study_is_compared_seed_by_seed_with_its_baseline(tmp_path) -> None:  # noqa: ANN001
+    """Known answers: the paired change, the reused method, the leaders among the study's
+    methods only (a baseline-only method never leads), and a missing report is one line."""
+    from bench import levers
+
+    def budget(size: float, means: dict[str, tuple[float, int]]) -> dict:
+        return {"budget_bytes": size,
+                "methods": {m: {"mean": v, "trained_seeds": t} for m, (v, t) in means.items()}}
+
+    base = _frontier_dir(tmp_path, "base", 0.90, {
+        "fedavg": {1: (0.95, 50e6, 50e6, 40e6, None), 2: (0.93, 50e6, 50e6, 60e6, None)},
+        "evolve": {1: (0.91, 2e6, 3e6, 4e6, 10.0), 2: (0.90, 2e6, 3e6, 5e6, 12.0)},
+        "qsgd": {1: (0.99, 9e6, 9e6, 2e6, 20.0), 2: (0.99, 9e6, 9e6, 2e6, 30.0)},
+    }, [budget(1e6, {"fedavg": (0.1, 0), "evolve": (0.5, 2), "qsgd": (0.1, 0)}),
+        budget(1e7, {"fedavg": (0.1, 0), "evolve": (0.9, 2), "qsgd": (0.99, 2)})])
+    study = _frontier_dir(tmp_path, "density", 0.90, {
+        "evolve": {1: (0.93, 2e6, 4e6, 3e6, 13.0), 2: (0.89, 2e6, 4e6, None, None)},
+    }, [budget(1e6, {"fedavg": (0.1, 0), "evolve": (0.6, 2)}),
+        budget(1e7, {"fedavg": (0.1, 0), "evolve": (0.92, 2)})])
+    fedavg_reused = study / "frontier-seeds.json"  # fedavg in the report, not among its runs
+    report = json.loads(fedavg_reused.read_text())
+    report["wire"]["methods"]["fedavg"] = json.loads((base / "frontier-seeds.json").read_text())[
+        "wire"]["methods"]["fedavg"]
+    fedavg_reused.write_text(json.dumps(report))
+
+    text = levers.compare(base, study)
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| method")}
+    assert "reused from the baseline" in rows["fedavg"]
+    evolve = rows["evolve"].split(" | ")
+    assert evolve[1] == "90.50 ± 0.71 → 91.00 ± 2.83"  # best accuracy, mean ± std
+    assert evolve[2] == "0.50 ± 2.12"  # paired: +2 pt on seed 1, -1 pt on seed 2
+    assert evolve[3] == "1/2" and evolve[4] == "2/2 → 1/2"
+    assert evolve[5] == "4.50 → 3.00" and evolve[6] == "10.0–12.0x → 13.0x"
+    assert evolve[7].rstrip(" |") == "5.00 ± 0.00 → 6.00 ± 0.00"
+    assert "qsgd" not in rows  # not in the study
+    # qsgd leads the baseline at 10 MB but is not in the study: evolve leads among fedavg, evolve
+    assert "≤ 1 MB: evolve → evolve; ≤ 10 MB: evolve → evolve." in text
+    assert levers.main(["--baseline", str(base), "--study", str(tmp_path / "none")]) == 2
