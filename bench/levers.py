@@ -30,6 +30,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from pemn_fl.seeds import plus_minus, stats
+
 LEVEL = "wire"
 
 
@@ -43,10 +45,11 @@ def _fresh_summaries(directory: Path, method: str) -> dict[int, dict]:
 
 
 def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {spread:.2f}"
+    return plus_minus(stats(values), 1)
+
+
+def _total_wire_mb(summary: dict) -> float:
+    return (summary["uplink_wire_bytes"] + summary["downlink_wire_bytes"]) / 1e6
 
 
 def _mb_to_target(entry: dict) -> str:
@@ -55,8 +58,8 @@ def _mb_to_target(entry: dict) -> str:
 
 
 def _fewer(entry: dict) -> str:
-    ratios = entry.get("fewer_bytes_than_fedavg_to_target") or {}
-    values = [r for r in (ratios.values() if isinstance(ratios, dict) else []) if r is not None]
+    ratios = entry.get("fewer_bytes_than_fedavg_to_target") or {}  # absent for FedAvg itself
+    values = [r for r in ratios.values() if r is not None]
     if not values:
         return "-"
     low, high = min(values), max(values)
@@ -102,10 +105,8 @@ def compare(baseline: Path, study: Path) -> str:
         acc_b = [before[s]["best_accuracy"] * 100 for s in paired]
         acc_l = [after[s]["best_accuracy"] * 100 for s in paired]
         deltas = [a - b for a, b in zip(acc_l, acc_b, strict=True)]
-        wire_b = [(before[s]["uplink_wire_bytes"] + before[s]["downlink_wire_bytes"]) / 1e6
-                  for s in paired]  # fmt: skip
-        wire_l = [(after[s]["uplink_wire_bytes"] + after[s]["downlink_wire_bytes"]) / 1e6
-                  for s in paired]  # fmt: skip
+        wire_b = [_total_wire_mb(before[s]) for s in paired]
+        wire_l = [_total_wire_mb(after[s]) for s in paired]
         lines.append(
             f"| {method} | {_mean_std(acc_b)} → {_mean_std(acc_l)} | {_mean_std(deltas)} | "
             f"{sum(d > 0 for d in deltas)}/{len(deltas)} | "

@@ -200,9 +200,9 @@ def aggregate_table(summary: Mapping[str, object]) -> str:
     lines = [f"{n} seed(s) {summary['seeds']}, bytes at the {summary['bytes_level']} level",
              f"{'method':<42}{'best acc':>16}{'final acc':>16}{'total MB':>12}{'target':>9}"]
     for method, m in summary["methods"].items():  # type: ignore[union-attr]
-        lines.append(f"{label_of(method):<42}{_pm(m['best_accuracy'], 100):>16}"
-                     f"{_pm(m['final_accuracy'], 100):>16}"
-                     f"{_pm(m['total_bytes'], 1e-6, '.2f'):>12}"
+        lines.append(f"{label_of(method):<42}{plus_minus(m['best_accuracy'], 100):>16}"
+                     f"{plus_minus(m['final_accuracy'], 100):>16}"
+                     f"{plus_minus(m['total_bytes'], 1e-6, '.2f'):>12}"
                      f"{m['reached_target']:>5}/{m['seeds']}")  # fmt: skip
     if target is not None:
         lines.append(f"target: {summary['target_rule']} = {100 * target:.2f} %")
@@ -211,7 +211,8 @@ def aggregate_table(summary: Mapping[str, object]) -> str:
     return "\n".join(lines)
 
 
-def _pm(s: Mapping[str, object], scale: float, fmt: str = ".2f") -> str:
+def plus_minus(s: Mapping[str, object], scale: float, fmt: str = ".2f") -> str:
+    """``mean ± std`` of a ``stats`` dict, scaled (100 for %, 1e-6 for MB); ``-`` if empty."""
     if s["mean"] is None:
         return "-"
     return f"{s['mean'] * scale:{fmt}} ± {s['std'] * scale:{fmt}}"  # type: ignore[operator]
@@ -230,7 +231,7 @@ def budget_markdown(rows: Sequence[Mapping[str, object]]) -> str:
         cells = []
         for row in rows:
             stat = row["methods"][method]  # type: ignore[index]
-            cell = _pm(stat, 100, ".1f") if stat["trained_seeds"] else "(initial)"
+            cell = plus_minus(stat, 100, ".1f") if stat["trained_seeds"] else "(initial)"
             cells.append(f"**{cell}**" if row["leader"] == method else cell)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     clear = {True: "yes", False: "no", None: "-"}
