@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +67,25 @@ def payload_bytes(msg: Message) -> int:
 
 
 @dataclass
+class ClientTraffic:
+    """One sampled node's share of a round: the calls it made each way and how it ended.
+
+    The calls are the transport model's (``pemn_fl.transport``), also in a deployment whose
+    totals the proxy measures: per call, the time model (``pemn_fl.timeline``) needs what no
+    meter of aggregate bytes can give. ``status``: ``replied`` (a reply that is no error),
+    ``error`` (an error reply: a failed client), ``late`` (a simulated late reply, dropped on
+    arrival) or ``none`` (no reply at all).
+    """
+
+    down: list[transport.Call] = field(default_factory=list)
+    up: list[transport.Call] = field(default_factory=list)
+    down_payload_bytes: int = 0
+    up_payload_bytes: int = 0
+    down_catchup_payload_bytes: int = 0  # of down_payload_bytes: rounds the node missed
+    status: str = "none"
+
+
+@dataclass
 class Traffic:
     """Counters for one direction-agnostic window (e.g. one round of one method)."""
 
@@ -87,14 +106,32 @@ class Traffic:
     # Simulated late replies (``faults.is_late``), dropped on arrival: (node id, why).
     late: list[tuple[int, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # the reasons of the error replies
+    clients: dict[int, ClientTraffic] = field(default_factory=dict)  # node id -> its share
+    # Payload bytes of a downlink that serve only to catch up on missed rounds (a
+    # method family's own rule, e.g. ``frames.replica.catchup_payload_bytes``); none: 0.
+    catchup: Callable[[Message], int] | None = None
+
+    def client(self, node: int) -> ClientTraffic:
+        return self.clients.setdefault(node, ClientTraffic())
 
     def add_down(self, msg: Message) -> None:
         self.downlink_bytes += message_bytes(msg)
-        self.downlink_payload_bytes += payload_bytes(msg)
+        payload = payload_bytes(msg)
+        self.downlink_payload_bytes += payload
         self.messages_down += 1
-        wire = transport.downlink_wire_bytes(msg)
+        calls = transport.downlink_calls(msg)
+        wire = sum(call.total for call in calls)
         self.model_downlink_wire_bytes += wire
         self.downlink_wire_bytes += wire
+        share = self.client(msg.metadata.dst_node_id)
+        share.down += calls
+        share.down_payload_bytes += payload
+        share.down_catchup_payload_bytes += self.catchup(msg) if self.catchup else 0
+
+    def add_late(self, reply: Message) -> None:
+        """A simulated late reply (``faults.is_late``): noted, no byte counted."""
+        self.late.append((reply.metadata.src_node_id, reply.error.reason))
+        self.client(reply.metadata.src_node_id).status = "late"
 
     def add_up(self, msg: Message) -> None:
         self.messages_up += 1
@@ -108,10 +145,16 @@ class Traffic:
             # downlink stays counted, an upper bound.)
             return
         self.uplink_bytes += message_bytes(msg)
-        self.uplink_payload_bytes += payload_bytes(msg)
-        wire = transport.uplink_wire_bytes(msg, self.stored_objects)
+        payload = payload_bytes(msg)
+        self.uplink_payload_bytes += payload
+        calls = transport.uplink_calls(msg, self.stored_objects)
+        wire = sum(call.total for call in calls)
         self.model_uplink_wire_bytes += wire
         self.uplink_wire_bytes += wire
+        share = self.client(msg.metadata.src_node_id)
+        share.up += calls
+        share.up_payload_bytes += payload
+        share.status = "error" if msg.has_error() else "replied"
 
     @property
     def total_bytes(self) -> int:
@@ -154,9 +197,13 @@ class MeteredGrid(Grid):
     inner: Grid
     traffic: Traffic = field(default_factory=Traffic)
     wire_meter: WireMeter | None = None  # measured wire bytes (deployment with the proxy)
+    catchup: Callable[[Message], int] | None = None  # see ``Traffic.catchup``
+
+    def __post_init__(self) -> None:
+        self.traffic.catchup = self.catchup
 
     def take(self) -> Traffic:
-        out, self.traffic = self.traffic, Traffic()
+        out, self.traffic = self.traffic, Traffic(catchup=self.catchup)
         if self.wire_meter is not None:
             delta = self.wire_meter.take()
             out.uplink_wire_bytes = float(delta.get("uplink", 0))
@@ -181,7 +228,7 @@ class MeteredGrid(Grid):
         kept = []
         for reply in replies:
             if faults.is_late(reply):
-                self.traffic.late.append((reply.metadata.src_node_id, reply.error.reason))
+                self.traffic.add_late(reply)
             else:
                 kept.append(reply)
         return kept

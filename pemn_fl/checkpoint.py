@@ -267,7 +267,7 @@ def finished_rows(csv_path: Path, methods: list[str], saved: ServerCheckpoint,
 INTEGER_COLUMNS = frozenset({
     "round", "clients_sampled", "clients_replied", "clients_rejected", "clients_failed",
     "uplink_payload_bytes", "downlink_payload_bytes", "uplink_bytes", "downlink_bytes",
-    "uplink_wire_bytes", "downlink_wire_bytes", "cumulative_bytes",
+    "uplink_wire_bytes", "downlink_wire_bytes", "cumulative_bytes", "server_flops",
 })  # fmt: skip
 
 

@@ -58,6 +58,15 @@ def client_data(
     return data.x_train[idx], data.y_train[idx]
 
 
+def partition_sizes(settings: RunSettings, num_partitions: int) -> dict[int, int]:
+    """Training examples per partition id (what each node trains on, per epoch)."""
+    parts = partition_for(
+        settings.dataset, settings.data_dir or None, settings.seed, num_partitions,
+        settings.partition, settings.alpha, settings.classes_per_client,
+    )  # fmt: skip
+    return {pid: len(idx) for pid, idx in enumerate(parts)}
+
+
 @dataclass(frozen=True)
 class Prototype:
     weights: dict[str, torch.Tensor]

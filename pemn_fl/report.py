@@ -24,7 +24,7 @@ COLUMNS = [
     "uplink_payload_bytes", "downlink_payload_bytes", "uplink_bytes", "downlink_bytes",
     "uplink_wire_bytes", "downlink_wire_bytes", "cumulative_bytes",
     "uplink_bits_per_param", "downlink_bits_per_param",
-    "accuracy", "loss", "wall_s",
+    "accuracy", "loss", "wall_s", "server_flops",
 ]  # fmt: skip
 
 
@@ -80,7 +80,7 @@ class RoundLog:
 
     def add(
         self, method: str, server_round: int, traffic: Traffic, *, sampled: int, rejected: int,
-        accuracy: float, loss: float, wall_s: float,
+        accuracy: float, loss: float, wall_s: float, server_flops: int = 0,
     ) -> dict[str, object]:  # fmt: skip
         total = self._cumulative.get(method, 0) + traffic.total_bytes
         self._cumulative[method] = total
@@ -115,6 +115,7 @@ class RoundLog:
             "accuracy": accuracy,
             "loss": loss,
             "wall_s": wall_s,
+            "server_flops": server_flops,
         }
         self.rows.append(row)
         if self.path is not None:

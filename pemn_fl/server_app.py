@@ -20,12 +20,15 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.serverapp import Grid, ServerApp
 
 from pemn_fl import checkpoint as C
+from pemn_fl import clientlog
+from pemn_fl import compute as F
 from pemn_fl import networks as N
 from pemn_fl.accounting import MeteredGrid, Traffic, WireMeter
 from pemn_fl.config import RunSettings
 from pemn_fl.export import export_model, fingerprint_of
 from pemn_fl.methods import Method, settings_from
 from pemn_fl.methods import get as get_method
+from pemn_fl.methods.frames.replica import catchup_payload_bytes
 from pemn_fl.modelfile import save
 from pemn_fl.report import COLUMNS, RoundLog, plot_runs, summarize, summary_table
 from pemn_fl.sampling import RoundSampler
@@ -40,6 +43,7 @@ class ProtocolError(RuntimeError):
 
 
 SIMULATION_PULL_INTERVAL = 0.01  # seconds
+CLIENTS_FILE = "clients.csv"  # beside rounds.csv: per sampled client and round
 
 
 def poll_faster(grid: Grid) -> None:
@@ -85,10 +89,12 @@ def _run_method(
     book: RoundLog, on_round: RoundCallback, models_dir: Path | None = None,
     wire_model: dict[str, list[float]] | None = None,
     checkpoint_dir: Path | None = None, resume: C.ServerCheckpoint | None = None,
-    index: int = 0, wall_timeout: float | None = None,
+    index: int = 0, wall_timeout: float | None = None, clients_path: Path | None = None,
 ) -> None:  # fmt: skip
     """Drive the method's strategy with ``Strategy.start``; close each round's row.
 
+    With ``clients_path``, each round's per-client rows (``pemn_fl.clientlog``) are appended
+    there.
     With ``models_dir``, the final global model is written to ``<models_dir>/<method>.pemn``;
     with ``checkpoint_dir``, the server's state after each round (``pemn_fl.checkpoint``);
     ``resume`` continues this method from such a checkpoint; ``index`` is the method's place
@@ -99,6 +105,10 @@ def _run_method(
     side = method.server(settings, sampler)
     strategy = side.strategy
     data = N.dataset_of(settings)
+    forward = F.forward_flops(side.model, data.input_shape)
+    work = clientlog.Work(F.TRAIN_FLOPS_PER_FORWARD * forward, settings.local_epochs,
+                          N.partition_sizes(settings, len(sampler.node_of_partition)))
+    parameters = method.num_params(settings)
     clock = [time.monotonic()]
     fingerprint = fingerprint_of(side) if models_dir is not None else ""
     offset, initial = 0, side.initial
@@ -121,11 +131,17 @@ def _run_method(
             totals[1] += traffic.model_downlink_wire_bytes
         rejected = int(getattr(strategy, "rejected", 0)) if server_round else 0
         now = time.monotonic()
+        replies = traffic.messages_up - traffic.error_replies
         row = book.add(
             method.name, server_round, traffic,
             sampled=len(sampler(server_round)) if server_round else 0,
             rejected=rejected, accuracy=acc, loss=loss, wall_s=now - clock[0],
+            server_flops=F.server_flops(forward, len(data.y_test), parameters,
+                                        replies if server_round else 0),
         )  # fmt: skip
+        if clients_path is not None:
+            clientlog.append(clients_path, clientlog.rows(
+                method.name, server_round, traffic.clients, sampler.partition_of, work))
         clock[0] = now
         if models_dir is not None and server_round == settings.num_server_rounds:
             models_dir.mkdir(parents=True, exist_ok=True)
@@ -217,13 +233,20 @@ def run_experiment(
             raise C.CheckpointError(f"{ckpt_dir}: the checkpoint was written with other "
                                     "settings than this run's")  # fmt: skip
     poll_faster(grid)
-    metered = MeteredGrid(grid, wire_meter=wire_meter)
+    metered = MeteredGrid(grid, wire_meter=wire_meter, catchup=catchup_payload_bytes)
     wire_model: dict[str, list[float]] = {}
     mapping = handshake(metered, settings.min_nodes)
     setup = metered.take()
     sampler = RoundSampler(mapping, settings.fraction, settings.seed)
     rows = (C.finished_rows(csv_path, settings.method_list, saved, settings.num_server_rounds,
                             COLUMNS) if saved else [])  # fmt: skip
+    clients_path = None if csv_path is None else csv_path.with_name(CLIENTS_FILE)
+    if clients_path is not None:
+        if saved is not None:  # keep the client rows of the rounds the checkpoint covers
+            clientlog.keep_rounds(clients_path, {(str(r["method"]), int(r["round"]))  # type: ignore[call-overload]
+                                                 for r in rows})  # fmt: skip
+        else:
+            clients_path.unlink(missing_ok=True)
     if csv_path is not None:
         csv_path.unlink(missing_ok=True)
     book = RoundLog(params=parameter_counts(settings), path=csv_path)
@@ -236,7 +259,7 @@ def run_experiment(
             resume_from = saved
         _run_method(get_method(name), metered, settings, sampler, book,
                     on_round or (lambda row: None), models_dir, wire_model,
-                    ckpt_dir, resume_from, index, wall_timeout)  # fmt: skip
+                    ckpt_dir, resume_from, index, wall_timeout, clients_path)  # fmt: skip
     summary = summarize(book.frame(), setup_bytes=setup.total_bytes, level=settings.bytes_level)
     summary["nodes"] = len(mapping)
     summary["wire"] = {"source": "measured (byte-counting proxy)" if wire_meter is not None

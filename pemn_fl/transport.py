@@ -62,16 +62,44 @@ RUNTIME_SECONDS = 1.5  # clientapp_runtime_list: one double; its value does not 
 
 
 @dataclass(frozen=True)
+class Call:
+    """One HTTP call of a SuperNode: its type and its wire bytes each way, headers included.
+
+    ``request`` travels node -> SuperLink (the node's uplink), ``response`` SuperLink ->
+    node (its downlink), whichever message the call serves: pulling an instruction sends
+    small requests up and the objects down. The time model (``pemn_fl.timeline``) charges
+    each part to its own direction's bandwidth.
+    """
+
+    name: str
+    request: float
+    response: float
+
+    @property
+    def total(self) -> float:
+        return self.request + self.response
+
+    @property
+    def is_object(self) -> bool:
+        """An object transfer: Flower 1.42 runs these two at a time (the others one by one)."""
+        return self.name in OBJECT_CALLS
+
+
+OBJECT_CALLS = frozenset({"pull-object", "push-object"})
+
+
+@dataclass(frozen=True)
 class WireConstants:
     """Mean HTTP header bytes per call type, without the Content-Length digits."""
 
     request_header: dict[str, float]
     response_header: dict[str, float]
 
-    def call(self, name: str, request_body: int, response_body: int) -> float:
-        """Wire bytes of one request/response pair with these protobuf body sizes."""
-        return (self.request_header[name] + len(str(request_body)) + request_body
-                + self.response_header[name] + len(str(response_body)) + response_body)  # fmt: skip
+    def call(self, name: str, request_body: int, response_body: int) -> Call:
+        """One request/response pair with these protobuf body sizes, headers included."""
+        return Call(name,
+                    self.request_header[name] + len(str(request_body)) + request_body,
+                    self.response_header[name] + len(str(response_body)) + response_body)
 
     @classmethod
     def load(cls, path: Path = CONSTANTS_FILE) -> WireConstants:
@@ -93,6 +121,11 @@ def _objects(msg: Message) -> tuple[object, dict[str, bytes]]:
 
 def downlink_wire_bytes(msg: Message, constants: WireConstants | None = None) -> float:
     """Wire bytes for one node to receive ``msg`` (an instruction the server pushed)."""
+    return sum(call.total for call in downlink_calls(msg, constants))
+
+
+def downlink_calls(msg: Message, constants: WireConstants | None = None) -> list[Call]:
+    """The calls one node makes to receive ``msg``, in Flower's order."""
     c = constants or default_constants()
     tree, contents = _objects(msg)
     meta = msg.metadata
@@ -101,18 +134,19 @@ def downlink_wire_bytes(msg: Message, constants: WireConstants | None = None) ->
         messages_list=[message_to_proto(remove_content_from_message(msg))],
         message_object_trees=[tree],
     )
-    total = c.call("pull-messages", PullMessagesRequest(node=node).ByteSize(), pulled.ByteSize())
+    calls = [c.call("pull-messages", PullMessagesRequest(node=node).ByteSize(),
+                    pulled.ByteSize())]  # fmt: skip
     # The node pulls every object of the tree in post-order (an object listed twice, twice).
     for sub in iterate_object_tree(tree):
         request = PullObjectRequest(node=node, run_id=meta.run_id, object_id=sub.object_id)
         response = PullObjectResponse(object_found=True, object_available=True,
                                       object_content=contents[sub.object_id])  # fmt: skip
-        total += c.call("pull-object", request.ByteSize(), response.ByteSize())
+        calls.append(c.call("pull-object", request.ByteSize(), response.ByteSize()))
     confirm = ConfirmMessageReceivedRequest(node=node, run_id=meta.run_id,
                                             message_object_id=tree.object_id)  # fmt: skip
-    total += c.call("confirm-message-received", confirm.ByteSize(),
-                    ConfirmMessageReceivedResponse().ByteSize())  # fmt: skip
-    return total
+    calls.append(c.call("confirm-message-received", confirm.ByteSize(),
+                        ConfirmMessageReceivedResponse().ByteSize()))  # fmt: skip
+    return calls
 
 
 def uplink_wire_bytes(msg: Message, stored: set[str] | None = None,
@@ -122,6 +156,13 @@ def uplink_wire_bytes(msg: Message, stored: set[str] | None = None,
     ``stored``: object ids the SuperLink already holds (other replies of the same round);
     those are not pushed again, and the ids pushed here are added to it.
     """
+    return sum(call.total for call in uplink_calls(msg, stored, constants))
+
+
+def uplink_calls(msg: Message, stored: set[str] | None = None,
+                 constants: WireConstants | None = None) -> list[Call]:  # fmt: skip
+    """The calls a node makes to send reply ``msg``, in Flower's order (``stored``: as in
+    ``uplink_wire_bytes``)."""
     c = constants or default_constants()
     stored = set() if stored is None else stored
     tree, contents = _objects(msg)  # an error reply is one object: the message itself
@@ -136,14 +177,14 @@ def uplink_wire_bytes(msg: Message, stored: set[str] | None = None,
     answer = PushMessagesResponse(reconnect=Reconnect(reconnect=5),
                                   results={meta.message_id or tree.object_id: 0},
                                   objects_to_push=needed, session_id=session)  # fmt: skip
-    total = c.call("push-messages", push.ByteSize(), answer.ByteSize())
+    calls = [c.call("push-messages", push.ByteSize(), answer.ByteSize())]
     for oid in needed:
         request = PushObjectRequest(node=node, run_id=meta.run_id, object_id=oid,
                                     session_id=session, object_content=contents[oid])
-        total += c.call("push-object", request.ByteSize(), PushObjectResponse(stored=True)
-                        .ByteSize())  # fmt: skip
+        calls.append(c.call("push-object", request.ByteSize(),
+                            PushObjectResponse(stored=True).ByteSize()))  # fmt: skip
         stored.add(oid)
-    return total
+    return calls
 
 
 def fit_constants(meter: dict) -> WireConstants:

@@ -65,6 +65,29 @@ def test_outputs_exist(run_dir: Path) -> None:
         assert model.accuracy == pytest.approx(float(final.iloc[0]))
 
 
+def test_clients_file_holds_every_sampled_client_and_adds_up_to_the_rounds(
+    run_dir: Path,
+) -> None:
+    """clients.csv: a row per sampled client and round, whose wire bytes sum to the round's
+    (rounds.csv rounds the float total once; the rows round each call to the cent)."""
+    from pemn_fl import clientlog
+
+    clients = clientlog.read(run_dir / "clients.csv")
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    trained = rounds[rounds["round"] > 0]
+    assert len(clients) == int(trained["clients_sampled"].sum())
+    for (method, r), part in clients.groupby(["method", "round"]):
+        row = trained[(trained["method"] == method) & (trained["round"] == r)].iloc[0]
+        assert len(part) == row["clients_sampled"] and (part["status"] == "replied").all()
+        down = part["down_request_bytes"].sum() + part["down_response_bytes"].sum()
+        up = part["up_request_bytes"].sum() + part["up_response_bytes"].sum()
+        assert abs(down - row["downlink_wire_bytes"]) <= 2 * len(part)
+        assert abs(up - row["uplink_wire_bytes"]) <= 2 * len(part)
+        assert part["down_payload_bytes"].sum() == row["downlink_payload_bytes"]
+        assert (part["train_flops"] > 0).all()
+    assert (rounds["server_flops"] > 0).all()
+
+
 def test_csv_schema_and_rows(run_dir: Path) -> None:
     rounds = pd.read_csv(run_dir / "rounds.csv")
     assert list(rounds.columns) == COLUMNS

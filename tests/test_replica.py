@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.methods.frames import replica as R
@@ -174,3 +174,23 @@ def test_an_empty_round_also_ages_the_log_and_the_round_after_it_can_be_the_firs
     assert snapshot is None and cfg["from-round"] == 4 and cfg[R.SKIPPED] == [4]
     state, held = R.catch_up(cfg, None, _vec(4, 5), 3, [2], _add, FIELDS)
     assert held == 4 and state[0].tolist() == [4.0, 5.0]
+
+
+def test_catchup_bytes_are_the_missed_rounds_before_the_last_and_any_snapshot() -> None:
+    server = _server(history=2)
+    up_to_date, behind, far = server.messages([11, 12, 99], 4, "train.toy")
+    # Node 11 holds round 2: round 3's update is what every participant needs, no catch-up.
+    assert R.catchup_payload_bytes(up_to_date) == 0
+    server = _server()
+    _, behind, far = server.messages([11, 12, 99], 5, "train.toy")
+    # Round 5: the last round is 4 (never committed here), so rounds 3 (node 12, holding
+    # round 2) and 1-3 (node 99) are all catch-up: 8 bytes of float32 pair per round.
+    assert R.catchup_payload_bytes(behind) == 8
+    assert R.catchup_payload_bytes(far) == 3 * 8
+    server = _server(history=2)
+    (snap,) = server.messages([99], 4, "train.toy")
+    assert R.catchup_payload_bytes(snap) == 2 * 4  # the float32 snapshot of the state
+    # A message of another family (no "from-round") has no catch-up.
+    other = Message(content=RecordDict({"config": ConfigRecord({"server-round": 4})}),
+                    dst_node_id=11, message_type="train.x")  # fmt: skip
+    assert R.catchup_payload_bytes(other) == 0

@@ -231,7 +231,7 @@ def test_a_row_by_hand_every_column() -> None:
                       downlink_bytes=300, messages_down=4, messages_up=4, error_replies=0,
                       uplink_wire_bytes=2000.4, downlink_wire_bytes=600.6)  # fmt: skip
     row = book.add("pemn", 3, traffic, sampled=4, rejected=1, accuracy=0.5, loss=0.25,
-                   wall_s=1.5)  # fmt: skip
+                   wall_s=1.5, server_flops=12345)  # fmt: skip
     assert row == {
         "method": "pemn", "round": 3, "clients_sampled": 4, "clients_replied": 3,
         "clients_rejected": 1, "clients_failed": 0,
@@ -240,7 +240,7 @@ def test_a_row_by_hand_every_column() -> None:
         "uplink_wire_bytes": 2000, "downlink_wire_bytes": 601, "cumulative_bytes": 1400,
         "uplink_bits_per_param": 8 * 1000 / (500 * 4),
         "downlink_bits_per_param": 8 * 250 / (500 * 4),
-        "accuracy": 0.5, "loss": 0.25, "wall_s": 1.5,
+        "accuracy": 0.5, "loss": 0.25, "wall_s": 1.5, "server_flops": 12345,
     }  # fmt: skip
     # Round 0 (the initial model): no failures counted; no message: bits per param are NaN.
     row0 = RoundLog(params={"pemn": 500}).add("pemn", 0, Traffic(), sampled=0, rejected=0,

@@ -19,8 +19,11 @@ CALLS = ("pull-messages", "pull-object", "confirm-message-received", "push-messa
 def test_a_call_is_both_headers_both_bodies_and_their_content_length_digits() -> None:
     c = T.WireConstants({"x": 100.0}, {"x": 50.5})
     # 100 + len("7") + 7 + 50.5 + len("1234") + 1234
-    assert c.call("x", 7, 1234) == 100 + 1 + 7 + 50.5 + 4 + 1234
-    assert c.call("x", 0, 0) == 100 + 1 + 50.5 + 1
+    assert c.call("x", 7, 1234).total == 100 + 1 + 7 + 50.5 + 4 + 1234
+    assert c.call("x", 0, 0).total == 100 + 1 + 50.5 + 1
+    # Each part is charged to its own direction: the request up, the response down.
+    assert c.call("x", 7, 1234).request == 100 + 1 + 7
+    assert c.call("x", 7, 1234).response == 50.5 + 4 + 1234
 
 
 def test_fitted_constants_are_each_calls_mean_header() -> None:
@@ -74,9 +77,9 @@ class _Spy:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, int]] = []
 
-    def call(self, name: str, request_body: int, response_body: int) -> float:
+    def call(self, name: str, request_body: int, response_body: int) -> T.Call:
         self.calls.append((name, request_body, response_body))
-        return 0.0
+        return T.Call(name, 0.0, 0.0)
 
 
 def _field(length: int) -> int:

@@ -206,7 +206,7 @@ def test_fitted_constants_are_the_mean_header_sizes() -> None:
     c = transport.fit_constants({"request_header_base": {"push-object": {"836": 1, "840": 3}},
                                  "response_header_base": {"push-object": {"128": 4}}})  # fmt: skip
     assert c.request_header == {"push-object": 839.0} and c.response_header["push-object"] == 128
-    assert c.call("push-object", 700, 2) == 839 + 3 + 700 + 128 + 1 + 2
+    assert c.call("push-object", 700, 2).total == 839 + 3 + 700 + 128 + 1 + 2
 
 
 def test_a_target_that_is_down_is_a_reset_connection_as_without_the_proxy() -> None:

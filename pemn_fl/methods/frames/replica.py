@@ -118,6 +118,27 @@ class ReplicaServer:
         self.updates.pop(server_round - self.history, None)
 
 
+def catchup_payload_bytes(msg: Message) -> int:
+    """Payload bytes of ``msg`` that only a node which missed rounds needs: the fields of
+    every round before the last one (a node that took part in the last round needs that
+    round's update alone), and a snapshot. 0 for a message that is no replica downlink."""
+    content = msg.content if msg.has_content() else None
+    if content is None or M.CONFIG not in content.config_records:
+        return 0
+    cfg = content.config_records[M.CONFIG]
+    if "from-round" not in cfg or M.ROUND not in cfg:
+        return 0
+    last = int(cfg[M.ROUND]) - 1  # type: ignore[arg-type]
+    total = 0
+    for key, value in cfg.items():
+        head, _, tail = key.rpartition("-")
+        if head and tail.isdigit() and int(tail) < last and isinstance(value, bytes):
+            total += len(value)
+    if SNAPSHOT in content.array_records:
+        total += sum(a.numpy().nbytes for a in content.array_records[SNAPSHOT].values())
+    return total
+
+
 def catch_up(
     cfg: ConfigRecord, snapshot: ArrayRecord | None, state: State, held: int,
     sizes: list[int], apply: Apply, fields: tuple[str, ...],
