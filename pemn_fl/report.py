@@ -37,6 +37,20 @@ LEVELS = {
     "wire": ("uplink_wire_bytes", "downlink_wire_bytes"),
 }
 DEFAULT_LEVEL = "wire"
+BASELINE = "fedavg"  # the method every ratio is taken against, and whose best sets the target
+# A round reaches a target at or above it, with this tolerance for the float round trip of
+# "best - 0.01" (so the best round itself always reaches "best - 0 pt"). One rule for a run's
+# summary and for the across-seeds one.
+REACH_TOLERANCE = 1e-12
+
+
+def first_reach(frame: pd.DataFrame, target: float | None) -> pd.Series | None:
+    """The first row of ``frame`` (one method's rounds, in order) at or above ``target``
+    (``None``: no target, or never reached)."""
+    if target is None:
+        return None
+    hit = frame[frame["accuracy"] >= target - REACH_TOLERANCE]
+    return None if hit.empty else hit.iloc[0]
 
 
 def level_of(frame: pd.DataFrame, level: str) -> str:
@@ -146,9 +160,8 @@ class RoundLog:
 def bytes_to_target(frame: pd.DataFrame, target: float,
                     level: str = DEFAULT_LEVEL) -> float | None:  # fmt: skip
     """Cumulative bytes (at ``level``) at the first round reaching ``target`` (None: never)."""
-    frame = with_cumulative(frame, level)
-    hit = frame[frame["accuracy"] >= target]
-    return None if hit.empty else int(hit["cumulative"].iloc[0])
+    row = first_reach(with_cumulative(frame, level), target)
+    return None if row is None else int(row["cumulative"])
 
 
 def fedavg_target(rounds: pd.DataFrame) -> float | None:

@@ -24,14 +24,16 @@ runs of the same settings under several seeds become one result:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pemn_fl.report import (
+    BASELINE,
     fedavg_target,
+    first_reach,
     label_of,
     level_of,
     marker_of,
@@ -102,13 +104,10 @@ def seed_target(methods: Mapping[str, Mapping[int, pd.DataFrame]]) -> float | No
 
 
 def _reach(frame: pd.DataFrame, target: float | None) -> tuple[int | None, int | None]:
-    """(round, cumulative bytes) of the first round at or above ``target``."""
-    if target is None:
-        return None, None
-    hit = frame[frame["accuracy"] >= target - 1e-12]
-    if hit.empty:
-        return None, None
-    return int(hit["round"].iloc[0]), int(hit["cumulative"].iloc[0])
+    """(round, cumulative bytes) of the first round at or above ``target``
+    (``report.first_reach``: the run summary's rule)."""
+    row = first_reach(frame, target)
+    return (None, None) if row is None else (int(row["round"]), int(row["cumulative"]))
 
 
 def best_within(frame: pd.DataFrame, budget: float) -> float:
@@ -218,14 +217,21 @@ def plus_minus(s: Mapping[str, object], scale: float, fmt: str = ".2f") -> str:
     return f"{s['mean'] * scale:{fmt}} ± {s['std'] * scale:{fmt}}"  # type: ignore[operator]
 
 
-def budget_markdown(rows: Sequence[Mapping[str, object]]) -> str:
-    """The budget table as markdown: a row per method, a column per budget, best accuracy
-    (%) within it, mean ± std ("(initial)": no round finished within it); the last rows
-    name the leader and whether its lead is clear."""
+def megabytes(budget: float) -> str:
+    return f"{budget / 1e6:g} MB"
+
+
+def budget_markdown(rows: Sequence[Mapping[str, object]],
+                    unit: Callable[[float], str] = megabytes) -> str:  # fmt: skip
+    """The budget table as markdown: a row per method, a column per budget (``unit`` names
+    it: megabytes, or a duration for a time budget), best accuracy (%) within it, mean ± std
+    ("(initial)": no round finished within it); the last rows name the leader and whether
+    its lead is clear."""
     if not rows:
         return ""
     methods = list(rows[0]["methods"])  # type: ignore[arg-type]
-    head = "| method | " + " | ".join(f"≤ {r['budget_bytes'] / 1e6:g} MB" for r in rows) + " |"
+    head = "| method | " + " | ".join(f"≤ {unit(float(r['budget_bytes']))}"  # type: ignore[arg-type]
+                                      for r in rows) + " |"
     lines = [head, "|" + "---|" * (len(rows) + 1)]
     for method in methods:
         cells = []
@@ -333,3 +339,80 @@ def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, leve
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def _time_frames(frames: Mapping[int, pd.DataFrame]) -> dict[str, dict[int, pd.DataFrame]]:
+    """method -> seed -> its timed rounds (sorted), ``cumulative`` = seconds so far."""
+    out: dict[str, dict[int, pd.DataFrame]] = {}
+    for seed, frame in frames.items():
+        for method, part in frame.groupby("method", sort=False):
+            part = part.sort_values("round").copy()
+            part["cumulative"] = part["cumulative_time_s"]
+            out.setdefault(str(method), {})[seed] = part
+    return out
+
+
+def aggregate_time(frames: Mapping[int, pd.DataFrame],
+                   budgets: Sequence[float] | None = None) -> dict[str, object]:  # fmt: skip
+    """The across-seeds summary in simulated time and energy (frames with the time model's
+    columns, ``pemn_fl.timeline.TIME_COLUMNS``): the same target as the byte summary,
+    time and energy to it per seed, FedAvg's multiples, and the time-budget table."""
+    from pemn_fl.timesummary import TIME_BUDGETS
+
+    methods = _time_frames(frames)
+    target = seed_target(methods)
+    fed = methods.get(BASELINE, {})
+
+    def at(frame: pd.DataFrame, column: str) -> float | None:
+        row = first_reach(frame, target)
+        return None if row is None else float(row[column])
+
+    out: dict[str, dict[str, object]] = {}
+    for method, per in methods.items():
+        entry: dict[str, object] = {"seeds": len(per)}
+        for kind, column in (("time", "cumulative_time_s"), ("energy", "cumulative_energy_j")):
+            ours = {seed: at(f, column) for seed, f in per.items()}
+            theirs = {seed: at(f, column) for seed, f in fed.items()}
+            entry[f"{kind}_to_target"] = {str(s): v for s, v in ours.items()}
+            entry[f"{kind}_to_target_mean"] = stats([v for v in ours.values() if v is not None])
+            if method != BASELINE:
+                ratios = {seed: theirs[seed] / v if v and theirs.get(seed) else None
+                          for seed, v in ours.items()}  # fmt: skip
+                entry[f"less_{kind}_than_fedavg"] = {str(s): r for s, r in ratios.items()}
+                entry[f"less_{kind}_than_fedavg_min"] = (
+                    min(ratios.values()) if ratios and all(r is not None for r in
+                                                           ratios.values()) else None)  # type: ignore[type-var]
+        entry["reached_target"] = sum(v is not None for v in
+                                      entry["time_to_target"].values())  # type: ignore[union-attr]
+        entry["total_time"] = stats([float(f["cumulative_time_s"].iloc[-1]) for f in per.values()])
+        entry["total_energy"] = stats([float(f["cumulative_energy_j"].iloc[-1])
+                                       for f in per.values()])  # fmt: skip
+        out[method] = entry
+    return {"seeds": sorted(frames), "n": len(frames), "target_accuracy": target,
+            "methods": out, "time_budgets": budget_table(methods, budgets or TIME_BUDGETS)}
+
+
+def time_table(summary: Mapping[str, object]) -> str:
+    """Plain text of ``aggregate_time``: time and energy to the target, then the budgets."""
+    from pemn_fl.timesummary import duration, energy
+
+    lines = [f"{summary['n']} seed(s) {summary['seeds']}; target "
+             + ("none" if summary["target_accuracy"] is None
+                else f"{100 * float(summary['target_accuracy']):.2f} %"),  # type: ignore[arg-type]
+             f"{'method':<42}{'reached':>9}{'time to target':>16}{'vs FedAvg':>16}"
+             f"{'energy to target':>18}{'vs FedAvg':>16}"]  # fmt: skip
+
+    def span(per: Mapping[str, float | None] | None) -> str:
+        vals = [v for v in (per or {}).values() if v is not None]
+        if not vals:
+            return "-"
+        text = f"{min(vals):.1f}-{max(vals):.1f}x" if len(vals) > 1 else f"{vals[0]:.1f}x"
+        return text if len(vals) == len(per or {}) else text + f" ({len(vals)}/{len(per or {})})"
+
+    for method, m in summary["methods"].items():  # type: ignore[union-attr]
+        t, e = m["time_to_target_mean"], m["energy_to_target_mean"]
+        lines.append(f"{label_of(method):<42}{m['reached_target']:>5}/{m['seeds']:<3}"
+                     f"{duration(t['mean']):>16}{span(m.get('less_time_than_fedavg')):>16}"
+                     f"{energy(e['mean']):>18}{span(m.get('less_energy_than_fedavg')):>16}")
+    lines += ["", budget_markdown(summary["time_budgets"], unit=duration)]  # type: ignore[arg-type]
+    return "\n".join(lines)
