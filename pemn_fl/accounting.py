@@ -128,10 +128,15 @@ class Traffic:
         share.down_payload_bytes += payload
         share.down_catchup_payload_bytes += self.catchup(msg) if self.catchup else 0
 
-    def add_late(self, reply: Message) -> None:
-        """A simulated late reply (``faults.is_late``): noted, no byte counted."""
-        self.late.append((reply.metadata.src_node_id, reply.error.reason))
-        self.client(reply.metadata.src_node_id).status = "late"
+    def add_late(self, reply: Message, calls: list[transport.Call] | None = None,
+                 why: str = "") -> None:  # fmt: skip
+        """A late reply, noted with no byte counted: a simulated one (``faults.is_late``, its
+        reason in the reply) or one the time model judged late in simulated time (``why``,
+        and the ``calls`` it would have made, for the record)."""
+        self.late.append((reply.metadata.src_node_id, why or reply.error.reason))
+        share = self.client(reply.metadata.src_node_id)
+        share.status = "late"
+        share.up += calls or []
 
     def add_up(self, msg: Message) -> None:
         self.messages_up += 1
@@ -159,6 +164,10 @@ class Traffic:
     @property
     def total_bytes(self) -> int:
         return self.uplink_bytes + self.downlink_bytes
+
+
+# The time model's judgement of a round (``MeteredGrid.clock``).
+Clock = Callable[[Traffic, list[Message]], dict[int, tuple[list[transport.Call], str]]]
 
 
 @dataclass
@@ -198,6 +207,10 @@ class MeteredGrid(Grid):
     traffic: Traffic = field(default_factory=Traffic)
     wire_meter: WireMeter | None = None  # measured wire bytes (deployment with the proxy)
     catchup: Callable[[Message], int] | None = None  # see ``Traffic.catchup``
+    # The time model in the loop (``pemn_fl.timeline.LiveClock``): given the round's traffic
+    # so far and its replies, the replies that reach the server too late in simulated time
+    # (node id -> the calls they would have made, and why); those are noted late, uncounted.
+    clock: Clock | None = None
 
     def __post_init__(self) -> None:
         self.traffic.catchup = self.catchup
@@ -219,9 +232,17 @@ class MeteredGrid(Grid):
         # Count after sending: pushing fills in metadata (message id, run id) that travels.
         for msg in messages:
             self.traffic.add_down(msg)
+        training = any(m.metadata.message_type.startswith("train") for m in messages)
+        late = self.clock(self.traffic, replies) if self.clock and training else {}
+        kept = []
         for reply in replies:
-            self.traffic.add_up(reply)
-        return replies
+            if reply.metadata.src_node_id in late:
+                calls, why = late[reply.metadata.src_node_id]
+                self.traffic.add_late(reply, calls, why)
+            else:
+                self.traffic.add_up(reply)
+                kept.append(reply)
+        return kept
 
     def _arrived(self, replies: Iterable[Message]) -> list[Message]:
         """``replies`` less the simulated late ones, which are noted, not counted."""

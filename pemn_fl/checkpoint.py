@@ -268,6 +268,7 @@ INTEGER_COLUMNS = frozenset({
     "round", "clients_sampled", "clients_replied", "clients_rejected", "clients_failed",
     "uplink_payload_bytes", "downlink_payload_bytes", "uplink_bytes", "downlink_bytes",
     "uplink_wire_bytes", "downlink_wire_bytes", "cumulative_bytes", "server_flops",
+    "clients_counted",
 })  # fmt: skip
 
 

@@ -104,11 +104,14 @@ def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
             if saving is not None:
                 checkpoint.save_client(saving, partition_of(context)[0], key, context.state)
             delay = settings.round_deadline + faults.STRAGGLE_AFTER if fault == "straggle" else 0
-            if simulated:  # the deadline judged on this client's own work, not the queue's
+            # In simulation the deadline is judged on this client's own work, not the queue's;
+            # with --link, on simulated time, by the server's time model (pemn_fl.timeline),
+            # so only an injected straggler is late here.
+            if simulated and (delay or not settings.link):
                 took = time.thread_time() - started + delay
                 if took > settings.round_deadline:
                     return faults.late_reply(msg, took, settings.round_deadline, bool(delay))
-            elif delay:  # trained, but answers after the server stopped waiting
+            elif delay and not simulated:  # trained, but answers after the server stopped waiting
                 time.sleep(delay)
             return reply
 

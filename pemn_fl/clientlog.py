@@ -44,6 +44,12 @@ NAMES = {code: name for name, code in CODES.items()}
 STATUSES = ("replied", "error", "late", "none")
 
 
+def rounded(calls: Iterable[Call]) -> list[Call]:
+    """The calls as recorded: bytes to the cent (what ``encode_calls`` keeps), so the time
+    model replays a record exactly as it ran in the loop."""
+    return [Call(c.name, round(c.request, 2), round(c.response, 2)) for c in calls]
+
+
 def encode_calls(calls: Iterable[Call]) -> str:
     """``code:request+response`` per call, space-separated (bytes to two decimals, the
     precision of the transport model's header constants)."""
@@ -76,6 +82,10 @@ class Work:
     epochs: int
     examples: Mapping[int, int]  # partition id -> training examples
 
+    def train_flops(self, partition: int) -> int:
+        """FLOPs of ``partition``'s local training in one round."""
+        return self.train_flops_per_example * self.examples.get(partition, 0) * self.epochs
+
 
 def rows(method: str, server_round: int, clients: Mapping[int, ClientTraffic],
          partition_of: Mapping[int, int], work: Work) -> list[dict[str, object]]:  # fmt: skip
@@ -85,13 +95,11 @@ def rows(method: str, server_round: int, clients: Mapping[int, ClientTraffic],
         partition = partition_of.get(node, -1)
         examples = work.examples.get(partition, 0)
         trained = share.status in ("replied", "late")
-        down = [Call(c.name, round(c.request, 2), round(c.response, 2)) for c in share.down]
-        up = [Call(c.name, round(c.request, 2), round(c.response, 2)) for c in share.up]
+        down, up = rounded(share.down), rounded(share.up)
         out.append({
             "method": method, "round": server_round, "partition": partition,
             "status": share.status, "examples": examples,
-            "train_flops": work.train_flops_per_example * examples * work.epochs
-            if trained else 0,
+            "train_flops": work.train_flops(partition) if trained else 0,
             "down_calls": len(down), "down_request_bytes": round(sum(c.request for c in down)),
             "down_response_bytes": round(sum(c.response for c in down)),
             "down_payload_bytes": share.down_payload_bytes,

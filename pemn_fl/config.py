@@ -16,8 +16,10 @@ from pemn_fl.data import BUNDLED, DATASETS, INPUT_SHAPES
 from pemn_fl.models import MAX_PARAMETERS, MODELS, parameter_count
 from pemn_fl.options import Option, OptionError
 from pemn_fl.partition import SCHEMES
+from pemn_fl.profiles import ProfileError, check_spec, server_device
 from pemn_fl.prototype import INITS, PrototypeSpec, PrototypeSpecError
 from pemn_fl.task import DEVICES, OPTIMIZERS, DeviceError, TrainConfig, resolve_device
+from pemn_fl.timeline import TRANSPORTS
 
 VOTE_WEIGHTINGS = ("examples", "uniform")
 MAX_STRAGGLER_DEADLINE = 600.0  # a straggler sleeps past the deadline: keep runs finite
@@ -73,6 +75,14 @@ class RunSettings:
     compact_replies: bool = False
     # Where local training and server evaluation run: cpu, cuda or auto (CUDA if present).
     device: str = "cpu"
+    # The time and energy model (pemn_fl.timeline): the clients' links (a profile, a mix
+    # like "lte:0.6,3g:0.4" or a trace CSV; "" = no time model, bytes only), their devices,
+    # the server's device, and Flower 1.42's polling or an ideal transport. With a link, the
+    # round deadline is judged on simulated time: slow links and devices become stragglers.
+    link: str = ""
+    client_device: str = "phone"
+    server_device: str = "laptop"
+    transport: str = "flower"
     checkpoint_dir: str = ""  # clients save their state here each round, for --resume
     seed: int = 0
     min_nodes: int = 1
@@ -140,6 +150,14 @@ class RunSettings:
         _choice("bytes-level", self.bytes_level, BYTES_LEVELS)
         _choice("lr-schedule", self.lr_schedule, SCHEDULES)
         _choice("device", self.device, DEVICES)
+        _choice("transport", self.transport, TRANSPORTS)
+        try:
+            if self.link:
+                check_spec(self.link, "link")
+            check_spec(self.client_device, "device", "client-device")
+            server_device(self.server_device)
+        except ProfileError as exc:
+            raise SettingsError(str(exc)) from None
         try:
             resolve_device(self.device)
         except DeviceError as exc:

@@ -38,6 +38,18 @@ LINK_FIELDS = ("uplink_mbps", "downlink_mbps", "rtt_ms")
 DEVICE_FIELDS = ("flops_per_s",)
 
 
+# How sentences name the profiles ("on 3G links"); a mix or a trace is named as given.
+DISPLAY = {"fibre": "wired broadband", "wifi": "Wi-Fi", "lte": "LTE", "3g": "3G",
+           "nbiot": "NB-IoT", "geo": "GEO satellite", "leo": "LEO satellite", "phone": "phone",
+           "phone2018": "2018 phone", "oldphone": "old phone", "mcu": "microcontroller",
+           "laptop": "laptop"}  # fmt: skip
+
+
+def display(spec: str) -> str:
+    """A profile's name for a sentence; a mix or a trace as given."""
+    return DISPLAY.get(spec, spec)
+
+
 class ProfileError(ValueError):
     """A bad profile name, mix or trace; the message says what and how to fix it."""
 
@@ -127,32 +139,35 @@ def devices(path: Path = PROFILES_FILE) -> dict[str, Device]:
             for name, t in catalogue(path)["device"].items()}  # fmt: skip
 
 
-def parse_mix(text: str, known: Sequence[str], what: str) -> list[tuple[str, float]]:
-    """``lte:0.6,3g:0.4`` (or one name) as (name, share) pairs whose shares sum to 1."""
+def parse_mix(text: str, known: Sequence[str], what: str, flag: str = ""
+              ) -> list[tuple[str, float]]:  # fmt: skip
+    """``lte:0.6,3g:0.4`` (or one name) as (name, share) pairs whose shares sum to 1
+    (``what``: link or device; ``flag``: the option that gave it, for the message)."""
+    flag = flag or what
     pairs: list[tuple[str, float]] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
         name, sep, share_text = part.partition(":")
         if name not in known:
-            raise ProfileError(f"--{what} {text}: unknown {what} profile {name!r}; choose from "
+            raise ProfileError(f"--{flag} {text}: unknown {what} profile {name!r}; choose from "
                                f"{', '.join(known)} (or give a trace CSV)")  # fmt: skip
         try:
             share = float(share_text) if sep else 1.0
         except ValueError:
             share = math.nan
         if not (math.isfinite(share) and share > 0):
-            raise ProfileError(f"--{what} {text}: the share of {name!r} must be a number > 0, "
+            raise ProfileError(f"--{flag} {text}: the share of {name!r} must be a number > 0, "
                                f"e.g. {name}:0.5")  # fmt: skip
         if any(name == other for other, _ in pairs):
-            raise ProfileError(f"--{what} {text}: {name!r} is named twice")
+            raise ProfileError(f"--{flag} {text}: {name!r} is named twice")
         pairs.append((name, share))
     if not pairs:
-        raise ProfileError(f"--{what} {text!r}: name a profile, e.g. --{what} lte or a mix "
-                           f"--{what} lte:0.6,3g:0.4")  # fmt: skip
+        raise ProfileError(f"--{flag} {text!r}: name a profile, e.g. --{flag} lte or a mix "
+                           f"--{flag} lte:0.6,3g:0.4")  # fmt: skip
     total = sum(share for _, share in pairs)
     if len(pairs) > 1 and abs(total - 1.0) > 1e-6:
-        raise ProfileError(f"--{what} {text}: the shares sum to {total:g}; they must sum to 1")
+        raise ProfileError(f"--{flag} {text}: the shares sum to {total:g}; they must sum to 1")
     return [(name, share / total) for name, share in pairs]
 
 
@@ -273,31 +288,43 @@ class Population:
 
 
 def _draw(spec: str, kind: str, known: Mapping[str, object], partitions: Sequence[int],
-          seed: int) -> dict[int, object]:  # fmt: skip
+          seed: int, flag: str) -> dict[int, object]:  # fmt: skip
     """``spec`` (a mix or a trace CSV) for ``kind`` ("link" or "device")."""
     if spec.endswith(".csv"):
         trace = read_trace(Path(spec))
         table = trace.links if kind == "link" else trace.devices
         if not table:
-            raise ProfileError(f"--{kind} {spec}: the trace has no {kind} columns "
+            raise ProfileError(f"--{flag} {spec}: the trace has no {kind} columns "
                                f"({', '.join(LINK_FIELDS if kind == 'link' else DEVICE_FIELDS)})")
         if trace.by_partition is not None:
             missing = [p for p in partitions if p not in trace.by_partition]
             if missing:
-                raise ProfileError(f"--{kind} {spec}: no row for partition(s) "
+                raise ProfileError(f"--{flag} {spec}: no row for partition(s) "
                                    f"{', '.join(map(str, missing[:5]))}; give one per client")
             return {p: table[trace.by_partition[p]] for p in partitions}
         chosen = assign(trace.shares, partitions, seed, kind)
         return {p: table[key] for p, key in chosen.items()}
-    mix = parse_mix(spec, list(known), kind)
+    mix = parse_mix(spec, list(known), kind, flag)
     return {p: known[name] for p, name in assign(mix, partitions, seed, kind).items()}
+
+
+def check_spec(spec: str, kind: str, flag: str = "") -> None:
+    """``spec`` is a usable ``--link`` / ``--client-device`` value (a mix of known profiles,
+    or a readable trace with that kind's columns); else ``ProfileError``."""
+    if spec.endswith(".csv"):
+        trace = read_trace(Path(spec))
+        if not (trace.links if kind == "link" else trace.devices):
+            raise ProfileError(f"--{flag or kind} {spec}: the trace has no {kind} columns")
+        return
+    parse_mix(spec, list(links() if kind == "link" else devices()), kind, flag)
 
 
 def population(link_spec: str, device_spec: str, partitions: Sequence[int],
                seed: int) -> Population:  # fmt: skip
-    """Each partition's link and device from ``--link`` and ``--device`` (mixes or traces)."""
-    drawn_links = _draw(link_spec, "link", links(), partitions, seed)
-    drawn_devices = _draw(device_spec, "device", devices(), partitions, seed)
+    """Each partition's link and device from ``--link`` and ``--client-device`` (mixes or
+    traces)."""
+    drawn_links = _draw(link_spec, "link", links(), partitions, seed, "link")
+    drawn_devices = _draw(device_spec, "device", devices(), partitions, seed, "client-device")
     return Population(drawn_links, drawn_devices, link_spec, device_spec)  # type: ignore[arg-type]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from pemn_fl.accounting import Traffic
+from pemn_fl.timeline import TIME_COLUMNS, RoundTiming
 
 COLUMNS = [
     "method", "round", "clients_sampled", "clients_replied", "clients_rejected", "clients_failed",
@@ -26,6 +27,10 @@ COLUMNS = [
     "uplink_bits_per_param", "downlink_bits_per_param",
     "accuracy", "loss", "wall_s", "server_flops",
 ]  # fmt: skip
+def columns_for(timed: bool) -> list[str]:
+    """rounds.csv's columns: the time model's too when it ran in the loop (each round's
+    simulated duration and energy, cumulated, and the sampled clients whose reply counted)."""
+    return COLUMNS + TIME_COLUMNS if timed else list(COLUMNS)
 
 
 # Three byte levels (``--bytes``): the method's payload, the whole Flower message, and what
@@ -90,11 +95,18 @@ class RoundLog:
     params: dict[str, int]
     path: Path | None = None  # if set, every row is appended as soon as it exists
     rows: list[dict[str, object]] = field(default_factory=list)
+    timed: bool = False  # rows carry the time model's columns (``TIME_COLUMNS``)
     _cumulative: dict[str, int] = field(default_factory=dict)
+    _clock: dict[str, tuple[float, float]] = field(default_factory=dict)  # seconds, joules
+
+    @property
+    def columns(self) -> list[str]:
+        return columns_for(self.timed)
 
     def add(
         self, method: str, server_round: int, traffic: Traffic, *, sampled: int, rejected: int,
         accuracy: float, loss: float, wall_s: float, server_flops: int = 0,
+        timing: RoundTiming | None = None,
     ) -> dict[str, object]:  # fmt: skip
         total = self._cumulative.get(method, 0) + traffic.total_bytes
         self._cumulative[method] = total
@@ -131,11 +143,20 @@ class RoundLog:
             "wall_s": wall_s,
             "server_flops": server_flops,
         }
+        if self.timed:
+            if timing is None:
+                raise ValueError("a timed round log needs each round's timing")
+            seconds, joules = self._clock.get(method, (0.0, 0.0))
+            seconds, joules = timing.next_start, joules + timing.energy_j
+            self._clock[method] = (seconds, joules)
+            row.update({"time_s": timing.duration, "cumulative_time_s": seconds,
+                        "energy_j": timing.energy_j, "cumulative_energy_j": joules,
+                        "clients_counted": sum(c.counted for c in timing.clients)})  # fmt: skip
         self.rows.append(row)
         if self.path is not None:
             # A crash or Ctrl-C mid-run keeps every finished round on disk.
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame([row], columns=COLUMNS).to_csv(
+            pd.DataFrame([row], columns=self.columns).to_csv(
                 self.path, mode="a", header=len(self.rows) == 1, index=False
             )
         return row
@@ -146,12 +167,15 @@ class RoundLog:
             self.rows.append(row)
             cumulative = row["cumulative_bytes"]
             self._cumulative[str(row["method"])] = int(cumulative)  # type: ignore[call-overload]
+            if self.timed:
+                self._clock[str(row["method"])] = (float(row["cumulative_time_s"]),  # type: ignore[arg-type]
+                                                   float(row["cumulative_energy_j"]))  # type: ignore[arg-type]
         if self.path is not None and rows:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.frame().to_csv(self.path, index=False)
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=COLUMNS)
+        return pd.DataFrame(self.rows, columns=self.columns)
 
     def write(self, path: Path) -> None:
         self.frame().to_csv(path, index=False)
@@ -288,6 +312,12 @@ def summary_table(summary: dict[str, object]) -> str:
                 else f"{label_of(method)} reached it"
                 + ("" if ratio is None else f"; FedAvg needed {ratio:.1f}x more bytes")
             )
+    timed = summary.get("time")
+    if isinstance(timed, dict):
+        from pemn_fl.timesummary import sentence, table, upper_first, where
+
+        lines += ["", f"time and energy ({where(timed)}):", table(timed["methods"]),
+                  sentence(timed["methods"], upper_first(where(timed)))]
     best = summary.get("at_best")
     if best:
         fed, name, ratio = best["fedavg_bytes"], label_of(best["method"]), best["ratio"]
@@ -329,50 +359,80 @@ def read_rounds(path: Path) -> pd.DataFrame:
     return frame
 
 
+AXES = {  # x axis of a figure: the column (cumulated per method) and its label
+    "bytes": ("cumulative", "total bytes sent, both directions, {level} level (MB, log scale)",
+              1e-6),
+    "time": ("cumulative_time_s", "simulated time (s, log scale)", 1.0),
+    "energy": ("cumulative_energy_j", "clients' energy (J, log scale)", 1.0),
+}
+
+
+def rounds_file(run_dir: Path) -> Path:
+    """A run's rounds: ``rounds.csv``, or the ``timeline.csv`` of ``simulations.timeline``."""
+    run_dir = Path(run_dir)
+    return run_dir / ("rounds.csv" if (run_dir / "rounds.csv").is_file() else "timeline.csv")
+
+
 def plot_runs(run_dirs: Sequence[Path], out: Path, title: str | None = None,
-              level: str = DEFAULT_LEVEL) -> Path:  # fmt: skip
-    """Accuracy vs cumulative MB at byte ``level`` (log x), a curve per method per run."""
+              level: str = DEFAULT_LEVEL, x: str = "bytes") -> Path:  # fmt: skip
+    """Accuracy vs cumulative MB at byte ``level`` (log x), a curve per method per run; with
+    ``x`` time or energy, against the time model's seconds or joules instead. A figure of
+    bytes for runs that all carry the time model's columns gains a panel against time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    frames = {Path(d): read_rounds(rounds_file(Path(d))) for d in run_dirs}
+    timed = all("cumulative_time_s" in f.columns for f in frames.values())
+    if x != "bytes" and not timed:
+        bare = [str(d) for d, f in frames.items() if "cumulative_time_s" not in f.columns]
+        raise RoundsFileError(f"{', '.join(bare)}: no time model columns; run with --link, or "
+                              "time it first: python -m simulations.timeline RUN --link 3g")
+    axes_wanted = [x] if x != "bytes" else (["bytes", "time"] if timed else ["bytes"])
+    fig, axes = plt.subplots(1, len(axes_wanted), figsize=(9 * len(axes_wanted), 6), dpi=120,
+                             squeeze=False)  # fmt: skip
     drawn = set()
-    for run_dir in run_dirs:
-        frame = read_rounds(Path(run_dir) / "rounds.csv")
-        drawn.add(level_of(frame, level))
-        frame = with_cumulative(frame, level)
-        tag = "" if len(run_dirs) == 1 else f" [{Path(run_dir).name}]"
-        for method, part in frame.groupby("method", sort=False):
-            part = part[part["cumulative"] > 0]
-            ax.plot(
-                part["cumulative"] / 1e6, part["accuracy"] * 100,
-                marker_of(str(method)), lw=2.5, ms=6,
-                label=label_of(str(method)) + tag,
-            )  # fmt: skip
-        summary_path = Path(run_dir) / "summary.json"
-        if len(run_dirs) == 1 and summary_path.exists():
-            try:  # only for the target line: a damaged summary costs the line, not the plot
-                target = json.loads(summary_path.read_text()).get("target_accuracy")
-            except (ValueError, AttributeError):
-                print(f"note: {summary_path} is unreadable; the figure has no target line",
-                      file=sys.stderr)  # fmt: skip
-                target = None
-            if target is not None and math.isfinite(target):
+    for ax, axis in zip(axes[0], axes_wanted, strict=True):
+        column, xlabel, scale = AXES[axis]
+        for run_dir, frame in frames.items():
+            drawn.add(level_of(frame, level))
+            frame = with_cumulative(frame, level)
+            tag = "" if len(run_dirs) == 1 else f" [{run_dir.name}]"
+            for method, part in frame.groupby("method", sort=False):
+                part = part[(part[column] > 0) & (part["round"] > 0)]
+                ax.plot(part[column] * scale, part["accuracy"] * 100,
+                        marker_of(str(method)), lw=2.5, ms=6,
+                        label=label_of(str(method)) + tag)  # fmt: skip
+            target = _target_line(run_dir) if len(run_dirs) == 1 else None
+            if target is not None:
                 ax.axhline(target * 100, color="grey", ls="--", lw=1.5,
                            label=f"target: FedAvg best - 1 pt ({target * 100:.1f}%)")  # fmt: skip
-    ax.set_xscale("log")
-    shown = " / ".join(sorted(drawn))  # older runs without wire columns draw message bytes
-    ax.set_xlabel(f"total bytes sent, both directions, {shown} level (MB, log scale)",
-                  fontsize=14)  # fmt: skip
-    ax.set_ylabel("test accuracy (%)", fontsize=14)
-    ax.tick_params(labelsize=12)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=12, loc="lower right")
-    if title:
-        ax.set_title(title, fontsize=14)
+        ax.set_xscale("log")
+        # Older runs without wire columns draw message bytes, and the axis says so.
+        ax.set_xlabel(xlabel.format(level=" / ".join(sorted(drawn))), fontsize=14)
+        ax.set_ylabel("test accuracy (%)", fontsize=14)
+        ax.tick_params(labelsize=12)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=12, loc="lower right")
+        if title:
+            ax.set_title(title if axis == axes_wanted[0] else f"{title}: against time",
+                         fontsize=14)  # fmt: skip
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def _target_line(run_dir: Path) -> float | None:
+    """The target of a run's summary.json, if readable (a damaged one costs the line only)."""
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        return None
+    try:
+        target = json.loads(summary_path.read_text()).get("target_accuracy")
+    except (ValueError, AttributeError):
+        print(f"note: {summary_path} is unreadable; the figure has no target line",
+              file=sys.stderr)  # fmt: skip
+        return None
+    return target if isinstance(target, float) and math.isfinite(target) else None

@@ -278,10 +278,12 @@ def band(per_seed: Mapping[int, pd.DataFrame], grid: np.ndarray
 
 
 def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, level: str = "wire",
-               title: str | None = None, target: float | None = None) -> Path:  # fmt: skip
+               title: str | None = None, target: float | None = None,
+               axis: str = "bytes") -> Path:  # fmt: skip
     """Each method's seed-mean accuracy against cumulative bytes with its band; ``groups``
     maps a tag (one per group directory, '' for one) to its seeds' rounds. With a target, a
-    second panel zooms on the band around it, where the methods are told apart."""
+    second panel zooms on the band around it, where the methods are told apart. ``axis`` time
+    or energy: against the time model's seconds or joules (frames with its columns)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -293,11 +295,13 @@ def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, leve
     axes = axes[0]
     colours = plt.get_cmap("tab20").colors
     levels, curves, i = set(), [], 0
+    scale = 1e-6 if axis == "bytes" else 1.0  # MB, or seconds / joules
     for tag, frames in groups.items():
         lvl = min((level_of(f, level) for f in frames.values()),
                   key=["payload", "message", "wire"].index)  # fmt: skip
         levels.add(lvl)
-        methods = _method_frames(frames, lvl)
+        methods = (_method_frames(frames, lvl) if axis == "bytes" else
+                   _time_frames(frames, TIMED[axis][0]))  # fmt: skip
         grid = band_grid(methods)
         for method, per in methods.items():
             sent = [f["cumulative"][f["cumulative"] > 0] for f in per.values()]
@@ -314,9 +318,9 @@ def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, leve
                      f"{'±1 std' if n >= 3 else 'min-max'})")  # fmt: skip
             curves.append(mean)
             for ax in axes:
-                ax.plot(x / 1e6, mean * 100, marker_of(method), color=colour, lw=2.0, ms=4,
+                ax.plot(x * scale, mean * 100, marker_of(method), color=colour, lw=2.0, ms=4,
                         markevery=6, label=label)  # fmt: skip
-                ax.fill_between(x / 1e6, low * 100, high * 100, color=colour, alpha=0.15)
+                ax.fill_between(x * scale, low * 100, high * 100, color=colour, alpha=0.15)
     if target is not None:
         for ax in axes:
             ax.axhline(target * 100, color="grey", ls="--", lw=1.5,
@@ -325,8 +329,9 @@ def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, leve
         axes[1].set_ylim(target * 100 - 5, best + 0.5)
     for ax, name in zip(axes, (title, "zoom on the target"), strict=False):
         ax.set_xscale("log")
-        ax.set_xlabel(f"total bytes sent, both directions, {' / '.join(sorted(levels))} level "
-                      "(MB, log scale)", fontsize=12)  # fmt: skip
+        label = (f"total bytes sent, both directions, {' / '.join(sorted(levels))} level "
+                 "(MB, log scale)" if axis == "bytes" else TIMED[axis][1])  # fmt: skip
+        ax.set_xlabel(label, fontsize=12)
         ax.set_ylabel("test accuracy (%), mean over seeds", fontsize=12)
         ax.grid(True, which="both", alpha=0.3)
         if name:
@@ -341,13 +346,22 @@ def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, leve
     return out
 
 
-def _time_frames(frames: Mapping[int, pd.DataFrame]) -> dict[str, dict[int, pd.DataFrame]]:
-    """method -> seed -> its timed rounds (sorted), ``cumulative`` = seconds so far."""
+# x axes of the time model's figures: its column and the axis label
+TIMED = {"time": ("cumulative_time_s", "simulated time (s, log scale)"),
+         "energy": ("cumulative_energy_j", "clients' energy (J, log scale)")}
+
+
+def _time_frames(frames: Mapping[int, pd.DataFrame], column: str = "cumulative_time_s"
+                 ) -> dict[str, dict[int, pd.DataFrame]]:  # fmt: skip
+    """method -> seed -> its timed rounds (sorted), ``cumulative`` = ``column`` (the time
+    model's seconds, or joules) so far."""
     out: dict[str, dict[int, pd.DataFrame]] = {}
     for seed, frame in frames.items():
         for method, part in frame.groupby("method", sort=False):
             part = part.sort_values("round").copy()
-            part["cumulative"] = part["cumulative_time_s"]
+            part["cumulative"] = part[column]
+            # The initial evaluation sends nothing: curves and budgets start at the first round.
+            part.loc[part["round"] == 0, "cumulative"] = 0.0
             out.setdefault(str(method), {})[seed] = part
     return out
 

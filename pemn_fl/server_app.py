@@ -20,7 +20,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.serverapp import Grid, ServerApp
 
 from pemn_fl import checkpoint as C
-from pemn_fl import clientlog
+from pemn_fl import clientlog, profiles
 from pemn_fl import compute as F
 from pemn_fl import networks as N
 from pemn_fl.accounting import MeteredGrid, Traffic, WireMeter
@@ -30,9 +30,10 @@ from pemn_fl.methods import Method, settings_from
 from pemn_fl.methods import get as get_method
 from pemn_fl.methods.frames.replica import catchup_payload_bytes
 from pemn_fl.modelfile import save
-from pemn_fl.report import COLUMNS, RoundLog, plot_runs, summarize, summary_table
+from pemn_fl.report import RoundLog, columns_for, plot_runs, summarize, summary_table
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import evaluate
+from pemn_fl.timeline import LiveClock, RoundInput, Timeline, client_rounds
 
 log = logging.getLogger("pemn_fl.server")
 RoundCallback = Callable[[dict[str, object]], None]
@@ -109,6 +110,8 @@ def _run_method(
     work = clientlog.Work(F.TRAIN_FLOPS_PER_FORWARD * forward, settings.local_epochs,
                           N.partition_sizes(settings, len(sampler.node_of_partition)))
     parameters = method.num_params(settings)
+    live = live_clock(settings, sampler, work, method.name, book, clients_path)
+    grid.clock = live
     clock = [time.monotonic()]
     fingerprint = fingerprint_of(side) if models_dir is not None else ""
     offset, initial = 0, side.initial
@@ -132,12 +135,14 @@ def _run_method(
         rejected = int(getattr(strategy, "rejected", 0)) if server_round else 0
         now = time.monotonic()
         replies = traffic.messages_up - traffic.error_replies
+        server_work = F.server_flops(forward, len(data.y_test), parameters,
+                                     replies if server_round else 0)  # fmt: skip
         row = book.add(
             method.name, server_round, traffic,
             sampled=len(sampler(server_round)) if server_round else 0,
             rejected=rejected, accuracy=acc, loss=loss, wall_s=now - clock[0],
-            server_flops=F.server_flops(forward, len(data.y_test), parameters,
-                                        replies if server_round else 0),
+            server_flops=server_work,
+            timing=None if live is None else live.finish(server_work),
         )  # fmt: skip
         if clients_path is not None:
             clientlog.append(clients_path, clientlog.rows(
@@ -163,10 +168,42 @@ def _run_method(
         return MetricRecord({"accuracy": acc, "loss": loss})
 
     driver = strategy if not offset else C.ResumedStrategy(strategy, offset)
-    driver.start(
-        grid=grid, initial_arrays=initial, num_rounds=settings.num_server_rounds - offset,
-        evaluate_fn=evaluate_fn, timeout=wall_timeout or settings.round_deadline,
-    )  # fmt: skip
+    try:
+        driver.start(
+            grid=grid, initial_arrays=initial, num_rounds=settings.num_server_rounds - offset,
+            evaluate_fn=evaluate_fn, timeout=wall_timeout or settings.round_deadline,
+        )  # fmt: skip
+    finally:
+        grid.clock = None
+
+
+def live_clock(settings: RunSettings, sampler: RoundSampler, work: clientlog.Work, method: str,
+               book: RoundLog, clients_path: Path | None) -> LiveClock | None:  # fmt: skip
+    """With ``--link``, the time model in the loop for ``method`` (``timeline.LiveClock``);
+    a resumed method's finished rounds are replayed from the record first, so its clock
+    and every node's poll phase are where the uninterrupted run had them."""
+    if not settings.link:
+        return None
+    partitions = sorted(sampler.node_of_partition)
+    population = profiles.population(settings.link, settings.client_device, partitions,
+                                     settings.seed)  # fmt: skip
+    line = Timeline(population.links, population.devices,
+                    profiles.server_device(settings.server_device),
+                    transport=settings.transport, deadline=settings.round_deadline,
+                    seed=settings.seed)  # fmt: skip
+    live = LiveClock(line, sampler.partition_of, work.train_flops)
+    done = sorted((r for r in book.rows if r["method"] == method), key=lambda r: r["round"])  # type: ignore[arg-type, return-value]
+    if done:
+        recorded = (clientlog.read(clients_path) if clients_path and clients_path.is_file()
+                    else None)  # fmt: skip
+        by_round = {} if recorded is None else client_rounds(
+            recorded[recorded["method"] == method])  # fmt: skip
+        for row in done:
+            number = int(row["round"])  # type: ignore[call-overload]
+            line.round(RoundInput(number, tuple(by_round.get((method, number), [])),
+                                  int(row["server_flops"])))  # type: ignore[call-overload]
+            live.rounds = number
+    return live
 
 
 def empty_round_problem(settings: RunSettings, server_round: int, traffic: Traffic,
@@ -239,7 +276,7 @@ def run_experiment(
     setup = metered.take()
     sampler = RoundSampler(mapping, settings.fraction, settings.seed)
     rows = (C.finished_rows(csv_path, settings.method_list, saved, settings.num_server_rounds,
-                            COLUMNS) if saved else [])  # fmt: skip
+                            columns_for(bool(settings.link))) if saved else [])  # fmt: skip
     clients_path = None if csv_path is None else csv_path.with_name(CLIENTS_FILE)
     if clients_path is not None:
         if saved is not None:  # keep the client rows of the rounds the checkpoint covers
@@ -249,7 +286,7 @@ def run_experiment(
             clients_path.unlink(missing_ok=True)
     if csv_path is not None:
         csv_path.unlink(missing_ok=True)
-    book = RoundLog(params=parameter_counts(settings), path=csv_path)
+    book = RoundLog(params=parameter_counts(settings), path=csv_path, timed=bool(settings.link))
     book.extend(rows)
     for index, name in enumerate(settings.method_list):
         resume_from = None
@@ -261,6 +298,14 @@ def run_experiment(
                     on_round or (lambda row: None), models_dir, wire_model,
                     ckpt_dir, resume_from, index, wall_timeout, clients_path)  # fmt: skip
     summary = summarize(book.frame(), setup_bytes=setup.total_bytes, level=settings.bytes_level)
+    if settings.link:
+        from pemn_fl.timesummary import summarize_time
+
+        summary["time"] = {"link": settings.link, "client_device": settings.client_device,
+                           "server_device": settings.server_device,
+                           "transport": settings.transport,
+                           "round_deadline_s": settings.round_deadline,
+                           "methods": summarize_time(book.frame(), summary["target_accuracy"])}  # type: ignore[arg-type]
     summary["nodes"] = len(mapping)
     summary["wire"] = {"source": "measured (byte-counting proxy)" if wire_meter is not None
                        else "transport model (pemn_fl.transport)"}  # fmt: skip

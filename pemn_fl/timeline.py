@@ -48,8 +48,9 @@ energy**: the device's power x its training time (the ClientApp's start-up is no
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,11 @@ import pandas as pd
 from pemn_fl.profiles import Device, Link
 from pemn_fl.prototype import derived_seed
 from pemn_fl.transport import Call
+
+if TYPE_CHECKING:
+    from flwr.app import Message
+
+    from pemn_fl.accounting import Traffic
 
 NODE_POLL_S = 3.0  # a SuperNode's sleep between polls that found nothing (Flower 1.42)
 REPLY_POLL_S = 0.5  # a SuperNode's wait between looks for the ClientApp's reply
@@ -340,6 +346,8 @@ class Timeline:
 
 
 # -- a whole run -----------------------------------------------------------------------
+# The columns the time model adds to rounds.csv: each round's simulated duration and energy,
+# cumulated, and the sampled clients whose reply counted (arrived in time).
 TIME_COLUMNS = ["time_s", "cumulative_time_s", "energy_j", "cumulative_energy_j",
                 "clients_counted"]  # fmt: skip
 
@@ -382,3 +390,58 @@ def replay(rounds: pd.DataFrame, clients: pd.DataFrame, links: Mapping[int, Link
     timed = pd.DataFrame(out, columns=["method", "round", *TIME_COLUMNS])
     base = rounds.drop(columns=[c for c in TIME_COLUMNS if c in rounds.columns])
     return base.merge(timed, on=["method", "round"], how="left", validate="one_to_one")
+
+
+class LiveClock:
+    """The time model in the loop: judges each training round's replies on simulated time.
+
+    ``MeteredGrid`` calls it with the round's traffic and replies before any reply reaches
+    the strategy; it replays the round on the ``Timeline`` (each client's calls, rounded as
+    ``clients.csv`` records them, and its training FLOPs) and names the replies that reach
+    the server after the deadline: the grid drops them as late, uncounted, so slow links
+    and devices become the stragglers. ``finish`` closes the round with the server's work
+    and returns its timing (the row's time columns). Replaying a run's ``clients.csv``
+    post hoc (``replay``) gives the same seconds: the inputs are the same numbers.
+    """
+
+    def __init__(self, timeline: Timeline, partition_of: Mapping[int, int],
+                 train_flops: Callable[[int], int]) -> None:  # fmt: skip
+        self.timeline = timeline
+        self.partition_of = dict(partition_of)
+        self.train_flops = train_flops
+        self.pending: RoundTiming | None = None
+        self.rounds = 0
+
+    def __call__(self, traffic: Traffic, replies: Sequence[Message]
+                 ) -> dict[int, tuple[list[Call], str]]:  # fmt: skip
+        from pemn_fl.clientlog import rounded
+        from pemn_fl.transport import uplink_calls
+
+        stored = set(traffic.stored_objects)
+        up = {r.metadata.src_node_id: rounded(uplink_calls(r, stored)) for r in replies}
+        errors = {r.metadata.src_node_id for r in replies if r.has_error()}
+        clients = []
+        for node, share in traffic.clients.items():
+            status = ("late" if share.status == "late" else "error" if node in errors
+                      else "replied" if node in up else "none")  # fmt: skip
+            partition = self.partition_of.get(node, -1)
+            trained = status in ("replied", "late")
+            clients.append(ClientRound(partition, status, tuple(rounded(share.down)),
+                                       tuple(up.get(node, ())),
+                                       self.train_flops(partition) if trained else 0))
+        clients.sort(key=lambda c: c.partition)
+        self.rounds += 1
+        self.pending = self.timeline.start_round(self.rounds, clients)
+        node_of = {p: n for n, p in self.partition_of.items()}
+        return {node_of[t.partition]: (up.get(node_of[t.partition], []),
+                                       f"its reply reached the server at {t.arrived:.1f} s of "
+                                       "simulated time, past the round deadline")
+                for t in self.pending.clients
+                if not t.counted and node_of.get(t.partition) in up}  # fmt: skip
+
+    def finish(self, server_flops: int) -> RoundTiming:
+        """Close the round (or round 0, the initial evaluation) with the server's work."""
+        timing = self.pending or self.timeline.start_round(self.rounds, [])
+        self.timeline.finish_round(timing, server_flops)
+        self.pending = None
+        return timing

@@ -72,6 +72,21 @@ def energy(joules: float | None) -> str:
     return f"{joules / 1000:.1f} kJ" if joules >= 1000 else f"{joules:.0f} J"
 
 
+def upper_first(text: str) -> str:
+    """``text`` with its first letter in capitals (``str.capitalize`` lowers the rest: 3G)."""
+    return text[:1].upper() + text[1:]
+
+
+def where(timed: Mapping[str, object]) -> str:
+    """"on 3G links (phone devices, Flower 1.42's polling)" from a summary's time section."""
+    from pemn_fl.profiles import display
+
+    transport = ("Flower 1.42's polling" if timed.get("transport") == "flower"
+                 else "no polling")  # fmt: skip
+    return (f"on {display(str(timed['link']))} links ({display(str(timed['client_device']))}"
+            f" devices, {transport})")
+
+
 def sentence(summary: Mapping[str, Mapping[str, object]], where: str) -> str:
     """The classroom's one line: how long FedAvg and each other method need to the target."""
     if BASELINE not in summary:

@@ -25,17 +25,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bytes", dest="bytes_level", choices=["payload", "message", "wire"],
                    default="wire", help="byte level on the x axis (runs made before the wire "
                    "level existed draw message bytes, and the axis says so)")  # fmt: skip
+    p.add_argument("--x", choices=["bytes", "time", "energy"], default="bytes",
+                   help="the x axis: cumulative bytes, or the time model's simulated time or "
+                   "the clients' energy (runs made with --link, or the output directory of "
+                   "python -m simulations.timeline)")
     args = p.parse_args(argv)
     from pemn_fl import seeds as S
 
-    groups = {r: S.seed_dirs(r) for r in args.runs if not (r / "rounds.csv").is_file()}
+    def has_rounds(r: Path) -> bool:
+        return (r / "rounds.csv").is_file() or (r / "timeline.csv").is_file()
+
+    groups = {r: S.seed_dirs(r) for r in args.runs if not has_rounds(r)}
     if groups and all(groups.values()):
         if len(groups) != len(args.runs):
             print("error: give either run directories or seed groups (simulations.run "
                   "--seeds), not both", file=sys.stderr)  # fmt: skip
             return 2
         return _plot_groups(args, groups)
-    missing = [str(r / "rounds.csv") for r in args.runs if not (r / "rounds.csv").is_file()]
+    missing = [str(r / "rounds.csv") for r in args.runs if not has_rounds(r)]
     if missing:
         print(f"error: no rounds.csv in: {', '.join(missing)} (pass run directories written "
               "by python -m simulations.run)", file=sys.stderr)  # fmt: skip
@@ -44,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                else Path("comparison.png"))  # fmt: skip
     try:
         out = plot_runs(args.runs, args.out or default, title=args.title,
-                       level=args.bytes_level)
+                        level=args.bytes_level, x=args.x)
     except RoundsFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -96,6 +96,19 @@ def build_parser(specs: Iterable[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--compact-replies", action="store_true",
                    help="replies carry num-examples and train-loss inside the update record: "
                    "one HTTP object less per reply on the wire (FedAvg keeps Flower's format)")
+    p.add_argument("--link", default=d.link, metavar="PROFILE|MIX|TRACE.csv",
+                   help="time and energy on the clients' links: a profile ("
+                   + ", ".join(_link_names()) + "), a mix (lte:0.6,3g:0.4) or a trace CSV; "
+                   "rounds.csv and the summary gain time and energy, and the round deadline "
+                   "is judged on simulated time (docs/time-and-energy.md)")
+    p.add_argument("--client-device", default=d.client_device, metavar="PROFILE|MIX|TRACE.csv",
+                   help="with --link: the clients' devices (" + ", ".join(_device_names())
+                   + "), a mix or a trace CSV")
+    p.add_argument("--server-device", default=d.server_device,
+                   help="with --link: the server's device (aggregation and evaluation time)")
+    p.add_argument("--transport", default=d.transport, choices=["flower", "ideal"],
+                   help="with --link: flower (Flower 1.42's polling as deployed) or ideal "
+                   "(no polling: the links and devices alone)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--seeds", default=None, metavar="S1,S2,...",
                    help="run the same settings once per seed (each changes everything "
@@ -123,6 +136,18 @@ def build_parser(specs: Iterable[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_to_parser(p, method_options(specs).values(), method_users(specs))
     return p
+
+
+def _link_names() -> list[str]:
+    from pemn_fl.profiles import links
+
+    return list(links())
+
+
+def _device_names() -> list[str]:
+    from pemn_fl.profiles import devices
+
+    return list(devices())
 
 
 def plugin_specs(argv: list[str] | None) -> list[str]:
@@ -270,11 +295,11 @@ def resumed(args: argparse.Namespace) -> tuple[Path, RunSettings, Engine]:
     # Every file the resume will read back, checked here, before Ray starts: a damaged one is
     # one error line, never a traceback in a worker or a client silently starting over.
     from pemn_fl import checkpoint as C
-    from pemn_fl.report import COLUMNS
+    from pemn_fl.report import columns_for
 
     saved = C.load_server(checkpoints)
     C.finished_rows(out / "rounds.csv", settings.method_list, saved,
-                    settings.num_server_rounds, COLUMNS)  # fmt: skip
+                    settings.num_server_rounds, columns_for(bool(settings.link)))  # fmt: skip
     C.check_clients(checkpoints)
     return out, dataclasses.replace(settings, checkpoint_dir=str(checkpoints)), engine
 

@@ -3,7 +3,7 @@
 Replays a run's recorded calls and FLOPs (``clients.csv``, ``rounds.csv``) on the clients'
 links and devices with the time and energy model (``pemn_fl.timeline``), without training
 anything again, so one run or one seed group can be read under many links. ``--link`` and
-``--device`` take a profile, a mix (``lte:0.6,3g:0.3,geo:0.1``) or a trace CSV
+``--client-device`` take a profile, a mix (``lte:0.6,3g:0.3,geo:0.1``) or a trace CSV
 (``pemn_fl.profiles``); clients draw from them by the run's seed.
 
 Writes to ``--out`` (default ``RUN/timeline-<link>``): ``timeline.csv`` (the rounds with
@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "seed group (simulations.run --seeds)")
     p.add_argument("--link", required=True, help="link profile, mix or trace CSV, e.g. 3g, "
                    f"lte:0.6,3g:0.4 (profiles: {', '.join(P.links())})")
-    p.add_argument("--device", default="phone", help="device profile, mix or trace CSV "
-                   f"(profiles: {', '.join(P.devices())})")
+    p.add_argument("--client-device", default="phone",
+                   help="the clients' device profile, mix or trace CSV (profiles: "
+                   f"{', '.join(P.devices())})")
     p.add_argument("--server-device", default="laptop",
                    help="the server's device profile: its aggregation and evaluation time")
     p.add_argument("--transport", choices=T.TRANSPORTS, default="flower",
@@ -78,7 +79,7 @@ def timed_run(run: Path, args: argparse.Namespace) -> tuple[pd.DataFrame, P.Popu
     partitions = list(range(int(settings.get("min-nodes", 0)) or
                             int(clients["partition"].max()) + 1))  # fmt: skip
     seed = int(settings.get("seed", 0))
-    population = P.population(args.link, args.device, partitions, seed)
+    population = P.population(args.link, args.client_device, partitions, seed)
     deadline = args.deadline if args.deadline is not None else float(
         settings.get("round-deadline", 3600.0))  # fmt: skip
     timed = T.replay(rounds, clients, population.links, population.devices,
@@ -106,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    population = next(iter(timed.values()))[1]
-    where = f"on {population.link_spec} links ({args.transport} transport)"
-    report: dict[str, object] = {"link": args.link, "device": args.device,
+    report: dict[str, object] = {"link": args.link, "client_device": args.client_device,
                                  "server_device": args.server_device,
                                  "transport": args.transport, "population": {}}
     for seed, (frame, pop) in timed.items():
@@ -121,14 +120,22 @@ def main(argv: list[str] | None = None) -> int:
         report["target_accuracy"] = fedavg_target(frame)
         report["methods"] = summary
         print(TS.table(summary))
-        print(TS.sentence(summary, where.capitalize()))
+        print(TS.sentence(summary, TS.upper_first(TS.where(report))))
     else:
         frames = {seed: frame for seed, (frame, _) in timed.items()}
         summary = S.aggregate_time(frames)
         report.update(summary)
         print(S.time_table(summary))
     (out / "timeline.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(f"written: {out}/")
+    title = f"{args.run.name}: {TS.where(report)}"
+    if group:
+        S.plot_bands({"": frames}, out / "timeline.png", title=title,
+                     target=report["target_accuracy"], axis="time")  # type: ignore[arg-type]
+    else:
+        from pemn_fl.report import plot_runs
+
+        plot_runs([out], out / "timeline.png", title=title, x="time")
+    print(f"written: {out}/ (timeline.csv, timeline.json, timeline.png)")
     return 0
 
 

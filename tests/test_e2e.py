@@ -418,3 +418,41 @@ def test_export_and_evaluate_commands(run_dir: Path, tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
     done = cli("export", str(tmp_path), "--out", str(tmp_path / "x.pemn"))
     assert done.returncode == 2 and "holds no models" in done.stderr
+
+
+def test_time_model_in_the_loop_equals_the_post_hoc_replay_and_slow_links_straggle(
+    tmp_path: Path,
+) -> None:
+    """--link in the loop: rounds.csv gains time and energy that ``simulations.timeline``
+    recomputes exactly from the record; with a deadline, the NB-IoT clients (26 kbps down)
+    cannot fetch FedAvg's weights in time and are the failed clients, nobody else; PEMN-FL's
+    masks reach everyone in time."""
+    from pemn_fl import profiles
+    from pemn_fl.timeline import TIME_COLUMNS
+
+    out = simulate(tmp_path / "timed", "--dense-width", "0.5", "--methods", "pemn,fedavg",
+                   "--link", "lte:0.5,3g:0.5")  # fmt: skip
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert list(rounds.columns) == COLUMNS + TIME_COLUMNS
+    assert (rounds[rounds["round"] > 0]["time_s"] > 0).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["time"]["methods"]) == {"pemn", "fedavg"}
+    replay = subprocess.run([sys.executable, "-m", "simulations.timeline", str(out), "--link",
+                             "lte:0.5,3g:0.5", "--out", str(tmp_path / "post")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert replay.returncode == 0, replay.stderr
+    post = pd.read_csv(tmp_path / "post" / "timeline.csv")
+    assert (post[TIME_COLUMNS].to_numpy() == rounds[TIME_COLUMNS].to_numpy()).all()
+
+    slow = simulate(tmp_path / "slow", "--dense-width", "0.5", "--methods", "pemn,fedavg",
+                    "--clients", "4", "--link", "fibre:0.5,nbiot:0.5",
+                    "--round-deadline", "30")  # fmt: skip
+    rounds = pd.read_csv(slow / "rounds.csv")
+    fed = rounds[(rounds["method"] == "fedavg") & (rounds["round"] > 0)]
+    nbiot = list(profiles.population("fibre:0.5,nbiot:0.5", "phone", range(4), 0)
+                 .links.values()).count(profiles.links()["nbiot"])  # fmt: skip
+    assert nbiot == 2
+    # FedAvg's 100+ KB instruction takes > 30 s at 26 kbps: both NB-IoT clients are late.
+    assert (fed["clients_failed"] == nbiot).all() and (fed["clients_counted"] == 2).all()
+    pemn = rounds[(rounds["method"] == "pemn") & (rounds["round"] > 0)]
+    assert (pemn["clients_failed"] == 0).all()  # small masks arrive in time

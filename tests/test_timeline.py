@@ -167,3 +167,63 @@ def test_the_same_rounds_give_the_same_seconds_every_time() -> None:
         return [line.round(_round(_client(0, 10**9), _client(1, 2 * 10**9),
                                   server_flops=10**9)).next_start for _ in range(5)]
     assert replay() == replay()
+
+
+def test_in_the_loop_slow_links_become_stragglers_and_the_record_replays_the_same(
+    flower_identity: None,
+) -> None:
+    """MeteredGrid + LiveClock on real messages: the NB-IoT client's reply arrives past the
+    deadline in simulated time and is dropped as late; replaying the rows the run records
+    (``clientlog.rows``) gives the same seconds and joules to the last bit."""
+    import numpy as np
+    from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+    from flwr.common.constant import SUPERLINK_NODE_ID
+
+    from pemn_fl import clientlog
+    from pemn_fl.accounting import MeteredGrid
+    from pemn_fl.profiles import links
+    from tests.harness import stamp
+
+    class Echo:
+        """Answers every message at once with a 2 KB update."""
+
+        def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN202
+            replies = []
+            for msg in messages:
+                stamp(msg, SUPERLINK_NODE_ID)
+                reply = Message(RecordDict({"update": ConfigRecord({"u": b"\x01" * 2000})}),
+                                reply_to=msg)  # fmt: skip
+                replies.append(stamp(reply, msg.metadata.dst_node_id))
+            return replies
+
+    population = {0: links()["fibre"], 1: links()["nbiot"]}
+    devices = {0: DEVICE, 1: DEVICE}
+    work = clientlog.Work(train_flops_per_example=1000, epochs=1, examples={0: 10, 1: 10})
+    partition_of = {11: 0, 12: 1}
+
+    def clock() -> T.LiveClock:
+        line = T.Timeline(population, devices, SERVER, transport="ideal", deadline=10.0)
+        return T.LiveClock(line, partition_of, work.train_flops)
+
+    live = clock()
+    grid = MeteredGrid(Echo(), clock=live)  # type: ignore[arg-type]
+    content = RecordDict({"arrays": ArrayRecord([np.zeros(5000, dtype=np.float32)])})
+    sent = [Message(content=content, dst_node_id=n, message_type="train.x") for n in (11, 12)]
+    kept = list(grid.send_and_receive(sent))
+    assert [r.metadata.src_node_id for r in kept] == [11]  # 20 KB at 26 kbps: past 10 s
+    traffic = grid.take()
+    assert traffic.messages_up == 1 and [n for n, _ in traffic.late] == [12]
+    assert "past the round deadline" in traffic.late[0][1]
+    live_timing = live.finish(server_flops=10**9)
+    assert live_timing.late == [1] and live_timing.end == pytest.approx(10.0)
+    rows = clientlog.rows("x", 1, traffic.clients, partition_of, work)
+    assert [r["status"] for r in rows] == ["replied", "late"]
+    assert rows[1]["up_calls"] > 0  # the late reply's calls are recorded, not counted
+    replayed = clock().timeline.round(T.RoundInput(1, tuple(
+        T.ClientRound(int(r["partition"]), str(r["status"]),
+                      tuple(clientlog.decode_calls(r["down_calls_detail"])),
+                      tuple(clientlog.decode_calls(r["up_calls_detail"])), int(r["train_flops"]))
+        for r in rows), 10**9))  # fmt: skip
+    assert replayed.next_start == live_timing.next_start
+    assert replayed.energy_j == live_timing.energy_j
+    assert [c.arrived for c in replayed.clients] == [c.arrived for c in live_timing.clients]
