@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -111,7 +111,33 @@ assert pemn_fl(["export", str(RUNS / "default"), "--out", str(RUNS / "model.pemn
 assert pemn_fl(["evaluate", str(RUNS / "model.pemn")]) == 0
 
 # %% [markdown]
-# ## 6. What if every client only has two kinds of digit?
+# ## 6. What if your clients were on 3G, a satellite or NB-IoT?
+#
+# Nobody waits for bytes: people wait for *time*, and phones pay in *battery*. The run
+# recorded every HTTP call each client made, so the same run can be replayed on other links
+# without training again. Each link below comes from a published measurement (see
+# `docs/time-and-energy.md`): uplinks slower than downlinks, a round trip per call, Flower's
+# own polling, and the slowest client ending each round. Watch how the bytes advantage
+# shrinks where round trips, not bytes, take the time.
+
+# %%
+from pemn_fl import clientlog, profiles, timeline, timesummary
+from pemn_fl.report import fedavg_target
+
+rounds = pd.read_csv(RUNS / "default" / "rounds.csv")
+calls = clientlog.read(RUNS / "default" / "clients.csv")
+who = {}
+for link in ["fibre", "lte", "3g", "geo", "nbiot"]:
+    clients = profiles.population(link, "phone", list(range(20)), seed=0)
+    timed = timeline.replay(rounds, calls, clients.links, clients.devices,
+                            profiles.server_device("laptop"), deadline=3600)
+    per_method = timesummary.summarize_time(timed, fedavg_target(timed))
+    who[profiles.display(link)] = {method: timesummary.duration(m["time_to_target_s"])
+                                   for method, m in per_method.items()}
+pd.DataFrame(who).T  # time to reach the target on each link
+
+# %% [markdown]
+# ## 7. What if every client only has two kinds of digit?
 #
 # Real devices rarely hold a fair sample of everything. Here each client only gets images of
 # **two** digit classes (a *pathological* split), so every update pulls the model towards its

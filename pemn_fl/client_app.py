@@ -6,6 +6,7 @@ module under ``pemn_fl/methods``; this file only routes messages and builds the 
 
 from __future__ import annotations
 
+import logging
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -71,6 +72,21 @@ class _RebuiltClientApp(ClientApp):
         return _cached_client_app, (self._recipe,)
 
 
+class _NoShutdownWarning(logging.Filter):
+    """Drops the Simulation Engine's "Manually terminating ClientAppActor" warning: every
+    actor logs it when the run ends as planned, and a class reads a WARNING as an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Manually terminating")
+
+
+def quiet_actor_shutdown() -> None:
+    """Install the filter on Flower's logger in this (actor) process, once."""
+    logger = logging.getLogger("flwr")
+    if not any(isinstance(f, _NoShutdownWarning) for f in logger.filters):
+        logger.addFilter(_NoShutdownWarning())
+
+
 @lru_cache(maxsize=8)
 def _cached_client_app(recipe: tuple[tuple[str, object], ...]) -> ClientApp:
     return build_client_app(dict(recipe) or None)
@@ -86,6 +102,8 @@ def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
     app = _RebuiltClientApp(overrides)
     torch.set_num_threads(1)  # one core per client; the engine runs clients side by side
     simulated = overrides is not None
+    if simulated:
+        quiet_actor_shutdown()
 
     def route(name: str, step: ClientStep):  # noqa: ANN202 - a Flower handler
         def handler(msg: Message, context: Context) -> Message:

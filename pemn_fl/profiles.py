@@ -334,3 +334,43 @@ def server_device(name: str) -> Device:
     if name not in known:
         raise ProfileError(f"--server-device {name}: unknown; choose from {', '.join(known)}")
     return known[name]
+
+
+def markdown(path: Path = PROFILES_FILE) -> str:
+    """The profiles and their sources as markdown tables (docs/time-and-energy.md holds this
+    text between its ``profiles`` markers; a test keeps the two equal)."""
+    data = catalogue(path)
+    sources = data["source"]
+    keys: list[str] = []
+
+    def ref(table: Mapping[str, object], field: str) -> str:
+        key = str(table["sources"][field])  # type: ignore[index]
+        if key not in keys:
+            keys.append(key)
+        return f"[{keys.index(key) + 1}]"
+
+    lines = ["| link | uplink Mbps | downlink Mbps | RTT ms | radio power model |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for name, t in data["link"].items():
+        radio = t.get("radio")
+        if radio:
+            tail = " then ".join(f"{s:g} s at {w:g} W" for s, w in radio["tail"])
+            model = (f"{radio['active_w']:g} W active + {radio['up_w_per_mbps']:g} / "
+                     f"{radio['down_w_per_mbps']:g} W per Mbps up / down; tail {tail}; "
+                     f"promotion {radio['promotion_s']:g} s at {radio['promotion_w']:g} W "
+                     f"{ref(t, 'radio')}")  # fmt: skip
+        else:
+            model = "none (mains-powered or not found)"
+        lines.append(f"| `{name}`: {t['label']} | {t['uplink_mbps']:g} {ref(t, 'uplink_mbps')} "
+                     f"| {t['downlink_mbps']:g} {ref(t, 'downlink_mbps')} "
+                     f"| {t['rtt_ms']:g} {ref(t, 'rtt_ms')} | {model} |")
+    lines += ["", "| device | FLOP/s | power while computing |", "|---|---|---|"]
+    for name, t in data["device"].items():
+        power = f"{t['power_w']:g} W {ref(t, 'power_w')}" if "power_w" in t else "not found"
+        lines.append(f"| `{name}`: {t['label']} | {t['flops_per_s']:.3g} "
+                     f"{ref(t, 'flops_per_s')} | {power} |")
+    lines += ["", "Sources:", ""]
+    for i, key in enumerate(keys, start=1):
+        source = sources[key]
+        lines.append(f"{i}. {source['cite']}. <{source['url']}> — \"{source['quote']}\"")
+    return "\n".join(lines) + "\n"

@@ -83,6 +83,10 @@ class ClientRound:
     down: tuple[Call, ...]
     up: tuple[Call, ...]
     train_flops: int
+    # Seconds from the end of the pull to the reply being pushed, when measured instead of
+    # modelled (``bench.time_validation`` feeds a real deployment's: its ClientApp start-up,
+    # training and the node's look for the reply); None: the model's own.
+    work_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -325,7 +329,9 @@ class Timeline:
                                 computed, False, radio_j, compute_j)  # fmt: skip
         computed = downloaded + self.clientapp_s + c.train_flops / device.flops_per_s
         push = computed
-        if self.transport == "flower":
+        if c.work_s is not None:
+            computed = push = downloaded + c.work_s
+        elif self.transport == "flower":
             push = downloaded + REPLY_POLL_S * math.ceil((computed - downloaded) / REPLY_POLL_S
                                                          - 1e-12)  # fmt: skip
         if radio is not None:

@@ -52,6 +52,7 @@ from pemn_fl.models import ModelError
 from pemn_fl.partition import PartitionError
 from simulations import secure as S
 from simulations.run import build_parser, check_data, prepare_out, settings_from_args, versions
+from simulations.shaping import NodeLink
 from simulations.wireproxy import WireProxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,7 +257,9 @@ class Deployment:
         self.port = free_port()
         self.level = "tls" if plan.secure else "http"
         self.meter = (layout.out / "wire-meter.json").resolve()  # the ServerApp's cwd differs
-        self.proxy = WireProxy(self.port, self.meter, level=self.level)
+        self.proxy = WireProxy(self.port, self.meter, level=self.level,
+                               links=shaped_links(plan.settings, plan.nodes),
+                               calls_path=layout.out / "wire-calls.jsonl")  # fmt: skip
         self.creds: S.Credentials | None = None
         self.superlink: subprocess.Popen | None = None
         self.node_procs: list[subprocess.Popen] = []
@@ -353,7 +356,8 @@ class Deployment:
 
     def _node_cmd(self, partition: int, partitions: int, key: Path | None,
                   trust_ca: bool) -> list[str]:  # fmt: skip
-        cmd = [_executable("flower-supernode"), "--superlink", f"{HOST}:{self.proxy.listen_port}",
+        cmd = [_executable("flower-supernode"), "--superlink",
+               f"{HOST}:{self.proxy.port_for(partition)}",
                "--node-config", f"partition-id={partition} num-partitions={partitions}",
                "--host", HOST, "--port", str(free_port())]  # fmt: skip
         if not self.plan.secure:
@@ -561,6 +565,19 @@ class Deployment:
                                          "the proxy cannot split TLS into rounds; measured TLS "
                                          "totals in wire.proxy")  # fmt: skip
         path.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def shaped_links(settings: RunSettings, nodes: int) -> list[NodeLink] | None:
+    """With ``--link``, each node's emulated link (``simulations.shaping``), drawn as the time
+    model draws it (same profiles, same seed), so the model and the deployment agree on who
+    has which link."""
+    if not settings.link:
+        return None
+    from pemn_fl.profiles import population
+
+    drawn = population(settings.link, settings.client_device, list(range(nodes)), settings.seed)
+    return [NodeLink.of(link.uplink_mbps, link.downlink_mbps, link.rtt_ms)
+            for link in (drawn.links[i] for i in range(nodes))]  # fmt: skip
 
 
 def deploy(settings: RunSettings, nodes: int, out: Path, timeout: float,

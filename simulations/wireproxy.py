@@ -55,9 +55,12 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from simulations.shaping import Direction, NodeLink
 
 FLEET_PREFIX = "/v1/fleet/"
 LEVELS = {
@@ -101,6 +104,7 @@ class HttpMessage:
     body: bytes
     wire_bytes: int  # everything it took on the wire (chunk framing included)
     length_digits: int = 0  # digits of its Content-Length value (they vary with the body)
+    seen_at: float = 0.0  # when its last byte reached the proxy (time.time())
 
     @property
     def header_base(self) -> int:
@@ -146,7 +150,7 @@ def parse_http(buf: bytearray) -> HttpMessage | None:
         body = buf[header_bytes : header_bytes + length]
         wire = header_bytes + length
     digits = len(headers["content-length"]) if "content-length" in headers else 0
-    message = HttpMessage(lines[0], header_bytes, bytes(body), wire, digits)
+    message = HttpMessage(lines[0], header_bytes, bytes(body), wire, digits, time.time())
     del buf[:wire]
     return message
 
@@ -168,6 +172,10 @@ class Meter:
     request_headers: dict = field(default_factory=lambda: defaultdict(Counter))
     response_headers: dict = field(default_factory=lambda: defaultdict(Counter))
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # With a path: one JSON line per finished call (node, call, when its request left the
+    # node and when its response left the SuperLink, as the proxy saw them, and sizes), for
+    # checking the time model against a real deployment (``bench.time_validation``).
+    calls_path: Path | None = None
 
     def add_raw(self, n: int, from_node: bool) -> None:
         """Count ``n`` bytes of one direction (not written to the file here: per read, that
@@ -184,7 +192,7 @@ class Meter:
             self.bytes[cat] += n
         self.write()
 
-    def count(self, request: HttpMessage, response: HttpMessage) -> None:
+    def count(self, request: HttpMessage, response: HttpMessage, node: int = -1) -> None:
         parts = request.start_line.split(" ")
         path = parts[1] if len(parts) > 1 else ""
         call = path.removeprefix(FLEET_PREFIX) if path.startswith(FLEET_PREFIX) else path
@@ -195,6 +203,13 @@ class Meter:
             self.body_bytes[call] += len(request.body) + len(response.body)
             self.request_headers[call][request.header_base] += 1
             self.response_headers[call][response.header_base] += 1
+            if self.calls_path is not None:
+                line = {"node": node, "call": call, "category": cat,
+                        "request_at": request.seen_at, "response_at": response.seen_at,
+                        "request_bytes": request.wire_bytes,
+                        "response_bytes": response.wire_bytes}  # fmt: skip
+                with self.calls_path.open("a") as handle:
+                    handle.write(json.dumps(line) + "\n")
         self.write()
 
     def snapshot(self) -> dict:
@@ -222,8 +237,8 @@ class Meter:
 class Exchange:
     """One node connection: requests queue up from the node, responses answer them in order."""
 
-    def __init__(self, meter: Meter) -> None:
-        self.meter = meter
+    def __init__(self, meter: Meter, node: int = -1) -> None:
+        self.meter, self.node = meter, node
         self.from_node, self.from_link = bytearray(), bytearray()
         self.pending: list[HttpMessage] = []
         self.broken = False
@@ -242,7 +257,7 @@ class Exchange:
                 elif not self.pending:
                     raise HttpError("a response with no request")
                 else:
-                    self.meter.count(self.pending.pop(0), message)
+                    self.meter.count(self.pending.pop(0), message, self.node)
         except (HttpError, ValueError) as exc:
             self.broken = True
             left = len(self.from_node) + len(self.from_link)
@@ -274,20 +289,40 @@ class WireProxy:
     anew, and the meter keeps counting across.
     """
 
-    def __init__(self, target_port: int, meter_path: Path | None, level: str = "http") -> None:
+    def __init__(self, target_port: int, meter_path: Path | None, level: str = "http",
+                 links: list[NodeLink] | None = None,
+                 calls_path: Path | None = None) -> None:  # fmt: skip
         if level not in LEVELS:
             raise ValueError(f"level {level!r}: one of {', '.join(LEVELS)}")
         self.target_port = target_port
         self.listen_port = 0
-        self.meter = Meter(path=meter_path, level=level)
+        # With ``links`` (``simulations.shaping``): node i connects to ``listen_ports[i]``
+        # and its traffic crosses its own emulated link.
+        self.links = links
+        self.listen_ports: list[int] = []
+        self.meter = Meter(path=meter_path, level=level, calls_path=calls_path)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._server: asyncio.AbstractServer | None = None
 
+    def port_for(self, node: int) -> int:
+        """The port node ``node`` connects to (its own when links are shaped)."""
+        return self.listen_ports[node] if 0 <= node < len(self.listen_ports) else self.listen_port
+
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    exchange: Exchange | None, from_node: bool) -> None:  # fmt: skip
-        reset = False
+                    exchange: Exchange | None, from_node: bool,
+                    shaped: Direction | None = None) -> None:  # fmt: skip
+        reset, connection = False, id(writer)
+        loop = asyncio.get_running_loop()
+
+        def deliver(chunk: bytes) -> None:  # the far side of an emulated link
+            if chunk:
+                writer.write(chunk)
+            else:
+                with contextlib.suppress(Exception):
+                    writer.close()
+
         try:
             while True:
                 try:
@@ -300,19 +335,24 @@ class WireProxy:
                 self.meter.add_raw(len(data), from_node)  # counted first, then forwarded
                 if exchange is not None:
                     exchange.feed(data, from_node)
-                writer.write(data)
-                await writer.drain()
+                if shaped is not None:
+                    shaped.submit(loop, connection, data, deliver)
+                else:
+                    writer.write(data)
+                    await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             if reset:
                 _reset(writer)
+            elif shaped is not None:
+                shaped.submit(loop, connection, b"", deliver)  # the close, after the data
             else:
                 with contextlib.suppress(Exception):
                     writer.close()
 
     async def _handle(self, node_reader: asyncio.StreamReader,
-                      node_writer: asyncio.StreamWriter) -> None:  # fmt: skip
+                      node_writer: asyncio.StreamWriter, node: int = -1) -> None:  # fmt: skip
         try:
             link_reader, link_writer = await asyncio.open_connection("127.0.0.1",
                                                                      self.target_port)
@@ -324,10 +364,12 @@ class WireProxy:
             _reset(node_writer)
             return
         self.meter.connected()
-        exchange = Exchange(self.meter) if self.meter.level == "http" else None
-        await asyncio.gather(self._pipe(node_reader, link_writer, exchange, True),
-                             self._pipe(link_reader, node_writer, exchange, False),
-                             return_exceptions=True)  # fmt: skip
+        exchange = Exchange(self.meter, node) if self.meter.level == "http" else None
+        link = self.links[node] if self.links and node >= 0 else None
+        await asyncio.gather(
+            self._pipe(node_reader, link_writer, exchange, True, link and link.up),
+            self._pipe(link_reader, node_writer, exchange, False, link and link.down),
+            return_exceptions=True)  # fmt: skip
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -335,6 +377,16 @@ class WireProxy:
             asyncio.start_server(self._handle, "127.0.0.1", 0)  # loopback only
         )
         self.listen_port = self._server.sockets[0].getsockname()[1]
+        self._shaped_servers = []
+        for node in range(len(self.links or [])):  # one port per node, its own link
+
+            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                             node: int = node) -> None:  # fmt: skip
+                await self._handle(reader, writer, node)
+
+            server = self._loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+            self._shaped_servers.append(server)
+            self.listen_ports.append(server.sockets[0].getsockname()[1])
         self.meter.write()
         self._ready.set()
         self._loop.run_forever()
@@ -352,6 +404,8 @@ class WireProxy:
 
         async def _close() -> None:
             self._server.close()
+            for server in getattr(self, "_shaped_servers", []):
+                server.close()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()

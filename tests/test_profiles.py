@@ -107,3 +107,9 @@ def test_a_trace_missing_a_client_or_a_kind_says_so(tmp_path: Path) -> None:
         P.population("lte", str(path), [0], seed=0)
     with pytest.raises(P.ProfileError, match="cannot read"):
         P.population(str(tmp_path / "absent.csv"), "phone", [0], seed=0)
+
+
+def test_the_docs_profile_tables_are_the_profiles_file() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "time-and-energy.md").read_text()
+    block = doc.split("<!-- profiles -->\n", 1)[1].split("<!-- /profiles -->", 1)[0]
+    assert block == P.markdown(), "regenerate docs/time-and-energy.md's profile tables"
