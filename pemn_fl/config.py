@@ -18,6 +18,7 @@ from pemn_fl.options import Option, OptionError
 from pemn_fl.partition import SCHEMES
 from pemn_fl.profiles import ProfileError, check_spec, server_device
 from pemn_fl.prototype import INITS, PrototypeSpec, PrototypeSpecError
+from pemn_fl.sampling import SAMPLERS
 from pemn_fl.task import DEVICES, OPTIMIZERS, DeviceError, TrainConfig, resolve_device
 from pemn_fl.timeline import TRANSPORTS
 
@@ -79,6 +80,11 @@ class RunSettings:
     # like "lte:0.6,3g:0.4" or a trace CSV; "" = no time model, bytes only), their devices,
     # the server's device, and Flower 1.42's polling or an ideal transport. With a link, the
     # round deadline is judged on simulated time: slow links and devices become stragglers.
+    # Which clients train each round (pemn_fl.sampling): uniform, or GlueFL's sticky sampling
+    # with its group size and the newcomers per round (0: scaled from the sample size).
+    sampler: str = "uniform"
+    sticky_group: int = 0
+    sticky_change: int = 0
     link: str = ""
     client_device: str = "phone"
     server_device: str = "laptop"
@@ -151,6 +157,12 @@ class RunSettings:
         _choice("lr-schedule", self.lr_schedule, SCHEDULES)
         _choice("device", self.device, DEVICES)
         _choice("transport", self.transport, TRANSPORTS)
+        _choice("sampler", self.sampler, SAMPLERS)
+        if self.sticky_group < 0 or self.sticky_change < 0:
+            raise SettingsError("sticky-group and sticky-change must be >= 0 (0: the default)")
+        if self.sticky_group and self.sticky_group + max(self.sticky_change, 1) > self.min_nodes:
+            raise SettingsError(f"sticky-group={self.sticky_group}: with {self.min_nodes} clients "
+                                "the group must leave room for the newcomers outside it")
         try:
             if self.link:
                 check_spec(self.link, "link")

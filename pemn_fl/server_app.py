@@ -274,7 +274,8 @@ def run_experiment(
     wire_model: dict[str, list[float]] = {}
     mapping = handshake(metered, settings.min_nodes)
     setup = metered.take()
-    sampler = RoundSampler(mapping, settings.fraction, settings.seed)
+    sampler = RoundSampler(mapping, settings.fraction, settings.seed, settings.sampler,
+                           settings.sticky_group, settings.sticky_change)  # fmt: skip
     rows = (C.finished_rows(csv_path, settings.method_list, saved, settings.num_server_rounds,
                             columns_for(bool(settings.link))) if saved else [])  # fmt: skip
     clients_path = None if csv_path is None else csv_path.with_name(CLIENTS_FILE)

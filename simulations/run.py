@@ -96,6 +96,14 @@ def build_parser(specs: Iterable[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--compact-replies", action="store_true",
                    help="replies carry num-examples and train-loss inside the update record: "
                    "one HTTP object less per reply on the wire (FedAvg keeps Flower's format)")
+    p.add_argument("--sampler", default=d.sampler, choices=["uniform", "sticky"],
+                   help="which clients train each round, for every method alike: a fresh "
+                   "uniform draw, or GlueFL's sticky sampling (recently used clients first)")
+    p.add_argument("--sticky-group", type=int, default=d.sticky_group,
+                   help="with --sampler sticky: the sticky group's size (0: 1.2x the sample)")
+    p.add_argument("--sticky-change", type=int, default=d.sticky_change,
+                   help="with --sampler sticky: clients drawn from outside the group each "
+                   "round (0: a fifth of the sample)")
     p.add_argument("--link", default=d.link, metavar="PROFILE|MIX|TRACE.csv",
                    help="time and energy on the clients' links: a profile ("
                    + ", ".join(_link_names()) + "), a mix (lte:0.6,3g:0.4) or a trace CSV; "
