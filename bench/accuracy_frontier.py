@@ -415,7 +415,8 @@ def window_section(summaries: dict[str, dict], picked: pd.DataFrame, done: dict[
 
 def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.DataFrame,
                  preset: str, rounds: int, base: list[str], reuse_from: Path | None = None,
-                 reuse: list[str] | None = None) -> None:  # fmt: skip
+                 reuse: list[str] | None = None,
+                 picked_from: Path | None = None) -> None:  # fmt: skip
     """``frontier-seeds.{md,json,png}``: the picked configurations on the fresh seeds."""
     from pemn_fl import seeds as S
 
@@ -440,8 +441,11 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
                                    for m, v in missing.items() if v))  # fmt: skip
     command = (f"python -m bench.accuracy_frontier --preset {preset} --rounds {rounds} "
                f"--methods {','.join(methods)} --seeds {','.join(map(str, seeds))}")
-    if reuse_from is not None:
-        command += f" --picked-from {reuse_from}" + (f" --reuse {','.join(reuse)}" if reuse else "")
+    picked_from = picked_from or reuse_from
+    if picked_from is not None:
+        command += f" --picked-from {picked_from}" + (f" --reuse {','.join(reuse)}" if reuse else "")
+        if reuse and reuse_from is not None and reuse_from != picked_from:
+            command += f" --reuse-from {reuse_from}"
     extra = [part for part in base if part not in PRESETS[preset]]
     if extra:
         command += f" --extra '{' '.join(extra)}'"
@@ -502,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", default="", metavar="METHODS",
                    help="with --picked-from: these methods' fresh-seed runs are DIR's (the "
                    "lever does not touch them, e.g. fedavg under an evolve-only lever)")
+    p.add_argument("--reuse-from", type=Path, default=None, metavar="DIR",
+                   help="with --reuse: take those runs from DIR instead of --picked-from (a "
+                   "lever on a longer horizon: picks from the tuning runs, FedAvg's runs "
+                   "from the converged frontier)")
     p.add_argument("--max-configs", type=int, default=None,
                    help="run only the first N configurations of each method (a partial "
                    "sweep; the report says how many each method got)")
@@ -539,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if seeds:
         seeds_report(out, methods, seeds, tuned(runs), args.preset, rounds, base,
-                     reuse_from=args.picked_from, reuse=reuse)  # fmt: skip
+                     reuse_from=args.reuse_from or args.picked_from, reuse=reuse,
+                     picked_from=args.picked_from)  # fmt: skip
     if args.picked_from is not None:
         return 0  # a lever study: its tuning report is DIR's
     # The tuning report covers every method tuned here, whichever subset this command named
