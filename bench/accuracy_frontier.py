@@ -443,7 +443,8 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
                f"--methods {','.join(methods)} --seeds {','.join(map(str, seeds))}")
     picked_from = picked_from or reuse_from
     if picked_from is not None:
-        command += f" --picked-from {picked_from}" + (f" --reuse {','.join(reuse)}" if reuse else "")
+        command += f" --picked-from {picked_from}"
+        command += f" --reuse {','.join(reuse)}" if reuse else ""
         if reuse and reuse_from is not None and reuse_from != picked_from:
             command += f" --reuse-from {reuse_from}"
     extra = [part for part in base if part not in PRESETS[preset]]
