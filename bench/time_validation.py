@@ -87,7 +87,8 @@ def measured_work(run: Path, links: dict[int, profiles.Link],
     the look for the reply), from the proxy's call log: (method, round, node) -> seconds.
     The confirmation left the SuperLink at ``confirmed``; it reached the node its bytes over
     the downlink and half a round trip later (the emulated link)."""
-    calls = pd.read_json(run / "wire-calls.jsonl", lines=True, convert_dates=False)
+    calls = pd.DataFrame([json.loads(line) for line in
+                          (run / "wire-calls.jsonl").read_text().splitlines() if line])
     per_node = exchanges(calls)
     work = {}
     for node, steps in per_node.items():

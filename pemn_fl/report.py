@@ -312,12 +312,6 @@ def summary_table(summary: dict[str, object]) -> str:
                 else f"{label_of(method)} reached it"
                 + ("" if ratio is None else f"; FedAvg needed {ratio:.1f}x more bytes")
             )
-    timed = summary.get("time")
-    if isinstance(timed, dict):
-        from pemn_fl.timesummary import sentence, table, upper_first, where
-
-        lines += ["", f"time and energy ({where(timed)}):", table(timed["methods"]),
-                  sentence(timed["methods"], upper_first(where(timed)))]
     best = summary.get("at_best")
     if best:
         fed, name, ratio = best["fedavg_bytes"], label_of(best["method"]), best["ratio"]
@@ -329,6 +323,12 @@ def summary_table(summary: dict[str, object]) -> str:
             + ("never reached it" if fed is None else f"{fed / 1e6:.3f} MB")
             + ("" if ratio is None else f" ({ratio:.1f}x more)")
         )
+    timed = summary.get("time")
+    if isinstance(timed, dict):
+        from pemn_fl.timesummary import sentence, table, upper_first, where
+
+        lines += ["", f"time and energy {where(timed)}:", table(timed["methods"]),
+                  sentence(timed["methods"], upper_first(where(timed)))]
     return "\n".join(lines)
 
 
