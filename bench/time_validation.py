@@ -137,8 +137,12 @@ def compare(run: Path, profile: str, nodes: int) -> pd.DataFrame:
     median = float(np.median(list(work.values())))
     exact = modelled(run, links, seed, work, median)
     predictive = modelled(run, links, seed, None, median)
+    # The same replay on instant links (loopback speed): what the link itself adds.
+    instant = {n: profiles.Link("loopback", "no link", 1e6, 1e6, 0.01) for n in links}
+    linkless = modelled(run, instant, seed, work, median)
     frame = exact.rename(columns={"modelled_s": "modelled_measured_work_s"})
     frame["modelled_median_work_s"] = predictive["modelled_s"].to_numpy()
+    frame["modelled_no_link_s"] = linkless["modelled_s"].to_numpy()
     frame.insert(0, "profile", profile)
     frame["median_work_s"] = median
     first = (frame["method"] == methods[0]) & (frame["round"] == 1)
@@ -149,11 +153,13 @@ def table(frame: pd.DataFrame) -> str:
     """Per profile and method: median measured and modelled round, median relative error."""
     lines = ["| profile | method | rounds | measured s (median) | modelled s (median), "
              "measured work | median error | modelled s (median), median work "
-             "| median error |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| median error | modelled without the link | median error |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for (profile, method), part in frame.groupby(["profile", "method"], sort=False):
         measured = part["measured_s"]
         cells = []
-        for column in ("modelled_measured_work_s", "modelled_median_work_s"):
+        for column in ("modelled_measured_work_s", "modelled_median_work_s",
+                       "modelled_no_link_s"):  # fmt: skip
             error = ((part[column] - measured).abs() / measured).median()
             cells += [f"{part[column].median():.2f}", f"{100 * error:.1f} %"]
         lines.append(f"| {profile} | {method} | {len(part)} | {measured.median():.2f} | "
@@ -191,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         "real loopback deployment with every SuperNode behind its emulated link; modelled = "
         "pemn_fl.timeline replaying the run's clients.csv on the same links with Flower "
         "1.42's polling, each client's ClientApp time (process start-up + training, read "
-        "from the proxy's call log) measured, or their median. The first round of each "
-        "deployment (app-bundle download) is left out. Error: |modelled - measured| / "
-        "measured, median over the rounds.", "",
+        "from the proxy's call log) measured, or their median. The last column replays "
+        "the same record on instant links (measured ClientApp times, Flower's polling): "
+        "what the model would say without the link. The first round of each deployment "
+        "(app-bundle download) is left out. Error: |modelled - measured| / measured, median "
+        "over the rounds.", "",
         table(frame), ""])  # fmt: skip
     (args.out / "validation.md").write_text(md)
     print(md)
