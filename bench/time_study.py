@@ -25,6 +25,7 @@ import pandas as pd
 from pemn_fl import clientlog, profiles
 from pemn_fl import seeds as S
 from pemn_fl import timeline as T
+from pemn_fl import timing as TM
 from pemn_fl import window as W
 from pemn_fl.report import read_rounds
 from pemn_fl.timesummary import duration, energy
@@ -59,7 +60,7 @@ def timed_frames(runs: dict[int, list[Path]], link: str, transport: str,
             config = json.loads((run / "config.json").read_text())["settings"]
             partitions = list(range(int(config["min-nodes"])))  # every client of the run
             pop = profiles.population(link, "phone", partitions, seed)
-            parts.append(T.replay(rounds, clients, pop.links, pop.devices, server,
+            parts.append(TM.replay(rounds, clients, pop.links, pop.devices, server,
                                   transport=transport,
                                   deadline=float(config.get("round-deadline", 3600.0)),
                                   seed=seed))  # fmt: skip

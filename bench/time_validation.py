@@ -45,6 +45,7 @@ import pandas as pd
 
 from pemn_fl import clientlog, profiles
 from pemn_fl import timeline as T
+from pemn_fl import timing as TM
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = "fedavg,qsgd,evolve_dither"
@@ -107,7 +108,7 @@ def modelled(run: Path, links: dict[int, profiles.Link], seed: int,
     nodes' poll phases carry over between methods, as in the deployment)."""
     rounds = pd.read_csv(run / "rounds.csv")
     recorded = clientlog.read(run / "clients.csv")
-    by_round = T.client_rounds(recorded)
+    by_round = TM.client_rounds(recorded)
     device = profiles.devices()["laptop"]
     line = T.Timeline(links, dict.fromkeys(links, device), device, transport="flower",
                       seed=seed)  # fmt: skip

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from pemn_fl.accounting import Traffic
-from pemn_fl.timeline import TIME_COLUMNS, RoundTiming
+from pemn_fl.timeline import RoundTiming
+from pemn_fl.timing import TIME_COLUMNS
 
 COLUMNS = [
     "method", "round", "clients_sampled", "clients_replied", "clients_rejected", "clients_failed",
@@ -280,7 +281,8 @@ def _median(series: pd.Series) -> float | None:
 
 
 def summary_table(summary: dict[str, object]) -> str:
-    """Plain-text table for the terminal (and the README), at the summary's byte level."""
+    """Plain-text table for the terminal (and the README), at the summary's byte level
+    (a run with ``--link`` adds ``timesummary.time_lines`` after it)."""
     level = str(summary.get("bytes_level", "message"))
     up_key, down_key = LEVELS[level]  # summary keys are named as the columns
     lines = [
@@ -323,12 +325,6 @@ def summary_table(summary: dict[str, object]) -> str:
             + ("never reached it" if fed is None else f"{fed / 1e6:.3f} MB")
             + ("" if ratio is None else f" ({ratio:.1f}x more)")
         )
-    timed = summary.get("time")
-    if isinstance(timed, dict):
-        from pemn_fl.timesummary import sentence, table, upper_first, where
-
-        lines += ["", f"time and energy {where(timed)}:", table(timed["methods"]),
-                  sentence(timed["methods"], upper_first(where(timed)))]
     return "\n".join(lines)
 
 

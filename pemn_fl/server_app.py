@@ -33,7 +33,9 @@ from pemn_fl.modelfile import save
 from pemn_fl.report import RoundLog, columns_for, plot_runs, summarize, summary_table
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import evaluate
-from pemn_fl.timeline import LiveClock, RoundInput, Timeline, client_rounds
+from pemn_fl.timeline import RoundInput, Timeline
+from pemn_fl.timesummary import summarize_time, time_lines
+from pemn_fl.timing import LiveClock, client_rounds
 
 log = logging.getLogger("pemn_fl.server")
 RoundCallback = Callable[[dict[str, object]], None]
@@ -300,8 +302,6 @@ def run_experiment(
                     ckpt_dir, resume_from, index, wall_timeout, clients_path)  # fmt: skip
     summary = summarize(book.frame(), setup_bytes=setup.total_bytes, level=settings.bytes_level)
     if settings.link:
-        from pemn_fl.timesummary import summarize_time
-
         summary["time"] = {"link": settings.link, "client_device": settings.client_device,
                            "server_device": settings.server_device,
                            "transport": settings.transport,
@@ -359,5 +359,5 @@ def main(grid: Grid, context: Context) -> None:
                                    wire_meter=WireMeter(Path(meter)) if meter else None,
                                    resume=resume)
     write_outputs(out, book, summary, title=f"{settings.dataset} / {settings.model}")
-    print(summary_table(summary))
+    print(summary_table(summary) + time_lines(summary))
     print(f"results written to {out.resolve()}")

@@ -110,3 +110,13 @@ def table(summary: Mapping[str, Mapping[str, object]]) -> str:
                      f"{'-' if ratio is None else f'{ratio:.1f}x':>11}"
                      f"{duration(m['total_time_s']):>14}{energy(m['total_energy_j']):>14}")  # type: ignore[arg-type]
     return "\n".join(lines)
+
+
+def time_lines(summary: Mapping[str, object]) -> str:
+    """The terminal's time section of a run's summary (``""`` without ``--link``)."""
+    timed = summary.get("time")
+    if not isinstance(timed, Mapping):
+        return ""
+    methods = timed["methods"]  # type: ignore[index]
+    return "\n".join(["", f"time and energy {where(timed)}:", table(methods),  # type: ignore[arg-type]
+                      sentence(methods, upper_first(where(timed)))])  # type: ignore[arg-type]

@@ -475,6 +475,7 @@ def execute(settings: RunSettings, engine: Engine, out: Path, resume: bool,
     from pemn_fl.checkpoint import CheckpointError
     from pemn_fl.report import summary_table
     from pemn_fl.server_app import ProtocolError, write_outputs
+    from pemn_fl.timesummary import time_lines
 
     clients = engine.clients
     print(f"pemn-fl: {clients} clients, {settings.num_server_rounds} rounds, "
@@ -492,7 +493,7 @@ def execute(settings: RunSettings, engine: Engine, out: Path, resume: bool,
     summary["wall_s"] = round(time.monotonic() - started, 1)
     title = f"{settings.dataset} / {settings.model}, {clients} clients"
     write_outputs(out, book, summary, title=title)  # type: ignore[arg-type]
-    print(summary_table(summary))
+    print(summary_table(summary) + time_lines(summary))
     print(f"wall time {summary['wall_s']} s; results in {out}/ (rounds.csv, summary.json, "
           "bandwidth_accuracy.png, config.json)")
     return 0

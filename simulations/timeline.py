@@ -27,6 +27,7 @@ import pandas as pd
 from pemn_fl import profiles as P
 from pemn_fl import timeline as T
 from pemn_fl import timesummary as TS
+from pemn_fl import timing as TM
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +83,7 @@ def timed_run(run: Path, args: argparse.Namespace) -> tuple[pd.DataFrame, P.Popu
     population = P.population(args.link, args.client_device, partitions, seed)
     deadline = args.deadline if args.deadline is not None else float(
         settings.get("round-deadline", 3600.0))  # fmt: skip
-    timed = T.replay(rounds, clients, population.links, population.devices,
+    timed = TM.replay(rounds, clients, population.links, population.devices,
                      P.server_device(args.server_device), transport=args.transport,
                      deadline=deadline, seed=seed)  # fmt: skip
     return timed, population

@@ -428,7 +428,7 @@ def test_time_model_in_the_loop_equals_the_post_hoc_replay_and_slow_links_stragg
     cannot fetch FedAvg's weights in time and are the failed clients, nobody else; PEMN-FL's
     masks reach everyone in time."""
     from pemn_fl import profiles
-    from pemn_fl.timeline import TIME_COLUMNS
+    from pemn_fl.timing import TIME_COLUMNS
 
     out = simulate(tmp_path / "timed", "--dense-width", "0.5", "--methods", "pemn,fedavg",
                    "--link", "lte:0.5,3g:0.5")  # fmt: skip

@@ -11,6 +11,7 @@ import math
 import pytest
 
 from pemn_fl import timeline as T
+from pemn_fl import timing as TM
 from pemn_fl.profiles import Device, Link, Radio
 from pemn_fl.transport import Call
 
@@ -201,9 +202,9 @@ def test_in_the_loop_slow_links_become_stragglers_and_the_record_replays_the_sam
     work = clientlog.Work(train_flops_per_example=1000, epochs=1, examples={0: 10, 1: 10})
     partition_of = {11: 0, 12: 1}
 
-    def clock() -> T.LiveClock:
+    def clock() -> TM.LiveClock:
         line = T.Timeline(population, devices, SERVER, transport="ideal", deadline=10.0)
-        return T.LiveClock(line, partition_of, work.train_flops)
+        return TM.LiveClock(line, partition_of, work.train_flops)
 
     live = clock()
     grid = MeteredGrid(Echo(), clock=live)  # type: ignore[arg-type]
