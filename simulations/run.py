@@ -587,8 +587,12 @@ def main(argv: list[str] | None = None) -> int:
                                         "config.json; drop the other options")  # fmt: skip
                 lock = lock_out(args.resume)  # noqa: F841 - held until we exit
                 return run_seeds(args, None, group, args.resume)
+            if not args.resume.is_dir():
+                raise SettingsError(f"--resume {args.resume}: no such directory")
+            # Hold the directory before reading it back: another run (a second --resume)
+            # may be writing there.
+            lock = lock_out(args.resume)  # noqa: F841 - held until we exit
             out, settings, engine = resumed(args)
-            lock = lock_out(out)  # noqa: F841 - held until we exit
         else:
             engine = Engine.from_args(args)
             engine.check()
