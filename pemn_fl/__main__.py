@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("model", type=Path)
     e.add_argument("--dataset", default=None, help="check the file is for this dataset")
     e.add_argument("--data-dir", default=None, help="where the dataset files are on this machine")
+    e.add_argument("--method-module", default=None, metavar="MODULE",
+                   help="a plug-in method's module (mypkg.mymethod), imported to evaluate its "
+                   "model: a model file names its method but never decides what code runs, so "
+                   "only a module you name here is imported")  # fmt: skip
     o = sub.add_parser("options", help="every method's own options, as a markdown table "
                        "(docs/options.md is this output)")  # fmt: skip
     o.add_argument("--methods", default="", help="plug-in methods whose options to add")
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         return _export(args.run_dir, args.out, args.method)
     if args.command == "evaluate":
-        return _evaluate(args.model, args.dataset, args.data_dir)
+        return _evaluate(args.model, args.dataset, args.data_dir, args.method_module)
 
     from pemn_fl.describe import anatomy, table
 
@@ -90,7 +95,8 @@ def _export(run_dir: Path, out: Path, method: str | None) -> int:
     return 0
 
 
-def _evaluate(path: Path, dataset: str | None, data_dir: str | None) -> int:
+def _evaluate(path: Path, dataset: str | None, data_dir: str | None,
+              plugin: str | None = None) -> int:  # fmt: skip
     from pemn_fl.export import evaluate_model
     from pemn_fl.modelfile import ModelFileError, load
 
@@ -99,7 +105,10 @@ def _evaluate(path: Path, dataset: str | None, data_dir: str | None) -> int:
         if dataset is not None and dataset != model.run_config.get("dataset"):
             raise ModelFileError(f"{path} is a {model.run_config.get('dataset')} model, not "
                                  f"{dataset}")  # fmt: skip
-        loss, acc = evaluate_model(model, data_dir)
+        loss, acc = evaluate_model(model, data_dir, plugin)
+        if not math.isfinite(loss):  # within the weight bound it cannot be: say so if it is
+            raise ModelFileError(f"{path}: the model evaluates to a non-finite loss ({loss}); "
+                                 "its weights are not those of a trained network")  # fmt: skip
     except (ModelFileError, DataError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
