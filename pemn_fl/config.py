@@ -284,9 +284,20 @@ def _coerce(key: str, value: object, type_name: object) -> object:
 
 def check_width(settings: RunSettings, name: str, width: float) -> None:
     """A model at ``width`` must stay within ``MAX_PARAMETERS`` (counted without memory)."""
-    count = parameter_count(settings.model, INPUT_SHAPES[settings.dataset], 10, width)
+    check_model_size(settings.model, settings.dataset, name, width)
+
+
+def check_model_size(model: str, dataset: str, name: str, width: float) -> None:
+    """``model`` on ``dataset``'s inputs at ``width`` must be a positive, finite width whose
+    model stays within ``MAX_PARAMETERS`` (counted on the meta device, without memory): the
+    one bound every command that builds a model applies (``simulations.run`` through
+    ``RunSettings``, ``python -m pemn_fl describe`` directly), so none of them asks torch for
+    gigabytes first and fails after."""
+    if not (width > 0 and math.isfinite(width)):
+        raise SettingsError(f"{name}={width!r}: must be a positive number")
+    count = parameter_count(model, INPUT_SHAPES[dataset], 10, width)
     if count > MAX_PARAMETERS:
-        raise SettingsError(f"{name}={width!r}: a {settings.model} that wide has {count:.3g} "
+        raise SettingsError(f"{name}={width!r}: a {model} that wide has {count:.3g} "
                             f"weights; pemn-fl builds at most {MAX_PARAMETERS:.0e}")  # fmt: skip
 
 

@@ -7,9 +7,10 @@ numbers its prototype really holds, and what it costs to store or send each part
 from __future__ import annotations
 
 from pemn_fl.codec import encode_mask
+from pemn_fl.config import check_model_size
 from pemn_fl.data import INPUT_SHAPES, NUM_CLASSES, DataError
 from pemn_fl.masked import get_masks
-from pemn_fl.models import apply_prototype, build_model, count_params, layer_shapes
+from pemn_fl.models import MODELS, apply_prototype, build_model, count_params, layer_shapes
 from pemn_fl.prototype import PrototypeSpec, prototype_length
 
 KEYS = (
@@ -29,6 +30,10 @@ def anatomy(
     ``data_dir`` is accepted for the command line's sake and not read."""
     if dataset not in INPUT_SHAPES:
         raise DataError(f"unknown dataset {dataset!r}: use one of {', '.join(INPUT_SHAPES)}")
+    if model in MODELS:  # an unknown one is build_model's error, which names the valid ones
+        # simulations.run's size bound (a SettingsError): --width 1e12 allocated until
+        # torch failed, --width 50 asked 1.3 GB for one tensor.
+        check_model_size(model, dataset, "width", width)
     shape, classes = INPUT_SHAPES[dataset], NUM_CLASSES
     net = build_model(model, shape, classes, width=width, keep=keep)
     fp = apply_prototype(net, spec)

@@ -80,3 +80,23 @@ def test_a_model_is_described_without_its_datasets_files(tmp_path) -> None:  # n
     assert info["params"] == 207_888  # conv2 at width 0.25 on 1x28x28 inputs (README)
     cifar = anatomy("conv2", "cifar10", spec, width=0.25, data_dir=str(tmp_path / "none"))
     assert cifar["params"] > info["params"]  # 3x32x32 inputs: a larger first layer
+
+
+def test_describe_has_the_size_bound_of_simulations_run() -> None:
+    """Finding 3 of issue 25: ``describe --width 1e12`` allocated until torch raised a
+    RuntimeError (a traceback) and ``--width 50`` asked 1.3 GB for one tensor; ``run``
+    refused both. Now the same bound (``config.check_model_size``) gives the same line,
+    before anything is built. (Not run against the old code, which would build the model:
+    by construction its describe path has no such message.)"""
+    import pytest
+
+    from pemn_fl.config import RunSettings, SettingsError
+
+    for width in ("1e12", "50", "nan", "0", "-1"):
+        proc = _run("--model", "conv4", "--dataset", "digits", "--width", width)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
+        with pytest.raises(SettingsError) as caught:  # what simulations.run says of it
+            RunSettings(model="conv4", dataset="digits", width=float(width))
+        assert proc.stderr.strip() == f"error: {caught.value}"
+    assert "pemn-fl builds at most 1e+08" in _run("--width", "50").stderr
