@@ -335,24 +335,48 @@ class RoundsFileError(ValueError):
 def read_rounds(path: Path) -> pd.DataFrame:
     """A run's ``rounds.csv``, checked: the columns the plots need, one complete row or more.
 
-    A truncated last line (a run killed mid-write) is dropped with the rows that lack a
-    required value, so what is drawn is only what was fully recorded.
+    A truncated last line (a run killed mid-write) is dropped, so what is drawn is only what
+    was fully recorded. Any other line must be whole: a missing or non-numeric value where a
+    number is needed (a repeated header line, a line from another file, a ``nan`` accuracy),
+    an accuracy outside [0, 1] or a negative byte count is a ``RoundsFileError`` naming the
+    line, never a row silently left out nor a traceback further on.
     """
     need = ["method", "round", "cumulative_bytes", "accuracy", "uplink_bytes", "downlink_bytes"]
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise RoundsFileError(f"{path}: not a rounds.csv written by simulations.run "
                               f"({type(exc).__name__})") from None  # fmt: skip
     missing = [c for c in need if c not in frame.columns]
     if missing:
         raise RoundsFileError(f"{path}: lacks the column(s) {', '.join(missing)}")
-    for col in need[1:]:
-        frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    frame = frame.dropna(subset=need)
+    # Every byte level's columns the file has are summed by ``with_cumulative``: numbers too.
+    numeric = [*need[1:], *(c for cols in LEVELS.values() for c in cols
+                            if c in frame.columns and c not in need)]  # fmt: skip
+    values = frame[numeric].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna().any(axis=1) | (frame["method"] == "")
+    if len(frame) and bad.iloc[-1]:  # a torn last line: dropped
+        frame, values, bad = frame.iloc[:-1], values.iloc[:-1], bad.iloc[:-1]
+    for index in bad[bad].index[:1]:
+        row = frame.loc[index]
+        column = next((c for c in numeric if pd.isna(values.loc[index, c])), "method")
+        raise RoundsFileError(f"{path}, line {index + 2}: {column}={row[column]!r} is not a "
+                              f"number (a repeated header line, or a damaged or edited file); "
+                              "rerun or repair that line")  # fmt: skip
+    byte_columns = [c for c in numeric if c.endswith("_bytes")]
+    out_of_range = ~values["accuracy"].between(0.0, 1.0) | (values[byte_columns] < 0).any(axis=1)
+    for index in out_of_range[out_of_range].index[:1]:
+        raise RoundsFileError(f"{path}, line {index + 2}: accuracy must be in [0, 1] and byte "
+                              f"counts >= 0 (accuracy={frame.loc[index, 'accuracy']}); a "
+                              "damaged or edited file")  # fmt: skip
+    frame = frame.copy()
+    for column in frame.columns:
+        if column != "method":
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame[numeric] = values
     if frame.empty:
         raise RoundsFileError(f"{path}: no complete round recorded")
-    return frame
+    return frame.reset_index(drop=True)
 
 
 AXES = {  # x axis of a figure: the column (cumulated per method) and its label

@@ -193,3 +193,104 @@ def test_plot_of_a_run_with_a_damaged_summary_draws_without_the_target(tmp_path:
     proc = _run("simulations.plot", str(tmp_path), "--out", str(tmp_path / "x.png"))
     assert proc.returncode == 0 and (tmp_path / "x.png").stat().st_size > 1000
     assert "no target line" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- simulations.plot: damaged rounds files and unequal seed groups (issue 25) -------------
+
+
+def _rounds(accuracies: list[float], methods: tuple[str, ...] = ("pemn", "fedavg")) -> str:
+    """A whole rounds.csv of this version (every column), one row per method and round."""
+    from pemn_fl.report import COLUMNS
+
+    lines = [",".join(COLUMNS)]
+    for method in methods:
+        for r, acc in enumerate(accuracies):
+            row = {c: "0" for c in COLUMNS} | {"method": method, "round": str(r),
+                                               "accuracy": str(acc)}  # fmt: skip
+            for c in ("uplink_bytes", "downlink_bytes", "uplink_wire_bytes",
+                      "downlink_wire_bytes", "cumulative_bytes"):  # fmt: skip
+                row[c] = str(100 * r)
+            lines.append(",".join(row[c] for c in COLUMNS))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (lambda lines: lines[:4] + [lines[0]] + lines[4:], ["line 5", "round='round' is not a number",
+                                                        "repeated header"]),
+    (lambda lines: lines[:3] + [lines[3].replace(",0.5,", ",nan,")] + lines[4:],
+     ["line 4", "accuracy='nan' is not a number"]),
+    (lambda lines: lines[:3] + [lines[3].replace(",0.5,", ",,")] + lines[4:],
+     ["line 4", "accuracy='' is not a number"]),
+    (lambda lines: lines[:3] + [lines[3].replace(",0.5,", ",1.7,")] + lines[4:],
+     ["line 4", "accuracy must be in [0, 1]", "accuracy=1.7"]),
+])  # fmt: skip
+def test_plot_reads_a_damaged_rounds_file_as_one_error_line(
+    edit, words: list[str], tmp_path: Path  # noqa: ANN001
+) -> None:
+    """Finding 3 of issue 25: a rounds.csv with a repeated header line was a TypeError
+    traceback (the wire columns stayed text and ``cumsum`` failed); a ``nan`` or empty
+    accuracy mid-file was dropped without a word, an accuracy of 1.7 drawn."""
+    lines = _rounds([0.1, 0.4, 0.5, 0.6]).splitlines()
+    (tmp_path / "rounds.csv").write_text("\n".join(edit(lines)) + "\n")
+    _clear(_run("simulations.plot", str(tmp_path), "--out", str(tmp_path / "x.png")), *words)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_still_drops_a_torn_last_line(tmp_path: Path) -> None:
+    """The one damage that is expected (a run killed mid-write): drawn without that line."""
+    text = _rounds([0.1, 0.4, 0.5, 0.6])
+    (tmp_path / "rounds.csv").write_text(text + "fedavg,4,3,")
+    proc = _run("simulations.plot", str(tmp_path), "--out", str(tmp_path / "x.png"))
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (tmp_path / "x.png").stat().st_size > 0
+
+
+def _group(tmp_path: Path, seeds: tuple[int, ...] = (1, 2, 3)) -> Path:
+    """A finished ``--seeds`` group: its config.json, and one run per seed with its own."""
+    import json
+
+    group = tmp_path / "group"
+    group.mkdir()
+    (group / "config.json").write_text(json.dumps({"seeds": list(seeds),
+                                                   "settings": {"seed": 0}}))  # fmt: skip
+    for seed in seeds:
+        run = group / f"seed-{seed}"
+        run.mkdir()
+        (run / "rounds.csv").write_text(_rounds([0.1, 0.3 + seed / 100, 0.5, 0.6, 0.7]))
+        (run / "config.json").write_text(json.dumps({"settings": {
+            "seed": seed, "num-server-rounds": 4, "methods": "pemn,fedavg",
+            "checkpoint-dir": str(run / "checkpoint")}}))  # fmt: skip
+    return group
+
+
+def _cut_in_half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(("damage", "words"), [
+    (lambda g: (g / "seed-2" / "rounds.csv").unlink(),
+     ["lists seeds 1, 2, 3 but seed 2 has no rounds.csv"]),
+    (lambda g: _cut_in_half(g / "seed-3" / "rounds.csv"),
+     ["seed 3 has no rounds of fedavg where seed 1 has rounds 0-4"]),
+    (lambda g: (g / "seed-1" / "rounds.csv").write_text(_rounds([0.1, 0.3, 0.5]) + "pemn,3"),
+     ["seed 2 has rounds 0-4 of fedavg where seed 1 has rounds 0-2"]),
+    (lambda g: (g / "seed-2" / "config.json").write_text('{"settings": {"seed": 1}}'),
+     ["seed-2/config.json says seed 1"]),
+    (lambda g: (g / "seed-3" / "config.json").write_text(
+        '{"settings": {"seed": 3, "num-server-rounds": 8}}'),
+     ["seed 3 ran with num-server-rounds=8, seed 1 with 4"]),
+])  # fmt: skip
+def test_plot_refuses_a_seed_group_whose_members_differ(
+    damage, words: list[str], tmp_path: Path  # noqa: ANN001
+) -> None:
+    """Finding 4 of issue 25: ``simulations.plot GROUP`` averaged a group with one seed's
+    rounds.csv missing or cut in half without a word (n differed per method)."""
+    group = _group(tmp_path)
+    out = tmp_path / "bands.png"
+    assert _run("simulations.plot", str(group), "--out", str(out)).returncode == 0
+    out.unlink()
+    damage(group)
+    proc = _run("simulations.plot", str(group), "--out", str(out))
+    _clear(proc, *words, "--resume", "draw its seeds as separate runs")
+    assert proc.stderr.count("\n") == 1 and not out.exists()
