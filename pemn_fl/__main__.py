@@ -141,7 +141,9 @@ come the `--<option>` flags of `python -m simulations.run`, the keys of
 `[tool.flwr.app.config]` in pyproject.toml, the checks, and this table, which
 `python -m pemn_fl options > docs/options.md` writes (a test holds the file and pyproject.toml
 to the code). Settings every method shares (data, model, rounds, faults, bytes, seed) are in
-`python -m simulations.run --help`.
+`python -m simulations.run --help`. An option set to other than its default that no method
+of the run reads changes nothing: `simulations.run` and `simulations.deploy` say so in one
+`note:` line before the run starts (`--methods fedavg --density 0.5` runs plain FedAvg).
 
 """
 

@@ -35,6 +35,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -51,7 +52,14 @@ from pemn_fl.methods import settings_from
 from pemn_fl.models import ModelError
 from pemn_fl.partition import PartitionError
 from simulations import secure as S
-from simulations.run import build_parser, check_data, prepare_out, settings_from_args, versions
+from simulations.run import (
+    build_parser,
+    check_data,
+    prepare_out,
+    settings_from_args,
+    unread_note,
+    versions,
+)
 from simulations.shaping import NodeLink
 from simulations.wireproxy import WireProxy
 
@@ -635,6 +643,37 @@ def resumed_plan(args: argparse.Namespace,
     return plan, out
 
 
+# Flags deploy inherits from simulations.run's parser but cannot use: what each would have
+# meant there, and what to do instead. A deployment has no Ray and no seed groups.
+RUN_ONLY = {
+    "ray_address": ("--ray-address", "a deployment runs Flower's SuperLink and SuperNodes, not "
+                    "Ray clients; drop it (it is simulations.run's)"),
+    "cpus_per_client": ("--cpus-per-client", "Ray's share of a CPU per simulated client; each "
+                        "SuperNode is a process of its own: drop it"),
+    "gpus_per_client": ("--gpus-per-client", "Ray's share of a GPU per simulated client; each "
+                        "SuperNode uses --device: drop it"),
+    "seeds": ("--seeds", "a deployment runs one seed: give --seed, one deployment per seed"),
+    "clients": ("--clients", "a deployment's clients are its SuperNodes: give --nodes"),
+}  # fmt: skip
+
+
+def check_run_only(args: argparse.Namespace, defaults: dict[str, object]) -> None:
+    """Refuse the flags of ``RUN_ONLY`` given a value (they used to be dropped silently)."""
+    given = [(flag, why) for key, (flag, why) in RUN_ONLY.items()
+             if getattr(args, key) != defaults.get(key)]  # fmt: skip
+    if given:
+        raise SettingsError("; ".join(f"{flag}: {why}" for flag, why in given))
+
+
+def check_timeout(timeout: float) -> None:
+    """``--timeout`` bounds the whole deployment: a positive, finite number of seconds,
+    checked before any process starts (``nan`` never expired, ``0`` and ``-1`` started every
+    process and then failed)."""
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise SettingsError(f"--timeout {timeout:g}: the deployment's time limit must be a "
+                            "positive number of seconds (default 1800)")  # fmt: skip
+
+
 def check_options(args: argparse.Namespace) -> None:
     """Bad combinations, each one ``error:`` line (before anything starts)."""
     if args.nodes < 1:
@@ -644,6 +683,9 @@ def check_options(args: argparse.Namespace) -> None:
                             "authentication and TLS: they need --secure")  # fmt: skip
     if min(args.unauthorized_nodes, args.nodes_without_ca) < 0:
         raise SettingsError("--unauthorized-nodes and --nodes-without-ca count nodes: >= 0")
+    if args.kill_node_after is not None and args.kill_node_after < 1:
+        raise SettingsError(f"--kill-node-after {args.kill_node_after}: a number of training "
+                            "rounds, >= 1")  # fmt: skip
     if args.kill_superlink_after is not None and args.kill_node_after is not None:
         raise SettingsError("--kill-superlink-after already kills SuperNode 0 with the "
                             "SuperLink; drop --kill-node-after")  # fmt: skip
@@ -675,11 +717,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep OUT/state (database, checkpoints, credentials) after the "
                         "run finishes")  # fmt: skip
     args = parser.parse_args(argv)
-    args.clients = args.nodes
+    defaults = vars(parser.parse_args([]))
     resume = args.resume is not None
     try:
+        check_run_only(args, defaults)
+        check_timeout(args.timeout)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.clients = args.nodes
+    try:
         if resume:
-            defaults = vars(parser.parse_args([]))
             plan, out = resumed_plan(args, defaults)
             settings = plan.settings
         else:
@@ -705,6 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, DataError, PartitionError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not resume and (note := unread_note(settings)):  # simulations.run's rule
+        print(note, file=sys.stderr)
     if not resume:
         config = {"nodes": plan.nodes, "secure": plan.secure,
                   "unauthorized_nodes": plan.unauthorized_nodes,

@@ -25,7 +25,7 @@ from typing import IO
 
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods import get as get_method
-from pemn_fl.methods import is_plugin, settings_from
+from pemn_fl.methods import is_plugin, settings_from, unread
 from pemn_fl.methods import names as method_names
 from pemn_fl.methods import options as method_options
 from pemn_fl.methods import users as method_users
@@ -189,6 +189,24 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
               if (key := _RENAMED.get(k, k.replace("_", "-"))) in known}  # fmt: skip
     config.update({"rescale": not args.no_rescale, "min-nodes": args.clients})
     return settings_from(config)
+
+
+def unread_note(settings: RunSettings) -> str | None:
+    """The rule for method options the chosen methods ignore, in ``simulations.run`` and
+    ``simulations.deploy`` alike: an option set to other than its default that no method of
+    the run reads is *said*, in one ``note:`` line before anything starts (the run goes on:
+    it is valid, the value just changes nothing). Not refused, because a study's shared
+    preset legitimately carries one method's options into every method's run
+    (``bench.accuracy_frontier``'s ``--margin 0.1`` reaches its FedAvg runs); silently
+    dropped, it would let ``--methods fedavg --density 0.5`` pass for a density study."""
+    ignored = unread(settings)
+    if not ignored:
+        return None
+    said = [f"--{name} {settings[name]} (read by {', '.join(who) or 'no method'})"
+            for name, who in ignored.items()]  # fmt: skip
+    them = "it" if len(said) == 1 else "them"
+    return (f"note: {'; '.join(said)}: no method of this run ({settings.methods}) reads "
+            f"{them}, so the value changes nothing")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -608,15 +626,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume is not None:
         return execute(settings, engine, out, True, args.quiet)
     out = args.out or Path("results/runs") / time.strftime("%Y%m%d-%H%M%S")
+    note = unread_note(settings)  # said once every check has passed: a refusal says only why
     try:
         if seeds is not None:  # the group directory: its config.json, then one run per seed
             lock, _ = start(settings, engine, out, args.overwrite, extra={"seeds": seeds})
             shutil.rmtree(out / "checkpoint", ignore_errors=True)  # the seeds keep their own
+            if note:
+                print(note, file=sys.stderr)
             return run_seeds(args, settings, seeds, out, engine)
         lock, settings = start(settings, engine, out, args.overwrite)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if note:
+        print(note, file=sys.stderr)
     return execute(settings, engine, out, False, args.quiet)
 
 

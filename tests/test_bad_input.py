@@ -294,3 +294,23 @@ def test_plot_refuses_a_seed_group_whose_members_differ(
     proc = _run("simulations.plot", str(group), "--out", str(out))
     _clear(proc, *words, "--resume", "draw its seeds as separate runs")
     assert proc.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_run_says_which_method_options_no_method_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule ``simulations.deploy`` now shares (issue 25): an option no method of the run
+    reads is said in one ``note:`` line, once every check has passed (a refused run says
+    only its error). ``execute`` is stubbed: nothing runs."""
+    import simulations.run as R
+
+    monkeypatch.setattr(R, "execute", lambda *args, **kwargs: 0)
+    argv = ["--methods", "fedavg,pemn", "--bits", "4", "--noise-scale", "2", "--rounds", "1"]
+    assert R.main([*argv, "--out", str(tmp_path / "o")]) == 0
+    assert capsys.readouterr().err == (
+        "note: --noise-scale 2.0 (read by evolve, evolve_dither, evolve_lattice, "
+        "evolve_momentum); --bits 4 (read by qsgd): no method of this run (fedavg,pemn) reads "
+        "them, so the value changes nothing\n")  # fmt: skip
+    assert R.main([*argv, "--out", str(tmp_path / "o")]) == 2  # now it holds files
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --out") and "note" not in err

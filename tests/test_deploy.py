@@ -291,3 +291,65 @@ def test_resume_refuses_while_the_earlier_deployment_still_runs(
     finally:
         procs.stop()
     assert D.still_running(layout.pids) == []  # stopped: a resume may go ahead
+
+
+# -- options deploy cannot use, a bad --timeout, ignored method options (issue 25) ----------
+
+
+@pytest.fixture
+def no_processes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
+    """``deploy`` replaced by a recorder: a test sees whether anything would have started."""
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(D, "deploy", lambda *args, **kwargs: calls.append(args))
+    return calls
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--timeout", "nan"], "--timeout nan: the deployment's time limit must be a positive"),
+    (["--timeout", "0"], "--timeout 0: the deployment's time limit"),
+    (["--timeout", "-1"], "--timeout -1: the deployment's time limit"),
+    (["--timeout", "inf"], "--timeout inf: the deployment's time limit"),
+    (["--ray-address", "127.0.0.1:6379"], "--ray-address: a deployment runs Flower's SuperLink"),
+    (["--cpus-per-client", "2"], "--cpus-per-client: Ray's share of a CPU"),
+    (["--gpus-per-client", "0.5"], "--gpus-per-client: Ray's share of a GPU"),
+    (["--seeds", "1,2"], "--seeds: a deployment runs one seed"),
+    (["--clients", "4"], "--clients: a deployment's clients are its SuperNodes: give --nodes"),
+    (["--kill-node-after", "0"], "--kill-node-after 0: a number of training rounds, >= 1"),
+])  # fmt: skip
+def test_deploy_refuses_what_it_cannot_apply_before_anything_starts(
+    args: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+    no_processes: list[tuple[object, ...]],
+) -> None:  # fmt: skip
+    """Finding 5 of issue 25: ``--timeout nan`` ran on, ``0``/``-1`` started every process
+    and then failed, and ``--ray-address`` (and the other Ray and seed-group flags) were
+    dropped silently. Each is now one error line, and nothing is started or written."""
+    assert D.main([*args, "--out", str(tmp_path / "o")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and says in err and err.count("\n") == 1, err
+    assert no_processes == [] and not (tmp_path / "o").exists()
+
+
+def test_deploy_resume_also_checks_the_timeout(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               no_processes: list[tuple[object, ...]]) -> None:
+    assert D.main(["--resume", str(tmp_path), "--timeout", "nan"]) == 2
+    assert "--timeout nan" in capsys.readouterr().err and no_processes == []
+
+
+def test_deploy_says_which_method_options_no_method_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture, no_processes: list[tuple[object, ...]]
+) -> None:
+    """``--methods fedavg --density 0.5`` was a plain FedAvg deployment without a word.
+    simulations.run's rule now holds here: one ``note:`` line naming the option and the
+    methods that read it, before any process starts (the deployment itself is valid)."""
+    out = tmp_path / "o"
+    assert D.main(["--methods", "fedavg", "--density", "0.5", "--dataset", "synthetic",
+                   "--model", "mlp", "--width", "0.5", "--out", str(out)]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert err == ("note: --density 0.5 (read by evolve, evolve_dither, evolve_lattice, "
+                   "evolve_momentum): no method of this run (fedavg) reads it, so the value "
+                   "changes nothing\n")  # fmt: skip
+    assert len(no_processes) == 1  # said before the deployment started
+    capsys.readouterr()
+    assert D.main(["--methods", "evolve,fedavg", "--density", "0.5", "--dataset", "synthetic",
+                   "--model", "mlp", "--width", "0.5", "--out", str(tmp_path / "p")]) == 0
+    assert capsys.readouterr().err == ""  # evolve reads it: nothing to say

@@ -22,7 +22,7 @@ from pemn_fl.methods.base import ClientStep, Method, ServerSide
 from pemn_fl.options import Option, merge
 
 __all__ = ["ClientStep", "Method", "ServerSide", "get", "is_plugin", "names", "options",
-           "registry", "settings_from", "users"]  # fmt: skip
+           "registry", "settings_from", "unread", "users"]  # fmt: skip
 
 # Order = order of tables and plots. Method modules are imported on first use (``get``).
 _MODULES = (
@@ -96,6 +96,24 @@ def users(specs: Iterable[str] = ()) -> dict[str, list[str]]:
         for option in method.options:
             out.setdefault(option.name, []).append(method.name)
     return out
+
+
+def unread(settings: RunSettings) -> dict[str, list[str]]:
+    """Options set to other than their default that no method of the run reads: option name
+    -> the methods (registered ones and the run's plug-ins) that would read it.
+
+    A method reads exactly the options it declares (``Method.options``), so such a value
+    changes nothing: ``--methods fedavg --density 0.5`` runs plain FedAvg. The commands that
+    take settings from a user (``simulations.run``, ``simulations.deploy``) refuse it rather
+    than run something other than what was asked; settings read back from a run's own
+    config.json are not checked (a finished run stays readable)."""
+    specs = settings.method_list
+    declared = options(specs)
+    chosen = {get(spec).name for spec in specs}
+    readers = users(specs)
+    return {name: readers.get(name, []) for name, option in declared.items()
+            if settings[option] != option.default
+            and not chosen & set(readers.get(name, []))}  # fmt: skip
 
 
 def settings_from(config: Mapping[str, object]) -> RunSettings:
