@@ -187,6 +187,90 @@ def check_clients(directory: Path) -> None:
                 _read_client_file(path)
 
 
+# How a sampled client's round ended (``clients.csv``), and whether its state was saved: the
+# ClientApp saves after the training step, so ``replied`` and ``late`` (a simulated late
+# reply: it trained) always have a file; ``error`` (it raised) and ``none`` (no reply) may not.
+SAVED_STATUSES = ("replied", "late")
+
+
+def finished_keys(saved: ServerCheckpoint, rounds: int) -> list[tuple[int, int]]:
+    """The (method index, round) of every training round the checkpoint covers, in order."""
+    return [(i, r) for i in range(saved.method_index + 1)
+            for r in range(1, (rounds if i < saved.method_index else saved.round) + 1)]
+
+
+def check_client_states(directory: Path, saved: ServerCheckpoint, names: list[str],
+                        rounds: int, fraction: float, seed: int, clients_csv: Path,
+                        partitions: Iterable[int] | None = None) -> None:  # fmt: skip
+    """Every node's newest saved state is the one from the last round it trained in, up to
+    the round the checkpoint covers; otherwise a ``CheckpointError`` naming the partition.
+
+    A resumed node takes the newest file from before the round it is asked to train
+    (``load_client``). If that file is missing (deleted, or the node's whole folder), the
+    node silently starts over from an older state or from nothing, fails every later round
+    ("cannot catch up") and the run drifts from an uninterrupted one. Which partitions
+    trained in which round is a pure function of the seed, the sampled fraction and the
+    partitions (``RoundSampler``), and ``clients.csv`` says how each sampled client's round
+    ended (``SAVED_STATUSES`` always saved); the two must agree. A partition never sampled,
+    or sampled only in rounds it failed, legitimately has no file. ``names``: the method
+    names in ``methods`` order; ``partitions``: those whose files are in ``directory`` (a
+    deployment's node keeps only its own; default every partition of the run).
+    """
+    from pemn_fl import clientlog
+    from pemn_fl.sampling import RoundSampler
+
+    keys = finished_keys(saved, rounds)
+    if not keys:
+        return  # nothing trained yet: no client state to have
+    if not clients_csv.is_file():
+        raise CheckpointError(f"{clients_csv}: missing; it says which sampled clients trained "
+                              "in the finished rounds (and holds their rows); start the run "
+                              "again")  # fmt: skip
+    try:
+        frame = clientlog.read(clients_csv, torn_ok=True)
+    except clientlog.ClientsFileError as exc:
+        raise CheckpointError(f"{exc}; start the run again") from None
+    status = {(str(m), int(r), int(p)): str(s) for m, r, p, s in
+              zip(frame["method"], frame["round"], frame["partition"], frame["status"],
+                  strict=True)}  # fmt: skip
+    sampler = RoundSampler(saved.node_of_partition, fraction, seed)
+    sampled = {r: sorted(sampler.partition_of[n] for n in sampler(r))
+               for r in range(1, rounds + 1)}  # fmt: skip
+    for i, r in keys:
+        listed = sorted(p for (m, rr, p) in status if m == names[i] and rr == r)
+        if listed != sampled[r]:
+            raise CheckpointError(f"{clients_csv}: round {r} of {names[i]} lists partitions "
+                                  f"{listed} but the run's seeded sample is {sampled[r]} "
+                                  "(a damaged file, or one of another run); start the run "
+                                  "again")  # fmt: skip
+    position = (saved.method_index, saved.round)
+    for pid in sorted(saved.node_of_partition if partitions is None else partitions):
+        trained = [(i, r) for i, r in keys if pid in sampled[r]]
+        certain = [k for k in trained if status[(names[k[0]], k[1], pid)] in SAVED_STATUSES]
+        files = [(key, path) for key, path in _client_files(directory, pid) if key <= position]
+        newest, path = files[-1] if files else (None, None)
+        if newest is not None and newest not in trained:
+            raise CheckpointError(
+                f"{path}: a state of partition {pid} after round {newest[1]} of "
+                f"{_name(names, newest)}, a round it did not train in (a file of another "
+                "run?); resuming would hand that node foreign state: start the run again"
+            )
+        if certain and (newest is None or newest < certain[-1]):
+            last = certain[-1]
+            held = ("no saved state at all" if newest is None else
+                    f"only its state after round {newest[1]} of {_name(names, newest)}")
+            raise CheckpointError(
+                f"partition {pid}: last trained in round {last[1]} of {_name(names, last)} "
+                f"but {directory / CLIENT_DIR / f'p{pid}'} holds {held} (the newer file is "
+                "missing); resumed, it would train from older state and the run would drift "
+                "from an uninterrupted one: start the run again"
+            )  # fmt: skip
+
+
+def _name(names: list[str], key: tuple[int, int]) -> str:
+    return names[key[0]] if 0 <= key[0] < len(names) else f"method #{key[0]}"
+
+
 class ResumedStrategy(Strategy):
     """``strategy`` continued after round ``offset``: ``Strategy.start`` counts its rounds
     from 1 again, the wrapped strategy sees the run's true round numbers (its seeds, its
@@ -251,7 +335,12 @@ def finished_rows(csv_path: Path, methods: list[str], saved: ServerCheckpoint,
             raise CheckpointError(f"{csv_path}, line {number}: method {row['method']!r} is "
                                   "not one of this run's")  # fmt: skip
         if i < saved.method_index or (i == saved.method_index and row["round"] <= saved.round):
-            rows.append(row)
+            problem = _value_problem(row)
+            if problem:
+                raise CheckpointError(f"{csv_path}, line {number}: {problem}; the resumed "
+                                      "run would carry it into its summary: start the run "
+                                      "again")  # fmt: skip
+            rows.append({**row, "_line": number})
     expected = [(m, r) for m, i in index.items() if i <= saved.method_index
                 for r in range(0, (rounds if i < saved.method_index else saved.round) + 1)]
     found = [(row["method"], row["round"]) for row in rows]
@@ -260,7 +349,26 @@ def finished_rows(csv_path: Path, methods: list[str], saved: ServerCheckpoint,
         raise CheckpointError(f"{csv_path}: does not hold exactly the finished rounds the "
                               f"checkpoint covers (missing or repeated, e.g. {missing}); "
                               "start the run again")  # fmt: skip
-    return rows
+    for row, want in zip(rows, expected, strict=True):  # each method's rounds 0, 1, 2, ...
+        if (row["method"], row["round"]) != want:
+            raise CheckpointError(f"{csv_path}, line {row['_line']}: round {row['round']} of "
+                                  f"{row['method']} where round {want[1]} of {want[0]} "
+                                  "belongs (rounds out of order); start the run again")
+    return [{k: v for k, v in row.items() if k != "_line"} for row in rows]
+
+
+def _value_problem(row: dict[str, object]) -> str | None:
+    """What is impossible in a row a run wrote: an accuracy outside [0, 1] (``nan``
+    included: a run always evaluates) or a negative round or count of bytes or clients.
+    (A loss may be ``inf`` or ``nan``: a diverged run's is, and is recorded as such.)"""
+    accuracy = row.get("accuracy")
+    if isinstance(accuracy, float) and not 0.0 <= accuracy <= 1.0:
+        return f"accuracy={accuracy!r} is not in [0, 1]"
+    for name in INTEGER_COLUMNS:
+        value = row.get(name)
+        if isinstance(value, int) and value < 0:
+            return f"{name}={value} is negative"
+    return None
 
 
 # Columns whose values are counts (integers); every other column but ``method`` is a float.

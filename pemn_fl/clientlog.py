@@ -22,6 +22,7 @@ its checkpoint covers and drops the rest.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +127,7 @@ def keep_rounds(path: Path, kept: set[tuple[str, int]]) -> None:
     """A resumed run: keep only the rows of the (method, round) pairs its checkpoint covers."""
     if not path.is_file():
         return
-    frame = read(path)
+    frame = read(path, torn_ok=True)
     mask = [(str(m), int(r)) in kept for m, r in zip(frame["method"], frame["round"],
                                                     strict=True)]  # fmt: skip
     frame[mask].to_csv(path, index=False)
@@ -136,11 +137,18 @@ class ClientsFileError(ValueError):
     """A ``clients.csv`` that is not one a run wrote."""
 
 
-def read(path: Path) -> pd.DataFrame:
-    """A run's ``clients.csv``, checked: every column, known statuses, counts >= 0."""
+def read(path: Path, torn_ok: bool = False) -> pd.DataFrame:
+    """A run's ``clients.csv``, checked: every column, known statuses, counts >= 0.
+
+    ``torn_ok`` (a resume reading back what a killed run wrote): a last line without its
+    newline is a row cut short by the kill and is dropped. The server checkpoint is written
+    after a round's rows, so such a row always belongs to a round the resume runs again."""
     try:
-        frame = pd.read_csv(path, keep_default_na=False, dtype={"down_calls_detail": str,
-                                                                "up_calls_detail": str})
+        text = path.read_text()
+        if torn_ok and text and not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]
+        frame = pd.read_csv(io.StringIO(text), keep_default_na=False,
+                            dtype={"down_calls_detail": str, "up_calls_detail": str})
     except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError,
             UnicodeDecodeError) as exc:  # fmt: skip
         raise ClientsFileError(f"{path}: not a clients.csv written by a run "

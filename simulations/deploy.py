@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pemn_fl.checkpoint import CheckpointError
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.data import DataError
 from pemn_fl.methods import settings_from
@@ -640,7 +641,31 @@ def resumed_plan(args: argparse.Namespace,
     if not (Layout(out).server_checkpoint / "server.pkl").is_file():
         raise SettingsError(f"--resume {out}: no server checkpoint in {Layout(out).state} (the "
                             "run finished, or stopped before its first round ended)")  # fmt: skip
+    check_resumable(plan, Layout(out))
     return plan, out
+
+
+def check_resumable(plan: Plan, layout: Layout) -> None:
+    """What the resumed ServerApp and SuperNodes will read back, checked here, before any
+    process starts (as ``simulations.run --resume`` does): the server checkpoint, the
+    finished rows, and each node's saved state (node i serves partition i and keeps its
+    state in its own directory), so that damage is one ``error:`` line, not a failure deep
+    in a process log or a node silently training from older state."""
+    from pemn_fl import checkpoint as C
+    from pemn_fl.report import COLUMNS
+    from pemn_fl.server_app import CLIENTS_FILE
+    from simulations.run import method_names_of
+
+    settings = plan.settings
+    saved = C.load_server(layout.server_checkpoint)
+    C.finished_rows(layout.out / "rounds.csv", settings.method_list, saved,
+                    settings.num_server_rounds, COLUMNS)  # fmt: skip
+    for index in range(plan.nodes):
+        node = layout.node_dir(index) / CHECKPOINT_DIR
+        C.check_clients(node)
+        C.check_client_states(node, saved, method_names_of(settings),
+                              settings.num_server_rounds, settings.fraction, settings.seed,
+                              layout.out / CLIENTS_FILE, partitions=[index])  # fmt: skip
 
 
 # Flags deploy inherits from simulations.run's parser but cannot use: what each would have
@@ -750,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         if not resume:
             prepare_out(out, args.overwrite)
             shutil.rmtree(Layout(out).state, ignore_errors=True)  # never a stale one
-    except (SettingsError, DataError, PartitionError, ModelError) as exc:
+    except (SettingsError, DataError, PartitionError, ModelError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not resume and (note := unread_note(settings)):  # simulations.run's rule

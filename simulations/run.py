@@ -322,12 +322,24 @@ def resumed(args: argparse.Namespace) -> tuple[Path, RunSettings, Engine]:
     # one error line, never a traceback in a worker or a client silently starting over.
     from pemn_fl import checkpoint as C
     from pemn_fl.report import columns_for
+    from pemn_fl.server_app import CLIENTS_FILE
 
     saved = C.load_server(checkpoints)
     C.finished_rows(out / "rounds.csv", settings.method_list, saved,
                     settings.num_server_rounds, columns_for(bool(settings.link)))  # fmt: skip
     C.check_clients(checkpoints)
+    # Every node's newest state is that of the last round it trained in: a deleted file
+    # (or folder) would have that node train from older state, and the run drift silently.
+    C.check_client_states(checkpoints, saved, method_names_of(settings),
+                          settings.num_server_rounds, settings.fraction, settings.seed,
+                          out / CLIENTS_FILE)  # fmt: skip
     return out, dataclasses.replace(settings, checkpoint_dir=str(checkpoints)), engine
+
+
+def method_names_of(settings: RunSettings) -> list[str]:
+    """The run's method names in ``methods`` order (a plug-in's spec is its module path;
+    rows and checkpoints name it by its ``name``)."""
+    return [get_method(spec).name for spec in settings.method_list]
 
 
 LOCK_FILE = ".pemn-fl.lock"

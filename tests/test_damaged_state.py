@@ -4,6 +4,7 @@ line, never a traceback, a silently rewritten column or a client starting over (
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,160 @@ def test_an_emptied_or_flipped_client_checkpoint_is_refused(tmp_path: Path) -> N
         path.write_bytes(spoiled)
         with pytest.raises(C.CheckpointError, match="damaged client checkpoint"):
             C.load_client(ckpt, 0, (0, 3))
+
+
+# -- every node's newest state present, rounds.csv values checked (issue 25) ---------------
+# Six partitions, 2 sampled per round (fraction 0.34, seed 0): rounds 1, 2, 3 sample
+# [0, 5], [0, 2], [1, 5]; partitions 3 and 4 are never sampled. The run was killed in
+# fedavg's round 3, after pemn's 3 rounds and fedavg's 2 (checkpoint: fedavg, round 2).
+STATE = RunSettings(methods="pemn,fedavg", num_server_rounds=3, dataset="synthetic",
+                    model="mlp", width=0.5, min_nodes=6, fraction=0.34, seed=0)  # fmt: skip
+SAMPLED = {1: [0, 5], 2: [0, 2], 3: [1, 5]}
+FAILED = {("fedavg", 2, 2)}  # partition 2 raised in fedavg's round 2: it saved no state
+
+
+def _resumable(tmp_path: Path, deployment: bool = False) -> Path:
+    """A killed run whose files all agree, as simulations.run (or simulations.deploy, whose
+    node i keeps partition i's state in its own directory) leaves it."""
+    from pemn_fl import clientlog
+    from pemn_fl.sampling import RoundSampler
+
+    out = tmp_path / "run"
+    server = out / ("state/superlink/checkpoint" if deployment else "checkpoint")
+    server.mkdir(parents=True)
+    sampler = RoundSampler({p: 100 + p for p in range(6)}, STATE.fraction, STATE.seed)
+    assert {r: sorted(sampler.partition_of[n] for n in sampler(r)) for r in SAMPLED} == SAMPLED
+    settings = {**STATE.to_run_config(), "checkpoint-dir": "checkpoint" if deployment
+                else str(server)}  # fmt: skip
+    config = ({"engine": "deployment", "nodes": 6, "settings": settings} if deployment
+              else {"clients": 6, "cpus_per_client": 1.0, "settings": settings})  # fmt: skip
+    (out / "config.json").write_text(json.dumps(config))
+    C.save_server(server, C.ServerCheckpoint("fedavg", 1, 2, {}, {},
+                                             {p: 100 + p for p in range(6)},
+                                             settings=STATE.to_run_config()))  # fmt: skip
+    rows, clients = [], []
+    done = [("pemn", 0, r) for r in range(4)] + [("fedavg", 1, r) for r in range(3)]
+    for method, index, r in [*done, ("fedavg", 1, 3)]:  # round 3 of fedavg: cut short
+        if (method, r) != ("fedavg", 3):
+            rows.append(_row(method, r))
+        for pid in SAMPLED.get(r, []):
+            status = "error" if (method, r, pid) in FAILED else "replied"
+            clients.append({c: 0 for c in clientlog.COLUMNS} | {
+                "method": method, "round": r, "partition": pid, "status": status,
+                "down_calls_detail": "", "up_calls_detail": ""})  # fmt: skip
+            if status == "replied":
+                node = out / f"state/nodes/node-{pid}/checkpoint" if deployment else server
+                C.save_client(node, pid, (index, r), RecordDict(
+                    {f"{method}-k": ConfigRecord({"round": r})}))  # fmt: skip
+    (out / "rounds.csv").write_text("\n".join([",".join(COLUMNS)]
+                                              + [",".join(row) for row in rows]) + "\n")
+    clientlog.append(out / "clients.csv", clients)
+    text = (out / "clients.csv").read_text()
+    (out / "clients.csv").write_text(text[:-40])  # the kill tore fedavg round 3's last row
+    return out
+
+
+@pytest.fixture
+def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """``execute`` and ``deploy`` replaced by recorders: a resume that passes its checks
+    starts nothing here."""
+    import simulations.deploy as D
+    import simulations.run as R
+
+    calls: list[object] = []
+    monkeypatch.setattr(R, "execute", lambda *args, **kwargs: calls.append(args) or 0)
+    monkeypatch.setattr(D, "deploy", lambda *args, **kwargs: calls.append(args))
+    return calls
+
+
+def test_a_run_whose_states_all_agree_resumes(tmp_path: Path, nothing_runs: list[object],
+                                              capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """The legitimate gaps are no error: partitions 3 and 4 were never sampled (no folder),
+    partition 2 failed in its last round (its newest state is from the round before), the
+    cut round's files and its torn clients.csv row are ignored."""
+    out = _resumable(tmp_path)
+    ckpt = out / "checkpoint" / "clients"
+    assert not (ckpt / "p3").exists() and not (ckpt / "p4").exists()
+    assert sorted(p.name for p in (ckpt / "p2").iterdir()) == ["0-2.state"]
+    assert main(["--resume", str(out)]) == 0, capsys.readouterr().err
+    assert len(nothing_runs) == 1
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda ckpt: (ckpt / "p0" / "1-2.state").unlink(),
+     "partition 0: last trained in round 2 of fedavg but"),
+    (lambda ckpt: shutil.rmtree(ckpt / "p5"), "partition 5: last trained in round 1 of fedavg"),
+    (lambda ckpt: (ckpt / "p1" / "0-3.state").unlink(), "partition 1: last trained in round 3 "
+     "of pemn but"),
+    (lambda ckpt: shutil.copy(ckpt / "p0" / "1-1.state", ckpt / "p2" / "1-1.state"),
+     "a round it did not train in"),
+])  # fmt: skip
+def test_resume_refuses_a_missing_or_foreign_client_state_naming_the_partition(
+    damage, words: str, tmp_path: Path, capsys: pytest.CaptureFixture,  # noqa: ANN001
+    nothing_runs: list[object],
+) -> None:
+    """Finding 2 of issue 25: deleting a client's newest checkpoint, or its whole folder,
+    and ``--resume`` gave exit 0; that partition then failed every later round ("cannot
+    catch up: this node holds round 0") and the accuracy drifted (0.9711 vs 0.9644)."""
+    out = _resumable(tmp_path)
+    damage(out / "checkpoint" / "clients")
+    assert main(["--resume", str(out)]) == 2
+    line = _error_line(capsys)
+    assert words in line and "start the run again" in line
+    assert nothing_runs == []
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda lines: [*lines[:3], lines[3].replace(",0.5,", ",nan,"), *lines[4:]],
+     "line 4: accuracy=nan is not in [0, 1]"),
+    (lambda lines: [*lines[:3], lines[3].replace(",0.5,", ",1.5,"), *lines[4:]],
+     "line 4: accuracy=1.5 is not in [0, 1]"),
+    (lambda lines: [*lines[:3], lines[3].replace(",2000,", ",-2000,"), *lines[4:]],
+     "line 4: cumulative_bytes=-2000 is negative"),
+    (lambda lines: [lines[0], lines[1], lines[3], lines[2], *lines[4:]],
+     "line 3: round 2 of pemn where round 1 of pemn belongs"),
+])  # fmt: skip
+def test_resume_refuses_impossible_values_in_rounds_csv(
+    edit, words: str, tmp_path: Path, capsys: pytest.CaptureFixture,  # noqa: ANN001
+    nothing_runs: list[object],
+) -> None:
+    """An accuracy of ``nan`` in rounds.csv was accepted on resume (and carried into the
+    resumed run's summary); so were 1.5, negative bytes and rounds out of order."""
+    out = _resumable(tmp_path)
+    lines = (out / "rounds.csv").read_text().splitlines()
+    (out / "rounds.csv").write_text("\n".join(edit(lines)) + "\n")
+    assert main(["--resume", str(out)]) == 2
+    assert words in _error_line(capsys) and nothing_runs == []
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda out: (out / "clients.csv").unlink(), "clients.csv: missing"),
+    (lambda out: (out / "clients.csv").write_text("method,round\n"), "lacks the column"),
+    (lambda out: (out / "clients.csv").write_text(
+        (out / "clients.csv").read_text().replace("pemn,2,0,", "pemn,2,4,")),
+     "round 2 of pemn lists partitions [2, 4] but the run's seeded sample is [0, 2]"),
+])  # fmt: skip
+def test_resume_needs_the_clients_file_that_says_who_trained(
+    damage, words: str, tmp_path: Path, capsys: pytest.CaptureFixture,  # noqa: ANN001
+    nothing_runs: list[object],
+) -> None:
+    out = _resumable(tmp_path)
+    damage(out)
+    assert main(["--resume", str(out)]) == 2
+    assert words in _error_line(capsys) and nothing_runs == []
+
+
+def test_a_deployment_resume_checks_every_nodes_state_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture, nothing_runs: list[object]
+) -> None:
+    """``simulations.deploy --resume``: node i keeps partition i's state in its own
+    directory; a missing one is the same one line, before any process starts."""
+    from simulations.deploy import main as deploy_main
+
+    out = _resumable(tmp_path, deployment=True)
+    assert deploy_main(["--resume", str(out)]) == 0, capsys.readouterr().err
+    assert len(nothing_runs) == 1
+    (out / "state/nodes/node-0/checkpoint/clients/p0/1-2.state").unlink()
+    assert deploy_main(["--resume", str(out)]) == 2
+    assert "partition 0: last trained in round 2 of fedavg" in _error_line(capsys)
+    assert len(nothing_runs) == 1
