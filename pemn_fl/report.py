@@ -355,7 +355,8 @@ def read_rounds(path: Path) -> pd.DataFrame:
                             if c in frame.columns and c not in need)]  # fmt: skip
     values = frame[numeric].apply(pd.to_numeric, errors="coerce")
     bad = values.isna().any(axis=1) | (frame["method"] == "")
-    if len(frame) and bad.iloc[-1]:  # a torn last line: dropped
+    torn = bool(len(frame) and bad.iloc[-1])
+    if torn:  # a torn last line: dropped (``attrs["torn_line"]`` lets a command say so)
         frame, values, bad = frame.iloc[:-1], values.iloc[:-1], bad.iloc[:-1]
     for index in bad[bad].index[:1]:
         row = frame.loc[index]
@@ -376,7 +377,9 @@ def read_rounds(path: Path) -> pd.DataFrame:
     frame[numeric] = values
     if frame.empty:
         raise RoundsFileError(f"{path}: no complete round recorded")
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    frame.attrs["torn_line"] = len(frame) + 2 if torn else None
+    return frame
 
 
 AXES = {  # x axis of a figure: the column (cumulated per method) and its label
@@ -404,6 +407,10 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, title: str | None = None,
     import matplotlib.pyplot as plt
 
     frames = {Path(d): read_rounds(rounds_file(Path(d))) for d in run_dirs}
+    for run_dir, frame in frames.items():
+        if frame.attrs.get("torn_line"):  # drawn without it, and said: never silently
+            print(f"note: {rounds_file(run_dir)}, line {frame.attrs['torn_line']}: cut short "
+                  "(a run killed mid-write?); drawn without it", file=sys.stderr)  # fmt: skip
     timed = all("cumulative_time_s" in f.columns for f in frames.values())
     if x != "bytes" and not timed:
         bare = [str(d) for d, f in frames.items() if "cumulative_time_s" not in f.columns]
