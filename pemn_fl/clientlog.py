@@ -165,6 +165,13 @@ def read(path: Path, torn_ok: bool = False) -> pd.DataFrame:
             line = int(bad.to_numpy().nonzero()[0][0]) + 2
             raise ClientsFileError(f"{path}, line {line}: {column} is not a count >= 0")
         frame[column] = values.astype("int64")
+    for column in ("down_calls_detail", "up_calls_detail"):  # what the time model replays
+        for line, text in enumerate(frame[column], start=2):
+            try:
+                decode_calls(text)
+            except ValueError as exc:
+                raise ClientsFileError(f"{path}, line {line}: {column} is not a list of calls "
+                                       f"({exc})") from None  # fmt: skip
     unknown = ~frame["status"].isin(STATUSES)
     if unknown.any():
         line = int(unknown.to_numpy().nonzero()[0][0]) + 2

@@ -8,6 +8,7 @@ can redraw any past run.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -335,15 +336,18 @@ class RoundsFileError(ValueError):
 def read_rounds(path: Path) -> pd.DataFrame:
     """A run's ``rounds.csv``, checked: the columns the plots need, one complete row or more.
 
-    A truncated last line (a run killed mid-write) is dropped, so what is drawn is only what
-    was fully recorded. Any other line must be whole: a missing or non-numeric value where a
-    number is needed (a repeated header line, a line from another file, a ``nan`` accuracy),
-    an accuracy outside [0, 1] or a negative byte count is a ``RoundsFileError`` naming the
-    line, never a row silently left out nor a traceback further on.
+    A last line without its newline, or missing a needed value, is one a run killed
+    mid-write cut short: it is dropped (``attrs["torn_line"]`` names it, so that a command
+    can say so), and what is drawn is only what was fully recorded. Every other line must be
+    whole: a missing or non-numeric value where a number is needed (a repeated header line,
+    a line from another file, a ``nan`` accuracy), an accuracy outside [0, 1] or a negative
+    byte count is a ``RoundsFileError`` naming the line, never a row silently left out nor
+    a traceback further on.
     """
     need = ["method", "round", "cumulative_bytes", "accuracy", "uplink_bytes", "downlink_bytes"]
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        text = Path(path).read_text()
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise RoundsFileError(f"{path}: not a rounds.csv written by simulations.run "
                               f"({type(exc).__name__})") from None  # fmt: skip
@@ -355,8 +359,8 @@ def read_rounds(path: Path) -> pd.DataFrame:
                             if c in frame.columns and c not in need)]  # fmt: skip
     values = frame[numeric].apply(pd.to_numeric, errors="coerce")
     bad = values.isna().any(axis=1) | (frame["method"] == "")
-    torn = bool(len(frame) and bad.iloc[-1])
-    if torn:  # a torn last line: dropped (``attrs["torn_line"]`` lets a command say so)
+    torn = bool(len(frame)) and (not text.endswith("\n") or bool(bad.iloc[-1]))
+    if torn:  # a torn last line (cut short, or missing a value): dropped, and said
         frame, values, bad = frame.iloc[:-1], values.iloc[:-1], bad.iloc[:-1]
     for index in bad[bad].index[:1]:
         row = frame.loc[index]

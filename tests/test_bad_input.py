@@ -236,11 +236,16 @@ def test_plot_reads_a_damaged_rounds_file_as_one_error_line(
     assert not (tmp_path / "x.png").exists()
 
 
-def test_plot_drops_a_torn_last_line_and_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cut", [
+    "fedavg,4,3,",  # cut before a needed value
+    ",".join(["fedavg", "4", *["0"] * 13, "0.7", "1"]),  # every value plotted, no newline
+])  # fmt: skip
+def test_plot_drops_a_torn_last_line_and_says_so(cut: str, tmp_path: Path) -> None:
     """The one damage that is expected (a run killed mid-write): drawn without that line,
-    and one ``note:`` line says so (a rounds.csv cut in half was drawn without a word)."""
+    and one ``note:`` line says so (a rounds.csv cut in half was drawn without a word,
+    also when the cut fell after every value the plot needs)."""
     text = _rounds([0.1, 0.4, 0.5, 0.6])
-    (tmp_path / "rounds.csv").write_text(text + "fedavg,4,3,")
+    (tmp_path / "rounds.csv").write_text(text + cut)
     proc = _run("simulations.plot", str(tmp_path), "--out", str(tmp_path / "x.png"))
     assert proc.returncode == 0 and (tmp_path / "x.png").stat().st_size > 0
     assert proc.stderr == (f"note: {tmp_path / 'rounds.csv'}, line 10: cut short (a run "

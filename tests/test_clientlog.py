@@ -74,6 +74,7 @@ def test_append_then_read_then_keep_only_the_resumed_rounds(tmp_path: Path) -> N
     ("status", "lost", "status 'lost'"),
     ("train_flops", "-5", "train_flops is not a count"),
     ("examples", "many", "examples is not a count"),
+    ("down_calls_detail", "pm:85y.08+444", "down_calls_detail is not a list of calls"),
 ])  # fmt: skip
 def test_a_damaged_clients_file_names_its_line(tmp_path: Path, column: str, value: str,
                                                says: str) -> None:  # fmt: skip
@@ -87,6 +88,20 @@ def test_a_damaged_clients_file_names_its_line(tmp_path: Path, column: str, valu
     path.write_text("method,round\nm,1\n")
     with pytest.raises(L.ClientsFileError, match="lacks the column"):
         L.read(path)
+
+
+def test_a_resume_drops_a_row_the_kill_cut_short(tmp_path: Path) -> None:
+    """The server checkpoint is written after a round's rows, so a row cut short by a kill
+    belongs to a round the resume runs again: ``keep_rounds`` drops it (it raised, and the
+    resumed ServerApp failed), while ``read`` alone still refuses it."""
+    path = tmp_path / "clients.csv"
+    L.append(path, L.rows("m", 1, {10: _share(), 11: _share()}, {10: 0, 11: 1}, WORK))
+    path.write_text(path.read_text() + "m,2,0,repl")
+    with pytest.raises(L.ClientsFileError):
+        L.read(path)
+    assert len(L.read(path, torn_ok=True)) == 2
+    L.keep_rounds(path, {("m", 1)})
+    assert list(L.read(path)["round"]) == [1, 1]
 
 
 def test_forward_flops_of_known_layers_and_the_model_is_left_as_it_was() -> None:
