@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
@@ -37,6 +37,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from pemn_fl import framing
+
+if TYPE_CHECKING:
+    from pemn_fl.config import RunSettings
 
 SERVER_FILE = "server.pkl"
 CLIENT_DIR = "clients"
@@ -200,7 +203,7 @@ def finished_keys(saved: ServerCheckpoint, rounds: int) -> list[tuple[int, int]]
 
 
 def check_client_states(directory: Path, saved: ServerCheckpoint, names: list[str],
-                        rounds: int, fraction: float, seed: int, clients_csv: Path,
+                        settings: RunSettings, clients_csv: Path,
                         partitions: Iterable[int] | None = None) -> None:  # fmt: skip
     """Every node's newest saved state is the one from the last round it trained in, up to
     the round the checkpoint covers; otherwise a ``CheckpointError`` naming the partition.
@@ -213,12 +216,14 @@ def check_client_states(directory: Path, saved: ServerCheckpoint, names: list[st
     partitions (``RoundSampler``), and ``clients.csv`` says how each sampled client's round
     ended (``SAVED_STATUSES`` always saved); the two must agree. A partition never sampled,
     or sampled only in rounds it failed, legitimately has no file. ``names``: the method
-    names in ``methods`` order; ``partitions``: those whose files are in ``directory`` (a
-    deployment's node keeps only its own; default every partition of the run).
+    names in ``methods`` order; ``settings``: the run's (its sampler, fraction, seed and
+    rounds); ``partitions``: those whose files are in ``directory`` (a deployment's node
+    keeps only its own; default every partition of the run).
     """
     from pemn_fl import clientlog
     from pemn_fl.sampling import RoundSampler
 
+    rounds = settings.num_server_rounds
     keys = finished_keys(saved, rounds)
     if not keys:
         return  # nothing trained yet: no client state to have
@@ -233,7 +238,10 @@ def check_client_states(directory: Path, saved: ServerCheckpoint, names: list[st
     status = {(str(m), int(r), int(p)): str(s) for m, r, p, s in
               zip(frame["method"], frame["round"], frame["partition"], frame["status"],
                   strict=True)}  # fmt: skip
-    sampler = RoundSampler(saved.node_of_partition, fraction, seed)
+    # The run's own sampler, built as the ServerApp builds it (a sticky one draws its rounds
+    # in order, so they are asked in order).
+    sampler = RoundSampler(saved.node_of_partition, settings.fraction, settings.seed,
+                           settings.sampler, settings.sticky_group, settings.sticky_change)
     sampled = {r: sorted(sampler.partition_of[n] for n in sampler(r))
                for r in range(1, rounds + 1)}  # fmt: skip
     for i, r in keys:

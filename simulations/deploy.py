@@ -652,19 +652,18 @@ def check_resumable(plan: Plan, layout: Layout) -> None:
     state in its own directory), so that damage is one ``error:`` line, not a failure deep
     in a process log or a node silently training from older state."""
     from pemn_fl import checkpoint as C
-    from pemn_fl.report import COLUMNS
+    from pemn_fl.report import columns_for
     from pemn_fl.server_app import CLIENTS_FILE
     from simulations.run import method_names_of
 
     settings = plan.settings
     saved = C.load_server(layout.server_checkpoint)
     C.finished_rows(layout.out / "rounds.csv", settings.method_list, saved,
-                    settings.num_server_rounds, COLUMNS)  # fmt: skip
+                    settings.num_server_rounds, columns_for(bool(settings.link)))  # fmt: skip
     for index in range(plan.nodes):
         node = layout.node_dir(index) / CHECKPOINT_DIR
         C.check_clients(node)
-        C.check_client_states(node, saved, method_names_of(settings),
-                              settings.num_server_rounds, settings.fraction, settings.seed,
+        C.check_client_states(node, saved, method_names_of(settings), settings,
                               layout.out / CLIENTS_FILE, partitions=[index])  # fmt: skip
 
 

@@ -330,8 +330,7 @@ def resumed(args: argparse.Namespace) -> tuple[Path, RunSettings, Engine]:
     C.check_clients(checkpoints)
     # Every node's newest state is that of the last round it trained in: a deleted file
     # (or folder) would have that node train from older state, and the run drift silently.
-    C.check_client_states(checkpoints, saved, method_names_of(settings),
-                          settings.num_server_rounds, settings.fraction, settings.seed,
+    C.check_client_states(checkpoints, saved, method_names_of(settings), settings,
                           out / CLIENTS_FILE)  # fmt: skip
     return out, dataclasses.replace(settings, checkpoint_dir=str(checkpoints)), engine
 

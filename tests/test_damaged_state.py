@@ -138,31 +138,41 @@ SAMPLED = {1: [0, 5], 2: [0, 2], 3: [1, 5]}
 FAILED = {("fedavg", 2, 2)}  # partition 2 raised in fedavg's round 2: it saved no state
 
 
-def _resumable(tmp_path: Path, deployment: bool = False) -> Path:
+def _sampled(state: RunSettings) -> dict[int, list[int]]:
+    """The partitions ``state``'s own sampler draws in rounds 1-3 (as the ServerApp does)."""
+    from pemn_fl.sampling import RoundSampler
+
+    sampler = RoundSampler({p: 100 + p for p in range(state.min_nodes)}, state.fraction,
+                           state.seed, state.sampler, state.sticky_group,
+                           state.sticky_change)  # fmt: skip
+    return {r: sorted(sampler.partition_of[n] for n in sampler(r)) for r in (1, 2, 3)}
+
+
+def _resumable(tmp_path: Path, deployment: bool = False, state: RunSettings = STATE) -> Path:
     """A killed run whose files all agree, as simulations.run (or simulations.deploy, whose
     node i keeps partition i's state in its own directory) leaves it."""
     from pemn_fl import clientlog
-    from pemn_fl.sampling import RoundSampler
 
     out = tmp_path / "run"
     server = out / ("state/superlink/checkpoint" if deployment else "checkpoint")
     server.mkdir(parents=True)
-    sampler = RoundSampler({p: 100 + p for p in range(6)}, STATE.fraction, STATE.seed)
-    assert {r: sorted(sampler.partition_of[n] for n in sampler(r)) for r in SAMPLED} == SAMPLED
-    settings = {**STATE.to_run_config(), "checkpoint-dir": "checkpoint" if deployment
+    sampled = _sampled(state)
+    assert state != STATE or sampled == SAMPLED
+    settings = {**state.to_run_config(), "checkpoint-dir": "checkpoint" if deployment
                 else str(server)}  # fmt: skip
-    config = ({"engine": "deployment", "nodes": 6, "settings": settings} if deployment
-              else {"clients": 6, "cpus_per_client": 1.0, "settings": settings})  # fmt: skip
+    config = ({"engine": "deployment", "nodes": state.min_nodes, "settings": settings}
+              if deployment else {"clients": state.min_nodes, "cpus_per_client": 1.0,
+                                  "settings": settings})  # fmt: skip
     (out / "config.json").write_text(json.dumps(config))
     C.save_server(server, C.ServerCheckpoint("fedavg", 1, 2, {}, {},
-                                             {p: 100 + p for p in range(6)},
-                                             settings=STATE.to_run_config()))  # fmt: skip
+                                             {p: 100 + p for p in range(state.min_nodes)},
+                                             settings=state.to_run_config()))  # fmt: skip
     rows, clients = [], []
     done = [("pemn", 0, r) for r in range(4)] + [("fedavg", 1, r) for r in range(3)]
     for method, index, r in [*done, ("fedavg", 1, 3)]:  # round 3 of fedavg: cut short
         if (method, r) != ("fedavg", 3):
             rows.append(_row(method, r))
-        for pid in SAMPLED.get(r, []):
+        for pid in sampled.get(r, []):
             status = "error" if (method, r, pid) in FAILED else "replied"
             clients.append({c: 0 for c in clientlog.COLUMNS} | {
                 "method": method, "round": r, "partition": pid, "status": status,
@@ -267,6 +277,25 @@ def test_resume_needs_the_clients_file_that_says_who_trained(
     damage(out)
     assert main(["--resume", str(out)]) == 2
     assert words in _error_line(capsys) and nothing_runs == []
+
+
+def test_the_check_follows_the_runs_own_sampler(
+    tmp_path: Path, capsys: pytest.CaptureFixture, nothing_runs: list[object]
+) -> None:
+    """Under ``--sampler sticky`` the rounds' samples differ from the uniform draw: the check
+    asks the run's own sampler, so a sticky run resumes, and its last trainer's deleted
+    state is still caught."""
+    sticky = RunSettings(**{**STATE.__dict__, "sampler": "sticky", "min_nodes": 8,
+                            "fraction": 0.25})  # fmt: skip
+    sampled = _sampled(sticky)
+    assert sampled != _sampled(RunSettings(**{**sticky.__dict__, "sampler": "uniform"}))
+    out = _resumable(tmp_path, state=sticky)
+    assert main(["--resume", str(out)]) == 0, capsys.readouterr().err
+    # One that trained in fedavg's round 2, the last the checkpoint covers:
+    last = next(p for p in sampled[2] if ("fedavg", 2, p) not in FAILED)
+    (out / "checkpoint" / "clients" / f"p{last}" / "1-2.state").unlink()
+    assert main(["--resume", str(out)]) == 2
+    assert f"partition {last}: last trained in round 2 of fedavg" in _error_line(capsys)
 
 
 def test_a_deployment_resume_checks_every_nodes_state_before_starting(
