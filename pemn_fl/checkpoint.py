@@ -257,6 +257,13 @@ def check_client_states(directory: Path, saved: ServerCheckpoint, names: list[st
         certain = [k for k in trained if status[(names[k[0]], k[1], pid)] in SAVED_STATUSES]
         files = [(key, path) for key, path in _client_files(directory, pid) if key <= position]
         newest, path = files[-1] if files else (None, None)
+        if newest is not None and newest[1] == 0:  # a plug-in whose messages lack the round
+            raise CheckpointError(
+                f"{path}: partition {pid}'s state is filed under round 0, because "
+                f"{_name(names, newest)}'s training messages carry no server-round; a resume "
+                "cannot give this node its own state back (docs/methods.md, contract 1): "
+                "start the run again"
+            )
         if newest is not None and newest not in trained:
             raise CheckpointError(
                 f"{path}: a state of partition {pid} after round {newest[1]} of "

@@ -223,6 +223,9 @@ def test_a_run_whose_states_all_agree_resumes(tmp_path: Path, nothing_runs: list
      "of pemn but"),
     (lambda ckpt: shutil.copy(ckpt / "p0" / "1-1.state", ckpt / "p2" / "1-1.state"),
      "a round it did not train in"),
+    (lambda ckpt: shutil.copy(ckpt / "p0" / "1-1.state", ckpt / "p3" / "1-0.state")
+     if (ckpt / "p3").mkdir() is None else None,
+     "filed under round 0, because fedavg's training messages carry no server-round"),
 ])  # fmt: skip
 def test_resume_refuses_a_missing_or_foreign_client_state_naming_the_partition(
     damage, words: str, tmp_path: Path, capsys: pytest.CaptureFixture,  # noqa: ANN001
