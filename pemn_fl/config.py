@@ -160,9 +160,16 @@ class RunSettings:
         _choice("sampler", self.sampler, SAMPLERS)
         if self.sticky_group < 0 or self.sticky_change < 0:
             raise SettingsError("sticky-group and sticky-change must be >= 0 (0: the default)")
-        if self.sticky_group and self.sticky_group + max(self.sticky_change, 1) > self.min_nodes:
-            raise SettingsError(f"sticky-group={self.sticky_group}: with {self.min_nodes} clients "
-                                "the group must leave room for the newcomers outside it")
+        sample = max(1, int(round(self.fraction * self.min_nodes)))
+        if self.sticky_change and self.sticky_change >= sample:
+            raise SettingsError(f"sticky-change={self.sticky_change}: of each round's "
+                                f"{sample} clients some must come from the sticky group; "
+                                f"give fewer than {sample}")  # fmt: skip
+        if self.sticky_group and not (sample - self.sticky_change <= self.sticky_group
+                                      <= self.min_nodes - max(self.sticky_change, 1)):
+            raise SettingsError(f"sticky-group={self.sticky_group}: with {self.min_nodes} "
+                                f"clients and {sample} a round it must hold the sample's "
+                                "sticky part and leave room outside it for the newcomers")
         try:
             if self.link:
                 check_spec(self.link, "link")
