@@ -76,7 +76,8 @@ def _method_frames(frames: Mapping[int, pd.DataFrame], level: str
     """method -> seed -> its rounds (sorted), with ``cumulative`` bytes at ``level``."""
     out: dict[str, dict[int, pd.DataFrame]] = {}
     for seed, frame in frames.items():
-        frame = with_cumulative(frame, level)
+        # Bytes summed in round order, whatever the order of the rows.
+        frame = with_cumulative(frame.sort_values("round", kind="stable"), level)
         for method, part in frame.groupby("method", sort=False):
             out.setdefault(str(method), {})[seed] = part.sort_values("round")
     return out
