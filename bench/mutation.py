@@ -49,6 +49,7 @@ import math
 import os
 import random
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -296,7 +297,7 @@ def semantic(args: argparse.Namespace) -> int:
     against the whole default suite (``pytest`` with no file named: ``testpaths``), which
     alone can call it a survivor. ``--first-only`` skips that second stage (a quick survey;
     its survivors are only candidates)."""
-    from bench.semantic_mutants import EQUIVALENT, FIRST_TESTS
+    from bench.semantic_mutants import EQUIVALENT, FIRST_TESTS, Semantic
 
     if args.root is not None:
         root, sha = Path(args.root).resolve(), _git("rev-parse", "HEAD", cwd=Path(args.root))
@@ -304,8 +305,12 @@ def semantic(args: argparse.Namespace) -> int:
         root, sha = snapshot(args.commit, Path(args.work) / "snapshot-semantic")
     picked = _semantic_pick(args.only)
     print(f"snapshot {root} at {sha[:12]}: {len(picked)} semantic mutants", flush=True)
+
+    def first(m: Semantic) -> list[str]:  # those the checkout has (--root: older tests)
+        return [t for t in FIRST_TESTS[m.path] if (root / t).is_file()]
+
     if not args.no_baseline:  # the unmutated code must pass what the mutants are judged by
-        files = sorted({t for m in picked for t in FIRST_TESTS[m.path]})
+        files = sorted({t for m in picked for t in first(m)})
         for what, tests in (("first test files", files), ("default suite", [])):
             if what == "default suite" and args.first_only:
                 continue
@@ -326,8 +331,9 @@ def semantic(args: argparse.Namespace) -> int:
         started = time.monotonic()
         try:
             path.write_text(original.replace(m.old, m.new))
-            rc, out = _pytest(root, list(FIRST_TESTS[m.path]), timeout=1800)
-            stage = "first test files"
+            rc, out, stage = 0, "", "first test files"
+            if first(m):
+                rc, out = _pytest(root, first(m), timeout=1800)
             if rc in (0, 5) and not args.first_only:
                 rc, out = _pytest(root, [], timeout=3600)
                 stage = "default suite"
@@ -344,7 +350,8 @@ def semantic(args: argparse.Namespace) -> int:
         print(f"{verdict:10s} {m.name:38s} {row['stage']:17s} {row['killed_by']} "
               f"({row['seconds']} s)", flush=True)  # fmt: skip
         if args.write:
-            _semantic_write(sha, rows, args)
+            command = "python -m bench.mutation " + shlex.join(args.argv)
+            _semantic_write(sha, rows, args.name, command, args.first_only)
     killed = sum(r["verdict"] == "killed" for r in rows)
     equivalent = sum(r["verdict"] == "equivalent" for r in rows)
     print(f"{killed} killed of {len(rows)}, {equivalent} judged equivalent: "
@@ -352,35 +359,40 @@ def semantic(args: argparse.Namespace) -> int:
     return 0
 
 
-def _semantic_write(sha: str, rows: list[dict[str, object]], args: argparse.Namespace) -> None:
-    """``results/mutation/semantic.{json,md}``: every mutant, its verdict and what killed it,
+def _semantic_write(sha: str, rows: list[dict[str, object]], name: str, command: str,
+                    first_only: bool) -> None:  # fmt: skip
+    """``results/mutation/<name>.{json,md}``: every mutant, its verdict and what killed it,
     the kill rate, and the argument for each one judged equivalent."""
     from bench.semantic_mutants import EQUIVALENT, SEMANTIC
 
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "semantic.json").write_text(json.dumps({"commit": sha, "mutants": rows}, indent=1)
-                                       + "\n")  # fmt: skip
+    (OUT / f"{name}.json").write_text(json.dumps({"commit": sha, "command": command,
+                                                  "mutants": rows}, indent=1) + "\n")
     done = {r["mutant"] for r in rows}
     killed = sum(r["verdict"] == "killed" for r in rows)
     judged = sum(r["verdict"] == "equivalent" for r in rows)
     stage_one = sum(r["verdict"] == "killed" and r["stage"] == "first test files" for r in rows)
+    by = ("the test files that import the mutated module only (`--first-only`: a survey, "
+          "not the default suite)" if first_only else "the default suite")
     lines = [
-        "# Semantic mutants against the default suite",
+        f"# Semantic mutants against {by}",
         "",
         f"Commit `{sha[:12]}`; {len(rows)} of the {len(SEMANTIC)} mutants of "
-        "`bench/semantic_mutants.py` run"
-        + ("" if len(rows) == len(SEMANTIC) else " (a run cut short or a subset)") + ".",
-        "Made by (from the repository root; about an hour beside other work on 2 cores):",
+        "`bench/semantic_mutants.py`" + ("" if len(rows) == len(SEMANTIC)
+                                         else " (a subset, or a run cut short)") + ". Made by:",
         "",
         "```bash",
-        "python -m bench.mutation semantic --write    # see bench/mutation.py, semantic()",
+        command,
         "```",
         "",
         f"**{killed} killed of {len(rows)}; {judged} judged equivalent (argued below); kill "
         f"rate {100 * killed / max(1, len(rows) - judged):.1f} % of the non-equivalent.** "
         f"{stage_one} were killed by the test files that import the mutated module (run "
-        "first, with `-x`, under the default suite's options), the others by the whole "
-        "default suite (`pytest`, not slow); a survivor is one the whole default suite passed.",
+        "first, with `-x`, under the default suite's options: a failure there is a failure "
+        "of the default suite)"
+        + ("." if first_only else ", the others by the whole default suite (`pytest`: "
+           "every test file, not slow); a survivor is a mutant the whole default suite "
+           "passed."),
         "",
         "| mutant | file | the bug | verdict | killed by |",
         "|---|---|---|---|---|",
@@ -388,14 +400,13 @@ def _semantic_write(sha: str, rows: list[dict[str, object]], args: argparse.Name
     for r in rows:
         lines.append(f"| `{r['mutant']}` | `{r['path']}` | {r['what']} | {r['verdict']} | "
                      f"{'`' + str(r['killed_by']) + '`' if r['killed_by'] else '-'} |")
-    argued = [(r["mutant"], EQUIVALENT[r["mutant"]]) for r in rows
+    argued = [f"- `{r['mutant']}`: {EQUIVALENT[str(r['mutant'])]}" for r in rows
               if r["verdict"] == "equivalent"]  # fmt: skip
-    lines += ["", "## Judged equivalent", ""]
-    lines += [f"- `{name}`: {why}" for name, why in argued] or ["None."]
+    lines += ["", "## Judged equivalent", "", *(argued or ["None."])]
     missing = [m.name for m in SEMANTIC if m.name not in done]
     if missing:
         lines += ["", f"Not run: {', '.join(missing)}."]
-    (OUT / "semantic.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 # -- part 2: mutmut over the core modules ----------------------------------------------------
@@ -775,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
                            help=f"write results/mutation/{name}.json"
                            + (" and semantic.md" if name == "semantic" else ""))
         if name == "semantic":
+            p.add_argument("--name", default="semantic",
+                           help="--write results/mutation/NAME.{json,md} (default semantic)")
             p.add_argument("--first-only", action="store_true",
                            help="only the test files of the mutated module (a quick survey: "
                            "its survivors are candidates, not survivors of the default suite)")
@@ -793,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
                            help="test a seeded sample of this many mutants per module (0: all)")
             p.add_argument("--seed", type=int, default=0, help="the sample's seed")
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv  # the command, for the results
     commands = {"known": known, "semantic": semantic, "run": run, "table": table,
                 "judge": judge, "recheck": recheck}
     return commands[args.command](args)

@@ -54,6 +54,17 @@ def test_the_target_is_the_seed_mean_peak_over_the_rounds_every_seed_finished() 
     assert summary["target_rule"].startswith("maximum of FedAvg's seed-mean accuracy curve")
 
 
+def test_two_seeds_already_take_the_seed_mean_curve_not_one_runs_best() -> None:
+    # Seeds 2 and 3 share rounds 0-3: round 2 (0.83 + 0.81) / 2 = 0.82, round 3 (0.79 + 0.88)
+    # / 2 = 0.835: target 0.825. One run's rule would give seed 2's 0.83 - 0.01 or seed 3's
+    # 0.88 - 0.01.
+    summary = S.aggregate({3: seed_frame(3), 2: seed_frame(2)})
+    assert summary["target_accuracy"] == pytest.approx(0.825)
+    assert summary["target_rule"].startswith("maximum of FedAvg's seed-mean accuracy curve")
+    # FedAvg reaches 0.825 in round 2 on seed 2 (0.83) and round 3 on seed 3 (0.88).
+    assert summary["methods"]["fedavg"]["round_to_target"] == {"2": 2, "3": 3}
+
+
 def test_rounds_bytes_and_fewer_bytes_than_fedavg_seed_by_seed() -> None:
     methods = S.aggregate(group())["methods"]
     fed, evolve, qsgd = methods["fedavg"], methods["evolve"], methods["qsgd"]
