@@ -39,8 +39,10 @@ def _fresh_summaries(directory: Path, method: str) -> dict[int, dict]:
     """Seed -> the method's own ``summary.json`` entry, from ``directory/fresh``."""
     found: dict[int, dict] = {}
     for path in sorted(directory.glob(f"fresh/{method}__*/seed-*/summary.json")):
-        seed = int(path.parent.name.removeprefix("seed-"))
-        found[seed] = json.loads(path.read_text())["methods"][method]
+        tail = path.parent.name.removeprefix("seed-")
+        if not tail.isdigit():  # seed-<s>.partial: a run cut short before it was moved in
+            continue
+        found[int(tail)] = json.loads(path.read_text())["methods"][method]
     return found
 
 

@@ -5,13 +5,18 @@ digests agree: they prove consistency, not correctness, so a bug that every part
 passes them. Mutation testing measures what the suite really pins down: change the code a
 little (``+`` to ``-``, ``<`` to ``<=``, drop an argument, ...) and see whether a test fails.
 
-Three commands, each on a *snapshot* (a detached ``git worktree`` of one commit, so edits in
+Four commands, each on a *snapshot* (a detached ``git worktree`` of one commit, so edits in
 the working tree during a run that takes hours change nothing, and the table names the commit):
 
 * ``known``: the 13 hand-made mutants of issue 17 that the default suite let through. Each is
   applied to the snapshot and the test files of its module run with ``-x``; every one must
   fail. ``--root DIR`` runs them in an existing checkout instead (e.g. one holding older
   tests, to show that those let the mutants through).
+* ``semantic``: the hand-written semantic mutants of issue 25 (``bench/semantic_mutants.py``:
+  realistic bugs in the headline code, seeds/report/levers/timesummary, and in faults and
+  checkpoint), each applied alone and judged by the default suite: the test files that import
+  the mutated module first (``-x``), then, for a mutant they all pass, the whole default
+  suite. ``--write`` makes ``results/mutation/semantic.{json,md}``.
 * ``run``: mutmut 3 over the core modules, one module at a time, each against the test files
   that cover it (mutmut runs, per mutant, only those of its tests that execute the mutated
   function, fastest first, stopping at the first failure). Each module's outcome lands in
@@ -44,6 +49,7 @@ import math
 import os
 import random
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -267,6 +273,140 @@ def known(args: argparse.Namespace) -> int:
         (OUT / "known.json").write_text(json.dumps({"commit": sha, "mutants": rows}, indent=1)
                                         + "\n")  # fmt: skip
     return 0 if all(r["verdict"] == "killed" for r in rows) else 1
+
+
+# -- part 1b: the hand-written semantic mutants of issue 25 ----------------------------------
+def _semantic_pick(only: str) -> list:
+    from bench.semantic_mutants import SEMANTIC
+
+    names = {m.name for m in SEMANTIC}
+    wanted = [n for n in only.split(",") if n]
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise SystemExit(f"error: unknown semantic mutant(s) {', '.join(unknown)}")
+    return [m for m in SEMANTIC if not wanted or m.name in wanted]
+
+
+def semantic(args: argparse.Namespace) -> int:
+    """Apply each semantic mutant (``bench/semantic_mutants.py``) in the snapshot, one at a
+    time, and judge it by the default suite.
+
+    First the test files that import the mutated module run (``FIRST_TESTS``, with ``-x``):
+    they are part of the default suite, run with its options (``addopts``: not slow), so a
+    failure there is a failure of the default suite. A mutant they all pass is then run
+    against the whole default suite (``pytest`` with no file named: ``testpaths``), which
+    alone can call it a survivor. ``--first-only`` skips that second stage (a quick survey;
+    its survivors are only candidates)."""
+    from bench.semantic_mutants import EQUIVALENT, FIRST_TESTS, Semantic
+
+    if args.root is not None:
+        root, sha = Path(args.root).resolve(), _git("rev-parse", "HEAD", cwd=Path(args.root))
+    else:
+        root, sha = snapshot(args.commit, Path(args.work) / "snapshot-semantic")
+    picked = _semantic_pick(args.only)
+    print(f"snapshot {root} at {sha[:12]}: {len(picked)} semantic mutants", flush=True)
+
+    def first(m: Semantic) -> list[str]:  # those the checkout has (--root: older tests)
+        return [t for t in FIRST_TESTS[m.path] if (root / t).is_file()]
+
+    if not args.no_baseline:  # the unmutated code must pass what the mutants are judged by
+        files = sorted({t for m in picked for t in first(m)})
+        for what, tests in (("first test files", files), ("default suite", [])):
+            if what == "default suite" and args.first_only:
+                continue
+            started = time.monotonic()
+            rc, out = _pytest(root, tests)
+            print(f"baseline (unmutated) {what}: rc {rc} "
+                  f"({round(time.monotonic() - started)} s)", flush=True)  # fmt: skip
+            if rc != 0:
+                print(out[-3000:])
+                return 1
+    rows: list[dict[str, object]] = []
+    for m in picked:
+        path = root / m.path
+        original = path.read_text()
+        if original.count(m.old) != 1:
+            raise SystemExit(f"error: mutant {m.name}: its text occurs {original.count(m.old)} "
+                             f"times in {m.path} at {sha[:12]} (the source moved)")  # fmt: skip
+        started = time.monotonic()
+        try:
+            path.write_text(original.replace(m.old, m.new))
+            rc, out, stage = 0, "", "first test files"
+            if first(m):
+                rc, out = _pytest(root, first(m), timeout=1800)
+            if rc in (0, 5) and not args.first_only:
+                rc, out = _pytest(root, [], timeout=3600)
+                stage = "default suite"
+        finally:
+            path.write_text(original)
+        killed = rc not in (0, 5)
+        verdict = ("killed" if killed else "equivalent" if m.name in EQUIVALENT
+                   else "SURVIVED" if stage == "default suite" else "survived first files")
+        by = _first_failure(out) or ("timeout" if rc == 124 else f"pytest exit {rc}")
+        row = {"mutant": m.name, "path": m.path, "what": m.what, "verdict": verdict,
+               "stage": stage, "killed_by": by if killed else "",
+               "seconds": round(time.monotonic() - started)}  # fmt: skip
+        rows.append(row)
+        print(f"{verdict:10s} {m.name:38s} {row['stage']:17s} {row['killed_by']} "
+              f"({row['seconds']} s)", flush=True)  # fmt: skip
+        if args.write:
+            command = "python -m bench.mutation " + shlex.join(args.argv)
+            _semantic_write(sha, rows, args.name, command, args.first_only)
+    killed = sum(r["verdict"] == "killed" for r in rows)
+    equivalent = sum(r["verdict"] == "equivalent" for r in rows)
+    print(f"{killed} killed of {len(rows)}, {equivalent} judged equivalent: "
+          f"{100 * killed / max(1, len(rows) - equivalent):.1f} % of the non-equivalent")
+    return 0
+
+
+def _semantic_write(sha: str, rows: list[dict[str, object]], name: str, command: str,
+                    first_only: bool) -> None:  # fmt: skip
+    """``results/mutation/<name>.{json,md}``: every mutant, its verdict and what killed it,
+    the kill rate, and the argument for each one judged equivalent."""
+    from bench.semantic_mutants import EQUIVALENT, SEMANTIC
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps({"commit": sha, "command": command,
+                                                  "mutants": rows}, indent=1) + "\n")
+    done = {r["mutant"] for r in rows}
+    killed = sum(r["verdict"] == "killed" for r in rows)
+    judged = sum(r["verdict"] == "equivalent" for r in rows)
+    stage_one = sum(r["verdict"] == "killed" and r["stage"] == "first test files" for r in rows)
+    by = ("the test files that import the mutated module only (`--first-only`: a survey, "
+          "not the default suite)" if first_only else "the default suite")
+    lines = [
+        f"# Semantic mutants against {by}",
+        "",
+        f"Commit `{sha[:12]}`; {len(rows)} of the {len(SEMANTIC)} mutants of "
+        "`bench/semantic_mutants.py`" + ("" if len(rows) == len(SEMANTIC)
+                                         else " (a subset, or a run cut short)") + ". Made by:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"**{killed} killed of {len(rows)}; {judged} judged equivalent (argued below); kill "
+        f"rate {100 * killed / max(1, len(rows) - judged):.1f} % of the non-equivalent.** "
+        f"{stage_one} were killed by the test files that import the mutated module (run "
+        "first, with `-x`, under the default suite's options: a failure there is a failure "
+        "of the default suite)"
+        + ("." if first_only else ", the others by the whole default suite (`pytest`: "
+           "every test file, not slow); a survivor is a mutant the whole default suite "
+           "passed."),
+        "",
+        "| mutant | file | the bug | verdict | killed by |",
+        "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in rows:
+        lines.append(f"| `{r['mutant']}` | `{r['path']}` | {r['what']} | {r['verdict']} | "
+                     f"{'`' + str(r['killed_by']) + '`' if r['killed_by'] else '-'} |")
+    argued = [f"- `{r['mutant']}`: {EQUIVALENT[str(r['mutant'])]}" for r in rows
+              if r["verdict"] == "equivalent"]  # fmt: skip
+    lines += ["", "## Judged equivalent", "", *(argued or ["None."])]
+    missing = [m.name for m in SEMANTIC if m.name not in done]
+    if missing:
+        lines += ["", f"Not run: {', '.join(missing)}."]
+    (OUT / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 # -- part 2: mutmut over the core modules ----------------------------------------------------
@@ -625,6 +765,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_ in (("known", "the 13 hand-made survivors of issue 17"),
+                        ("semantic", "the hand-written semantic mutants of issue 25"),
                         ("run", "mutmut over the core modules, one module at a time"),
                         ("table", "rebuild the table from results/mutation/*.json"),
                         ("judge", "record survivors as equivalent, with why"),
@@ -635,14 +776,21 @@ def main(argv: list[str] | None = None) -> int:
                        help="where the snapshot worktree and logs go")
         p.add_argument("--list-unjudged", action="store_true",
                        help="list the survivors not judged equivalent")
-        if name == "known":
+        if name in ("known", "semantic"):
             p.add_argument("--root", default=None,
                            help="mutate this checkout instead of a snapshot (it must be clean)")
             p.add_argument("--only", default="", help="comma list of mutant names")
             p.add_argument("--no-baseline", action="store_true",
                            help="skip the run of the unmutated code")
             p.add_argument("--write", action="store_true",
-                           help="write results/mutation/known.json")
+                           help=f"write results/mutation/{name}.json"
+                           + (" and semantic.md" if name == "semantic" else ""))
+        if name == "semantic":
+            p.add_argument("--name", default="semantic",
+                           help="--write results/mutation/NAME.{json,md} (default semantic)")
+            p.add_argument("--first-only", action="store_true",
+                           help="only the test files of the mutated module (a quick survey: "
+                           "its survivors are candidates, not survivors of the default suite)")
         if name == "judge":
             p.add_argument("names", help="comma list of mutant names (mutmut's)")
             p.add_argument("--why", required=True, help="one line: why it is equivalent")
@@ -658,7 +806,9 @@ def main(argv: list[str] | None = None) -> int:
                            help="test a seeded sample of this many mutants per module (0: all)")
             p.add_argument("--seed", type=int, default=0, help="the sample's seed")
     args = parser.parse_args(argv)
-    commands = {"known": known, "run": run, "table": table, "judge": judge, "recheck": recheck}
+    args.argv = sys.argv[1:] if argv is None else argv  # the command, for the results
+    commands = {"known": known, "semantic": semantic, "run": run, "table": table,
+                "judge": judge, "recheck": recheck}
     return commands[args.command](args)
 
 

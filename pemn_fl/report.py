@@ -185,8 +185,10 @@ class RoundLog:
 
 def bytes_to_target(frame: pd.DataFrame, target: float,
                     level: str = DEFAULT_LEVEL) -> float | None:  # fmt: skip
-    """Cumulative bytes (at ``level``) at the first round reaching ``target`` (None: never)."""
-    row = first_reach(with_cumulative(frame, level), target)
+    """Cumulative bytes (at ``level``) at the first round reaching ``target`` (None: never).
+
+    ``frame``: one method's rounds, in any row order (summed and searched in round order)."""
+    row = first_reach(with_cumulative(frame.sort_values("round", kind="stable"), level), target)
     return None if row is None else int(row["cumulative"])
 
 

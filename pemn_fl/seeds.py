@@ -76,7 +76,8 @@ def _method_frames(frames: Mapping[int, pd.DataFrame], level: str
     """method -> seed -> its rounds (sorted), with ``cumulative`` bytes at ``level``."""
     out: dict[str, dict[int, pd.DataFrame]] = {}
     for seed, frame in frames.items():
-        frame = with_cumulative(frame, level)
+        # Bytes summed in round order, whatever the order of the rows.
+        frame = with_cumulative(frame.sort_values("round", kind="stable"), level)
         for method, part in frame.groupby("method", sort=False):
             out.setdefault(str(method), {})[seed] = part.sort_values("round")
     return out
@@ -154,6 +155,9 @@ def budget_table(methods: Mapping[str, Mapping[int, pd.DataFrame]],
 def aggregate(frames: Mapping[int, pd.DataFrame], level: str = "wire",
               budgets: Sequence[float] = BUDGETS) -> dict[str, object]:  # fmt: skip
     """The across-seeds summary of runs of the same settings (``frames``: seed -> rounds)."""
+    # Seeds in order: every mean and std sums in the same order, so ``--seeds 3,1,2`` gives
+    # the summary of ``--seeds 1,2,3`` to the last digit (a tie stays a tie).
+    frames = dict(sorted(frames.items()))
     level = min((level_of(f, level) for f in frames.values()),
                 key=["payload", "message", "wire"].index)  # fmt: skip
     methods = _method_frames(frames, level)
@@ -373,7 +377,7 @@ def aggregate_time(frames: Mapping[int, pd.DataFrame],
     time and energy to it per seed, FedAvg's multiples, and the time-budget table."""
     from pemn_fl.timesummary import TIME_BUDGETS
 
-    methods = _time_frames(frames)
+    methods = _time_frames(dict(sorted(frames.items())))  # seeds in order, as ``aggregate``
     target = seed_target(methods)
     fed = methods.get(BASELINE, {})
 
