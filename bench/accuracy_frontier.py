@@ -3,11 +3,11 @@
 ``python -m bench.accuracy_frontier --preset digits|fashion-mnist [--rounds N]``
 
 For each method in the registry (or ``--methods``) this runs ``python -m simulations.run``
-(Flower's Simulation Engine, every byte metered) once per configuration in ``GRID``: three
-each, FedAvg included, so every method gets the same tuning budget (mostly its step
-size). All runs share the preset's clients, partitions, per-round client sample, rounds
-and data. The configuration kept for a method is the one with the best test accuracy over the
-rounds (ties: fewer bytes), the same rule for every method.
+(Flower's Simulation Engine, every byte metered) once per configuration in its grid
+(``Method.grid``): three each, FedAvg included, so every method gets the same tuning budget
+(mostly its step size). All runs share the preset's clients, partitions, per-round client
+sample, rounds and data. The configuration kept for a method is the one with the best test
+accuracy over the rounds (ties: fewer bytes), the same rule for every method.
 
 Resumable: each run lives in ``<out>/runs/<method>__<option>=<value>,.../`` and is
 skipped when its ``summary.json`` exists, so a sweep that cannot finish in one sitting is
@@ -57,34 +57,19 @@ PRESETS: dict[str, list[str]] = {
 DEFAULT_ROUNDS = {"digits": 30, "fashion-mnist": 40}
 
 # Three configurations per method, FedAvg included: an equal tuning budget. Each tunes the
-# method's step size; evolve_dither spends one of its three on its rate knob instead.
+# method's step size; evolve_dither spends one of its three on its rate knob instead. Each
+# method declares its own (``Method.grid``); a method without one is not in the study.
 Config = dict[str, float]
-GRID: dict[str, tuple[Config, ...]] = {
-    "fedavg": ({"dense-lr": 0.02}, {"dense-lr": 0.05}, {"dense-lr": 0.1}),
-    "pemn": ({"lr": 0.1}, {"lr": 0.3}, {"lr": 1.0}),
-    "pemn_wide": ({"lr": 0.1}, {"lr": 0.3}, {"lr": 1.0}),
-    "evolve": ({"noise-scale": 0.5}, {"noise-scale": 1.0}, {"noise-scale": 2.0}),
-    "evolve_dither": (
-        {"noise-scale": 1.0, "dither-levels": 1},
-        {"noise-scale": 2.0, "dither-levels": 1},
-        {"noise-scale": 1.0, "dither-levels": 2},
-    ),
-    "evolve_lattice": ({"noise-scale": 0.5}, {"noise-scale": 1.0}, {"noise-scale": 2.0}),
-    # Momentum multiplies the step by ~1/(1 - beta): smaller noise with larger beta.
-    "evolve_momentum": ({"noise-scale": 0.5, "weight-momentum": 0.7},
-                        {"noise-scale": 0.3, "weight-momentum": 0.9},
-                        {"noise-scale": 1.0, "weight-momentum": 0.5}),
-    # First in each grid: the configuration a partial sweep (--max-configs) runs first, the
-    # best on digits where that is known.
-    "fedpm": ({"pm-lr": 0.3}, {"pm-lr": 0.1}, {"pm-lr": 0.03}),
-    # fedpm_bayes spends its budget on how fast the carried posterior forgets.
-    "fedpm_bayes": ({"posterior-decay": 0.4}, {"posterior-decay": 0.7}, {"posterior-decay": 1.0}),
-    # The dense compressors tune what FedAvg tunes (their step size); QSGD at 4 bits.
-    "signsgd": ({"server-lr": 0.003}, {"server-lr": 0.001}, {"server-lr": 0.0003}),
-    "qsgd": ({"bits": 4, "dense-lr": 0.1}, {"bits": 4, "dense-lr": 0.05},
-             {"bits": 4, "dense-lr": 0.02}),
-    "topk": ({"dense-lr": 0.1}, {"dense-lr": 0.05}, {"dense-lr": 0.2}),
-}  # fmt: skip
+
+
+def grids() -> dict[str, tuple[Config, ...]]:
+    """Every registered method's tuning grid, the baseline's first (the table is read
+    against it), then in the registry's order."""
+    from pemn_fl.methods import registry
+    from pemn_fl.report import BASELINE
+
+    found = {name: tuple(dict(c) for c in m.grid) for name, m in registry().items() if m.grid}
+    return dict(sorted(found.items(), key=lambda item: item[0] != BASELINE))
 
 
 def config_name(config: Config) -> str:
@@ -128,7 +113,7 @@ def run_one(base: list[str], method: str, config: Config, rounds: int, out: Path
 
 
 def _config_of(method: str, name: str) -> Config:
-    return next(c for c in GRID[method] if config_name(c) == name)
+    return next(c for c in grids()[method] if config_name(c) == name)
 
 
 def _bytes_to(frame: pd.DataFrame, level: float | None) -> int | None:
@@ -147,7 +132,7 @@ def collect(out: Path, methods: list[str]) -> tuple[pd.DataFrame, dict[str, pd.D
     """One row per finished run; the kept (tuned) run's rounds per method."""
     rows, curves = [], {}
     for method in methods:
-        for config in GRID[method]:
+        for config in grids()[method]:
             d = run_dir(out, method, config)
             if not (d / "rounds.csv").exists() or not (d / "summary.json").exists():
                 continue
@@ -494,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="digits")
     p.add_argument("--rounds", type=int, default=None, help="default: 30 digits, 40 fashion-mnist")
-    p.add_argument("--methods", default=",".join(GRID), help="comma list of methods")
+    p.add_argument("--methods", default=",".join(grids()), help="comma list of methods")
     p.add_argument("--out", type=Path, default=None, help="default results/frontier/<preset>")
     p.add_argument("--report-only", action="store_true", help="no new runs; rebuild the report")
     p.add_argument("--extra", default="", help="extra simulations.run options for every run")
@@ -516,9 +501,10 @@ def main(argv: list[str] | None = None) -> int:
                    "sweep; the report says how many each method got)")
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in GRID]
+    grid = grids()
+    unknown = [m for m in methods if m not in grid]
     if unknown:
-        print(f"error: no tuning grid for {unknown}; choose from {', '.join(GRID)}",
+        print(f"error: no tuning grid for {unknown}; choose from {', '.join(grid)}",
               file=sys.stderr)  # fmt: skip
         return 2
     rounds = args.rounds or DEFAULT_ROUNDS[args.preset]
@@ -533,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         if args.picked_from is None:
             for method in methods:
-                for config in GRID[method][: args.max_configs]:
+                for config in grid[method][: args.max_configs]:
                     run_one(base, method, config, rounds, out)
         if seeds:
             tuning, _ = collect(tuning_dir, methods)
@@ -554,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # a lever study: its tuning report is DIR's
     # The tuning report covers every method tuned here, whichever subset this command named
     # (a seeds sweep over some methods must not drop the others' rows).
-    tuned_here = [m for m in GRID if m in methods or any((out / "runs").glob(f"{m}__*"))]
+    tuned_here = [m for m in grid if m in methods or any((out / "runs").glob(f"{m}__*"))]
     runs, curves = collect(tuning_dir, tuned_here)
     table, targets = frontier_table(runs, curves, tuned_here)
     out.mkdir(parents=True, exist_ok=True)

@@ -94,7 +94,7 @@ MODULES = [
     Module("codec", ("pemn_fl/codec.py",),
            ("tests/test_codec.py", "tests/test_fuzz.py", "tests/test_strategy.py")),
     Module("methods/base,messages,registry",
-           ("pemn_fl/methods/base.py", "pemn_fl/methods/messages.py",
+           ("pemn_fl/methods/base.py", "pemn_fl/messages.py",
             "pemn_fl/methods/__init__.py"),
            ("tests/test_strategy.py", "tests/test_methods.py", "tests/test_levers.py")),
     Module("methods/evolve*", ("pemn_fl/methods/evolve*.py",),

@@ -16,9 +16,9 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from pemn_fl import checkpoint, faults
+from pemn_fl import messages as M
 from pemn_fl.config import RunSettings
 from pemn_fl.methods import ClientStep, get, is_plugin, registry, settings_from
-from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import partition_of
 
 

@@ -37,8 +37,8 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message
 
+from pemn_fl import messages as M
 from pemn_fl.config import RunSettings
-from pemn_fl.methods import messages as M
 from pemn_fl.prototype import derived_seed
 
 COUNTER = "fault-messages"

@@ -235,13 +235,14 @@ with an option of its own."""
 from pemn_fl import networks as N
 from pemn_fl.methods import fedavg
 from pemn_fl.methods.base import Method
+from pemn_fl.methods.frames.dense import DENSE_LR, DENSE_OPTIONS
 from pemn_fl.options import Option
 
 LR_SCALE = Option("toy-lr-scale", 1.0, "multiplies FedAvg's dense-lr", low=0, low_open=True)
 
 
 def client_step(msg, context, settings):
-    scaled = settings[fedavg.DENSE_LR] * settings[LR_SCALE]
+    scaled = settings[DENSE_LR] * settings[LR_SCALE]
     return fedavg.client_step(msg, context, settings.with_options(**{"dense-lr": scaled}))
 
 
@@ -253,7 +254,7 @@ def server(settings, sampler):
 
 METHOD = Method(name="toy", label="Toy (FedAvg, renamed)", client_step=client_step,
                 server=server, num_params=fedavg.METHOD.num_params,
-                options=(*fedavg.DENSE_OPTIONS, LR_SCALE))
+                options=(*DENSE_OPTIONS, LR_SCALE))
 '''
 
 

@@ -21,6 +21,7 @@ from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels
 from pemn_fl.methods import evolve, evolve_dither, evolve_lattice, evolve_momentum
 from pemn_fl.methods.frames import evolving as E
+from pemn_fl.methods.frames import evolving_round as ER
 from pemn_fl.methods.frames import replica as R
 from pemn_fl.sampling import RoundSampler
 from tests.harness import build_settings, changed
@@ -80,14 +81,14 @@ def _run(module, name: str, schedule: dict[int, list[int]], history: int | None 
 def _weights_before(strategy, r: int) -> list[np.ndarray]:  # noqa: ANN001
     """Server weights at the start of round r, replayed from W_0 and the stored updates."""
     scheme = strategy.scheme
-    state = evolve.state_of(SETTINGS, scheme)
+    state = ER.state_of(SETTINGS, scheme)
     for t in range(1, r):
         payload = strategy.replica.updates[t]["update"]
         denom, max_level, offset = strategy.replica.updates[t]["levels"]
         levels = decode_levels(payload, fingerprint=strategy.net.fingerprint, tag=t,
                                layer_sizes=strategy.net.sizes, max_level=max_level)  # fmt: skip
-        state = evolve.step(SETTINGS, scheme, state, t,
-                            evolve.Levels(levels, denom, max_level, offset))  # fmt: skip
+        state = ER.step(SETTINGS, scheme, state, t,
+                            ER.Levels(levels, denom, max_level, offset))  # fmt: skip
     return state[: len(strategy.net.sizes)]
 
 
@@ -168,17 +169,17 @@ def test_a_wrong_digest_is_a_clear_error_and_keeps_the_node_state() -> None:
 def test_dither_rule_is_unbiased_and_binary() -> None:
     f = [np.full(200_000, 0.3)]
     one_bit = changed(SETTINGS, dither_levels=1)
-    upd = evolve_dither.dither_rule(f, 10, one_bit, 2, {})
+    upd = ER.dither_rule(f, 10, one_bit, 2, {})
     assert upd.denom == 1 and upd.max_level == 1 and set(np.unique(upd.levels[0])) <= {0, 1}
     assert upd.levels[0].mean() == pytest.approx(0.3, abs=0.005)
-    again = evolve_dither.dither_rule(f, 10, one_bit, 2, {})
+    again = ER.dither_rule(f, 10, one_bit, 2, {})
     assert np.array_equal(upd.levels[0], again.levels[0])
 
 
 def test_dither_with_more_levels_is_unbiased_with_less_spread() -> None:
     f = [np.full(200_000, 0.3)]
-    one = evolve_dither.dithered(f, 1, seed=1, server_round=2)
-    four = evolve_dither.dithered(f, 4, seed=1, server_round=2)
+    one = ER.dithered(f, 1, seed=1, server_round=2)
+    four = ER.dithered(f, 4, seed=1, server_round=2)
     assert set(np.unique(four[0])) <= {1, 2}
     assert (four[0] / 4).mean() == pytest.approx(0.3, abs=0.005)
     assert (four[0] / 4).std() < one[0].std()
@@ -219,28 +220,28 @@ def test_apply_levels_moves_by_signed_steps_over_the_denominator() -> None:
 def test_a_lattice_round_of_zero_steps_leaves_the_weights_and_max_steps_move_them() -> None:
     # evolve_lattice sends step s as level s + MAX_STEP: all-MAX_STEP levels are a round of
     # zero steps, and all-(MAX_STEP + 1) levels move every weight up by one lattice step.
-    net = evolve.network(SETTINGS)
-    state = evolve.state_of(SETTINGS, evolve_lattice.SCHEME)
+    net = E.network(SETTINGS)
+    state = ER.state_of(SETTINGS, evolve_lattice.SCHEME)
     mid = evolve_lattice.MAX_STEP
-    still = evolve.Levels([np.full(n, mid, np.int16) for n in net.sizes], 1, 2 * mid, mid)
-    after = evolve.step(SETTINGS, evolve_lattice.SCHEME, state, 1, still)
+    still = ER.Levels([np.full(n, mid, np.int16) for n in net.sizes], 1, 2 * mid, mid)
+    after = ER.step(SETTINGS, evolve_lattice.SCHEME, state, 1, still)
     assert all(np.array_equal(a, b) for a, b in zip(after, state, strict=True))
-    up = evolve.Levels([np.full(n, mid + 1, np.int16) for n in net.sizes], 1, 2 * mid, mid)
-    moved = evolve.step(SETTINGS, evolve_lattice.SCHEME, state, 1, up)
+    up = ER.Levels([np.full(n, mid + 1, np.int16) for n in net.sizes], 1, 2 * mid, mid)
+    moved = ER.step(SETTINGS, evolve_lattice.SCHEME, state, 1, up)
     for a, b, shape in zip(moved, state, net.shapes, strict=True):
         fan_in = int(np.prod(shape.shape[1:]))  # He std sqrt(2 / fan_in), times noise-scale
-        step = SETTINGS[evolve.NOISE_SCALE] * np.sqrt(2 / fan_in)
+        step = SETTINGS[E.NOISE_SCALE] * np.sqrt(2 / fan_in)
         np.testing.assert_allclose(a - b, step, rtol=1e-5)
 
 
 def test_each_round_has_its_own_noise_and_a_replay_draws_the_same() -> None:
     # N_r is drawn from (seed, r): rounds 1 and 2 must be independent sign patterns (about
     # half the signs agree), and round 1 drawn again must be bit-identical.
-    one, two = evolve.noise(SETTINGS, 1), evolve.noise(SETTINGS, 2)
+    one, two = E.noise(SETTINGS, 1), E.noise(SETTINGS, 2)
     signs_one, signs_two = (np.concatenate([np.sign(x) for x in n]) for n in (one, two))
     assert set(np.unique(signs_one)) == {-1.0, 1.0}
     assert 0.45 < float((signs_one == signs_two).mean()) < 0.55
-    again = evolve.noise(SETTINGS, 1)
+    again = E.noise(SETTINGS, 1)
     assert all(np.array_equal(a, b) for a, b in zip(one, again, strict=True))
 
 
@@ -249,11 +250,11 @@ def test_the_dither_is_fresh_every_round_and_every_layer() -> None:
     # independent draws agree on about half the weights; the same round again agrees on all.
     f = [np.full(20_000, 0.5), np.full(20_000, 0.5)]
     one_bit = changed(SETTINGS, dither_levels=1)
-    r1 = evolve_dither.dither_rule(f, 4, one_bit, 1, {}).levels
-    r2 = evolve_dither.dither_rule(f, 4, one_bit, 2, {}).levels
+    r1 = ER.dither_rule(f, 4, one_bit, 1, {}).levels
+    r2 = ER.dither_rule(f, 4, one_bit, 2, {}).levels
     assert 0.47 < float((r1[0] == r2[0]).mean()) < 0.53  # round 1 vs round 2
     assert 0.47 < float((r1[0] == r1[1]).mean()) < 0.53  # layer 0 vs layer 1
-    again = evolve_dither.dither_rule(f, 4, one_bit, 1, {}).levels
+    again = ER.dither_rule(f, 4, one_bit, 1, {}).levels
     assert all(np.array_equal(a, b) for a, b in zip(r1, again, strict=True))
 
 
@@ -300,11 +301,11 @@ def test_weight_shapes_refuse_biases_and_weights_install_in_order() -> None:
 
 
 def test_a_noise_mask_keeps_exactly_the_density_and_is_seeded() -> None:
-    net = evolve.network(SETTINGS)
+    net = E.network(SETTINGS)
     data = N.dataset_of(SETTINGS)
     x, y = data.x_train[:64], data.y_train[:64]
-    cfg = evolve.train_config(SETTINGS)
-    weights, noise = [w.copy() for w in net.initial], evolve.noise(SETTINGS, 1)
+    cfg = ER.train_config(SETTINGS)
+    weights, noise = [w.copy() for w in net.initial], E.noise(SETTINGS, 1)
     masks, loss = E.train_noise_mask(N.plain_model(SETTINGS), weights, noise, x, y, cfg,
                                      density=0.05, seed=1)  # fmt: skip
     # round(0.05 * 4096) = 205 and round(0.05 * 640) = 32 edges per layer, 0/1, int8.
@@ -322,23 +323,23 @@ def test_a_noise_mask_keeps_exactly_the_density_and_is_seeded() -> None:
 def test_momentum_keeps_a_velocity_every_party_can_rebuild() -> None:
     # beta = 0.5, a basis of ones, every level 1 over denom 1: the update is 1 per weight.
     # Round 1: V = 0.5 * 0 + 1 = 1, W = W0 + 1; round 2: V = 0.5 * 1 + 1 = 1.5, W = W0 + 2.5.
-    net = evolve.network(SETTINGS)
-    scheme = evolve.Scheme(rule=evolve.counts_rule,
+    net = E.network(SETTINGS)
+    scheme = ER.Scheme(rule=evolve.counts_rule,
                            basis=lambda s, r: [np.ones(n, np.float32) for n in net.sizes],
                            momentum=lambda s: 0.5)  # fmt: skip
-    state = evolve.state_of(SETTINGS, scheme)
+    state = ER.state_of(SETTINGS, scheme)
     assert len(state) == 2 * len(net.sizes) and not any(v.any() for v in state[3:])
-    assert evolve.state_sizes(SETTINGS, scheme) == net.sizes + net.sizes
-    ones = evolve.Levels([np.ones(n, np.int16) for n in net.sizes], 1, 1)
+    assert ER.state_sizes(SETTINGS, scheme) == net.sizes + net.sizes
+    ones = ER.Levels([np.ones(n, np.int16) for n in net.sizes], 1, 1)
     for _ in range(2):
-        state = evolve.step(SETTINGS, scheme, state, 1, ones)
+        state = ER.step(SETTINGS, scheme, state, 1, ones)
     w0 = net.initial[0][:3]
     np.testing.assert_allclose(state[0][:3], w0 + np.float32(2.5), rtol=1e-6)
     assert state[3][:3].tolist() == [1.5, 1.5, 1.5]
     assert evolve_momentum.SCHEME.momentum is not None
     assert evolve_momentum.SCHEME.momentum(changed(SETTINGS, weight_momentum=0.7)
                                            ) == 0.7  # fmt: skip
-    assert evolve_momentum.SCHEME.rule is evolve_dither.dither_rule
+    assert evolve_momentum.SCHEME.rule is ER.dither_rule
 
 
 def test_counts_rule_rounds_example_weighted_fractions_to_k_steps() -> None:
@@ -373,7 +374,7 @@ def test_the_server_weighs_votes_by_examples_or_uniformly(weighting: str, level:
 
     settings = dataclasses.replace(SETTINGS, vote_weighting=weighting)
     side = H.scheduled(evolve, settings, PARTITIONS, {1: [0, 1]})
-    strategy, net = side.strategy, evolve.network(settings)
+    strategy, net = side.strategy, E.network(settings)
     sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
     replies = []
     for m, (vote, n, train_loss) in zip(sent, [(1, 30, 3.0), (0, 10, 1.0)], strict=True):
@@ -391,7 +392,7 @@ def test_the_server_weighs_votes_by_examples_or_uniformly(weighting: str, level:
         replies.append(H.deliver(m, answer, _context(m.metadata.dst_node_id - 100), settings))
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert strategy.rejected == 0 and metrics["train-loss"] == pytest.approx(loss)
-    n1 = evolve.noise(settings, 1)
+    n1 = E.noise(settings, 1)
     moved = strategy.weights[0] - net.initial[0]
     np.testing.assert_allclose(moved[0], n1[0][0] * level / 2, rtol=1e-5)
     assert not moved[1:].any()

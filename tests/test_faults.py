@@ -10,6 +10,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 
 from pemn_fl.codec import inspect_payload
 from pemn_fl.methods import evolve_dither, fedavg, pemn, qsgd
+from pemn_fl.methods.frames import mask_voting
 from pemn_fl.sampling import RoundSampler
 from tests.harness import build_settings, changed, context, scheduled, stamp
 from tests.harness import contexts as harness_contexts
@@ -150,7 +151,7 @@ def test_a_node_back_after_missed_rounds_gets_a_delta_against_what_it_holds() ->
 def test_past_the_history_a_returning_node_gets_the_packed_mask(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(pemn, "HISTORY", 2)
+    monkeypatch.setattr(mask_voting, "HISTORY", 2)
     schedule = {1: [0, 1, 2], 2: [0, 1, 2], 3: [1, 2], 4: [1, 2], 5: [1, 2], 6: [0, 1, 2]}
     side, ctxs, sent = _scheduled_rounds(schedule)
     header = inspect_payload(bytes(sent[6][100].content["config"]["mask"]))

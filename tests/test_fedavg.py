@@ -7,6 +7,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from pemn_fl.methods import fedavg
+from pemn_fl.methods.frames import frozen, mask_voting
 from pemn_fl.sampling import RoundSampler
 from tests.harness import build_settings
 
@@ -102,12 +103,11 @@ def test_fedavg_trains_on_the_shared_samplers_nodes_of_each_round() -> None:
 
 def test_the_pemn_server_evaluates_the_mask_it_is_given() -> None:
     from pemn_fl.masked import get_masks
-    from pemn_fl.methods import pemn
 
     settings = build_settings(dataset="synthetic", model="mlp", width=0.25)
-    side = pemn.server(settings, RoundSampler(NODES, 1.0, seed=0))
+    side = mask_voting.server(settings, RoundSampler(NODES, 1.0, seed=0), "pemn")
     sizes = side.strategy.layer_sizes
     mask = [(np.arange(n) % 2 == 1) for n in sizes]  # half of each layer: keep = 0.5
-    side.install(pemn.mask_to_record(mask))
+    side.install(frozen.mask_to_record(mask))
     got = [m.detach().numpy().reshape(-1).astype(bool) for m in get_masks(side.model)]
     assert all(np.array_equal(g, m) for g, m in zip(got, mask, strict=True))

@@ -16,7 +16,8 @@ from pemn_fl import networks as N
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.codec import decode_mask
 from pemn_fl.config import RunSettings
-from pemn_fl.methods import evolve, fedpm, fedpm_bayes
+from pemn_fl.methods import fedpm, fedpm_bayes
+from pemn_fl.methods.frames import evolving as E
 from pemn_fl.methods.frames import probmask as PM
 from pemn_fl.methods.frames import replica as R
 from pemn_fl.task import evaluate
@@ -47,16 +48,16 @@ def test_probabilistic_masks_learn_the_task() -> None:
     settings = dataclasses.replace(SETTINGS, local_epochs=3)
     data = N.dataset_of(settings)
     model = N.plain_model(settings)
-    weights = list(evolve.network(settings).initial)
-    theta = [np.full(s, 0.5) for s in evolve.network(settings).sizes]
+    weights = list(E.network(settings).initial)
+    theta = [np.full(s, 0.5) for s in E.network(settings).sizes]
     before = evaluate_sample(model, weights, theta, data)
     q, loss = PM.train_prob_mask(model, weights, theta, data.x_train, data.y_train,
-                                 fedpm.train_config(settings), seed=3)  # fmt: skip
+                                 PM.train_config(settings), seed=3)  # fmt: skip
     assert all(((p >= 0) & (p <= 1)).all() for p in q) and np.isfinite(loss)
     after = evaluate_sample(model, weights, q, data)
     assert after > before + 0.2  # one sample of the trained probabilities beats a coin flip
     again, _ = PM.train_prob_mask(model, weights, theta, data.x_train, data.y_train,
-                                  fedpm.train_config(settings), seed=3)  # fmt: skip
+                                  PM.train_config(settings), seed=3)  # fmt: skip
     assert all(np.array_equal(a, b) for a, b in zip(q, again, strict=True))  # reproducible
 
 
@@ -85,7 +86,7 @@ def test_fedpm_round_trip_floats_down_mask_samples_up() -> None:
     side = _strategy(fedpm, {1: [0, 1, 2], 2: [1, 2, 3]})
     strategy = side.strategy
     contexts = {p: _context(p) for p in range(PARTITIONS)}
-    net = evolve.network(SETTINGS)
+    net = E.network(SETTINGS)
     for r in (1, 2):
         sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
         for m in sent:  # float32 probabilities, every one counted
@@ -197,9 +198,9 @@ def test_fedpm_bayes_posterior_counts_exactly_the_samples_the_clients_drew(
     #   after round 1: alpha = 1 + q,                  beta = 1 + (1 - q)
     #   after round 2: alpha = 1 + (q) / 2 + 3 q,      beta = 1 + (1 - q) / 2 + 3 (1 - q)
     # so alpha = 4.5 where q = 1 (beta = 1), and beta = 4.5 where q = 0 (alpha = 1).
-    net = evolve.network(SETTINGS)
+    net = E.network(SETTINGS)
     q = [(np.arange(n) % 2).astype(np.float64) for n in net.sizes]
-    monkeypatch.setattr(fedpm, "local_round", lambda settings, theta, pid, n, r: (q, 0.5, 10))
+    monkeypatch.setattr(PM, "local_round", lambda settings, theta, pid, n, r: (q, 0.5, 10))
     settings = changed(SETTINGS, posterior_decay=0.5)
     schedule = {1: [0], 2: [0, 1, 2]}
     strategy = _strategy(fedpm_bayes, schedule, settings).strategy
@@ -222,9 +223,9 @@ def test_fedpm_resets_its_beta_prior_every_round(monkeypatch: pytest.MonkeyPatch
     # Clients whose trained probabilities are exactly 0 or 1 send a known sample m = q.
     # Round 1, two clients with q = 0, 1, 0, 1, ...: theta = (1 + 2q) / (2 + 2) = 1/4 or 3/4.
     # Round 2, one client: the prior is reset, theta = (1 + q) / 3 = 1/3 or 2/3.
-    net = evolve.network(SETTINGS)
+    net = E.network(SETTINGS)
     q = [(np.arange(n) % 2).astype(np.float64) for n in net.sizes]
-    monkeypatch.setattr(fedpm, "local_round", lambda settings, theta, pid, n, r: (q, 0.5, 10))
+    monkeypatch.setattr(PM, "local_round", lambda settings, theta, pid, n, r: (q, 0.5, 10))
     strategy = _strategy(fedpm, {1: [0, 1], 2: [2]}).strategy
     contexts = {p: _context(p) for p in range(PARTITIONS)}
     for r, expected in ((1, (0.25, 0.75)), (2, (1 / 3, 2 / 3))):
@@ -241,7 +242,7 @@ def test_fedpm_resets_its_beta_prior_every_round(monkeypatch: pytest.MonkeyPatch
 def test_a_fedpm_client_refuses_probabilities_that_do_not_fit() -> None:
     from flwr.app import ArrayRecord, RecordDict
 
-    net = evolve.network(SETTINGS)
+    net = E.network(SETTINGS)
     for probs in ([np.full(n, 0.5, np.float32) for n in net.sizes[:-1]],  # a layer missing
                   [np.full(n, 1.5, np.float32) for n in net.sizes],
                   [np.full(n, np.nan, np.float32) for n in net.sizes],
@@ -256,16 +257,16 @@ def test_a_fedpm_client_refuses_probabilities_that_do_not_fit() -> None:
 def test_the_evaluated_network_of_0_1_probabilities_is_that_mask() -> None:
     from flwr.app import ArrayRecord
 
-    net = evolve.network(SETTINGS)
+    net = E.network(SETTINGS)
     mask = [(np.arange(n) % 3 == 0).astype(np.float32) for n in net.sizes]
     arrays = ArrayRecord(mask)
-    assert all(np.array_equal(s, m) for s, m in zip(fedpm.sampled_mask(arrays), mask,
+    assert all(np.array_equal(s, m) for s, m in zip(PM.sampled_mask(arrays), mask,
                                                      strict=True))  # fmt: skip
-    compacted = fedpm.compact(SETTINGS, arrays).to_numpy_ndarrays()
+    compacted = PM.compact(SETTINGS, arrays).to_numpy_ndarrays()
     assert all(c.dtype == np.float32 and np.array_equal(c, m)
                for c, m in zip(compacted, mask, strict=True))  # fmt: skip
     model = N.plain_model(SETTINGS)
-    fedpm.install_sampled(model, list(net.initial), arrays)
+    PM.install_sampled(model, list(net.initial), arrays)
     installed = [p.detach().numpy().reshape(-1) for p in model.parameters()]
     for got, w0, m in zip(installed, net.initial, mask, strict=True):
         assert np.array_equal(got, w0 * m)

@@ -9,10 +9,11 @@ import json
 import numpy as np
 import pytest
 
+from pemn_fl import messages as M
 from pemn_fl import transport
 from pemn_fl.config import COSINE_FLOOR, RunSettings, SettingsError
-from pemn_fl.methods import messages as M
 from pemn_fl.methods import names
+from pemn_fl.methods.frames import evolving as E
 from tests.harness import build_settings, first_round
 
 SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
@@ -32,11 +33,10 @@ def test_the_cosine_schedule_decays_every_step_to_a_tenth() -> None:
 
 
 def test_the_evolving_noise_follows_the_schedule_on_every_party() -> None:
-    from pemn_fl.methods import evolve
 
     cosine = dataclasses.replace(SETTINGS, lr_schedule="cosine")
     for r in (1, 5):
-        plain, decayed = evolve.noise(SETTINGS, r), evolve.noise(cosine, r)
+        plain, decayed = E.noise(SETTINGS, r), E.noise(cosine, r)
         factor = cosine.scheduled(1.0, r)
         for a, b in zip(plain, decayed, strict=True):
             assert b == pytest.approx(a * factor, rel=1e-6)

@@ -9,6 +9,7 @@ from flwr.app.metadata import validate_message_type
 
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods import get, names, registry, settings_from
+from pemn_fl.methods.frames import frozen
 from pemn_fl.report import label_of
 from tests.harness import build_settings
 
@@ -55,9 +56,8 @@ def test_wide_variant_is_wider_and_counts_its_own_edges() -> None:
 
 def test_mask_methods_keep_their_state_apart() -> None:
     """pemn and pemn_wide in one run: a node's state for one never feeds the other."""
-    from pemn_fl.methods import pemn
 
-    keys = {name: pemn.state_keys(name) for name in ("pemn", "pemn_wide")}
+    keys = {name: frozen.state_keys(name) for name in ("pemn", "pemn_wide")}
     assert keys["pemn"] == ("pemn-global", "pemn-global-id", "pemn-scores")  # as before
     assert not set(keys["pemn"]) & set(keys["pemn_wide"])
 
@@ -128,7 +128,7 @@ def test_partition_of_reads_the_node_config() -> None:
 def test_trim_votes_leaves_the_outliers_out_and_counts_them() -> None:
     import numpy as np
 
-    from pemn_fl.methods.base import trim_votes
+    from pemn_fl.methods.frames.voting import trim_votes
 
     masks = [[np.array([1, 1, 0, 0])], [np.array([1, 1, 0, 0])], [np.array([0, 0, 1, 1])],
              [np.array([1, 1, 0, 0])]]  # fmt: skip

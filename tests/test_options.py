@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pemn_fl.methods import get, options, settings_from, users
+from pemn_fl.methods.frames import evolving as E
 from pemn_fl.options import Option, OptionError, merge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,9 +46,9 @@ def test_one_name_means_one_declaration() -> None:
 
 
 def test_every_registered_method_declares_what_it_reads() -> None:
-    from pemn_fl.methods import evolve, qsgd
+    from pemn_fl.methods import qsgd
 
-    assert evolve.NOISE_SCALE in get("evolve_dither").options
+    assert E.NOISE_SCALE in get("evolve_dither").options
     assert set(users()["noise-scale"]) == {"evolve", "evolve_dither", "evolve_lattice",
                                            "evolve_momentum"}  # fmt: skip
     assert users()["bits"] == ["qsgd"]

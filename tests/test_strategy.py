@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
 
+from pemn_fl import messages as M
 from pemn_fl.accounting import message_bytes, payload_bytes
 from pemn_fl.codec import decode_mask, encode_mask
-from pemn_fl.methods import messages as M
 from pemn_fl.methods.frames import frozen
-from pemn_fl.methods.pemn import MaskVoting, record_to_mask
+from pemn_fl.methods.frames.frozen import record_to_mask
+from pemn_fl.methods.frames.mask_voting import MaskVoting
 from pemn_fl.sampling import RoundSampler
 
 FP = "0123456789abcdef"

@@ -1,19 +1,22 @@
 """The method registry: every method the simulator can run, one module each.
 
-Adding a method = one module exporting ``METHOD`` (see ``base.Method``) + one line in
-``_MODULES`` + its tests. Everything else (``--methods``, the Flower apps, the round log,
-tables and plots) reads this registry.
+Adding a method = one module in this package exporting ``METHOD`` (see ``base.Method``; its
+``order`` places it in tables and plots) + its tests. The registry finds the module itself
+(every module of the package but ``base``; the ``frames`` package is the machinery methods
+share, not a method). Everything else (``--methods``, the Flower apps, the round log, tables
+and plots, ``python -m pemn_fl options``) reads this registry.
 
 A method can also live outside this package: ``--methods mypkg.mymethod`` (any dotted
 module path importable by the simulator and its Ray workers, e.g. via ``PYTHONPATH``)
 imports that module's ``METHOD``. Such a plug-in runs in the simulator, whose ClientApp is
 built knowing the run's methods; a deployed ClientApp (``flwr run``) serves the built-in
-ones only, so list a method in ``_MODULES`` to deploy it.
+ones only, so put a method in this package to deploy it.
 """
 
 from __future__ import annotations
 
 import functools
+import pkgutil
 from collections.abc import Iterable, Mapping
 from importlib import import_module
 
@@ -24,21 +27,34 @@ from pemn_fl.options import Option, merge
 __all__ = ["ClientStep", "Method", "ServerSide", "get", "is_plugin", "names", "options",
            "registry", "settings_from", "unread", "users"]  # fmt: skip
 
-# Order = order of tables and plots. Method modules are imported on first use (``get``).
-_MODULES = (
-    "pemn", "fedavg", "evolve", "evolve_dither", "evolve_lattice", "evolve_momentum",
-    "pemn_wide", "fedpm", "fedpm_bayes", "signsgd", "qsgd", "topk",
-)  # fmt: skip
+NOT_METHODS = frozenset({"base"})  # modules of this package that hold no method
+
+
+@functools.cache
+def _discovered() -> dict[str, Method]:
+    """Every method module of this package, imported once, in display order (``Method.order``,
+    then name)."""
+    found = {}
+    for module in pkgutil.iter_modules(__path__):
+        if module.ispkg or module.name in NOT_METHODS or module.name.startswith("_"):
+            continue
+        method = getattr(import_module(f"{__name__}.{module.name}"), "METHOD", None)
+        if not isinstance(method, Method):
+            raise RuntimeError(f"module {__name__}.{module.name} has no METHOD of type Method")
+        if method.name != module.name:
+            raise RuntimeError(f"module {__name__}.{module.name} registers {method.name!r}")
+        found[method.name] = method
+    return dict(sorted(found.items(), key=lambda item: (item[1].order, item[0])))
 
 
 def names() -> tuple[str, ...]:
     """Registered method names, in display order."""
-    return _MODULES
+    return tuple(_discovered())
 
 
 def registry() -> dict[str, Method]:
-    """Every registered method by name (modules import on first use)."""
-    return {name: get(name) for name in _MODULES}
+    """Every registered method by name, in display order."""
+    return dict(_discovered())
 
 
 def is_plugin(spec: str) -> bool:
@@ -48,14 +64,12 @@ def is_plugin(spec: str) -> bool:
 
 def get(name: str) -> Method:
     """The method ``name`` (built-in, or a plug-in module path); a clear error otherwise."""
-    if is_plugin(name) and name not in _MODULES:
+    built_in = _discovered()
+    if name in built_in:
+        return built_in[name]
+    if is_plugin(name):
         return _plugin(name)
-    if name not in _MODULES:
-        raise KeyError(f"unknown method {name!r}: use one of {', '.join(_MODULES)}")
-    method = import_module(f"pemn_fl.methods.{name}").METHOD
-    if method.name != name:
-        raise RuntimeError(f"module pemn_fl.methods.{name} registers {method.name!r}")
-    return method
+    raise KeyError(f"unknown method {name!r}: use one of {', '.join(built_in)}")
 
 
 def _plugin(spec: str) -> Method:
@@ -68,7 +82,7 @@ def _plugin(spec: str) -> Method:
     if not isinstance(method, Method):
         raise KeyError(f"method {spec!r}: module {spec} has no METHOD of type "
                        "pemn_fl.methods.Method")  # fmt: skip
-    if method.name in _MODULES:
+    if method.name in names():
         raise KeyError(f"method {spec!r}: its name {method.name!r} is a built-in method's")
     return method
 
@@ -76,22 +90,22 @@ def _plugin(spec: str) -> Method:
 def _specs(methods: str) -> list[str]:
     """A ``methods`` value as a list of specs, ``all`` expanded to every registered one."""
     if methods.strip() == "all":
-        return list(_MODULES)
+        return list(names())
     return [m.strip() for m in methods.split(",") if m.strip()]
 
 
 def options(specs: Iterable[str] = ()) -> dict[str, Option]:
     """Every option a run may set: those of every registered method, and of the plug-ins
     among ``specs``, by name (one declaration per name)."""
-    plugins = [spec for spec in specs if is_plugin(spec) and spec not in _MODULES]
-    return merge(get(spec).options for spec in [*_MODULES, *plugins])
+    plugins = [spec for spec in specs if is_plugin(spec) and spec not in names()]
+    return merge(get(spec).options for spec in [*names(), *plugins])
 
 
 def users(specs: Iterable[str] = ()) -> dict[str, list[str]]:
     """Option name -> the methods that read it (for help texts and the docs table)."""
-    plugins = [spec for spec in specs if is_plugin(spec) and spec not in _MODULES]
+    plugins = [spec for spec in specs if is_plugin(spec) and spec not in names()]
     out: dict[str, list[str]] = {}
-    for spec in [*_MODULES, *plugins]:
+    for spec in [*names(), *plugins]:
         method = get(spec)
         for option in method.options:
             out.setdefault(option.name, []).append(method.name)
@@ -131,10 +145,10 @@ def _settings(items: tuple[tuple[str, object], ...]) -> RunSettings:
     config = dict(items)
     methods = str(config.get("methods", RunSettings.methods))
     specs = _specs(methods)
-    bad = [m for m in specs if m not in _MODULES and not is_plugin(m)]
+    bad = [m for m in specs if m not in names() and not is_plugin(m)]
     if not specs or bad:
         raise SettingsError(f"methods={methods!r}: use 'all' or a comma list of "
-                            f"{', '.join(_MODULES)} (or plug-in module paths such as "
+                            f"{', '.join(names())} (or plug-in module paths such as "
                             "mypkg.mymethod)")  # fmt: skip
     for spec in specs:
         try:
@@ -152,7 +166,7 @@ def _settings(items: tuple[tuple[str, object], ...]) -> RunSettings:
     if settings.byzantine > 0:
         unarmed = [m for m in specs if not get(m).attack]
         if unarmed:
-            armed = [n for n in _MODULES if get(n).attack]
+            armed = [n for n in names() if get(n).attack]
             raise SettingsError(
                 f"byzantine={settings.byzantine!r}: no attack is defined for "
                 f"{', '.join(unarmed)}; Byzantine clients are defined for {', '.join(armed)}"

@@ -4,19 +4,19 @@ A method is one module (``pemn_fl/methods/<name>.py``) exporting ``METHOD``, a `
 its client step (what a node does with a ``train.<name>`` message), a factory for its
 server ``Strategy`` (a ``flwr.serverapp.strategy.Strategy``, driven by ``Strategy.start``
 like any built-in one), how many parameters its payload describes (the denominator of
-bits/param) and its label for tables and plots. ``methods/__init__.py`` lists them; the
-runner, the Flower apps, config validation and the report read that registry and never
-name a method.
+bits/param), its label for tables and plots, its options, its place in the tables and its
+tuning grid. ``methods/__init__.py`` finds the modules itself; the runner, the Flower apps,
+config validation and the report read that registry and never name a method (the report
+names one: the baseline, ``pemn_fl.report.BASELINE``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -24,8 +24,7 @@ from torch import nn
 
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
-from pemn_fl.methods.frames.voting import outliers
-from pemn_fl.options import Option
+from pemn_fl.options import Option, Value
 from pemn_fl.sampling import RoundSampler
 
 log = logging.getLogger("pemn_fl.server")
@@ -73,6 +72,13 @@ class Method:
     # The hyperparameters it reads (``settings[OPTION]``), a family's shared ones included:
     # its flags, run-config keys, checks and docs all come from here (``pemn_fl.options``).
     options: tuple[Option, ...] = ()
+    # Its place in tables, plots and ``--methods all`` (smaller first; ties by name): the
+    # registry finds the module itself, so the order is said here, not in a list.
+    order: int = 1000
+    # The configurations the accuracy study tunes it over (``bench.accuracy_frontier``), each
+    # a few of its options' values; the first is the one a partial sweep runs first. Empty:
+    # the method is not part of the study.
+    grid: tuple[Mapping[str, Value], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -148,14 +154,3 @@ def screen(
             log.warning("round %s: rejected reply of %s: %s", server_round,
                         node_label(sampler, node), exc)  # fmt: skip
     return kept, refused
-
-
-def trim_votes(kept: list[T], masks: list[list[np.ndarray]], share: float, server_round: int
-               ) -> tuple[list[T], int]:  # fmt: skip
-    """``--trim-votes``: ``kept`` without the votes ``voting.outliers`` picks in ``masks``
-    (one per item, same order), and how many were left out. They are valid payloads, left
-    out of the vote; callers count them as rejected."""
-    dropped = outliers(masks, share) if kept else set()
-    if dropped:
-        log.info("round %s: %d outlying votes trimmed", server_round, len(dropped))
-    return [item for i, item in enumerate(kept) if i not in dropped], len(dropped)

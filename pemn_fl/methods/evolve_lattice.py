@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from pemn_fl.config import RunSettings
-from pemn_fl.methods import evolve
 from pemn_fl.methods.frames import evolving as E
+from pemn_fl.methods.frames.evolving_round import Levels, Scheme, method
 
 NAME = "evolve_lattice"
 MAX_STEP = 2  # |A - S| <= 1/2 and |f| <= 1, so a step is at most 1 in magnitude; 2 is slack
@@ -33,13 +33,13 @@ MAX_STEP = 2  # |A - S| <= 1/2 and |f| <= 1, so a step is at most 1 in magnitude
 def lattice(settings: RunSettings, server_round: int) -> E.Weights:
     """The fixed directions: ``+noise_scale * he_std`` per weight, the same every round
     (scaled by ``lr-schedule``)."""
-    scale = settings.scheduled(settings[evolve.NOISE_SCALE], server_round)
-    return E.lattice_steps(list(evolve.network(settings).shapes), scale)
+    scale = settings.scheduled(settings[E.NOISE_SCALE], server_round)
+    return E.lattice_steps(list(E.network(settings).shapes), scale)
 
 
 def sigma_delta_rule(
     fraction: list[np.ndarray], k: int, settings: RunSettings, server_round: int, state: dict
-) -> evolve.Levels:
+) -> Levels:
     """``A += f``; ``step = round(A - S)``; ``S += step``. Steps travel offset by ``MAX_STEP``."""
     acc = state.setdefault("accumulated", [np.zeros(f.size) for f in fraction])
     sent = state.setdefault("sent", [np.zeros(f.size, dtype=np.int64) for f in fraction])
@@ -49,10 +49,11 @@ def sigma_delta_rule(
         step = np.clip(np.rint(a - s_), -MAX_STEP, MAX_STEP).astype(np.int64)
         s_ += step
         levels.append((step + MAX_STEP).astype(np.int16))
-    return evolve.Levels(levels, 1, 2 * MAX_STEP, MAX_STEP)
+    return Levels(levels, 1, 2 * MAX_STEP, MAX_STEP)
 
 
-SCHEME = evolve.Scheme(rule=sigma_delta_rule, basis=lattice, signed=True)
-METHOD = evolve.method(NAME, SCHEME, label="Evolving lattice, error-fed ternary votes",
-                       marker="-X", description="fixed +-step lattice; ternary client masks; "
-                       "sigma-delta integer steps down")  # fmt: skip
+SCHEME = Scheme(rule=sigma_delta_rule, basis=lattice, signed=True)
+METHOD = method(NAME, SCHEME, label="Evolving lattice, error-fed ternary votes", marker="-X",
+                description="fixed +-step lattice; ternary client masks; sigma-delta integer "
+                "steps down", order=50,
+                grid=({"noise-scale": 0.5}, {"noise-scale": 1.0}, {"noise-scale": 2.0}))

@@ -19,10 +19,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg
 
 from pemn_fl import faults
+from pemn_fl import messages as M
 from pemn_fl import networks as N
 from pemn_fl.config import RunSettings
-from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import Method, ServerSide, num_examples_of, partition_of, screen
+from pemn_fl.methods.frames.dense import DENSE_LR, DENSE_OPTIONS
 from pemn_fl.models import count_params
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
@@ -33,10 +34,6 @@ log = logging.getLogger("pemn_fl.server")
 
 NAME = "fedavg"
 TRIM = 0.2  # --robust trimmed-mean: share of each coordinate's values cut at each end
-# The dense family's options (fedavg is the family's base; signsgd, qsgd, topk reuse them).
-DENSE_LR = Option("dense-lr", 0.05, "weight learning rate of the dense model (SGD)", low=0,
-                  low_open=True)  # fmt: skip
-DENSE_OPTIONS = (DENSE_LR, N.DENSE_WIDTH)
 ROBUST = Option("robust", "none", "FedAvg's aggregation: the mean, or Flower's FedMedian or "
                 "FedTrimmedAvg", choices=("none", "median", "trimmed-mean"))  # fmt: skip
 
@@ -162,4 +159,6 @@ METHOD = Method(
     description="dense float32 weights both ways (McMahan et al. 2017), Flower's FedAvg",
     attack=f"its update negated and scaled by {faults.ATTACK_SCALE:g}",
     options=(*DENSE_OPTIONS, ROBUST),
+    order=20,
+    grid=({"dense-lr": 0.02}, {"dense-lr": 0.05}, {"dense-lr": 0.1}),
 )

@@ -29,50 +29,25 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from pemn_fl import messages as M
 from pemn_fl import networks as N
 from pemn_fl.codec import decode_mask, encode_mask
 from pemn_fl.config import RunSettings
-from pemn_fl.methods import evolve
-from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import Method, ServerEvaluation, ServerSide, partition_of, screen
 from pemn_fl.methods.frames import evolving as E
 from pemn_fl.methods.frames import probmask as PM
-from pemn_fl.methods.frames.replica import digest
-from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
-from pemn_fl.task import TrainConfig
 
 log = logging.getLogger("pemn_fl.server")
 
 NAME = "fedpm"
 CONFIG, PROBS, UPDATE = M.CONFIG, "probs", M.UPDATE
-PM_LR = Option("pm-lr", 0.1, "Adam learning rate of the mask scores (FedPM's value)", low=0,
-               low_open=True)  # fmt: skip
-
-
-def train_config(settings: RunSettings, server_round: int = 1) -> TrainConfig:
-    return TrainConfig(epochs=settings.local_epochs, batch_size=settings.batch_size,
-                       lr=settings.scheduled(settings[PM_LR], server_round),
-                       optimizer="adam", device=settings.torch_device)  # fmt: skip
-
-
-def local_round(
-    settings: RunSettings, theta: PM.Probs, pid: int, n: int, server_round: int
-) -> tuple[list[np.ndarray], float, int]:
-    """Train probabilities from ``theta`` on partition ``pid``: (trained probs, loss, examples)."""
-    x, y = N.client_data(settings, pid, n)
-    q, loss = PM.train_prob_mask(
-        N.plain_model(settings), list(evolve.network(settings).initial), theta, x, y,
-        train_config(settings, server_round),
-        seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
-    )  # fmt: skip
-    return q, loss, len(y)
 
 
 def client_step(msg: Message, context: Context, settings: RunSettings) -> Message:
     pid, n = partition_of(context)
-    net = evolve.network(settings)
+    net = E.network(settings)
     server_round = int(msg.content[CONFIG][M.ROUND])
     theta = [a.astype(np.float64) for a in msg.content[PROBS].to_numpy_ndarrays()]
     if [t.size for t in theta] != net.sizes or not all(
@@ -80,7 +55,7 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
     ):
         raise RuntimeError(f"partition {pid} rejected the downlink: probabilities do not fit "
                            "this model or lie outside [0, 1]")  # fmt: skip
-    q, loss, examples = local_round(settings, theta, pid, n, server_round)
+    q, loss, examples = PM.local_round(settings, theta, pid, n, server_round)
     mask = PM.sample(q, derived_seed(settings.seed, f"upload/{pid}/{server_round}"))
     payload = encode_mask([m.astype(bool) for m in mask], fingerprint=net.fingerprint,
                           reference=PM.mode(theta), reference_id=server_round)  # fmt: skip
@@ -94,7 +69,7 @@ class ProbabilisticMasks(ServerEvaluation, Strategy):
     def __init__(self, *, settings: RunSettings, sampler: RoundSampler,
                  message_type: str = f"train.{NAME}") -> None:  # fmt: skip
         self.settings, self.sampler, self.message_type = settings, sampler, message_type
-        self.net = evolve.network(settings)
+        self.net = E.network(settings)
         self.theta: PM.Probs = [np.full(s, 0.5) for s in self.net.sizes]
         self.sent: PM.Probs = self.theta  # what the last downlink carried
         self.rejected = 0
@@ -141,26 +116,7 @@ class ProbabilisticMasks(ServerEvaluation, Strategy):
         return record, MetricRecord({"train-loss": float(np.mean(losses))})
 
     def summary(self) -> None:
-        log.info("FedPM: pm-lr=%s, posterior reset every round", self.settings[PM_LR])
-
-
-def sampled_mask(arrays: ArrayRecord) -> list[np.ndarray]:
-    """The one network the server evaluates: a mask sampled from the probabilities, seeded by
-    their digest (0/1 probabilities give back that very mask)."""
-    theta = [a.astype(np.float64) for a in arrays.to_numpy_ndarrays()]
-    seed = int.from_bytes(digest([a.astype(np.float32) for a in theta]), "little")
-    return PM.sample(theta, seed)
-
-
-def install_sampled(model, weights: list[np.ndarray], arrays: ArrayRecord) -> None:  # noqa: ANN001
-    """Evaluate one network sampled from the probabilities (seeded by their digest)."""
-    E.load_weights(model, PM.masked_weights(weights, sampled_mask(arrays)))
-
-
-def compact(settings: RunSettings, arrays: ArrayRecord) -> ArrayRecord:
-    """For ``model.pemn``: the evaluated sample as 0/1 probabilities (1 bit each in the file),
-    which ``install_sampled`` turns back into the same network."""
-    return ArrayRecord([m.astype(np.float32) for m in sampled_mask(arrays)])
+        log.info("FedPM: pm-lr=%s, posterior reset every round", self.settings[PM.PM_LR])
 
 
 def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
@@ -169,7 +125,7 @@ def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
     weights = list(strategy.net.initial)
     return ServerSide(
         strategy, model, ArrayRecord([t.astype(np.float32) for t in strategy.theta]),
-        lambda arrays: install_sampled(model, weights, arrays),
+        lambda arrays: PM.install_sampled(model, weights, arrays),
     )  # fmt: skip
 
 
@@ -178,10 +134,15 @@ METHOD = Method(
     label="FedPM (float probabilities down)",
     client_step=client_step,
     server=server,
-    num_params=evolve.num_params,
+    num_params=E.num_params,
     marker="-P",
-    compact=compact,
+    compact=PM.compact,
     description="Bernoulli masks over the frozen prototype; float32 probabilities down "
     "(Isik et al. 2023)",
-    options=(PM_LR,),
+    options=(PM.PM_LR,),
+    order=80,
+    grid=(
+        # First: the configuration a partial sweep (--max-configs) runs first, the best on
+        # digits where that is known.
+        {"pm-lr": 0.3}, {"pm-lr": 0.1}, {"pm-lr": 0.03}),
 )

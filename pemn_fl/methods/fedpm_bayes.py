@@ -28,16 +28,16 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message
 
+from pemn_fl import messages as M
 from pemn_fl import networks as N
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
-from pemn_fl.methods import evolve, fedpm
-from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import Method, ServerSide, partition_of
+from pemn_fl.methods.frames import evolving as E
 from pemn_fl.methods.frames import probmask as PM
 from pemn_fl.methods.frames import replica as R
-from pemn_fl.methods.replicated import Parsed, ReplicatedStrategy, Update
+from pemn_fl.methods.frames.replicated import Parsed, ReplicatedStrategy, Update
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
@@ -54,7 +54,7 @@ MAX_VOTES = 4096  # levels_codec's bound on K
 
 def initial_state(settings: RunSettings) -> R.State:
     """``[alpha_1..alpha_L, beta_1..beta_L]``: Beta(1, 1) for every edge."""
-    sizes = evolve.network(settings).sizes
+    sizes = E.network(settings).sizes
     return [np.ones(s, dtype=np.float32) for s in sizes + sizes]
 
 
@@ -76,7 +76,7 @@ def apply_counts(state: R.State, counts: list[np.ndarray], k: int, decay: float)
 
 
 def apply_round(settings: RunSettings) -> R.Apply:
-    net = evolve.network(settings)
+    net = E.network(settings)
 
     def apply(state: R.State, t: int, fields: Mapping[str, Any]) -> R.State:
         k = int(fields["k"])
@@ -97,7 +97,7 @@ def uniforms_seed(settings: RunSettings, pid: int, server_round: int) -> int:
 def client_step(msg: Message, context: Context, settings: RunSettings) -> Message:
     pid, n = partition_of(context)
     cfg = msg.content[CONFIG]
-    net = evolve.network(settings)
+    net = E.network(settings)
     state, held = R.load(context, NAME, lambda: initial_state(settings))
     try:
         state, held = R.catch_up(cfg, msg.content.array_records.get(R.SNAPSHOT), state, held,
@@ -107,7 +107,7 @@ def client_step(msg: Message, context: Context, settings: RunSettings) -> Messag
     R.store(context, NAME, state, held)
     server_round = held + 1
     theta = theta_of(state)
-    q, loss, examples = fedpm.local_round(settings, theta, pid, n, server_round)
+    q, loss, examples = PM.local_round(settings, theta, pid, n, server_round)
     mask, ref = PM.coupled_sample(q, theta, uniforms_seed(settings, pid, server_round))
     payload = encode_levels([m ^ r for m, r in zip(mask, ref, strict=True)],
                             fingerprint=net.fingerprint, tag=server_round, max_level=1)  # fmt: skip
@@ -125,7 +125,7 @@ class CarriedPosterior(ReplicatedStrategy[Sample]):
                  message_type: str = f"train.{NAME}") -> None:  # fmt: skip
         super().__init__(settings=settings, sampler=sampler, message_type=message_type,
                          initial=initial_state(settings), fields=FIELDS)  # fmt: skip
-        self.net = evolve.network(settings)
+        self.net = E.network(settings)
 
     def check(self, server_round: int) -> Callable[[Message], Parsed[Sample]]:
         theta = theta_of(self.replica.state)  # the posterior every sample is coded against
@@ -165,7 +165,7 @@ class CarriedPosterior(ReplicatedStrategy[Sample]):
 
     def summary(self) -> None:
         log.info("FedPM carried posterior: pm-lr=%s posterior-decay=%s",
-                 self.settings[fedpm.PM_LR], self.settings[POSTERIOR_DECAY])  # fmt: skip
+                 self.settings[PM.PM_LR], self.settings[POSTERIOR_DECAY])  # fmt: skip
 
 
 def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
@@ -174,7 +174,7 @@ def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
     weights = list(strategy.net.initial)
     initial = ArrayRecord([t.astype(np.float32) for t in theta_of(strategy.replica.state)])
     return ServerSide(strategy, model, initial,
-                      lambda arrays: fedpm.install_sampled(model, weights, arrays))  # fmt: skip
+                      lambda arrays: PM.install_sampled(model, weights, arrays))  # fmt: skip
 
 
 METHOD = Method(
@@ -182,10 +182,14 @@ METHOD = Method(
     label="FedPM, carried posterior, counts down",
     client_step=client_step,
     server=server,
-    num_params=evolve.num_params,
+    num_params=E.num_params,
     marker="-D",
-    compact=fedpm.compact,
+    compact=PM.compact,
     description="FedPM masks; Beta posterior replicated on every party; vote counts down, "
     "samples sent as flips against a shared-randomness sample of the posterior",
-    options=(fedpm.PM_LR, POSTERIOR_DECAY),
+    options=(PM.PM_LR, POSTERIOR_DECAY),
+    order=90,
+    grid=(
+        # It spends its budget on how fast the carried posterior forgets.
+        {"posterior-decay": 0.4}, {"posterior-decay": 0.7}, {"posterior-decay": 1.0}),
 )

@@ -120,4 +120,7 @@ CODEC = UpdateCodec(encode_up, decode_up, aggregate, _decode, ("update", "norms"
                     ("update", "norms"))  # fmt: skip
 METHOD = method(NAME, CODEC, label="QSGD (stochastic levels)", marker="-*",
                 description="bucketed stochastic quantisation to 2^(b-1)-1 levels, both ways "
-                "(Alistarh et al. 2017)", options=(BITS,))  # fmt: skip
+                "(Alistarh et al. 2017)", options=(BITS,), order=110,
+                # The dense compressors tune what FedAvg tunes (their step size); QSGD at 4 bits.
+                grid=({"bits": 4, "dense-lr": 0.1}, {"bits": 4, "dense-lr": 0.05},
+                      {"bits": 4, "dense-lr": 0.02}))  # fmt: skip

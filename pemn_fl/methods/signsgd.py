@@ -63,4 +63,6 @@ def decode_down(settings: RunSettings, net: DenseNet, fields: Mapping[str, Any],
 CODEC = UpdateCodec(encode_up, decode_up, aggregate, decode_down, ("update",), ("update",))
 METHOD = method(NAME, CODEC, label="signSGD, majority vote", marker="-<",
                 description="sign of the local update up, majority sign down, server lr "
-                "(Bernstein et al. 2019)", options=(SERVER_LR,))  # fmt: skip
+                "(Bernstein et al. 2019)", options=(SERVER_LR,), order=100,
+                grid=({"server-lr": 0.003}, {"server-lr": 0.001},
+                      {"server-lr": 0.0003}))  # fmt: skip

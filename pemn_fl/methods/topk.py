@@ -91,4 +91,5 @@ CODEC = UpdateCodec(encode_up, decode, aggregate, decode, ("update", "values"),
                     ("update", "values"))  # fmt: skip
 METHOD = method(NAME, CODEC, label="Top-k + error feedback", marker="->",
                 description="largest-k update entries with their float32 values, both ways, "
-                "residuals kept on both sides", options=(TOPK_FRACTION,))  # fmt: skip
+                "residuals kept on both sides", options=(TOPK_FRACTION,), order=120,
+                grid=({"dense-lr": 0.1}, {"dense-lr": 0.05}, {"dense-lr": 0.2}))  # fmt: skip

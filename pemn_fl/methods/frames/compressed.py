@@ -19,22 +19,18 @@ the strategy and client step around it, so the methods stay one small module eac
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, Context, Message
-from torch import nn
 
+from pemn_fl import messages as M
 from pemn_fl import networks as N
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
-from pemn_fl.methods import fedavg
-from pemn_fl.methods import messages as M
 from pemn_fl.methods.base import (
     ClientStep,
     Method,
@@ -43,7 +39,8 @@ from pemn_fl.methods.base import (
     partition_of,
 )
 from pemn_fl.methods.frames import replica as R
-from pemn_fl.methods.replicated import Parsed, ReplicatedStrategy, Update
+from pemn_fl.methods.frames.dense import DENSE_LR, DENSE_OPTIONS, DenseNet, Weights, dense_net, load
+from pemn_fl.methods.frames.replicated import Parsed, ReplicatedStrategy, Update
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
@@ -51,43 +48,8 @@ from pemn_fl.task import train
 
 log = logging.getLogger("pemn_fl.server")
 
-Weights = list[np.ndarray]  # flat float32 arrays, in state_dict order
 Fields = dict[str, Any]  # ConfigRecord values of one coded update (bytes are payload)
 CONFIG, UPDATE = M.CONFIG, M.UPDATE
-
-
-@dataclass(frozen=True)
-class DenseNet:
-    """The dense model's tensors: names, shapes, ``W_0`` and a fingerprint of ``W_0``."""
-
-    names: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-    initial: tuple[np.ndarray, ...]
-    fingerprint: str  # 16 hex chars, binds payloads to this model
-
-    @property
-    def sizes(self) -> list[int]:
-        return [int(np.prod(s)) for s in self.shapes]
-
-
-@functools.lru_cache(maxsize=8)
-def dense_net(settings: RunSettings) -> DenseNet:
-    """FedAvg's model at ``--dense-width``, flattened; cached per process."""
-    state = N.dense_model(settings).state_dict()
-    names = tuple(state)
-    initial = tuple(state[n].detach().numpy().astype(np.float32).reshape(-1) for n in names)
-    for w in initial:
-        w.setflags(write=False)
-    shapes = tuple(tuple(state[n].shape) for n in names)
-    return DenseNet(names, shapes, initial, R.digest(list(initial)).hex())
-
-
-def load(model: nn.Module, net: DenseNet, weights: Weights) -> None:
-    """Install flat ``weights`` into the dense model (state_dict order and shapes)."""
-    model.load_state_dict(
-        {n: torch.from_numpy(np.array(w).reshape(s)) for n, s, w in
-         zip(net.names, net.shapes, weights, strict=True)}  # fmt: skip
-    )
 
 
 @dataclass(frozen=True)
@@ -151,7 +113,7 @@ def client_step_for(name: str, codec: UpdateCodec) -> ClientStep:
         model = N.dense_model(settings)
         load(model, net, weights)
         x, y = N.client_data(settings, pid, n)
-        lr = settings.scheduled(settings[fedavg.DENSE_LR], server_round)
+        lr = settings.scheduled(settings[DENSE_LR], server_round)
         loss = train(model, x, y, settings.train_config(lr),
                      seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"))  # fmt: skip
         local = model.state_dict()
@@ -207,12 +169,13 @@ class CompressedUpdates(ReplicatedStrategy[Weights]):
         return ArrayRecord([a.copy() for a in self.replica.state])
 
     def summary(self) -> None:
-        log.info("%s: dense-lr=%s", type(self).__name__, self.settings[fedavg.DENSE_LR])
+        log.info("%s: dense-lr=%s", type(self).__name__, self.settings[DENSE_LR])
 
 
 def method(name: str, codec: UpdateCodec, *, label: str, marker: str, description: str,
-           options: tuple[Option, ...] = ()) -> Method:  # fmt: skip
-    """The registry entry of a compressed-update method."""
+           options: tuple[Option, ...] = (), **entry: Any) -> Method:  # fmt: skip
+    """The registry entry of a compressed-update method (``entry``: the rest of its
+    ``Method``, e.g. its display order and tuning grid)."""
 
     def server(settings: RunSettings, sampler: RoundSampler) -> ServerSide:
         model = N.dense_model(settings)
@@ -227,5 +190,5 @@ def method(name: str, codec: UpdateCodec, *, label: str, marker: str, descriptio
     return Method(
         name=name, label=label, client_step=client_step_for(name, codec), server=server,
         num_params=lambda settings: sum(dense_net(settings).sizes), marker=marker,
-        description=description, options=(*fedavg.DENSE_OPTIONS, *options),
+        description=description, options=(*DENSE_OPTIONS, *options), **entry,
     )  # fmt: skip

@@ -23,24 +23,43 @@ The price is catch-up: weights evolve, so a client that missed rounds must recei
 rounds' updates (or, past the server's bounded history, a float snapshot); both are
 counted like any other byte.
 
-Plain functions over numpy arrays, so the benchmark can call them in a loop and the Flower
-apps (``methods/evolve_*.py``) only move bytes.
+Plain functions over numpy arrays, so the benchmark can call them in a loop; the round
+around them (client step and server) is ``evolving_round``. Here too: the family's options
+(``OPTIONS``, which every ``evolve*`` method reads) and the run's network (``network``: shapes,
+``W_0`` and its fingerprint), which the probabilistic-mask methods train over as well.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from pemn_fl import networks as N
+from pemn_fl.config import RunSettings
 from pemn_fl.masked import topk_mask
-from pemn_fl.prototype import LayerShape, derived_seed, he_std
+from pemn_fl.options import Option
+from pemn_fl.prototype import LayerShape, derived_seed, fingerprint, he_std, materialize
 from pemn_fl.task import TrainConfig, optimizer_for, train_loop
 
 Weights = list[np.ndarray]  # one flat float32 array per weight tensor, in parameter order
+
+# A round's noise step of 100 He stds already wipes out any network; far larger values
+# overflow the float32 weights every party replicates (1e300 made NaN and exited 0).
+MAX_NOISE_SCALE = 100.0
+# -- the evolving family's options (every evolve* method reads these) --------------------
+NOISE_SCALE = Option("noise-scale", 1.0, "round noise, in units of each layer's He std",
+                     low=0, high=MAX_NOISE_SCALE, low_open=True)  # fmt: skip
+DENSITY = Option("density", 0.05, "fraction of weights a client's noise mask switches on",
+                 low=0, high=1, low_open=True, high_open=True)  # fmt: skip
+NOISE_LR = Option("noise-lr", 0.001, "Adam learning rate of the noise-mask scores", low=0,
+                  low_open=True)  # fmt: skip
+OPTIONS = (NOISE_SCALE, DENSITY, NOISE_LR)
 
 
 def weight_shapes(model: nn.Module) -> list[LayerShape]:
@@ -179,3 +198,38 @@ def vote_fraction(masks: list[list[np.ndarray]], weights: list[float]) -> list[n
         for acc, layer in zip(out, mask, strict=True):
             acc += wi * layer
     return [acc / total for acc in out]
+
+
+# -- the run's network -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Network:
+    shapes: tuple[LayerShape, ...]
+    initial: tuple[np.ndarray, ...]  # W_0, read-only
+    fingerprint: str
+
+    @property
+    def sizes(self) -> list[int]:
+        return [s.numel for s in self.shapes]
+
+
+@functools.lru_cache(maxsize=8)
+def network(settings: RunSettings) -> Network:
+    """Shapes, ``W_0`` (the prototype) and its fingerprint; cached per process."""
+    shapes = weight_shapes(N.plain_model(settings))
+    tensors = materialize(settings.prototype_spec, shapes)
+    initial = initial_weights(tensors, shapes)  # the same tensors the fingerprint hashes
+    for w in initial:
+        w.setflags(write=False)
+    return Network(tuple(shapes), tuple(initial), fingerprint(settings.prototype_spec, tensors))
+
+
+def noise(settings: RunSettings, server_round: int) -> Weights:
+    """Round ``server_round``'s shared noise ``N_r`` (every party regenerates it)."""
+    return round_noise(
+        settings.seed, f"noise/{server_round}", list(network(settings).shapes),
+        settings.scheduled(settings[NOISE_SCALE], server_round),
+    )  # fmt: skip
+
+
+def num_params(settings: RunSettings) -> int:
+    return sum(network(settings).sizes)

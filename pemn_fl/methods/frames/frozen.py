@@ -1,9 +1,11 @@
-"""The frozen-prototype round (pemn, pemn_wide): a client decodes the global mask, starts
-its edge scores from it, trains them over the seed's fixed random weights and sends its mask
-back as a delta (decode -> init scores -> train -> encode). The server's tally is
-``voting``; the networks every method builds are ``pemn_fl/networks.py``.
+"""The frozen-prototype round's client side (pemn, pemn_wide): a client decodes the global
+mask, starts its edge scores from it, trains them over the seed's fixed random weights and
+sends its mask back as a delta (decode -> init scores -> train -> encode); ``client_step`` is
+that round as a node's handler, its state kept under the method's own keys. The server is
+``mask_voting`` (its tally ``voting``); the networks every method builds are
+``pemn_fl/networks.py``.
 
-Message layout (record names from ``methods/messages.py``):
+Message layout (record names from ``pemn_fl/messages.py``):
 
 * downlink ``train.pemn``: ``ConfigRecord "config"`` = {``server-round``, ``mask-id``,
   ``mask`` (codec payload: delta against the mask the node holds, or packed)}.
@@ -21,11 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from torch import nn
 
-from pemn_fl.codec import decode_mask, encode_mask
+from pemn_fl import faults
+from pemn_fl import messages as M
+from pemn_fl.codec import MaskPayloadError, decode_mask, encode_mask
 from pemn_fl.config import RunSettings
 from pemn_fl.masked import get_masks, masked_layers
+from pemn_fl.methods.base import partition_of
 from pemn_fl.networks import KEEP, client_data, masked_model
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
@@ -135,3 +141,59 @@ def client_round(
     )
     scores = [layer.scores.detach().flatten().numpy().copy() for _, layer in masked_layers(model)]
     return ClientRoundResult(update, len(y), loss, scores, received)
+
+
+# -- a node's round, as a method's client step ----------------------------------------------
+def mask_to_record(mask: Mask) -> ArrayRecord:
+    return ArrayRecord([m.astype(np.uint8) for m in mask])
+
+
+def record_to_mask(record: ArrayRecord) -> Mask:
+    return [a.astype(bool) for a in record.to_numpy_ndarrays()]
+
+
+def state_keys(name: str) -> tuple[str, str, str]:
+    """Context.state keys of a node's held global mask, its version, and its own scores.
+
+    Prefixed by the method name so two mask methods in one run never read each other's
+    state (``pemn`` keeps the keys it always had).
+    """
+    return f"{name}-global", f"{name}-global-id", f"{name}-scores"
+
+
+def _held_masks(
+    context: Context, name: str
+) -> tuple[dict[int, Mask], list[np.ndarray] | None]:
+    """The global mask this node last received (by version) and its own scores, if kept."""
+    key_global, key_id, key_scores = state_keys(name)
+    held: dict[int, Mask] = {}
+    if key_global in context.state:
+        version = int(context.state[key_id]["id"])
+        held[version] = record_to_mask(context.state[key_global])
+    scores = None
+    if key_scores in context.state:
+        scores = context.state[key_scores].to_numpy_ndarrays()
+    return held, scores
+
+
+def client_step(msg: Message, context: Context, settings: RunSettings, name: str) -> Message:
+    """A node's frozen-prototype round for method ``name`` (its state under its own keys)."""
+    cfg = msg.content[M.CONFIG]
+    pid, n = partition_of(context)
+    key_global, key_id, key_scores = state_keys(name)
+    held, prev_scores = _held_masks(context, name)
+    mask_id, server_round = int(cfg[MASK_ID]), int(cfg[M.ROUND])
+    try:
+        result = client_round(
+            settings, pid, n, bytes(cfg[MASK]), held, mask_id, prev_scores, server_round,
+            invert=faults.is_byzantine(settings, pid, n),
+        )
+    except MaskPayloadError as exc:
+        # Surfaces to the server as an error reply with this reason; the node keeps its state.
+        raise RuntimeError(f"partition {pid} rejected the downlink mask: {exc}") from None
+    context.state[key_global] = mask_to_record(result.received)
+    context.state[key_id] = ConfigRecord({"id": mask_id})
+    if settings[CLIENT_INIT] == "stateful":
+        context.state[key_scores] = ArrayRecord(result.scores)
+    return M.reply(msg, {MASK: result.payload}, num_examples=result.num_examples,
+                   train_loss=result.train_loss, compact=settings.compact_replies)  # fmt: skip

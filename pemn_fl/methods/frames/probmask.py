@@ -9,15 +9,24 @@ probabilities from the samples with a Beta posterior (``posterior_mean``).
 
 Plain functions over numpy arrays, like ``evolving``: the model is the dense architecture
 evaluated with ``functional_call`` on ``W_0 * m`` (the frozen prototype weights, never sent).
+Below them, what both FedPM methods (``fedpm``, ``fedpm_bayes``) share: their option
+(``--pm-lr``), a client's local round over the run's network (``evolving.network``), and how
+the server evaluates (one network sampled from the probabilities) and files that sample.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from flwr.app import ArrayRecord
 from torch import nn
 from torch.func import functional_call
 
+from pemn_fl import networks as N
+from pemn_fl.config import RunSettings
+from pemn_fl.methods.frames import evolving as E
+from pemn_fl.methods.frames.replica import digest
+from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.task import TrainConfig, optimizer_for, train_loop
 
@@ -126,3 +135,46 @@ def masked_weights(weights: list[np.ndarray], mask: list[np.ndarray]) -> list[np
     """``W_0 * m`` as float32 (to evaluate a sampled network with ``evolving.load_weights``)."""
     return [(w * m.astype(np.float32)).astype(np.float32)
             for w, m in zip(weights, mask, strict=True)]  # fmt: skip
+
+
+# -- what fedpm and fedpm_bayes share ----------------------------------------------------
+PM_LR = Option("pm-lr", 0.1, "Adam learning rate of the mask scores (FedPM's value)", low=0,
+               low_open=True)  # fmt: skip
+
+
+def train_config(settings: RunSettings, server_round: int = 1) -> TrainConfig:
+    return TrainConfig(epochs=settings.local_epochs, batch_size=settings.batch_size,
+                       lr=settings.scheduled(settings[PM_LR], server_round),
+                       optimizer="adam", device=settings.torch_device)  # fmt: skip
+
+
+def local_round(
+    settings: RunSettings, theta: Probs, pid: int, n: int, server_round: int
+) -> tuple[list[np.ndarray], float, int]:
+    """Train probabilities from ``theta`` on partition ``pid``: (trained probs, loss, examples)."""
+    x, y = N.client_data(settings, pid, n)
+    q, loss = train_prob_mask(
+        N.plain_model(settings), list(E.network(settings).initial), theta, x, y,
+        train_config(settings, server_round),
+        seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
+    )  # fmt: skip
+    return q, loss, len(y)
+
+
+def sampled_mask(arrays: ArrayRecord) -> list[np.ndarray]:
+    """The one network the server evaluates: a mask sampled from the probabilities, seeded by
+    their digest (0/1 probabilities give back that very mask)."""
+    theta = [a.astype(np.float64) for a in arrays.to_numpy_ndarrays()]
+    seed = int.from_bytes(digest([a.astype(np.float32) for a in theta]), "little")
+    return sample(theta, seed)
+
+
+def install_sampled(model, weights: list[np.ndarray], arrays: ArrayRecord) -> None:  # noqa: ANN001
+    """Evaluate one network sampled from the probabilities (seeded by their digest)."""
+    E.load_weights(model, masked_weights(weights, sampled_mask(arrays)))
+
+
+def compact(settings: RunSettings, arrays: ArrayRecord) -> ArrayRecord:
+    """For ``model.pemn``: the evaluated sample as 0/1 probabilities (1 bit each in the file),
+    which ``install_sampled`` turns back into the same network."""
+    return ArrayRecord([m.astype(np.float32) for m in sampled_mask(arrays)])

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
+from pemn_fl import messages as M
 from pemn_fl.checkpoint import translate_keys
 from pemn_fl.codec import MaskPayloadError
-from pemn_fl.methods import messages as M
 
 State = list[np.ndarray]  # flat float32 arrays
 # (state of round t - 1, round t, the fields of round t) -> state of round t

@@ -17,14 +17,18 @@ drops extreme values: a minority of clients voting against what the others learn
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from pemn_fl.masked import num_kept
 from pemn_fl.prototype import derived_seed
 
+log = logging.getLogger("pemn_fl.server")
+T = TypeVar("T")
 Mask = list[np.ndarray]  # one flat bool array per masked layer
 
 
@@ -108,3 +112,14 @@ def outliers(masks: Sequence[Sequence[np.ndarray]], trim: float) -> set[int]:
         distance += np.abs(stack - np.median(stack, axis=0)).sum(axis=1)
     order = sorted(range(n), key=lambda i: (-distance[i], i))
     return set(order[:drop])
+
+
+def trim_votes(kept: list[T], masks: list[list[np.ndarray]], share: float, server_round: int
+               ) -> tuple[list[T], int]:  # fmt: skip
+    """``--trim-votes``: ``kept`` without the votes ``outliers`` picks in ``masks``
+    (one per item, same order), and how many were left out. They are valid payloads, left
+    out of the vote; callers count them as rejected."""
+    dropped = outliers(masks, share) if kept else set()
+    if dropped:
+        log.info("round %s: %d outlying votes trimmed", server_round, len(dropped))
+    return [item for i, item in enumerate(kept) if i not in dropped], len(dropped)
