@@ -474,10 +474,12 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
     print(md)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.accuracy_frontier", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="digits")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="digits",
+                   help="the shared settings of every run: digits (the classroom default) "
+                   "or fashion-mnist (the README's reference setting)")
     p.add_argument("--rounds", type=int, default=None, help="default: 30 digits, 40 fashion-mnist")
     p.add_argument("--methods", default=",".join(grids()), help="comma list of methods")
     p.add_argument("--out", type=Path, default=None, help="default results/frontier/<preset>")
@@ -499,7 +501,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-configs", type=int, default=None,
                    help="run only the first N configurations of each method (a partial "
                    "sweep; the report says how many each method got)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     grid = grids()
     unknown = [m for m in methods if m not in grid]

@@ -67,13 +67,20 @@ def run(out: Path, name: str, share: float, rounds: int) -> Path:
     return target
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.byzantine", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--shares", default="0,0.1,0.2,0.3")
-    p.add_argument("--rounds", type=int, default=12)
-    p.add_argument("--out", type=Path, default=Path("results/byzantine"))
-    args = p.parse_args(argv)
+    p.add_argument("--shares", default="0,0.1,0.2,0.3",
+                   help="comma list of attacking shares of the clients (--byzantine) to run")
+    p.add_argument("--rounds", type=int, default=12,
+                   help="training rounds of every run")
+    p.add_argument("--out", type=Path, default=Path("results/byzantine"),
+                   help="output directory (runs, byzantine.csv and byzantine.md)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     shares = [float(s) for s in args.shares.split(",")]
     rows = []
     for name in RUNS:

@@ -70,12 +70,16 @@ def table(directories: list[Path]) -> pd.DataFrame:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.catchup", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", type=Path, help="seeds frontiers or run directories")
     p.add_argument("--out", type=Path, default=None, help="write the table as markdown here")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     out = table(args.dirs)
     lines = ["| method | client-rounds | rounds missed (mean) | downlink payload MB | catch-up MB "
              "| catch-up share of payload | of downlink wire |", "|---|---|---|---|---|---|---|"]

@@ -121,11 +121,18 @@ def run(sizes: Sequence[int], flip_rates: Sequence[float], repeats: int, seed: i
     return pd.DataFrame(rows)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per row (median)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=OUT_CSV)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random masks")
+    parser.add_argument("--out", type=Path, default=OUT_CSV,
+                        help="the CSV to write")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.repeats < 5:
         parser.error("--repeats must be >= 5 for a meaningful median")

@@ -34,14 +34,22 @@ def rounds_of(device: str, rounds: int, methods: str, gpus: float, out: Path) ->
     return pd.read_csv(out / "rounds.csv")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.gpu_rounds", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--methods", default="evolve_dither,fedavg")
-    p.add_argument("--gpus-per-client", type=float, default=0.5)
-    p.add_argument("--out", type=Path, default=Path("results/bench/gpu_rounds.csv"))
-    args = p.parse_args(argv)
+    p.add_argument("--rounds", type=int, default=5,
+                   help="training rounds of every run")
+    p.add_argument("--methods", default="evolve_dither,fedavg",
+                   help="comma list of methods")
+    p.add_argument("--gpus-per-client", type=float, default=0.5,
+                   help="Ray GPUs per client actor on the GPU runs")
+    p.add_argument("--out", type=Path, default=Path("results/bench/gpu_rounds.csv"),
+                   help="the CSV to write")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     import torch
 
     if not torch.cuda.is_available():

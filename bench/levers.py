@@ -133,14 +133,18 @@ def compare(baseline: Path, study: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.levers", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--baseline", type=Path, required=True, help="the seeds frontier directory")
     p.add_argument("--study", type=Path, action="append", required=True,
                    help="a lever study directory (repeat for several)")
     p.add_argument("--out", type=Path, default=None, help="also write the tables here")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     parts = []
     for directory in [args.baseline, *args.study]:
         if not (directory / "frontier-seeds.json").is_file():

@@ -92,12 +92,17 @@ def measure(settings: RunSettings, steps: int, batch: int = 32) -> dict[str, flo
     return med
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.masked_step", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=200, help="timed steps per case (medians)")
-    p.add_argument("--out", type=Path, default=Path("results/bench/masked_step.csv"))
-    args = p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=Path("results/bench/masked_step.csv"),
+                   help="the CSV to write")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
     rows = [{"case": name, **measure(settings, args.steps)} for name, settings in CASES.items()]
     table = pd.DataFrame(rows)

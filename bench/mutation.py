@@ -760,7 +760,7 @@ def judge(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.mutation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -805,7 +805,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--sample", type=int, default=0,
                            help="test a seeded sample of this many mutants per module (0: all)")
             p.add_argument("--seed", type=int, default=0, help="the sample's seed")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv  # the command, for the results
     commands = {"known": known, "semantic": semantic, "run": run, "table": table,
                 "judge": judge, "recheck": recheck}

@@ -56,14 +56,21 @@ def run_variant(base: list[str], extra: list[str], rounds: int, out: Path) -> di
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.protocol_variants")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="digits")
-    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="digits",
+                   help="the shared settings of every variant's run")
+    p.add_argument("--rounds", type=int, default=10,
+                   help="training rounds of every run")
     p.add_argument("--extra", default="", help="extra simulations.run options for every variant")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of variant names")
-    p.add_argument("--out", type=Path, default=Path("results/bench"))
-    args = p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=Path("results/bench"),
+                   help="output directory (protocol_variants-<preset>.csv)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:

@@ -562,14 +562,19 @@ def report(values: pd.DataFrame, files: pd.DataFrame, faults: pd.DataFrame | Non
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.reliability", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("results/reliability"))
+    p.add_argument("--out", type=Path, default=Path("results/reliability"),
+                   help="output directory (values, files, cases and faults CSVs and README.md)")
     p.add_argument("--skip-faults", action="store_true",
                    help="only the bad values and damaged files (no fault simulations; the "
                    "report keeps the last faults.csv in --out)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     values = probe_values()
     values.to_csv(args.out / "values.csv", index=False)

@@ -79,14 +79,22 @@ def profile(preset: str, method: str, rounds: int, config: list[str]) -> dict[st
     }  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.round_profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="fashion-mnist", choices=sorted(PRESETS))
-    p.add_argument("--methods", default="fedavg,qsgd,evolve_lattice")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "round_profile.csv")
-    args = p.parse_args(argv)
+    p.add_argument("--preset", default="fashion-mnist", choices=sorted(PRESETS),
+                   help="the shared settings of every run")
+    p.add_argument("--methods", default="fedavg,qsgd,evolve_lattice",
+                   help="comma list of methods to profile")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="training rounds of every run")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "round_profile.csv",
+                   help="the CSV to write")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     configs = {"fedavg": ["--dense-lr", "0.1"], "qsgd": ["--bits", "4", "--dense-lr", "0.02"],
                "evolve_lattice": ["--noise-scale", "1"],
                "evolve_dither": ["--noise-scale", "1", "--dither-levels", "2"],

@@ -66,17 +66,28 @@ def tree_memory(root: int) -> tuple[int, int, int]:
     return rss, pss, len(pids)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clients", type=int, default=1000)
-    p.add_argument("--per-round", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--methods", default="evolve_dither,fedavg")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--model", default="mlp")
-    p.add_argument("--out", type=Path, default=Path("results/bench/scale.csv"))
-    args = p.parse_args(argv)
+    p.add_argument("--clients", type=int, default=1000,
+                   help="simulated clients")
+    p.add_argument("--per-round", type=int, default=20,
+                   help="clients sampled per round")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="training rounds of every run")
+    p.add_argument("--methods", default="evolve_dither,fedavg",
+                   help="comma list of methods")
+    p.add_argument("--dataset", default="fashion-mnist",
+                   help="the data set")
+    p.add_argument("--model", default="mlp",
+                   help="the architecture")
+    p.add_argument("--out", type=Path, default=Path("results/bench/scale.csv"),
+                   help="the CSV to write")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "simulations.run", "--clients", str(args.clients),
                "--fraction", f"{args.per_round / args.clients:g}", "--rounds", str(args.rounds),

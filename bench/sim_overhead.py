@@ -165,15 +165,23 @@ def engine(options: list[str], method: str, rounds: int, parallel: int) -> pd.Da
     return frame
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.sim_overhead", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", default="digits,fashion-mnist")
-    p.add_argument("--methods", default="evolve_dither,fedavg")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--presets", default="digits,fashion-mnist",
+                   help="comma list of presets to time")
+    p.add_argument("--methods", default="evolve_dither,fedavg",
+                   help="comma list of methods")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="training rounds of every run")
     p.add_argument("--parallel", type=int, default=2, help="clients side by side in the engine")
-    p.add_argument("--out", type=Path, default=Path("results/bench/sim_overhead.csv"))
-    args = p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=Path("results/bench/sim_overhead.csv"),
+                   help="the CSV to write")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     rows = []
     for preset in args.presets.split(","):
         for method in args.methods.split(","):

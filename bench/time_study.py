@@ -93,18 +93,25 @@ def section(profile: str, summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.time_study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("frontier", type=Path, help="a seeds frontier directory (with fresh/)")
-    p.add_argument("--profiles", default="fibre,lte,3g,geo,nbiot")
+    p.add_argument("--profiles", default="fibre,lte,3g,geo,nbiot",
+                   help="comma list of link profiles to put the runs on")
     p.add_argument("--methods", default="", help="comma list (default: every method run)")
-    p.add_argument("--transport", default="flower", choices=T.TRANSPORTS)
+    p.add_argument("--transport", default="flower", choices=T.TRANSPORTS,
+                   help="flower (Flower 1.42's polling) or ideal (the links and devices alone)")
     p.add_argument("--horizon", type=int, default=None, help="read the runs up to this round")
     p.add_argument("--window", action="store_true",
                    help="the windowed target (pemn_fl.window) instead of the best round's")
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
+    p.add_argument("--out", type=Path, required=True,
+                   help="output directory (study.md, study.json)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     methods = [m for m in args.methods.split(",") if m] or None
     runs = seed_runs(args.frontier, methods)
     if not runs:

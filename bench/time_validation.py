@@ -168,17 +168,25 @@ def table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.time_validation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profiles", default="3g,geo", help="comma list of link profiles")
-    p.add_argument("--methods", default=METHODS)
-    p.add_argument("--nodes", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--methods", default=METHODS,
+                   help="comma list of methods")
+    p.add_argument("--nodes", type=int, default=3,
+                   help="SuperNodes of every deployment")
+    p.add_argument("--rounds", type=int, default=6,
+                   help="training rounds of every deployment")
     p.add_argument("--extra", default="", help="extra simulations.deploy options")
     p.add_argument("--work", type=Path, default=None, help="where the deployments are kept")
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "timing")
-    args = p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "timing",
+                   help="output directory")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="time-validation-"))
     frames = []
     for profile in [s.strip() for s in args.profiles.split(",") if s.strip()]:

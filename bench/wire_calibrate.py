@@ -68,15 +68,23 @@ def table(rows: list[dict[str, object]], extra: dict[str, object], seconds: floa
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.wire_calibrate", description=__doc__)
-    p.add_argument("--nodes", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--methods", default="pemn,evolve_dither,fedavg")
-    p.add_argument("--out", type=Path, default=Path("results/wire"))
+    p.add_argument("--nodes", type=int, default=3,
+                   help="SuperNodes of the deployment")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="training rounds of the deployment")
+    p.add_argument("--methods", default="pemn,evolve_dither,fedavg",
+                   help="comma list of methods")
+    p.add_argument("--out", type=Path, default=Path("results/wire"),
+                   help="output directory")
     p.add_argument("--write", action="store_true",
                    help=f"store the fitted header constants in {CONSTANTS_FILE.name}")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     settings = RunSettings(methods=args.methods, num_server_rounds=args.rounds,
                            min_nodes=args.nodes)  # fmt: skip
     run = args.out / "run"

@@ -121,17 +121,26 @@ def report(clear: Path, tls: Path, seconds: dict[str, float]) -> tuple[str, dict
     return "\n".join(lines), data
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.wire_tls",
                                 description=__doc__.split("\n\n")[0])  # fmt: skip
-    p.add_argument("--nodes", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--methods", default="pemn,evolve_dither,fedavg")
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--out", type=Path, default=Path("results/wire/tls"))
+    p.add_argument("--nodes", type=int, default=3,
+                   help="SuperNodes of every deployment")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="training rounds of every deployment")
+    p.add_argument("--methods", default="pemn,evolve_dither,fedavg",
+                   help="comma list of methods")
+    p.add_argument("--dataset", default="digits",
+                   help="the data set")
+    p.add_argument("--out", type=Path, default=Path("results/wire/tls"),
+                   help="output directory")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild README.md from the runs already in --out (no deployment)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.nodes < 1 or args.rounds < 1:
         print("error: --nodes and --rounds must be at least 1", file=sys.stderr)
         return 2

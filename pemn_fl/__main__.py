@@ -1,5 +1,5 @@
 """``python -m pemn_fl describe|export|evaluate|options ...``: the command-line face of the
-library."""
+library (``options --write`` writes docs/options.md and pyproject.toml's run config)."""
 
 from __future__ import annotations
 
@@ -14,39 +14,55 @@ from pemn_fl.models import MODELS, ModelError
 from pemn_fl.prototype import INITS, PrototypeSpec, PrototypeSpecError
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pemn_fl")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("describe", help="anatomy of a masked model over a prototype")
     d.add_argument("--model", default="conv4", help=", ".join(MODELS))
     d.add_argument("--dataset", default="digits", help=", ".join(DATASETS))
-    d.add_argument("--data-dir", default=None)
+    d.add_argument("--data-dir", default=None,
+                   help="directory holding the dataset files")
     d.add_argument("--prototype", default="dense", help="dense, one-layer, mp, rp:RATIO")
     d.add_argument("--init", default="signed-constant", help=", ".join(INITS))
-    d.add_argument("--no-rescale", action="store_true")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--width", type=float, default=1.0)
-    d.add_argument("--keep", type=float, default=0.5)
+    d.add_argument("--no-rescale", action="store_true",
+                   help="PEMN's exact padding: no per-layer fan-in rescaling")
+    d.add_argument("--seed", type=int, default=0,
+                   help="the prototype's seed")
+    d.add_argument("--width", type=float, default=1.0,
+                   help="width multiplier of the masked model")
+    d.add_argument("--keep", type=float, default=0.5,
+                   help="fraction of each layer's edges a mask keeps")
     d.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     x = sub.add_parser("export", help="write a run's final model as one small model.pemn file")
     x.add_argument("run_dir", type=Path, help="a simulations.run / simulations.deploy --out")
-    x.add_argument("--out", type=Path, default=Path("model.pemn"))
+    x.add_argument("--out", type=Path, default=Path("model.pemn"),
+                   help="the model file to write")
     x.add_argument("--method", default=None,
                    help="which method's model (default: the run's first non-FedAvg method)")
     e = sub.add_parser("evaluate", help="rebuild a model.pemn and measure its test accuracy")
-    e.add_argument("model", type=Path)
+    e.add_argument("model", type=Path,
+                   help="a model file (python -m pemn_fl export)")
     e.add_argument("--dataset", default=None, help="check the file is for this dataset")
     e.add_argument("--data-dir", default=None, help="where the dataset files are on this machine")
     e.add_argument("--method-module", default=None, metavar="MODULE",
                    help="a plug-in method's module (mypkg.mymethod), imported to evaluate its "
                    "model: a model file names its method but never decides what code runs, so "
                    "only a module you name here is imported")  # fmt: skip
-    o = sub.add_parser("options", help="every method's own options, as a markdown table "
-                       "(docs/options.md is this output)")  # fmt: skip
-    o.add_argument("--methods", default="", help="plug-in methods whose options to add")
-    args = parser.parse_args(argv)
+    o = sub.add_parser("options", help="the options reference (docs/options.md), written "
+                       "from the declarations")  # fmt: skip
+    o.add_argument("--write", action="store_true", help="write docs/options.md and the run "
+                   "config of pyproject.toml from the declarations (run it after a change)")
+    o.add_argument("--check", action="store_true", help="exit 1, naming them, if those files "
+                   "differ from the declarations (what a test checks)")
+    o.add_argument("--methods", default="", help="with neither: print the page with these "
+                   "plug-in methods' options added (a comma list of module paths)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "options":
-        return _options(args.methods)
+        return _options(args.methods, args.write, args.check)
     if args.command == "export":
         return _export(args.run_dir, args.out, args.method)
     if args.command == "evaluate":
@@ -119,33 +135,25 @@ def _evaluate(path: Path, dataset: str | None, data_dir: str | None,
 
 
 
-def _options(methods: str) -> int:
-    """Print the options table: one row per option, from the methods' declarations."""
-    from pemn_fl.methods import options, users
-    from pemn_fl.options import markdown
+def _options(methods: str, write: bool, check: bool) -> int:
+    """Print the options reference, or write or check the files made from it."""
+    from pemn_fl import reference
 
-    specs = [m.strip() for m in methods.split(",") if m.strip()]
     try:
-        print(OPTIONS_HEADER + markdown(options(specs).values(), users(specs)), end="")
+        if write or check:
+            changed = reference.write() if write else reference.drift()
+            for path in changed:
+                print(f"{'wrote' if write else 'out of date'}: {path}")
+            return 1 if check and changed else 0
+        specs = [m.strip() for m in methods.split(",") if m.strip()]
+        print(reference.options_doc(specs), end="")
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc} (run it in a checkout of pemn-fl)", file=sys.stderr)
+        return 2
     return 0
-
-
-OPTIONS_HEADER = """# Method options
-
-Each method declares its own options next to its code (`pemn_fl.options.Option`, listed in
-its `Method(options=...)`); a family declares its shared ones once. From those declarations
-come the `--<option>` flags of `python -m simulations.run`, the keys of
-`[tool.flwr.app.config]` in pyproject.toml, the checks, and this table, which
-`python -m pemn_fl options > docs/options.md` writes (a test holds the file and pyproject.toml
-to the code). Settings every method shares (data, model, rounds, faults, bytes, seed) are in
-`python -m simulations.run --help`. An option set to other than its default that no method
-of the run reads changes nothing: `simulations.run` and `simulations.deploy` say so in one
-`note:` line before the run starts (`--methods fedavg --density 0.5` runs plain FedAvg).
-
-"""
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """Run settings: one typed, validated object shared by the runner, the ServerApp and the ClientApp.
 
+Every field is declared by an ``Option`` (``pemn_fl.options``), like the methods' own
+options: its flag, run-config key, default, valid values and checks are said once, here.
+
 Keys are Flower run-config keys (kebab-case, as in ``[tool.flwr.app.config]`` of
 ``pyproject.toml``), so ``flwr run . --run-config "keep=0.3"`` and ``python -m
 simulations.run --keep 0.3`` mean the same thing. The run config is part of the app (it
@@ -9,8 +12,9 @@ ships with the FAB in a deployment), so it never has to travel in a round's mess
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from pemn_fl.data import BUNDLED, DATASETS, INPUT_SHAPES
 from pemn_fl.models import MAX_PARAMETERS, MODELS, parameter_count
@@ -33,65 +37,229 @@ class SettingsError(ValueError):
     """A bad setting; the message names the setting, the bad value and what is valid."""
 
 
+# -- checks that depend on more than one setting (``Option.check``: value, settings) -------
+def _check_methods(value: object, settings: RunSettings) -> None:
+    methods = settings.method_list
+    if not methods:
+        raise SettingsError(f"methods={value!r}: name at least one method")
+    if len(set(methods)) != len(methods):
+        raise SettingsError(f"methods={value!r}: each method may appear only once")
+
+
+def _check_data_dir(value: object, settings: RunSettings) -> None:
+    if value and settings.dataset in BUNDLED:
+        raise SettingsError(
+            f"data-dir={value!r}: {settings.dataset} needs no files (it is bundled or "
+            "generated); drop data-dir, or choose a dataset read from files "
+            "(fashion-mnist, mnist, cifar10)"
+        )
+
+
+def _check_width(value: object, settings: RunSettings) -> None:
+    check_width(settings, "width", float(value))  # type: ignore[arg-type]
+
+
+def _check_prototype(value: object, settings: RunSettings) -> None:
+    try:
+        settings.prototype_spec  # noqa: B018 - validate
+    except PrototypeSpecError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _check_rates(value: object, settings: RunSettings) -> None:
+    """The fault rates share the sampled clients; a straggler needs a finite deadline."""
+    if settings.drop_rate + settings.corrupt_rate + settings.straggler_rate > 1.0:
+        raise SettingsError("drop-rate + corrupt-rate + straggler-rate must be at most 1")
+    if settings.straggler_rate > 0 and settings.round_deadline > MAX_STRAGGLER_DEADLINE:
+        raise SettingsError(
+            f"straggler-rate={settings.straggler_rate!r} with round-deadline="
+            f"{settings.round_deadline!r}: a straggler answers just after the deadline, so set "
+            f"--round-deadline (seconds, at most {MAX_STRAGGLER_DEADLINE:g}) above a normal "
+            "round's client time"
+        )
+
+
+def _check_byzantine(value: object, settings: RunSettings) -> None:
+    attackers = int(settings.byzantine * settings.min_nodes + 0.5)  # as pemn_fl.faults counts
+    n = settings.min_nodes
+    if attackers and 2 * attackers >= n:
+        raise SettingsError(
+            f"byzantine={settings.byzantine!r}: with {n} clients that is {attackers} "
+            f"attackers, not a minority; lower it below {(n - 1) // 2 / n + 0.5 / n:.3g}"
+        )
+
+
+def _sample(settings: RunSettings) -> int:
+    """Clients a round samples (``RoundSampler``'s count)."""
+    return max(1, int(round(settings.fraction * settings.min_nodes)))
+
+
+def _check_sticky_change(value: object, settings: RunSettings) -> None:
+    sample = _sample(settings)
+    if settings.sticky_change and settings.sticky_change >= sample:
+        raise SettingsError(f"sticky-change={settings.sticky_change}: of each round's "
+                            f"{sample} clients some must come from the sticky group; "
+                            f"give fewer than {sample}")  # fmt: skip
+
+
+def _check_sticky_group(value: object, settings: RunSettings) -> None:
+    sample, group, change = _sample(settings), settings.sticky_group, settings.sticky_change
+    if group and not sample - change <= group <= settings.min_nodes - max(change, 1):
+        raise SettingsError(f"sticky-group={group}: with {settings.min_nodes} clients and "
+                            f"{sample} a round it must hold the sample's sticky part and "
+                            "leave room outside it for the newcomers")  # fmt: skip
+
+
+def _check_profile(kind: str, flag: str) -> Callable[[object, RunSettings], None]:
+    def check(value: object, settings: RunSettings) -> None:
+        try:
+            if kind == "server":
+                server_device(str(value))
+            elif value or kind != "link":  # no link: no time model, bytes only
+                check_spec(str(value), kind, flag)
+        except ProfileError as exc:
+            raise SettingsError(str(exc)) from None
+
+    return check
+
+
+def _check_device(value: object, settings: RunSettings) -> None:
+    try:
+        resolve_device(str(value))
+    except DeviceError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def setting(option: Option) -> Any:
+    """A ``RunSettings`` field declared by ``option``: its default, and the declaration in
+    the field's metadata, where ``SHARED`` and the validation read it."""
+    return field(default=option.default, metadata={"option": option})
+
+
+def _positive(name: str, default: float, help: str, **more: Any) -> Option:
+    return Option(name, default, help, low=0, low_open=True, **more)
+
+
+def _share(name: str, default: float, help: str, **more: Any) -> Option:
+    return Option(name, default, help, low=0, high=1, **more)
+
+
 @dataclass(frozen=True)
 class RunSettings:
-    """What every method shares: data, model, rounds, faults, bytes, seed.
+    """What every method shares: data, model, rounds, faults, bytes, time, seed.
 
-    A method's own hyperparameters are not fields here: each method declares them
-    (``pemn_fl.options.Option``) and they travel in ``options``, read with
+    Each field is declared once, by its ``Option`` (name, default, valid values, help,
+    checks against the other settings): the command line, the run config, config.json,
+    pyproject.toml and docs/options.md all derive from these declarations, and
+    ``__post_init__`` checks every value against them. A method's own hyperparameters are not
+    fields here: each method declares them and they travel in ``options``, read with
     ``settings[OPTION]`` (the option's default when unset). Build settings from a run config
     or the command line with ``pemn_fl.methods.settings_from``, which knows every method's
     declarations and checks the values against them.
     """
 
-    methods: str = "evolve_dither,fedavg"  # the accuracy study's winner, and the baseline
-    num_server_rounds: int = 12
-    dataset: str = "digits"
-    data_dir: str = ""
-    model: str = "mlp"
-    width: float = 1.0  # the masked / prototype model (FedAvg's is the option dense-width)
-    partition: str = "dirichlet"
-    alpha: float = 0.5
-    classes_per_client: int = 2
-    fraction: float = 1.0
-    local_epochs: int = 2
-    batch_size: int = 32
-    optimizer: str = "sgd"
-    prototype: str = "dense"
-    init: str = "signed-constant"
-    rescale: bool = True
-    vote_weighting: str = "examples"
-    drop_rate: float = 0.0  # fault injection: share of sampled clients that fail (pemn_fl.faults)
-    corrupt_rate: float = 0.0  # fault injection: share of replies with a bit flipped per payload
-    straggler_rate: float = 0.0  # fault injection: share of sampled clients that answer late
-    round_deadline: float = 3600.0  # seconds the server waits for a round's replies (Flower's)
-    byzantine: float = 0.0  # share of clients that attack every round (pemn_fl.faults)
-    trim_votes: float = 0.0  # mask votes: share of the farthest-from-median votes dropped
-    bytes_level: str = "wire"  # summaries and plots: payload, message or wire bytes
-    # Every method's step size over the rounds (FedAvg's and the compressors' lr, the mask
-    # methods' score lr, signSGD's server step, the evolving noise scale): constant or cosine.
-    lr_schedule: str = "constant"
-    # Replies carry num-examples and train-loss inside the update record (one HTTP object
-    # less per reply on a Flower 1.42 wire); FedAvg keeps Flower's own reply format.
-    compact_replies: bool = False
-    # Where local training and server evaluation run: cpu, cuda or auto (CUDA if present).
-    device: str = "cpu"
-    # The time and energy model (pemn_fl.timeline): the clients' links (a profile, a mix
-    # like "lte:0.6,3g:0.4" or a trace CSV; "" = no time model, bytes only), their devices,
-    # the server's device, and Flower 1.42's polling or an ideal transport. With a link, the
-    # round deadline is judged on simulated time: slow links and devices become stragglers.
-    # Which clients train each round (pemn_fl.sampling): uniform, or GlueFL's sticky sampling
-    # with its group size and the newcomers per round (0: scaled from the sample size).
-    sampler: str = "uniform"
-    sticky_group: int = 0
-    sticky_change: int = 0
-    link: str = ""
-    client_device: str = "phone"
-    server_device: str = "laptop"
-    transport: str = "flower"
-    checkpoint_dir: str = ""  # clients save their state here each round, for --resume
-    seed: int = 0
-    min_nodes: int = 1
+    methods: str = setting(Option(
+        "methods", "evolve_dither,fedavg", "'all' or a comma list of methods (built-in names, "
+        "or plug-in module paths such as mypkg.mymethod)", check=_check_methods))
+    num_server_rounds: int = setting(Option(
+        "num-server-rounds", 12, "training rounds of each method", low=1, flag="rounds"))
+    dataset: str = setting(Option("dataset", "digits", "the data set (digits and synthetic "
+                                  "are bundled or generated)", choices=DATASETS))
+    data_dir: str = setting(Option("data-dir", "", "directory holding the dataset files",
+                                   check=_check_data_dir))
+    model: str = setting(Option("model", "mlp", "the architecture", choices=MODELS))
+    width: float = setting(_positive(
+        "width", 1.0, "width multiplier of the masked and prototype models (FedAvg's is "
+        "--dense-width)", check=_check_width))
+    partition: str = setting(Option("partition", "dirichlet", "how the training set is split "
+                                    "over the clients", choices=SCHEMES))
+    alpha: float = setting(_positive("alpha", 0.5, "Dirichlet concentration of the split"))
+    classes_per_client: int = setting(Option(
+        "classes-per-client", 2, "classes per client of the pathological split", low=1))
+    fraction: float = setting(Option("fraction", 1.0, "fraction of clients sampled per round",
+                                     low=0, high=1, low_open=True))
+    local_epochs: int = setting(Option("local-epochs", 2, "local epochs per round", low=1))
+    batch_size: int = setting(Option("batch-size", 32, "local batch size", low=1))
+    optimizer: str = setting(Option("optimizer", "sgd", "local optimizer of the methods that "
+                                    "train weights", choices=OPTIMIZERS))
+    prototype: str = setting(Option(
+        "prototype", "dense", "prototype strategy of the masked model: dense, one-layer, mp or "
+        "rp:RATIO", check=_check_prototype))
+    init: str = setting(Option("init", "signed-constant", "the prototype's initialisation",
+                               choices=INITS))
+    rescale: bool = setting(Option(
+        "rescale", True, "rescale every prototype layer to its own He std (--no-rescale: "
+        "PEMN's exact padding)"))
+    vote_weighting: str = setting(Option(
+        "vote-weighting", "examples", "a client's weight in a vote or mean: its examples, or "
+        "one each", choices=VOTE_WEIGHTINGS))
+    drop_rate: float = setting(_share(
+        "drop-rate", 0.0, "fault injection: share of sampled clients that fail each round"))
+    corrupt_rate: float = setting(_share(
+        "corrupt-rate", 0.0, "fault injection: share of replies with one bit flipped per "
+        "payload"))
+    straggler_rate: float = setting(_share(
+        "straggler-rate", 0.0, "fault injection: share of sampled clients that answer after "
+        "the round deadline (needs --round-deadline)", check=_check_rates))
+    round_deadline: float = setting(_positive(
+        "round-deadline", 3600.0, "seconds the server waits for a round's replies (with "
+        "--link: judged on simulated time)"))
+    byzantine: float = setting(Option(
+        "byzantine", 0.0, "share of clients that attack every round (pemn: inverted masks; "
+        "fedavg: negated, scaled updates)", low=0, high=0.5, high_open=True,
+        check=_check_byzantine))
+    trim_votes: float = setting(Option(
+        "trim-votes", 0.0, "mask-voting methods: share of each round's votes farthest from the "
+        "coordinate-wise median left out (a trimmed vote)", low=0, high=0.5, high_open=True))
+    bytes_level: str = setting(Option(
+        "bytes-level", "wire", "byte level of the summary and figure: the methods' payloads, "
+        "whole Flower messages, or the HTTP traffic a Flower 1.42 deployment makes for them "
+        "(modelled here; measured by simulations.deploy); every level is in rounds.csv",
+        choices=BYTES_LEVELS, flag="bytes"))
+    lr_schedule: str = setting(Option(
+        "lr-schedule", "constant", "every method's step size over the rounds: constant, or a "
+        "cosine decay to a tenth (lr, dense-lr, pm-lr, server-lr and the noise scale)",
+        choices=SCHEDULES))
+    compact_replies: bool = setting(Option(
+        "compact-replies", False, "replies carry num-examples and train-loss inside the update "
+        "record: one HTTP object less per reply on the wire (FedAvg keeps Flower's format)"))
+    device: str = setting(Option(
+        "device", "cpu", "where local training and server evaluation run (auto: CUDA if "
+        "PyTorch sees a device, else the CPU)", choices=DEVICES, check=_check_device))
+    sampler: str = setting(Option(
+        "sampler", "uniform", "which clients train each round, for every method alike: a fresh "
+        "uniform draw, or GlueFL's sticky sampling (recently used clients first)",
+        choices=SAMPLERS))
+    sticky_group: int = setting(Option(
+        "sticky-group", 0, "with --sampler sticky: the sticky group's size (0: 1.2x the "
+        "sample)", low=0, check=_check_sticky_group))
+    sticky_change: int = setting(Option(
+        "sticky-change", 0, "with --sampler sticky: clients drawn from outside the group each "
+        "round (0: a fifth of the sample)", low=0, check=_check_sticky_change))
+    link: str = setting(Option(
+        "link", "", "time and energy on the clients' links: a profile, a mix (lte:0.6,3g:0.4) "
+        "or a trace CSV; rounds.csv and the summary gain time and energy, and the round "
+        "deadline is judged on simulated time (docs/time-and-energy.md); empty: bytes only",
+        metavar="PROFILE|MIX|TRACE.csv", check=_check_profile("link", "link")))
+    client_device: str = setting(Option(
+        "client-device", "phone", "with --link: the clients' devices, a profile, a mix or a "
+        "trace CSV", metavar="PROFILE|MIX|TRACE.csv",
+        check=_check_profile("device", "client-device")))
+    server_device: str = setting(Option(
+        "server-device", "laptop", "with --link: the server's device (aggregation and "
+        "evaluation time)", check=_check_profile("server", "server-device")))
+    transport: str = setting(Option(
+        "transport", "flower", "with --link: flower (Flower 1.42's polling as deployed) or "
+        "ideal (no polling: the links and devices alone)", choices=TRANSPORTS))
+    checkpoint_dir: str = setting(Option(
+        "checkpoint-dir", "", "where every party saves its state each round, for --resume "
+        "(the runner sets it)", command_line=False))
+    seed: int = setting(Option(
+        "seed", 0, "the run's seed: prototype, partition, client sample, noise, faults (the "
+        "data split's random state is 32-bit)", low=0, high=2**32 - 1))
+    min_nodes: int = setting(Option(
+        "min-nodes", 1, "nodes the server waits for before round 1 (the runner sets it from "
+        "--clients or --nodes)", low=1, command_line=False, app_default=2))
     # The methods' own options, (name, value) sorted by name; a dict is accepted too.
     options: tuple[tuple[str, object], ...] = ()
 
@@ -101,18 +269,15 @@ class RunSettings:
                         declared: Mapping[str, Option] | None = None) -> RunSettings:  # fmt: skip
         """Build from a Flower run config (kebab-case keys). Keys of ``declared`` options are
         coerced and checked by their declaration; any other unknown key is an error."""
-        known = {f.name.replace("_", "-"): f for f in fields(cls) if f.name != "options"}
+        known = {option.name: option for option in SHARED}
         declared = declared or {}
         kwargs: dict[str, object] = {}
         options: dict[str, object] = {}
         for key, value in config.items():
             if key in known:
-                kwargs[known[key].name] = _coerce(key, value, known[key].type)
+                kwargs[known[key].attr] = _coerced(known[key], value)
             elif key in declared:
-                try:
-                    options[key] = declared[key].coerce(value)
-                except OptionError as exc:
-                    raise SettingsError(str(exc)) from None
+                options[key] = _coerced(declared[key], value)
             else:
                 valid = sorted([*known, *declared])
                 raise SettingsError(f"unknown setting {key!r}; valid settings: "
@@ -140,101 +305,15 @@ class RunSettings:
         return replace(self, options={**dict(self.options), **values})  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
+        """Every value against its declaration (type, range, choices), then the checks that
+        read other settings too, each raising ``SettingsError`` naming what is valid."""
         if isinstance(self.options, Mapping):
             object.__setattr__(self, "options", tuple(sorted(self.options.items())))
-        methods = self.method_list
-        if not methods:
-            raise SettingsError(f"methods={self.methods!r}: name at least one method")
-        if len(set(methods)) != len(methods):
-            raise SettingsError(f"methods={self.methods!r}: each method may appear only once")
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("model", self.model, MODELS)
-        _choice("partition", self.partition, SCHEMES)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("init", self.init, INITS)
-        _choice("vote-weighting", self.vote_weighting, VOTE_WEIGHTINGS)
-        _choice("bytes-level", self.bytes_level, BYTES_LEVELS)
-        _choice("lr-schedule", self.lr_schedule, SCHEDULES)
-        _choice("device", self.device, DEVICES)
-        _choice("transport", self.transport, TRANSPORTS)
-        _choice("sampler", self.sampler, SAMPLERS)
-        if self.sticky_group < 0 or self.sticky_change < 0:
-            raise SettingsError("sticky-group and sticky-change must be >= 0 (0: the default)")
-        sample = max(1, int(round(self.fraction * self.min_nodes)))
-        if self.sticky_change and self.sticky_change >= sample:
-            raise SettingsError(f"sticky-change={self.sticky_change}: of each round's "
-                                f"{sample} clients some must come from the sticky group; "
-                                f"give fewer than {sample}")  # fmt: skip
-        if self.sticky_group and not (sample - self.sticky_change <= self.sticky_group
-                                      <= self.min_nodes - max(self.sticky_change, 1)):
-            raise SettingsError(f"sticky-group={self.sticky_group}: with {self.min_nodes} "
-                                f"clients and {sample} a round it must hold the sample's "
-                                "sticky part and leave room outside it for the newcomers")
-        try:
-            if self.link:
-                check_spec(self.link, "link")
-            check_spec(self.client_device, "device", "client-device")
-            server_device(self.server_device)
-        except ProfileError as exc:
-            raise SettingsError(str(exc)) from None
-        try:
-            resolve_device(self.device)
-        except DeviceError as exc:
-            raise SettingsError(str(exc)) from None
-        if not 0.0 <= self.byzantine < 0.5:
-            raise SettingsError(f"byzantine={self.byzantine!r}: the attacking share of clients "
-                                "must be in [0, 0.5)")  # fmt: skip
-        if not 0.0 <= self.trim_votes < 0.5:
-            raise SettingsError(f"trim-votes={self.trim_votes!r}: the share of votes dropped "
-                                "must be in [0, 0.5)")  # fmt: skip
-        attackers = int(self.byzantine * self.min_nodes + 0.5)  # as pemn_fl.faults counts them
-        if attackers and 2 * attackers >= self.min_nodes:
-            raise SettingsError(
-                f"byzantine={self.byzantine!r}: with {self.min_nodes} clients that is "
-                f"{attackers} attackers, not a minority; lower it below "
-                f"{(self.min_nodes - 1) // 2 / self.min_nodes + 0.5 / self.min_nodes:.3g}"
-            )
-        _positive("num-server-rounds", self.num_server_rounds)
-        _positive("local-epochs", self.local_epochs)
-        _positive("batch-size", self.batch_size)
-        _positive("classes-per-client", self.classes_per_client)
-        _positive("min-nodes", self.min_nodes)
-        if self.data_dir and self.dataset in BUNDLED:
-            raise SettingsError(
-                f"data-dir={self.data_dir!r}: {self.dataset} needs no files (it is bundled or "
-                "generated); drop data-dir, or choose a dataset read from files "
-                "(fashion-mnist, mnist, cifar10)"
-            )
-        for name in ("width", "alpha"):
-            value = getattr(self, name.replace("-", "_"))
-            if not (value > 0 and math.isfinite(value)):
-                raise SettingsError(f"{name}={value!r}: must be a positive number")
-        check_width(self, "width", self.width)
-        if not 0.0 < self.fraction <= 1.0:
-            raise SettingsError(f"fraction={self.fraction!r}: must be in (0, 1]")
-        for name in ("drop-rate", "corrupt-rate", "straggler-rate"):
-            value = getattr(self, name.replace("-", "_"))
-            if not 0.0 <= value <= 1.0:
-                raise SettingsError(f"{name}={value!r}: must be a probability in [0, 1]")
-        if self.drop_rate + self.corrupt_rate + self.straggler_rate > 1.0:
-            raise SettingsError("drop-rate + corrupt-rate + straggler-rate must be at most 1")
-        if not (self.round_deadline > 0 and math.isfinite(self.round_deadline)):
-            raise SettingsError(f"round-deadline={self.round_deadline!r}: must be a positive "
-                                "number of seconds")  # fmt: skip
-        if self.straggler_rate > 0 and self.round_deadline > MAX_STRAGGLER_DEADLINE:
-            raise SettingsError(
-                f"straggler-rate={self.straggler_rate!r} with round-deadline="
-                f"{self.round_deadline!r}: a straggler answers just after the deadline, so set "
-                f"--round-deadline (seconds, at most {MAX_STRAGGLER_DEADLINE:g}) above a normal "
-                "round's client time"
-            )
-        if not 0 <= self.seed < 2**32:
-            raise SettingsError(f"seed={self.seed!r}: must be in [0, {2**32 - 1}] (the "
-                                "data split's random state is 32-bit)")  # fmt: skip
-        try:
-            self.prototype_spec  # noqa: B018 - validate
-        except PrototypeSpecError as exc:
-            raise SettingsError(str(exc)) from None
+        for option in SHARED:
+            _coerced(option, getattr(self, option.attr))
+        for option in SHARED:
+            if option.check is not None:
+                option.check(getattr(self, option.attr), self)
 
     # -- derived -----------------------------------------------------------------------
     @property
@@ -271,24 +350,6 @@ class RunSettings:
         return resolve_device(self.device)
 
 
-def _coerce(key: str, value: object, type_name: object) -> object:
-    target = {"int": int, "float": float, "bool": bool, "str": str}[str(type_name)]
-    try:
-        if target is bool:
-            if isinstance(value, str):
-                if value.lower() in ("true", "1", "yes"):
-                    return True
-                if value.lower() in ("false", "0", "no"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if target is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return target(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{key}={value!r}: expected a {target.__name__}") from None
-
-
 def check_width(settings: RunSettings, name: str, width: float) -> None:
     """A model at ``width`` must stay within ``MAX_PARAMETERS`` (counted without memory)."""
     check_model_size(settings.model, settings.dataset, name, width)
@@ -300,19 +361,22 @@ def check_model_size(model: str, dataset: str, name: str, width: float) -> None:
     one bound every command that builds a model applies (``simulations.run`` through
     ``RunSettings``, ``python -m pemn_fl describe`` directly), so none of them asks torch for
     gigabytes first and fails after."""
-    if not (width > 0 and math.isfinite(width)):
-        raise SettingsError(f"{name}={width!r}: must be a positive number")
+    # The bound a width option declares ((0, inf), finite), said the same way everywhere.
+    _coerced(_positive(name, 1.0, "a width multiplier"), width)
     count = parameter_count(model, INPUT_SHAPES[dataset], 10, width)
     if count > MAX_PARAMETERS:
         raise SettingsError(f"{name}={width!r}: a {model} that wide has {count:.3g} "
                             f"weights; pemn-fl builds at most {MAX_PARAMETERS:.0e}")  # fmt: skip
 
 
-def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise SettingsError(f"{name}={value!r}: use one of {', '.join(valid)}")
+def _coerced(option: Option, value: object) -> object:
+    """``value`` as ``option`` types and bounds it; ``SettingsError`` if it cannot."""
+    try:
+        return option.coerce(value)
+    except OptionError as exc:
+        raise SettingsError(str(exc)) from None
 
 
-def _positive(name: str, value: int) -> None:
-    if value < 1:
-        raise SettingsError(f"{name}={value!r}: must be >= 1")
+# Every shared setting's declaration, in field order (the order of config.json's keys).
+SHARED: tuple[Option, ...] = tuple(f.metadata["option"] for f in fields(RunSettings)
+                                   if "option" in f.metadata)  # fmt: skip

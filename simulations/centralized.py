@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="", help="directory holding the dataset files")
     p.add_argument("--model", default="conv2", help="mlp, conv2, conv4, conv6, resnet20")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=3,
+                   help="training epochs of every variant")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="batch size (at least 2: BatchNorm uses batch statistics)")
     p.add_argument(
         "--lr",
         type=float,
@@ -117,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep", type=float, default=0.5, help="fraction of edges kept per layer")
     p.add_argument("--init", default="signed-constant", help="signed-constant or kaiming-normal")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the prototypes, the scores, the subset and the batch order")
     p.add_argument(
         "--train-subset",
         type=int,

@@ -63,23 +63,36 @@ def _fail(message: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m simulations.compression",
                                 description=__doc__.split("\n\n")[0])  # fmt: skip
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--data-dir", default="")
-    p.add_argument("--model", default="conv2")
-    p.add_argument("--width", type=float, default=0.5)
+    p.add_argument("--dataset", default="fashion-mnist",
+                   help="digits, fashion-mnist, mnist, cifar10, synthetic")
+    p.add_argument("--data-dir", default="",
+                   help="directory holding the dataset files")
+    p.add_argument("--model", default="conv2",
+                   help="mlp, conv2, conv4, conv6, resnet20")
+    p.add_argument("--width", type=float, default=0.5,
+                   help="width multiplier")
     p.add_argument("--ratios", default="1e-1,1e-2,1e-3,1e-4",
                    help="rp prototype ratios for the PEMN points (comma list)")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--finetune-epochs", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=3,
+                   help="training epochs of the PEMN masks and the dense network")
+    p.add_argument("--finetune-epochs", type=int, default=1,
+                   help="fine-tuning epochs of each pruned network")
     p.add_argument("--train-subset", type=int, default=15000, help="0 = all training samples")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="batch size")
     p.add_argument("--lr", type=float, default=0.2, help="score lr (PEMN)")
-    p.add_argument("--dense-lr", type=float, default=0.05)
-    p.add_argument("--finetune-lr", type=float, default=0.01)
-    p.add_argument("--keep", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=Path("results/compression"))
+    p.add_argument("--dense-lr", type=float, default=0.05,
+                   help="weight learning rate of the dense network")
+    p.add_argument("--finetune-lr", type=float, default=0.01,
+                   help="weight learning rate of the pruned networks' fine-tuning")
+    p.add_argument("--keep", type=float, default=0.5,
+                   help="fraction of each layer's edges a PEMN mask keeps")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the prototypes, scores, batch order and random pruning")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads")
+    p.add_argument("--out", type=Path, default=Path("results/compression"),
+                   help="output directory")
     return p
 
 

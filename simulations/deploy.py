@@ -51,11 +51,13 @@ from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.data import DataError
 from pemn_fl.methods import settings_from
 from pemn_fl.models import ModelError
+from pemn_fl.options import toml_value
 from pemn_fl.partition import PartitionError
 from simulations import secure as S
+from simulations.run import build_parser as run_parser
 from simulations.run import (
-    build_parser,
     check_data,
+    flags_given,
     prepare_out,
     settings_from_args,
     unread_note,
@@ -76,15 +78,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
-
-
-def toml_value(value: object) -> str:
-    """A run-config value as TOML (strings quoted, so a comma list stays one value)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value))
 
 
 def run_config(settings: RunSettings) -> str:
@@ -614,14 +607,13 @@ def deploy(settings: RunSettings, nodes: int, out: Path, timeout: float,
 
 
 def resumed_plan(args: argparse.Namespace,
-                 parser_defaults: dict[str, object]) -> tuple[Plan, Path]:  # fmt: skip
+                 parser: argparse.ArgumentParser) -> tuple[Plan, Path]:  # fmt: skip
     """``--resume DIR``: the plan from DIR/config.json; any other setting is an error."""
-    given = [k for k, v in vars(args).items() if k not in ("resume", "quiet", "timeout",
-             "keep_state", "clients") and v != parser_defaults.get(k)]  # fmt: skip
+    given = flags_given(parser, args, ignore=("resume", "quiet", "timeout", "keep_state",
+                                              "clients"))  # fmt: skip
     if given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise SettingsError(f"--resume takes its settings from the deployment's config.json; "
-                            f"drop {flags}")  # fmt: skip
+                            f"drop {', '.join(given)}")  # fmt: skip
     out: Path = args.resume
     try:
         config = json.loads((out / "config.json").read_text())
@@ -715,8 +707,10 @@ def check_options(args: argparse.Namespace) -> None:
                             "SuperLink; drop --kill-node-after")  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def build_parser() -> argparse.ArgumentParser:
+    """``simulations.run``'s command line (every setting and method option) with the
+    deployment's own flags; the run's flags a deployment refuses say so in their help."""
+    parser = run_parser()
     parser.prog = "python -m simulations.deploy"
     parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("--nodes", type=int, default=3, help="SuperNodes (= clients) to start")
@@ -740,6 +734,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-state", action="store_true",
                         help="keep OUT/state (database, checkpoints, credentials) after the "
                         "run finishes")  # fmt: skip
+    for action in parser._actions:
+        if action.dest in RUN_ONLY:
+            action.help = f"not for a deployment: {RUN_ONLY[action.dest][1]}"
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     defaults = vars(parser.parse_args([]))
     resume = args.resume is not None
@@ -752,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
     args.clients = args.nodes
     try:
         if resume:
-            plan, out = resumed_plan(args, defaults)
+            plan, out = resumed_plan(args, parser)
             settings = plan.settings
         else:
             check_options(args)

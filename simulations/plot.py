@@ -21,13 +21,14 @@ import pandas as pd
 from pemn_fl.report import RoundsFileError, plot_runs
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m simulations.plot", description=__doc__)
     p.add_argument("runs", nargs="+", type=Path, help="run directories (each with rounds.csv)")
     p.add_argument("--out", type=Path, default=None,
                    help="output PNG (default: bandwidth_accuracy.png in the first run, or "
                         "comparison.png in the current directory for several runs)")  # fmt: skip
-    p.add_argument("--title", default=None)
+    p.add_argument("--title", default=None,
+                   help="the figure's title")
     p.add_argument("--bytes", dest="bytes_level", choices=["payload", "message", "wire"],
                    default="wire", help="byte level on the x axis (runs made before the wire "
                    "level existed draw message bytes, and the axis says so)")  # fmt: skip
@@ -35,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="the x axis: cumulative bytes, or the time model's simulated time or "
                    "the clients' energy (runs made with --link, or the output directory of "
                    "python -m simulations.timeline)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from pemn_fl import seeds as S
 
     def has_rounds(r: Path) -> bool:

@@ -23,13 +23,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO
 
-from pemn_fl.config import RunSettings, SettingsError
+from pemn_fl.config import SHARED, RunSettings, SettingsError
 from pemn_fl.methods import get as get_method
 from pemn_fl.methods import is_plugin, settings_from, unread
 from pemn_fl.methods import names as method_names
 from pemn_fl.methods import options as method_options
 from pemn_fl.methods import users as method_users
-from pemn_fl.options import add_to_parser
+from pemn_fl.options import add_to_parser, from_args
 
 DEFAULTS = RunSettings()
 # How long the simulator waits for a round's replies. Not the round deadline: in simulation
@@ -39,85 +39,15 @@ SIMULATION_WALL_TIMEOUT = 3600.0
 
 
 def build_parser(specs: Iterable[str] = ()) -> argparse.ArgumentParser:
-    """The command line: the shared settings, then every method's own options (those of
-    the registered methods and of the plug-ins among ``specs``), from their declarations."""
+    """The command line: the run's own flags, then the shared settings and every method's
+    own options (those of the registered methods and of the plug-ins among ``specs``), each
+    from its declaration."""
     p = argparse.ArgumentParser(
         prog="python -m simulations.run",
         description="Federated PEMN (seed + bit-packed masks) vs dense FedAvg: bytes vs accuracy.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    d = DEFAULTS
     p.add_argument("--clients", type=int, default=10, help="number of simulated clients")
-    p.add_argument("--rounds", type=int, default=d.num_server_rounds)
-    p.add_argument("--methods", default=d.methods,
-                   help=f"'all' or a comma list of {', '.join(method_names())}")
-    p.add_argument("--dataset", default=d.dataset,
-                   help="digits (bundled), fashion-mnist, mnist, cifar10, synthetic")
-    p.add_argument("--data-dir", default=d.data_dir, help="directory holding the dataset files")
-    p.add_argument("--model", default=d.model, help="mlp, conv2, conv4, conv6, resnet20")
-    p.add_argument("--width", type=float, default=d.width, help="width multiplier, PEMN model")
-    p.add_argument("--partition", default=d.partition, help="iid, dirichlet, pathological")
-    p.add_argument("--alpha", type=float, default=d.alpha, help="Dirichlet concentration")
-    p.add_argument("--classes-per-client", type=int, default=d.classes_per_client)
-    p.add_argument("--fraction", type=float, default=d.fraction,
-                   help="fraction of clients sampled per round")
-    p.add_argument("--local-epochs", type=int, default=d.local_epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--optimizer", default=d.optimizer, help="sgd or adam")
-    p.add_argument("--prototype", default=d.prototype, help="dense, one-layer, mp, rp:RATIO")
-    p.add_argument("--init", default=d.init, help="signed-constant or kaiming-normal")
-    p.add_argument("--no-rescale", action="store_true",
-                   help="PEMN's exact padding: no per-layer fan-in rescaling")
-    p.add_argument("--vote-weighting", default=d.vote_weighting, help="examples or uniform")
-    p.add_argument("--drop-rate", type=float, default=d.drop_rate,
-                   help="fault injection: share of sampled clients that fail each round")
-    p.add_argument("--corrupt-rate", type=float, default=d.corrupt_rate,
-                   help="fault injection: share of replies with one bit flipped per payload")
-    p.add_argument("--straggler-rate", type=float, default=d.straggler_rate,
-                   help="fault injection: share of sampled clients that answer after the "
-                   "round deadline (needs --round-deadline)")
-    p.add_argument("--round-deadline", type=float, default=d.round_deadline,
-                   help="seconds the server waits for a round's replies")
-    p.add_argument("--byzantine", type=float, default=d.byzantine,
-                   help="share of clients that attack every round (pemn: inverted masks; "
-                   "fedavg: negated, scaled updates)")
-    p.add_argument("--trim-votes", type=float, default=d.trim_votes,
-                   help="mask-voting methods: share of each round's votes farthest from the "
-                   "coordinate-wise median left out (a trimmed vote)")
-    p.add_argument("--bytes", dest="bytes_level", choices=["payload", "message", "wire"],
-                   default=d.bytes_level,
-                   help="byte level of the summary and figure: the methods' payloads, whole "
-                   "Flower messages, or the HTTP traffic a Flower 1.42 deployment makes for "
-                   "them (modelled here; measured by simulations.deploy). Every level is in "
-                   "rounds.csv")
-    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
-                   help="every method's step size over the rounds: constant, or a cosine "
-                   "decay to a tenth (lr, dense-lr, pm-lr, server-lr and the noise scale)")
-    p.add_argument("--compact-replies", action="store_true",
-                   help="replies carry num-examples and train-loss inside the update record: "
-                   "one HTTP object less per reply on the wire (FedAvg keeps Flower's format)")
-    p.add_argument("--sampler", default=d.sampler, choices=["uniform", "sticky"],
-                   help="which clients train each round, for every method alike: a fresh "
-                   "uniform draw, or GlueFL's sticky sampling (recently used clients first)")
-    p.add_argument("--sticky-group", type=int, default=d.sticky_group,
-                   help="with --sampler sticky: the sticky group's size (0: 1.2x the sample)")
-    p.add_argument("--sticky-change", type=int, default=d.sticky_change,
-                   help="with --sampler sticky: clients drawn from outside the group each "
-                   "round (0: a fifth of the sample)")
-    p.add_argument("--link", default=d.link, metavar="PROFILE|MIX|TRACE.csv",
-                   help="time and energy on the clients' links: a profile ("
-                   + ", ".join(_link_names()) + "), a mix (lte:0.6,3g:0.4) or a trace CSV; "
-                   "rounds.csv and the summary gain time and energy, and the round deadline "
-                   "is judged on simulated time (docs/time-and-energy.md)")
-    p.add_argument("--client-device", default=d.client_device, metavar="PROFILE|MIX|TRACE.csv",
-                   help="with --link: the clients' devices (" + ", ".join(_device_names())
-                   + "), a mix or a trace CSV")
-    p.add_argument("--server-device", default=d.server_device,
-                   help="with --link: the server's device (aggregation and evaluation time)")
-    p.add_argument("--transport", default=d.transport, choices=["flower", "ideal"],
-                   help="with --link: flower (Flower 1.42's polling as deployed) or ideal "
-                   "(no polling: the links and devices alone)")
-    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--seeds", default=None, metavar="S1,S2,...",
                    help="run the same settings once per seed (each changes everything "
                    "seeded: prototype, partition, client sample, noise, faults) into "
@@ -128,9 +58,6 @@ def build_parser(specs: Iterable[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-client", type=float, default=0.0,
                    help="Ray GPUs per client actor (e.g. 0.25: four clients share a GPU); "
                    "with --device cuda or auto")
-    p.add_argument("--device", default=d.device, choices=["cpu", "cuda", "auto"],
-                   help="where local training and server evaluation run (auto: CUDA if "
-                   "PyTorch sees a device, else the CPU)")
     p.add_argument("--ray-address", default="", metavar="HOST:PORT",
                    help="run the clients on an existing Ray cluster (ray start --head ...) "
                    "instead of a private one on this machine")
@@ -142,20 +69,20 @@ def build_parser(specs: Iterable[str] = ()) -> argparse.ArgumentParser:
                    help="continue the killed or interrupted run in DIR from its last finished "
                    "round, with the settings in DIR/config.json (give no other settings)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_to_parser(p, SHARED, title="run settings (every method)", extra=_shared_extra())
     add_to_parser(p, method_options(specs).values(), method_users(specs))
     return p
 
 
-def _link_names() -> list[str]:
-    from pemn_fl.profiles import links
+def _shared_extra() -> dict[str, str]:
+    """What the shared settings' help adds that only this layer knows: the registered methods
+    and the time model's profiles."""
+    from pemn_fl.profiles import devices, links
 
-    return list(links())
-
-
-def _device_names() -> list[str]:
-    from pemn_fl.profiles import devices
-
-    return list(devices())
+    return {"methods": "built in: " + ", ".join(method_names()),
+            "link": "profiles: " + ", ".join(links()),
+            "client-device": "profiles: " + ", ".join(devices()),
+            "server-device": "profiles: " + ", ".join(devices())}
 
 
 def plugin_specs(argv: list[str] | None) -> list[str]:
@@ -174,21 +101,24 @@ def plugin_specs(argv: list[str] | None) -> list[str]:
     return importable
 
 
-# Command-line flags whose run-config key differs (``--rounds`` is num-server-rounds).
-_RENAMED = {"rounds": "num-server-rounds"}
-
-
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
-    """The run's settings from the command line: a flag is its run-config key (shared
-    settings and method options alike), checked by ``pemn_fl.methods.settings_from``. Flags
-    that are no setting (``--out``, ``--clients``, a deployment's ``--nodes``) are left out."""
-    specs = [m.strip() for m in str(args.methods).split(",")]
-    known = set(RunSettings().to_run_config()) | set(method_options(
-        [s for s in specs if s in plugin_specs(["--methods", args.methods])]))  # fmt: skip
-    config = {key: v for k, v in vars(args).items()
-              if (key := _RENAMED.get(k, k.replace("_", "-"))) in known}  # fmt: skip
-    config.update({"rescale": not args.no_rescale, "min-nodes": args.clients})
-    return settings_from(config)
+    """The run's settings from the command line: every declared setting and method option
+    by its declaration (``pemn_fl.options.from_args``), checked by
+    ``pemn_fl.methods.settings_from``; the number of clients is the server's ``min-nodes``.
+    Flags that are no setting (``--out``, a deployment's ``--nodes``) are left out."""
+    plugins = plugin_specs(["--methods", args.methods])
+    config = from_args(args, [*SHARED, *method_options(plugins).values()])
+    return settings_from({**config, "min-nodes": args.clients})
+
+
+def flags_given(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                ignore: Iterable[str] = ()) -> list[str]:  # fmt: skip
+    """The flags of ``args`` set to other than their default (as typed: ``--rounds``),
+    leaving out the destinations in ``ignore``."""
+    defaults = vars(parser.parse_args([]))
+    flag_of = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    return [flag_of.get(k, "--" + k.replace("_", "-")) for k, v in vars(args).items()
+            if k not in ignore and v != defaults.get(k)]  # fmt: skip
 
 
 def unread_note(settings: RunSettings) -> str | None:
@@ -299,13 +229,10 @@ def resumed(args: argparse.Namespace) -> tuple[Path, RunSettings, Engine]:
     The checkpoint directory is the one inside DIR (the run may have been moved). Any other
     setting on the command line is an error: a resumed run is the same run.
     """
-    defaults = vars(build_parser().parse_args([]))
-    given = [k for k, v in vars(args).items()
-             if k not in ("resume", "quiet") and v != defaults.get(k)]  # fmt: skip
+    given = flags_given(build_parser(), args, ignore=("resume", "quiet"))
     if given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise SettingsError(f"--resume takes its settings from the run's config.json; drop "
-                            f"{flags}")  # fmt: skip
+                            f"{', '.join(given)}")  # fmt: skip
     out = args.resume
     try:
         config = json.loads((out / "config.json").read_text())

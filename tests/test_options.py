@@ -59,13 +59,56 @@ def test_every_registered_method_declares_what_it_reads() -> None:
     assert set(options()) <= set(settings.to_run_config())
 
 
-def test_the_docs_table_is_the_declarations() -> None:
-    """docs/options.md is ``python -m pemn_fl options``: regenerate it after a change."""
-    shown = subprocess.run([sys.executable, "-m", "pemn_fl", "options"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert shown.returncode == 0, shown.stderr
-    written = (ROOT / "docs" / "options.md").read_text()
-    assert written == shown.stdout, "docs/options.md drifted: python -m pemn_fl options > it"
+def test_the_docs_and_the_app_config_are_the_declarations() -> None:
+    """docs/options.md and pyproject.toml's [tool.flwr.app.config] are written from the
+    declarations: after a change, ``python -m pemn_fl options --write``."""
+    from pemn_fl import reference
+
+    assert reference.drift() == [], "out of date: run python -m pemn_fl options --write"
+
+
+def test_the_options_command_writes_and_checks_the_generated_files(tmp_path: Path) -> None:
+    """``drift`` names a drifted file, ``write`` mends it, and ``--check`` passes on this
+    checkout."""
+    from pemn_fl import reference
+    from pemn_fl.__main__ import main
+
+    for path in (reference.DOC, reference.PYPROJECT):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text((ROOT / path).read_text())
+    for package in reference.COMMAND_PACKAGES:  # the commands are found in the checkout
+        (tmp_path / package).symlink_to(ROOT / package)
+    (tmp_path / reference.DOC).write_text("stale\n")
+    assert reference.drift(tmp_path) == [str(reference.DOC)]
+    assert reference.write(tmp_path) == [str(reference.DOC)]
+    assert reference.drift(tmp_path) == []
+    assert main(["options", "--check"]) == 0
+
+
+def test_every_flag_of_every_command_is_documented() -> None:
+    """Every ``python -m`` command (every module of pemn_fl, simulations and bench with a
+    ``__main__`` block) builds its command line in ``build_parser()``, and every flag and
+    argument of it has a help text, which docs/options.md shows (the test above)."""
+    from pemn_fl import reference
+
+    found = set(reference.commands())
+    assert {"pemn_fl", "simulations.run", "simulations.deploy", "simulations.plot",
+            "simulations.timeline", "bench.accuracy_frontier", "bench.mutation"} <= found
+    assert reference.undocumented() == []
+    page = (ROOT / "docs" / "options.md").read_text()
+    for module in found:
+        for command, parser in reference.parsers(module):
+            for action in reference.flags(parser):
+                name = action.option_strings[0] if action.option_strings else action.dest
+                assert f"`{name}`" in page, f"{command} {name}"
+    for flag in ("--quiet", "--rounds", "--bytes", "--no-rescale", "--nodes", "--secure"):
+        assert f"`{flag}`" in page, flag
+
+
+def test_a_method_option_may_not_take_a_shared_setting_s_name() -> None:
+    from pemn_fl.config import SHARED
+
+    assert not {o.name for o in SHARED} & set(options())
 
 
 def test_no_import_cycle_between_settings_and_methods() -> None:
