@@ -15,7 +15,7 @@ files and prints, per study and method, baseline → lever:
 * seeds that reached the study's own target (FedAvg's seed-mean best − 1 pt: it moves when the
   lever changes FedAvg), wire MB to it (mean over the seeds that reached it) and how many times
   fewer wire bytes than FedAvg that took (range over seeds);
-* total wire MB of the 30 rounds, both directions;
+* total wire MB of the run, both directions;
 * and, per byte budget, which method leads (highest mean best accuracy within the budget).
 
 It adds nothing to the runs: every figure is read from the committed files, so the table is
@@ -79,16 +79,22 @@ def _leaders(report: dict, methods: set[str]) -> dict[float, str]:
     return leaders
 
 
-def compare(baseline: Path, study: Path) -> str:
-    """The markdown comparison of one lever study with its baseline."""
-    base_report = json.loads((baseline / "frontier-seeds.json").read_text())[LEVEL]
-    lever_report = json.loads((study / "frontier-seeds.json").read_text())[LEVEL]
+RULES = {"best": (LEVEL, "FedAvg's seed-mean best − 1 pt"),
+         "window": (f"{LEVEL}_window", "FedAvg's seed-mean 5-round mean, best − 1 pt")}
+
+
+def compare(baseline: Path, study: Path, rule: str = "best") -> str:
+    """The markdown comparison of one lever study with its baseline (``rule``: the target
+    and reach rule of the reports, ``RULES``)."""
+    key, words = RULES[rule]
+    base_report = json.loads((baseline / "frontier-seeds.json").read_text())[key]
+    lever_report = json.loads((study / "frontier-seeds.json").read_text())[key]
     seeds = [s for s in lever_report["seeds"] if s in base_report["seeds"]]
     targets = base_report["target_accuracy"] * 100, lever_report["target_accuracy"] * 100
     lines = [
         f"### {study.name} (against `{baseline}`)",
         "",
-        f"Seeds {', '.join(map(str, seeds))}; target (FedAvg's seed-mean best − 1 pt): "
+        f"Seeds {', '.join(map(str, seeds))}; target ({words}): "
         f"{targets[0]:.2f} % → {targets[1]:.2f} %.",
         "",
         "| method | best acc % | paired Δ best acc (pt) | improved seeds | reached | wire MB to "
@@ -140,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", type=Path, action="append", required=True,
                    help="a lever study directory (repeat for several)")
     p.add_argument("--out", type=Path, default=None, help="also write the tables here")
+    p.add_argument("--rule", choices=sorted(RULES), default="best",
+                   help="the target and reach rule: the best round's (default) or the "
+                   "windowed one (pemn_fl.window; reports made since it exists)")
     return p
 
 
@@ -152,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"--seeds ... --out {directory} (or --report-only) first", file=sys.stderr)
             return 2
     for study in args.study:
-        parts.append(compare(args.baseline, study))
+        try:
+            parts.append(compare(args.baseline, study, args.rule))
+        except KeyError:
+            print(f"error: --rule {args.rule}: {study} or {args.baseline} was reported before "
+                  "that rule existed; rebuild it with bench.accuracy_frontier --report-only",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     text = "\n".join(parts)
     print(text, end="")
     if args.out is not None:

@@ -305,6 +305,8 @@ def semantic(args: argparse.Namespace) -> int:
         root, sha = snapshot(args.commit, Path(args.work) / "snapshot-semantic")
     picked = _semantic_pick(args.only)
     print(f"snapshot {root} at {sha[:12]}: {len(picked)} semantic mutants", flush=True)
+    # A --root checkout may differ from its commit (e.g. older tests): the results say how.
+    changed = _git("status", "--porcelain", "--untracked-files=no", cwd=root).splitlines()
 
     def first(m: Semantic) -> list[str]:  # those the checkout has (--root: older tests)
         return [t for t in FIRST_TESTS[m.path] if (root / t).is_file()]
@@ -351,7 +353,7 @@ def semantic(args: argparse.Namespace) -> int:
               f"({row['seconds']} s)", flush=True)  # fmt: skip
         if args.write:
             command = "python -m bench.mutation " + shlex.join(args.argv)
-            _semantic_write(sha, rows, args.name, command, args.first_only)
+            _semantic_write(sha, rows, args.name, command, args.first_only, changed)
     killed = sum(r["verdict"] == "killed" for r in rows)
     equivalent = sum(r["verdict"] == "equivalent" for r in rows)
     print(f"{killed} killed of {len(rows)}, {equivalent} judged equivalent: "
@@ -360,14 +362,15 @@ def semantic(args: argparse.Namespace) -> int:
 
 
 def _semantic_write(sha: str, rows: list[dict[str, object]], name: str, command: str,
-                    first_only: bool) -> None:  # fmt: skip
+                    first_only: bool, changed: list[str]) -> None:  # fmt: skip
     """``results/mutation/<name>.{json,md}``: every mutant, its verdict and what killed it,
     the kill rate, and the argument for each one judged equivalent."""
     from bench.semantic_mutants import EQUIVALENT, SEMANTIC
 
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{name}.json").write_text(json.dumps({"commit": sha, "command": command,
-                                                  "mutants": rows}, indent=1) + "\n")
+    (OUT / f"{name}.json").write_text(json.dumps({"commit": sha, "local_changes": changed,
+                                                  "command": command, "mutants": rows},
+                                                 indent=1) + "\n")  # fmt: skip
     done = {r["mutant"] for r in rows}
     killed = sum(r["verdict"] == "killed" for r in rows)
     judged = sum(r["verdict"] == "equivalent" for r in rows)
@@ -377,7 +380,10 @@ def _semantic_write(sha: str, rows: list[dict[str, object]], name: str, command:
     lines = [
         f"# Semantic mutants against {by}",
         "",
-        f"Commit `{sha[:12]}`; {len(rows)} of the {len(SEMANTIC)} mutants of "
+        f"Commit `{sha[:12]}`"
+        + (f" with local changes ({', '.join(f'`{c.strip()}`' for c in changed)})"
+           if changed else "")
+        + f"; {len(rows)} of the {len(SEMANTIC)} mutants of "
         "`bench/semantic_mutants.py`" + ("" if len(rows) == len(SEMANTIC)
                                          else " (a subset, or a run cut short)") + ". Made by:",
         "",
@@ -387,12 +393,12 @@ def _semantic_write(sha: str, rows: list[dict[str, object]], name: str, command:
         "",
         f"**{killed} killed of {len(rows)}; {judged} judged equivalent (argued below); kill "
         f"rate {100 * killed / max(1, len(rows) - judged):.1f} % of the non-equivalent.** "
-        f"{stage_one} were killed by the test files that import the mutated module (run "
-        "first, with `-x`, under the default suite's options: a failure there is a failure "
-        "of the default suite)"
-        + ("." if first_only else ", the others by the whole default suite (`pytest`: "
-           "every test file, not slow); a survivor is a mutant the whole default suite "
-           "passed."),
+        f"Killed by the test files that import the mutated module (run first, with `-x`, "
+        f"under the default suite's options, so a failure there is one of the default suite): "
+        f"{stage_one}"
+        + ("." if first_only else f"; by the rest of the default suite (`pytest`: every test "
+           f"file, not slow), run for a mutant those files let through: {killed - stage_one}. "
+           "A survivor is a mutant the whole default suite passed."),
         "",
         "| mutant | file | the bug | verdict | killed by |",
         "|---|---|---|---|---|",
@@ -402,7 +408,8 @@ def _semantic_write(sha: str, rows: list[dict[str, object]], name: str, command:
                      f"{'`' + str(r['killed_by']) + '`' if r['killed_by'] else '-'} |")
     argued = [f"- `{r['mutant']}`: {EQUIVALENT[str(r['mutant'])]}" for r in rows
               if r["verdict"] == "equivalent"]  # fmt: skip
-    lines += ["", "## Judged equivalent", "", *(argued or ["None."])]
+    lines += ["", "## Judged equivalent", "",
+              *(argued or ["None: no mutant survived, so none needed arguing."])]
     missing = [m.name for m in SEMANTIC if m.name not in done]
     if missing:
         lines += ["", f"Not run: {', '.join(missing)}."]

@@ -121,7 +121,7 @@ assert pemn_fl(["evaluate", str(RUNS / "model.pemn")]) == 0
 # shrinks where round trips, not bytes, take the time.
 
 # %%
-from pemn_fl import clientlog, profiles, timeline, timesummary
+from pemn_fl import clientlog, profiles, timesummary, timing
 from pemn_fl.report import fedavg_target
 
 rounds = pd.read_csv(RUNS / "default" / "rounds.csv")
@@ -129,8 +129,8 @@ calls = clientlog.read(RUNS / "default" / "clients.csv")
 who = {}
 for link in ["fibre", "lte", "3g", "geo", "nbiot"]:
     clients = profiles.population(link, "phone", list(range(20)), seed=0)
-    timed = timeline.replay(rounds, calls, clients.links, clients.devices,
-                            profiles.server_device("laptop"), deadline=3600)
+    timed = timing.replay(rounds, calls, clients.links, clients.devices,
+                          profiles.server_device("laptop"), deadline=3600)
     per_method = timesummary.summarize_time(timed, fedavg_target(timed))
     who[profiles.display(link)] = {method: timesummary.duration(m["time_to_target_s"])
                                    for method, m in per_method.items()}
