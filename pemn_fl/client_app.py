@@ -22,10 +22,6 @@ from pemn_fl.methods import ClientStep, get, is_plugin, registry, settings_from
 from pemn_fl.methods.base import partition_of
 
 
-def _settings(context: Context, overrides: dict[str, object] | None) -> RunSettings:
-    return settings_from({**dict(context.run_config), **(overrides or {})})
-
-
 def hello(msg: Message, context: Context) -> Message:
     """Handshake: tell the server which data partition this node serves."""
     pid, n = partition_of(context)
@@ -55,7 +51,7 @@ def _resume_state(directory: Path, context: Context, key: tuple[int, int]) -> No
 
 
 class _RebuiltClientApp(ClientApp):
-    """A ClientApp that pickles as its recipe (the overrides), not its contents.
+    """A ClientApp that pickles as its recipe (the run's settings), not its contents.
 
     The Simulation Engine hands the ClientApp to a Ray actor as an argument of every
     message, so Ray pickles it once per message in the driver. By value that is ~20 ms of
@@ -64,9 +60,9 @@ class _RebuiltClientApp(ClientApp):
     microseconds, and each actor process builds the app once (``_cached_client_app``).
     """
 
-    def __init__(self, overrides: dict[str, object] | None) -> None:
+    def __init__(self, settings: RunSettings | None) -> None:
         super().__init__()
-        self._recipe = tuple(sorted((overrides or {}).items()))
+        self._recipe = settings
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return _cached_client_app, (self._recipe,)
@@ -88,27 +84,30 @@ def quiet_actor_shutdown() -> None:
 
 
 @lru_cache(maxsize=8)
-def _cached_client_app(recipe: tuple[tuple[str, object], ...]) -> ClientApp:
-    return build_client_app(dict(recipe) or None)
+def _cached_client_app(settings: RunSettings | None) -> ClientApp:
+    return build_client_app(settings)
 
 
-def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
-    """A ClientApp whose settings are the run config plus ``overrides`` (the simulator's).
+def build_client_app(settings: RunSettings | None = None) -> ClientApp:
+    """A ClientApp for the run's ``settings`` (the simulator's, handed over as they are), or,
+    without, for the settings of each message's run config (a SuperNode of its own).
 
-    With ``overrides`` (the Simulation Engine) the round deadline is judged on this client's
-    own work (``faults``: a straggler answers at once with a late reply instead of holding
-    a shared actor); without (a SuperNode of its own), a straggler really sleeps.
+    In the Simulation Engine the round deadline is judged on this client's own work
+    (``faults``: a straggler answers at once with a late reply instead of holding a shared
+    actor); a SuperNode's straggler really sleeps.
     """
-    app = _RebuiltClientApp(overrides)
+    app = _RebuiltClientApp(settings)
     torch.set_num_threads(1)  # one core per client; the engine runs clients side by side
-    simulated = overrides is not None
+    simulated = settings is not None
     if simulated:
         quiet_actor_shutdown()
+
+    run = settings
 
     def route(name: str, step: ClientStep):  # noqa: ANN202 - a Flower handler
         def handler(msg: Message, context: Context) -> Message:
             started = time.thread_time()  # this client's own work: its CPU time, not the queue's
-            settings = _settings(context, overrides)
+            settings = run if run is not None else settings_from(dict(context.run_config))
             saving = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
             if saving is not None:  # --resume: load before the round, save after it
                 key = _round_key(settings, name, msg)
@@ -137,8 +136,8 @@ def build_client_app(overrides: dict[str, object] | None = None) -> ClientApp:
 
     methods = list(registry().values())
     # Plug-in methods (module paths in the simulator's --methods) get a handler too.
-    specs = str((overrides or {}).get("methods", "")).split(",")
-    methods += [get(spec.strip()) for spec in specs if is_plugin(spec.strip())]
+    specs = settings.method_list if settings is not None else []
+    methods += [get(spec) for spec in specs if is_plugin(spec)]
     for method in methods:
         app.train(method.name)(route(method.name, method.client_step))
 

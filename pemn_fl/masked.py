@@ -1,7 +1,8 @@
 """Masked layers: frozen weights, learnable scores, top-k mask with a straight-through gradient.
 
 The whole edge-popup trick (Ramanujan et al., CVPR 2020; allenai/hidden-networks
-``utils/conv_type.py``) lives here and nowhere else. Each layer holds
+``utils/conv_type.py``) lives here and nowhere else: the evolving prototype's noise masks
+train through the same straight-through top-k (``GetSubnet``). Each layer holds
 
 * ``weight``: a *buffer* (frozen, filled from the prototype, never trained or sent), and
 * ``scores``: a real-valued ``Parameter`` of the same shape.
@@ -54,16 +55,26 @@ def topk_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:
     return mask.view_as(scores)
 
 
+def select(scores: torch.Tensor, keep: float, signed: bool = False) -> torch.Tensor:
+    """The mask ``scores`` encode, in their dtype: the top-``keep`` of ``scores`` as 0/1, or
+    (``signed``) the top-``keep`` of ``|scores|`` with their signs, -1/0/1."""
+    if signed:
+        return topk_mask(scores.abs(), keep).to(scores.dtype) * torch.sign(scores)
+    return topk_mask(scores, keep).to(scores.dtype)
+
+
 class GetSubnet(torch.autograd.Function):
-    """Top-k forward; identity (straight-through) backward. Callers pass ``|scores|``."""
+    """``select`` forward; identity (straight-through) backward: the one straight-through
+    top-k, for the masked layers (which pass ``|scores|``) and the evolving prototype's noise
+    masks (``methods/frames/evolving_round.py``, signed or not)."""
 
     @staticmethod
-    def forward(ctx, scores: torch.Tensor, keep: float) -> torch.Tensor:  # noqa: ANN001
-        return topk_mask(scores, keep).to(scores.dtype)
+    def forward(ctx, scores: torch.Tensor, keep: float, signed: bool = False) -> torch.Tensor:  # noqa: ANN001
+        return select(scores, keep, signed)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
-        return grad_output, None
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
+        return grad_output, None, None
 
 
 class _MaskedMixin:

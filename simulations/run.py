@@ -399,7 +399,7 @@ def simulate(settings: RunSettings, engine: Engine, progress: bool = True,
 
     run_simulation(
         server_app=server,
-        client_app=build_client_app(settings.to_run_config()),
+        client_app=build_client_app(settings),
         num_supernodes=engine.clients,
         backend_config=engine.backend_config(),
     )

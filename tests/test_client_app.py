@@ -8,6 +8,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from pemn_fl import client_app
 from pemn_fl.client_app import build_client_app
+from pemn_fl.methods import settings_from
 
 
 def _as_flower_sends_it(app: object) -> bytes:
@@ -20,8 +21,8 @@ def _as_flower_sends_it(app: object) -> bytes:
 
 
 def test_client_app_pickles_as_its_recipe_and_rebuilds_with_the_same_handlers() -> None:
-    overrides = {"methods": "pemn,fedavg", "num-server-rounds": 3, "lr": 0.5}
-    app = build_client_app(overrides)
+    settings = settings_from({"methods": "pemn,fedavg", "num-server-rounds": 3, "lr": 0.5})
+    app = build_client_app(settings)
     data = _as_flower_sends_it(app)
     # By value it was ~13 KB and ~20 ms of the driver's time per message.
     assert len(data) < 2_000
@@ -43,8 +44,9 @@ def test_client_app_pickles_as_its_recipe_and_rebuilds_with_the_same_handlers() 
     assert reply.content["node"]["num-partitions"] == 9
 
 
-def test_overrides_change_the_recipe() -> None:
-    a = build_client_app({"lr": 0.5})
-    b = build_client_app({"lr": 0.25})
+def test_the_settings_are_the_recipe() -> None:
+    a = build_client_app(settings_from({"lr": 0.5}))
+    b = build_client_app(settings_from({"lr": 0.25}))
     assert cloudpickle.loads(_as_flower_sends_it(a))()._recipe != b._recipe
-    assert build_client_app()._recipe == ()
+    assert cloudpickle.loads(_as_flower_sends_it(a))()._recipe == settings_from({"lr": 0.5})
+    assert build_client_app()._recipe is None  # a SuperNode's: settings from each run config

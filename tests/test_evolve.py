@@ -19,6 +19,7 @@ from pemn_fl import networks as N
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels
+from pemn_fl.masked import GetSubnet
 from pemn_fl.methods import evolve, evolve_dither, evolve_lattice, evolve_momentum
 from pemn_fl.methods.frames import evolving as E
 from pemn_fl.methods.frames import evolving_round as ER
@@ -306,16 +307,16 @@ def test_a_noise_mask_keeps_exactly_the_density_and_is_seeded() -> None:
     x, y = data.x_train[:64], data.y_train[:64]
     cfg = ER.train_config(SETTINGS)
     weights, noise = [w.copy() for w in net.initial], E.noise(SETTINGS, 1)
-    masks, loss = E.train_noise_mask(N.plain_model(SETTINGS), weights, noise, x, y, cfg,
+    masks, loss = ER.train_noise_mask(N.plain_model(SETTINGS), weights, noise, x, y, cfg,
                                      density=0.05, seed=1)  # fmt: skip
     # round(0.05 * 4096) = 205 and round(0.05 * 640) = 32 edges per layer, 0/1, int8.
     assert [int(m.sum()) for m in masks] == [205, 205, 32] and np.isfinite(loss)
     assert all(m.dtype == np.int8 and set(np.unique(m).tolist()) <= {0, 1} for m in masks)
-    signed, _ = E.train_noise_mask(N.plain_model(SETTINGS), weights, noise, x, y, cfg,
+    signed, _ = ER.train_noise_mask(N.plain_model(SETTINGS), weights, noise, x, y, cfg,
                                    density=0.05, seed=1, signed=True)  # fmt: skip
     assert [int(np.abs(m).sum()) for m in signed] == [205, 205, 32]
     assert all(set(np.unique(m).tolist()) == {-1, 0, 1} for m in signed[:2])
-    again, _ = E.train_noise_mask(N.plain_model(SETTINGS), weights, noise, x, y, cfg,
+    again, _ = ER.train_noise_mask(N.plain_model(SETTINGS), weights, noise, x, y, cfg,
                                   density=0.05, seed=1)  # fmt: skip
     assert all(np.array_equal(a, b) for a, b in zip(masks, again, strict=True))
 
@@ -406,9 +407,9 @@ def test_the_straight_through_top_k_selects_forward_and_passes_the_gradient_back
     scores = torch.tensor([-3.0, 1.0, 0.5, 2.0], requires_grad=True)
     # Half the edges: signed keeps the two largest |s| with their signs; unsigned the two
     # largest s.
-    signed = E._TopK.apply(scores, 0.5, True)
+    signed = GetSubnet.apply(scores, 0.5, True)
     assert signed.tolist() == [-1.0, 0.0, 0.0, 1.0]
-    unsigned = E._TopK.apply(scores, 0.5, False)
+    unsigned = GetSubnet.apply(scores, 0.5, False)
     assert unsigned.tolist() == [0.0, 1.0, 0.0, 1.0]
     (signed * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
     assert scores.grad.tolist() == [1.0, 2.0, 3.0, 4.0]  # identity backward

@@ -81,7 +81,7 @@ def test_a_straggler_answers_late_and_a_punctual_client_does_not(straggler_rate:
     values = {"methods": "fedavg", "min_nodes": 2, "straggler_rate": straggler_rate,
               "round_deadline": 30.0, "local_epochs": 1}  # fmt: skip
     msg, settings = _train_message(values)
-    app = build_client_app(settings.to_run_config())  # the simulator's: deadlines on own work
+    app = build_client_app(settings)  # the simulator's: deadlines on own work
     reply = app(msg, _context())
     assert faults.is_late(reply) is late
     if late:  # an injected straggler, said as such, and no sleep in a shared actor
@@ -94,10 +94,10 @@ def test_with_a_link_only_injected_stragglers_are_late_on_the_client() -> None:
     values = {"methods": "fedavg", "min_nodes": 2, "round_deadline": 0.001, "local_epochs": 1,
               "link": "lte"}  # fmt: skip
     msg, settings = _train_message(values)
-    reply = build_client_app(settings.to_run_config())(msg, _context())
+    reply = build_client_app(settings)(msg, _context())
     assert not reply.has_error()
     without = build_settings(**{**values, "link": ""})
-    reply = build_client_app(without.to_run_config())(msg, _context())
+    reply = build_client_app(without)(msg, _context())
     assert faults.is_late(reply) and reply.error.code == faults.LATE
 
 

@@ -8,9 +8,8 @@ the weights *move*, but only along directions every party can regenerate:
   everyone from the seed, exactly as PEMN-FL's frozen weights.
 * In round ``r`` every party draws the same *noise* ``N_r`` from ``(seed, r)``: per layer,
   ``+-noise_scale * he_std`` signs (a signed-constant tensor, fresh every round).
-* A client learns a sparse mask ``m`` over ``N_r`` (edge-popup's straight-through trick on
-  scores that start below zero, so the mask starts empty and only edges whose noise
-  points downhill switch on) and sends the mask, range-coded.
+* A client learns a sparse mask ``m`` over ``N_r`` (edge-popup's straight-through trick,
+  ``evolving_round.train_noise_mask``) and sends the mask, range-coded.
 * The server turns the masks into one integer *level* per weight (the method decides how:
   vote counts, a seeded stochastic rounding, ...) and everybody applies
   ``W_r = W_{r-1} + N_r * level / denominator`` in float32, with the same numpy
@@ -38,14 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from pemn_fl import networks as N
 from pemn_fl.config import RunSettings
-from pemn_fl.masked import topk_mask
 from pemn_fl.options import Option
 from pemn_fl.prototype import LayerShape, derived_seed, fingerprint, he_std, materialize
-from pemn_fl.task import TrainConfig, optimizer_for, train_loop
 
 Weights = list[np.ndarray]  # one flat float32 array per weight tensor, in parameter order
 
@@ -119,71 +115,6 @@ def load_weights(model: nn.Module, weights: Weights) -> None:
     with torch.no_grad():
         for (_, p), w in zip(model.named_parameters(), weights, strict=True):
             p.copy_(torch.from_numpy(w).view_as(p))
-
-
-def _select(scores: torch.Tensor, density: float, signed: bool) -> torch.Tensor:
-    """The mask the scores encode: top-``density`` of ``s`` (0/1), or of ``|s|`` with sign."""
-    if signed:
-        return topk_mask(scores.abs(), density).to(scores.dtype) * torch.sign(scores)
-    return topk_mask(scores, density).to(scores.dtype)
-
-
-class _TopK(torch.autograd.Function):
-    """Top-``density`` forward, identity backward (straight-through, as edge-popup)."""
-
-    @staticmethod
-    def forward(ctx, scores: torch.Tensor, density: float, signed: bool) -> torch.Tensor:  # noqa: ANN001
-        return _select(scores, density, signed)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
-        return grad, None, None
-
-
-def train_noise_mask(
-    model: nn.Module, weights: Weights, noise: Weights, x: np.ndarray, y: np.ndarray,
-    cfg: TrainConfig, *, density: float, seed: int, signed: bool = False,
-) -> tuple[list[np.ndarray], float]:  # fmt: skip
-    """Learn a sparse mask over ``noise`` on top of frozen ``weights``; return (masks, loss).
-
-    The forward pass uses ``W + N * m`` with ``m`` the top ``density`` fraction of each
-    layer's scores; the straight-through gradient ``dL/dW * N`` raises a score exactly
-    when adding its noise would lower the loss. Scores start at zero plus a seeded
-    perturbation of 1e-6 (a tie-break only), so after training the mask holds the edges
-    whose noise agreed most with the local gradients. A fixed density (rather than a
-    threshold) makes the uplink's size a setting, not an accident of the data set.
-
-    ``signed``: a ternary mask instead, ``sign(s) * top-density(|s|)``, so a weight can move
-    either way along ``noise`` (the lattice variant, whose basis is all-positive). Masks
-    come back as int8 arrays in {0, 1} (or {-1, 0, 1}).
-    """
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [tuple(p.shape) for _, p in model.named_parameters()]
-    device = cfg.device  # training only; the masks come back to the CPU
-    model.to(device)
-    base = [torch.from_numpy(w).view(s).to(device) for w, s in zip(weights, shapes, strict=True)]
-    nz = [torch.from_numpy(n).view(s).to(device) for n, s in zip(noise, shapes, strict=True)]
-    init = torch.Generator().manual_seed(derived_seed(seed, "tie-break"))  # drawn on the CPU
-    centre = 0.5 if signed else 0.0  # signed: tie-breaks of both signs
-    scores = [((torch.rand(s, generator=init) - centre) * 1e-6).to(device).requires_grad_(True)
-              for s in shapes]  # fmt: skip
-
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        params = {
-            name: b + z * _TopK.apply(s, density, signed)
-            for name, b, z, s in zip(names, base, nz, scores, strict=True)
-        }
-        return functional_call(model, params, (batch,))
-
-    try:
-        last = train_loop(model, forward, optimizer_for(scores, cfg), x, y, cfg, seed=seed)
-    finally:
-        model.to("cpu")
-    masks = [
-        _select(s.detach().cpu(), density, signed).reshape(-1).numpy().astype(np.int8)
-        for s in scores
-    ]
-    return masks, last
 
 
 def vote_fraction(masks: list[list[np.ndarray]], weights: list[float]) -> list[np.ndarray]:

@@ -33,7 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from torch import nn
+from torch.func import functional_call
 
 from pemn_fl import faults
 from pemn_fl import messages as M
@@ -41,6 +44,7 @@ from pemn_fl import networks as N
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import MAX_LEVEL, decode_levels, encode_levels
+from pemn_fl.masked import GetSubnet, select
 from pemn_fl.methods.base import ClientStep, Method, ServerSide, num_examples_of, partition_of
 from pemn_fl.methods.frames import evolving as E
 from pemn_fl.methods.frames import replica as R
@@ -50,7 +54,7 @@ from pemn_fl.methods.frames.voting import trim_votes
 from pemn_fl.options import Option
 from pemn_fl.prototype import derived_seed
 from pemn_fl.sampling import RoundSampler
-from pemn_fl.task import TrainConfig
+from pemn_fl.task import TrainConfig, optimizer_for, train_loop
 
 log = logging.getLogger("pemn_fl.server")
 CONFIG, UPDATE, SNAPSHOT = M.CONFIG, M.UPDATE, R.SNAPSHOT
@@ -122,6 +126,53 @@ def train_config(settings: RunSettings) -> TrainConfig:
         epochs=settings.local_epochs, batch_size=settings.batch_size, lr=settings[NOISE_LR],
         optimizer="adam", device=settings.torch_device,
     )  # fmt: skip
+
+
+# -- a client's noise mask -----------------------------------------------------------------
+def train_noise_mask(
+    model: nn.Module, weights: E.Weights, noise: E.Weights, x: np.ndarray, y: np.ndarray,
+    cfg: TrainConfig, *, density: float, seed: int, signed: bool = False,
+) -> tuple[list[np.ndarray], float]:  # fmt: skip
+    """Learn a sparse mask over ``noise`` on top of frozen ``weights``; return (masks, loss).
+
+    The forward pass uses ``W + N * m`` with ``m`` the top ``density`` fraction of each
+    layer's scores; the straight-through gradient ``dL/dW * N`` raises a score exactly
+    when adding its noise would lower the loss. Scores start at zero plus a seeded
+    perturbation of 1e-6 (a tie-break only), so after training the mask holds the edges
+    whose noise agreed most with the local gradients. A fixed density (rather than a
+    threshold) makes the uplink's size a setting, not an accident of the data set.
+
+    ``signed``: a ternary mask instead, ``sign(s) * top-density(|s|)``, so a weight can move
+    either way along ``noise`` (the lattice variant, whose basis is all-positive). Masks
+    come back as int8 arrays in {0, 1} (or {-1, 0, 1}).
+    """
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [tuple(p.shape) for _, p in model.named_parameters()]
+    device = cfg.device  # training only; the masks come back to the CPU
+    model.to(device)
+    base = [torch.from_numpy(w).view(s).to(device) for w, s in zip(weights, shapes, strict=True)]
+    nz = [torch.from_numpy(n).view(s).to(device) for n, s in zip(noise, shapes, strict=True)]
+    init = torch.Generator().manual_seed(derived_seed(seed, "tie-break"))  # drawn on the CPU
+    centre = 0.5 if signed else 0.0  # signed: tie-breaks of both signs
+    scores = [((torch.rand(s, generator=init) - centre) * 1e-6).to(device).requires_grad_(True)
+              for s in shapes]  # fmt: skip
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        params = {
+            name: b + z * GetSubnet.apply(s, density, signed)
+            for name, b, z, s in zip(names, base, nz, scores, strict=True)
+        }
+        return functional_call(model, params, (batch,))
+
+    try:
+        last = train_loop(model, forward, optimizer_for(scores, cfg), x, y, cfg, seed=seed)
+    finally:
+        model.to("cpu")
+    masks = [
+        select(s.detach().cpu(), density, signed).reshape(-1).numpy().astype(np.int8)
+        for s in scores
+    ]
+    return masks, last
 
 
 # -- the dithered vote (evolve_dither, evolve_momentum) ------------------------------------
@@ -198,7 +249,7 @@ def client_step(
     weights = state[: len(net.sizes)]
     server_round = held + 1
     x, y = N.client_data(settings, pid, n)
-    masks, loss = E.train_noise_mask(
+    masks, loss = train_noise_mask(
         N.plain_model(settings), weights, scheme.basis(settings, server_round), x, y,
         train_config(settings), density=settings[DENSITY], signed=scheme.signed,
         seed=derived_seed(settings.seed, f"batches/{pid}/{server_round}"),
