@@ -9,12 +9,11 @@ so PyTorch and Flower are imported once, not once per module.
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -236,45 +235,79 @@ def test_every_relative_link_resolves(path: Path) -> None:
 
 # -- the add-a-method guide's worked example -------------------------------------------
 EXAMPLE_FILE = re.compile(r"^# ((?:[\w.-]+/)*[\w.-]+\.py)\n")
+# What a copy of the checkout needs to run a method's test and the options command.
+CHECKOUT = ("pemn_fl", "simulations", "bench", "tests/harness.py", "tests/conftest.py",
+            "pyproject.toml", "docs/options.md")  # fmt: skip
+GENERATED = {"pyproject.toml", "docs/options.md"}  # what `python -m pemn_fl options --write` writes
+
+# Run in the copy: the new method is found and shown everywhere, then its own test passes.
+EXAMPLE_DRIVER = r"""
+import json, sys
+from pemn_fl.__main__ import main
+from pemn_fl.methods import names, settings_from
+from simulations.run import build_parser
+name, flag = sys.argv[1], sys.argv[2]
+assert main(["options", "--write"]) == 0
+seen = {"in names": name in names(), "in --methods all":
+        name in settings_from({"methods": "all"}).method_list,
+        "in --help": flag in build_parser().format_help(),
+        "in pyproject.toml": f"\n{flag[2:]} = " in open("pyproject.toml").read(),
+        "in docs/options.md": f"`{flag}`" in open("docs/options.md").read()
+                              and f"| {name} |" in open("docs/options.md").read()}
+print(json.dumps(seen))
+import pytest
+sys.exit(pytest.main(sys.argv[3:] + ["-q", "-p", "no:cacheprovider", "-m", "not slow"]))
+"""
 
 
 def example_files(path: Path) -> dict[str, str]:
-    """Python blocks whose first line names a file (``# mydir/pkg/mod.py``), by that name."""
+    """Python blocks whose first line names a file (``# pemn_fl/methods/mod.py``), by name."""
     return {m.group(1): body[m.end():] for info, body, _ in blocks(path.read_text())
             if info == "python" and (m := EXAMPLE_FILE.match(body))}  # fmt: skip
 
 
-@pytest.mark.usefixtures("flower_identity")
-def test_the_worked_example_passes_its_own_test(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*"))
+            if f.is_file() and "__pycache__" not in f.parts}  # fmt: skip
+
+
+def test_the_worked_example_adds_a_built_in_method_with_one_module_and_its_test(
+    tmp_path: Path,
 ) -> None:
+    """The guide's worked example: its module dropped into a copy of the checkout's method
+    package and its test into tests/. Without another file touched by hand, the method is in
+    ``--methods all``, ``--help`` (its option), the run config of pyproject.toml and
+    docs/options.md once ``python -m pemn_fl options --write`` has run (which changes those
+    two files and nothing else), and its own test passes."""
     files = example_files(ROOT / "docs" / "methods.md")
     tests = [name for name in files if Path(name).name.startswith("test_")]
-    modules = [name for name in files if name not in tests and not name.endswith("__init__.py")]
-    assert len(tests) == 1 and modules, f"docs/methods.md: example files {sorted(files)}"
-    for name, body in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(body)
-    package_root = tmp_path / Path(modules[0]).parts[0]  # mydir: what PYTHONPATH names
-    monkeypatch.syspath_prepend(str(package_root))
-    package = Path(modules[0]).parts[1]  # mymethods: what --methods names first
-    try:
-        spec = importlib.util.spec_from_file_location("docs_example_test", tmp_path / tests[0])
-        test_module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(test_module)  # type: ignore[union-attr]
-        functions = [(n, f) for n, f in vars(test_module).items()
-                     if n.startswith("test_") and inspect.isfunction(f)]  # fmt: skip
-        assert functions, "the example's test file holds no test"
-        for number, (name, function) in enumerate(functions):
-            params = inspect.signature(function).parameters
-            assert set(params) <= {"tmp_path"}, f"{name}: only tmp_path is supplied here"
-            kwargs = {"tmp_path": tmp_path / f"run-{number}"} if params else {}
-            for directory in kwargs.values():
-                directory.mkdir()
-            function(**kwargs)
-    finally:
-        for loaded in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
-            del sys.modules[loaded]
+    modules = [name for name in files if name not in tests]
+    assert len(tests) == 1 and len(modules) == 1, f"docs/methods.md: example files {sorted(files)}"
+    assert modules[0].startswith("pemn_fl/methods/"), "the example is a built-in method"
+    name = Path(modules[0]).stem
+    flags = re.findall(r"\bOption\(\s*\"([a-z0-9-]+)\"", files[modules[0]])
+    assert flags, "the example declares an option of its own"
+    checkout = tmp_path / "checkout"
+    for part in CHECKOUT:
+        source, target = ROOT / part, checkout / part
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
+    before = _tree(checkout)
+    for file, body in files.items():
+        (checkout / file).write_text(body)
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "PYTHONPATH": str(checkout)}
+    proc = subprocess.run([sys.executable, "-c", EXAMPLE_DRIVER, name, f"--{flags[0]}",
+                           tests[0]], cwd=checkout, env=env, capture_output=True, text=True,
+                          timeout=HELP_TIMEOUT)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    seen = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("{")))
+    assert all(seen.values()), seen
+    after = _tree(checkout)
+    changed = {f for f in before if after.get(f) != before[f]} | (set(after) - set(before))
+    assert changed == GENERATED | set(files), changed
 
 
 def test_every_python_m_command_accepts_help(helps: dict[str, dict]) -> None:
