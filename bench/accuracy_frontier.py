@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from pemn_fl import window as W
+from pemn_fl.report import BASELINE
 
 PRESETS: dict[str, list[str]] = {
     # The classroom default (python -m simulations.run --clients 20), longer.
@@ -66,7 +67,6 @@ def grids() -> dict[str, tuple[Config, ...]]:
     """Every registered method's tuning grid, the baseline's first (the table is read
     against it), then in the registry's order."""
     from pemn_fl.methods import registry
-    from pemn_fl.report import BASELINE
 
     found = {name: tuple(dict(c) for c in m.grid) for name, m in registry().items() if m.grid}
     return dict(sorted(found.items(), key=lambda item: item[0] != BASELINE))
@@ -164,8 +164,8 @@ def frontier_table(runs: pd.DataFrame, curves: dict[str, pd.DataFrame],
                    methods: list[str]) -> tuple[pd.DataFrame, dict[str, float | None]]:  # fmt: skip
     kept = tuned(runs)
     targets: dict[str, float | None] = {"target_1pt": None, "target_2pt": None}
-    if "fedavg" in kept.index:
-        fed_best = float(kept.loc["fedavg", "best_accuracy"])
+    if BASELINE in kept.index:
+        fed_best = float(kept.loc[BASELINE, "best_accuracy"])
         targets = {"target_1pt": fed_best - 0.01, "target_2pt": fed_best - 0.02}
     rows = []
     for method in methods:
@@ -187,8 +187,8 @@ def frontier_table(runs: pd.DataFrame, curves: dict[str, pd.DataFrame],
             "median_downlink_bpp": row["median_downlink_bpp"],
         })  # fmt: skip
     table = pd.DataFrame(rows)
-    if not table.empty and "fedavg" in set(table["method"]):
-        fed = table.set_index("method").loc["fedavg"]
+    if not table.empty and BASELINE in set(table["method"]):
+        fed = table.set_index("method").loc[BASELINE]
         for col, name in (("bytes_to_fedavg_best_minus_1pt", "fewer_bytes_than_fedavg_1pt"),
                           ("bytes_to_fedavg_best_minus_2pt", "fewer_bytes_than_fedavg_2pt")):
             table[name] = [

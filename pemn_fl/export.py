@@ -25,6 +25,7 @@ from pemn_fl import networks as N
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods import Method, ServerSide, get, is_plugin, names, options, settings_from
 from pemn_fl.modelfile import ModelFile, ModelFileError, float32_bytes, model_fingerprint
+from pemn_fl.report import BASELINE
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import evaluate
 
@@ -142,7 +143,7 @@ def find_model(run_dir: Path, method: str | None) -> Path:
             raise ModelFileError(f"{run_dir} has no model for method {method!r}; it has "
                                  f"{', '.join(names)}")  # fmt: skip
         return models / f"{method}.pemn"
-    names.sort(key=lambda n: (n == "fedavg", _method_order(run_dir).get(n, len(names))))
+    names.sort(key=lambda n: (n == BASELINE, _method_order(run_dir).get(n, len(names))))
     return models / f"{names[0]}.pemn"
 
 

@@ -199,7 +199,7 @@ def fedavg_target(rounds: pd.DataFrame) -> float | None:
     One run's rule. Across seeds the target is the maximum of FedAvg's seed-mean curve
     (``pemn_fl.seeds``), so one lucky round cannot set it.
     """
-    fed = rounds[(rounds["method"] == "fedavg") & (rounds["round"] > 0)]
+    fed = rounds[(rounds["method"] == BASELINE) & (rounds["round"] > 0)]
     if fed.empty or ("clients_replied" in fed.columns and fed["clients_replied"].sum() == 0):
         return None
     return float(fed["accuracy"].max()) - 0.01
@@ -237,10 +237,10 @@ def summarize(rounds: pd.DataFrame, setup_bytes: int = 0,
             "bytes_to_target": None if target is None
             else bytes_to_target(frame, target, level),
         }
-    headline = next((m for m in methods if m != "fedavg"), None)
+    headline = next((m for m in methods if m != BASELINE), None)
     for name, m in methods.items():
-        if name != "fedavg" and "fedavg" in methods:
-            ours, theirs = m["bytes_to_target"], methods["fedavg"]["bytes_to_target"]
+        if name != BASELINE and BASELINE in methods:
+            ours, theirs = m["bytes_to_target"], methods[BASELINE]["bytes_to_target"]
             m["fewer_bytes_than_fedavg_to_target"] = theirs / ours if ours and theirs else None
     return {
         "target_accuracy": target,
@@ -264,11 +264,11 @@ def _at_best(
     Answers "how much cheaper is it at the accuracy it does reach?" when it never reaches
     FedAvg's target; ``None`` unless FedAvg and another method ran.
     """
-    if headline is None or "fedavg" not in methods:
+    if headline is None or BASELINE not in methods:
         return None
     accuracy = float(methods[headline]["best_accuracy"])
     ours = bytes_to_target(rounds[rounds["method"] == headline], accuracy, level)
-    theirs = bytes_to_target(rounds[rounds["method"] == "fedavg"], accuracy, level)
+    theirs = bytes_to_target(rounds[rounds["method"] == BASELINE], accuracy, level)
     return {
         "method": headline,
         "accuracy": accuracy,
@@ -308,7 +308,7 @@ def summary_table(summary: dict[str, object]) -> str:
     if target is not None:
         lines.append(f"target accuracy (FedAvg best - 1 pt): {target:.3f}")
         for method, m in summary["methods"].items():  # type: ignore[union-attr]
-            if method == "fedavg":
+            if method == BASELINE:
                 continue
             ratio = m.get("fewer_bytes_than_fedavg_to_target")
             lines.append(

@@ -92,7 +92,7 @@ def mean_curve(per_seed: Mapping[int, pd.DataFrame]) -> pd.Series:
 def seed_target(methods: Mapping[str, Mapping[int, pd.DataFrame]]) -> float | None:
     """FedAvg's seed-mean curve's maximum over its training rounds - 1 point (one seed:
     ``report.fedavg_target``); ``None`` without FedAvg or if it never trained."""
-    fed = methods.get("fedavg")
+    fed = methods.get(BASELINE)
     if not fed:
         return None
     if len(fed) == 1:
@@ -162,7 +162,7 @@ def aggregate(frames: Mapping[int, pd.DataFrame], level: str = "wire",
                 key=["payload", "message", "wire"].index)  # fmt: skip
     methods = _method_frames(frames, level)
     target = seed_target(methods)
-    fed_bytes = {seed: _reach(f, target)[1] for seed, f in methods.get("fedavg", {}).items()}
+    fed_bytes = {seed: _reach(f, target)[1] for seed, f in methods.get(BASELINE, {}).items()}
     out: dict[str, dict[str, object]] = {}
     for method, per in methods.items():
         reached = {seed: _reach(f, target) for seed, f in per.items()}
@@ -176,7 +176,7 @@ def aggregate(frames: Mapping[int, pd.DataFrame], level: str = "wire",
             "round_to_target": {str(s): r for s, (r, _) in reached.items()},
             "reached_target": sum(b is not None for _, b in reached.values()),
             "seeds": len(per),
-            **({} if method == "fedavg" else {
+            **({} if method == BASELINE else {
                 "fewer_bytes_than_fedavg_to_target": {str(s): r for s, r in ratios.items()},
                 "fewer_bytes_than_fedavg_to_target_min": min(
                     (r for r in ratios.values() if r is not None), default=None)
