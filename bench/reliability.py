@@ -68,16 +68,18 @@ def validate(argv: list[str]) -> tuple[int, str]:
     from pemn_fl.data import DataError
     from pemn_fl.models import ModelError
     from pemn_fl.partition import PartitionError
+    from simulations import fresh as F
     from simulations import run as R
+    from simulations.engine import Engine
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
             args = R.build_parser(R.plugin_specs(argv)).parse_args(argv)
-            engine = R.Engine.from_args(args)
+            engine = Engine.from_args(args)
             engine.check()
             settings = R.settings_from_args(args)
-            R.check_data(settings, engine.clients)
+            F.check_data(settings, engine.clients)
         except SystemExit as exc:  # argparse
             return int(exc.code or 0), err.getvalue()
         except (SettingsError, DataError, PartitionError, ModelError, CheckpointError) as exc:
@@ -407,12 +409,13 @@ def probe_commands(work: Path) -> list[dict[str, object]]:
     whatever a command accepted, nothing starts."""
     from pemn_fl.__main__ import main as pemn_main
     from simulations import deploy as D
+    from simulations import fresh as F
     from simulations import run as R
 
     started: list[object] = []
-    real_deploy, real_execute = D.deploy, R.execute
+    real_deploy, real_execute = D.deploy, F.execute
     D.deploy = lambda *args, **kwargs: started.append(args)  # type: ignore[assignment]
-    R.execute = lambda *args, **kwargs: started.append(args) or 0  # type: ignore[assignment]
+    F.execute = lambda *args, **kwargs: started.append(args) or 0  # type: ignore[assignment]
     synthetic = ["--dataset", "synthetic", "--model", "mlp", "--width", "0.5"]
     cases = [
         *[("deploy", f"--timeout {v}", "refuse", D.main, ["--timeout", v])
@@ -447,7 +450,7 @@ def probe_commands(work: Path) -> list[dict[str, object]]:
                 expected != "refuse" or len(started) == before)  # refused: nothing started
             rows.append(row)
     finally:
-        D.deploy, R.execute = real_deploy, real_execute
+        D.deploy, F.execute = real_deploy, real_execute
         import signal
 
         signal.signal(signal.SIGINT, signal.default_int_handler)  # deploy.main set these

@@ -35,24 +35,12 @@ Bodies (all bit streams are LSB-first within a byte, i.e. ``np.packbits(bitorder
 ``bitarray(endian="little")`` agree, and padding bits must be zero):
 
 * ``packed``: the layers' bits concatenated (C order), ``ceil(total_bits / 8)`` bytes.
-* ``delta``: ``flips = concat(mask) XOR concat(reference)``.  Body is ``varint m`` (number of
-  flips), ``u8 k`` (Rice parameter), then two byte-aligned streams.  With the gap before flip
-  ``i`` being ``g_i = pos_i - pos_{i-1} - 1`` (``pos_{-1} = -1``), ``q_i = g_i >> k`` and
-  ``r_i = g_i & (2**k - 1)``:
-
-  1. the unary stream: for every flip, ``q_i`` zero bits then a one bit (the terminator);
-  2. the remainder stream: ``r_i`` as ``k`` bits each, LSB first, ``m * k`` bits.
-
-  That is bit for bit the size of interleaved Rice coding (at most one byte more for the extra
-  alignment), but both directions become whole-array numpy operations: terminator positions are
-  a ``cumsum`` when encoding and a ``flatnonzero`` when decoding, so no Python loop ever runs
-  over flips.  The length of the unary stream is implied by the body length, and it must end with
-  its last terminator: no stray bytes can hide anywhere.
+* ``delta``: the flips against the reference as Golomb-Rice coded gaps; its layout is in
+  ``pemn_fl.rice``, the module that writes and reads it.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import struct
 import zlib
@@ -61,9 +49,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from bitarray import bitarray
 
-from pemn_fl import framing
+from pemn_fl import framing, rice
+from pemn_fl.errors import MaskPayloadError
 
 __all__ = [
     "ENCODINGS",
@@ -91,21 +79,8 @@ _U32 = struct.Struct("<I")
 _CRC_BYTES = framing.CRC_BYTES
 # Smallest well-formed payload: prefix, 1-byte layer count of zero, body length, empty body, CRC.
 MIN_PAYLOAD_BYTES = _PREFIX.size + 1 + _U32.size + _CRC_BYTES
-# Guard for int64 arithmetic while rebuilding flip positions (see _decode_delta).
-_INT64_SAFE = 1 << 62
-# Chunk used when searching for the last flip from the end (numpy has no fast reverse argmax).
-_SCAN_CHUNK = 1 << 16
 
 _FINGERPRINT_RE = re.compile(r"[0-9a-fA-F]{16}")
-
-
-class MaskPayloadError(ValueError):
-    """Any invalid payload.
-
-    Deliberately a single exception type so that the receiver can catch exactly "this payload is
-    bad" (drop the update, log, carry on) without also swallowing its own programming errors,
-    which surface as plain ``ValueError``/``TypeError``.  The message says what was wrong.
-    """
 
 
 @dataclass(frozen=True)
@@ -125,9 +100,7 @@ class PayloadHeader:
     payload_bytes: int
 
 
-# --------------------------------------------------------------------------------------------
-# small helpers
-# --------------------------------------------------------------------------------------------
+# --- small helpers ---
 
 
 def fingerprint_bytes(fingerprint: str) -> bytes:
@@ -198,9 +171,7 @@ def _split(flat: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
     return list(np.split(flat, bounds)) if sizes else []
 
 
-# --------------------------------------------------------------------------------------------
-# encoding
-# --------------------------------------------------------------------------------------------
+# --- encoding ---
 
 
 def _assemble(
@@ -224,152 +195,6 @@ def _packed_body(flat: np.ndarray) -> bytes:
     # np.packbits rather than bitarray.pack here: measured ~30x faster on 10M bits, and it
     # produces exactly the little-endian bit order bitarray uses elsewhere in this module.
     return np.packbits(flat, bitorder="little").tobytes()
-
-
-def _gaps(positions: np.ndarray) -> np.ndarray:
-    """Zero-run lengths before each set bit: ``pos[i] - pos[i-1] - 1`` with ``pos[-1] = -1``.
-
-    Written with ``out=`` instead of ``np.diff(prepend=...)``, which concatenates first and was
-    the slowest step for dense flips.
-    """
-    gaps = np.empty(positions.size, dtype=np.int64)
-    if positions.size:
-        gaps[0] = positions[0]
-        np.subtract(positions[1:], positions[:-1], out=gaps[1:])
-        gaps[1:] -= 1
-    return gaps
-
-
-def _uint_for(bits: int) -> type[np.unsignedinteger]:
-    """Narrowest unsigned dtype for k-bit remainders: bit-plane loops touch fewer bytes."""
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if bits <= np.iinfo(dtype).bits:
-            return dtype
-    return np.uint64
-
-
-def _delta_body_len(m: int, unary_bits: int, rem_bits: int) -> int:
-    return len(_varint(m)) + 1 + (unary_bits + 7) // 8 + (rem_bits + 7) // 8
-
-
-def _delta_lower_bound(m: int, gap_sum: int, total: int) -> int:
-    """A provable lower bound on the delta body size (bytes) over *every* Rice parameter.
-
-    ``floor(g / 2**k) >= (g - 2**k + 1) / 2**k`` summed over the gaps bounds the unary stream from
-    the gap total alone, so ``auto`` can skip locating every flip when a delta cannot beat
-    ``packed`` anyway (more than about half the bits flipped).
-    """
-    best = None
-    for k in range(total.bit_length() + 1):
-        quotients = max(0, -(-(gap_sum - m * ((1 << k) - 1)) // (1 << k)))
-        size = _delta_body_len(m, m + quotients, m * k)
-        best = size if best is None else min(best, size)
-    return 0 if best is None else best
-
-
-def _last_true(flags: np.ndarray) -> int:
-    """Index of the last True (or -1), scanning chunks from the end.
-
-    ``np.argmax(flags[::-1])`` takes ~50 ms on 10M elements (negative stride defeats the fast
-    path); flips are spread out in practice, so the last chunk almost always has one.
-    """
-    for stop in range(flags.size, 0, -_SCAN_CHUNK):
-        start = max(0, stop - _SCAN_CHUNK)
-        chunk = flags[start:stop]
-        if chunk.any():
-            return start + int(np.flatnonzero(chunk)[-1])
-    return -1
-
-
-@dataclass(frozen=True)
-class _DeltaPlan:
-    """Everything needed to size a delta body exactly, before spending time on writing it."""
-
-    gaps: np.ndarray
-    scratch: np.ndarray  # same shape/dtype as gaps: reused so big temporaries are not re-faulted
-    k: int
-    unary_bits: int
-    rem_bits: int
-
-    @property
-    def body_len(self) -> int:
-        return _delta_body_len(int(self.gaps.size), self.unary_bits, self.rem_bits)
-
-
-def _flip_positions(flips_buf: np.ndarray, total: int, m: int) -> np.ndarray:
-    """``np.flatnonzero(flips_buf[:total])``, steered onto numpy's fast path.
-
-    numpy's 1-D bool ``nonzero`` runs a memchr-driven loop while at most a tenth of the elements
-    are set and a branchless loop above that; at 3-10 % density the former is ~3x slower (14 ms
-    vs 4.5 ms on 10M bits, and 10 % flips is a benchmark row).  Setting enough spare elements
-    after the mask pushes the density over the threshold; those positions sort last and are cut.
-    """
-    pad = (total - 10 * m) // 9 + 1
-    if 0.03 * total < m and 0 < pad <= flips_buf.size - total:
-        flips_buf[total : total + pad] = True
-        return np.flatnonzero(flips_buf[: total + pad])[:m]
-    return np.flatnonzero(flips_buf[:total])
-
-
-def _plan_delta(flips_buf: np.ndarray, total: int, m: int) -> _DeltaPlan:
-    """Gaps and the Rice parameter with the fewest bits for *this* message.
-
-    The cost ``m * (k + 1) + sum(g >> k)`` is convex in ``k``: raising ``k`` saves
-    ``sum(ceil(x / 2))`` with ``x = g >> k``, which can only shrink as ``k`` grows.  So walking
-    downhill from the textbook estimate ``round(log2(ln2 * mean_gap))`` (optimal for geometric
-    gaps) reaches the exact minimum, usually after 2-3 vectorised passes; ``sum(g >> 0)`` is the
-    gap total and needs none.  ``flips_buf[:total]`` holds the ``m`` flips; the rest is scratch.
-    """
-    if m == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return _DeltaPlan(empty, empty, 0, 0, 0)
-    positions = _flip_positions(flips_buf, total, m)
-    gap_sum = int(positions[-1]) + 1 - m
-    # int64 throughout: int32 measured no faster, since fancy indexing converts to intp anyway.
-    gaps = _gaps(positions)
-    del positions
-    scratch = np.empty_like(gaps)
-    k_max = total.bit_length()  # any larger k only adds remainder bits
-    costs: dict[int, int] = {}
-
-    def cost(k: int) -> int:
-        if k not in costs:
-            quotients = gap_sum if k == 0 else int(np.right_shift(gaps, k, out=scratch).sum())
-            costs[k] = m * (k + 1) + quotients
-        return costs[k]
-
-    mean_gap = gap_sum / m
-    k = min(k_max, max(0, round(math.log2(math.log(2) * mean_gap)))) if mean_gap > 0 else 0
-    step = 1 if k < k_max and cost(k + 1) < cost(k) else -1
-    while 0 <= k + step <= k_max and cost(k + step) < cost(k):
-        k += step
-    return _DeltaPlan(gaps, scratch, k, m + costs[k] - m * (k + 1), m * k)
-
-
-def _delta_body(plan: _DeltaPlan) -> bytes:
-    gaps, scratch, k = plan.gaps, plan.scratch, plan.k
-    m = int(gaps.size)
-    # Unary stream: q_i zeros then a one, so terminator i sits at sum_{j<=i}(q_j + 1) - 1.
-    unary = np.zeros(((plan.unary_bits + 7) // 8) * 8, dtype=np.bool_)
-    if m:
-        term = np.right_shift(gaps, k, out=scratch)
-        term += 1
-        np.cumsum(term, out=term)
-        term -= 1
-        unary[term] = True
-    parts = [_varint(m), bytes([k]), np.packbits(unary, bitorder="little").tobytes()]
-    if k:
-        # Remainder stream, one bit plane at a time (k strided passes over m small integers),
-        # in the narrowest dtype that holds k bits.
-        rem = np.bitwise_and(gaps, (1 << k) - 1, out=scratch).astype(_uint_for(k))
-        bits = np.empty((m, k), dtype=np.uint8)
-        one = rem.dtype.type(1)
-        for j in range(k):
-            np.bitwise_and(rem >> rem.dtype.type(j), one, out=bits[:, j], casting="unsafe")
-        parts.append(np.packbits(bits.reshape(-1), bitorder="little").tobytes())
-    body = b"".join(parts)
-    assert len(body) == plan.body_len
-    return body
 
 
 def encode_mask(
@@ -425,7 +250,7 @@ def encode_mask(
     assert reference_id is not None
 
     # XOR layer by layer straight into one buffer: neither mask nor reference is concatenated.
-    # The spare tail of total/10 elements is scratch for _flip_positions.
+    # The spare tail of total/10 elements is scratch for rice.flip_positions.
     flips_buf = np.empty(total + total // 10 + 1, dtype=np.bool_)
     offset = 0
     for arr, ref in zip(arrays, ref_arrays, strict=True):
@@ -436,18 +261,16 @@ def encode_mask(
     if (
         encoding == "auto"
         and m
-        and _delta_lower_bound(m, _last_true(flips) + 1 - m, total) >= packed_len
+        and rice.lower_bound(m, rice.last_true(flips) + 1 - m, total) >= packed_len
     ):
         return packed()
-    plan = _plan_delta(flips_buf, total, m)
+    plan = rice.plan(flips_buf, total, m)
     if encoding == "auto" and packed_len <= plan.body_len:
         return packed()
-    return _assemble(_ENC_DELTA, fp, int(reference_id), sizes, _delta_body(plan))
+    return _assemble(_ENC_DELTA, fp, int(reference_id), sizes, rice.encode(plan))
 
 
-# --------------------------------------------------------------------------------------------
-# decoding
-# --------------------------------------------------------------------------------------------
+# --- decoding ---
 
 
 @contextmanager
@@ -546,98 +369,16 @@ def inspect_payload(payload: bytes | bytearray | memoryview) -> PayloadHeader:
     return header
 
 
-def _bits_view(chunk: memoryview) -> bitarray:
-    """Zero-copy bitarray over received bytes: popcount / find validate without unpacking."""
-    return bitarray(buffer=chunk, endian="little")
-
-
-def _check_padding(chunk: memoryview, used_bits: int, what: str) -> None:
-    if _bits_view(chunk).find(1, used_bits) != -1:
-        raise MaskPayloadError(f"non-zero padding bits after the {used_bits} bits of the {what}")
-
-
 def _decode_packed(body: memoryview, total: int) -> np.ndarray:
     need = (total + 7) // 8
     if len(body) != need:
         raise MaskPayloadError(
             f"packed body is {len(body)} bytes, {total} bits need exactly {need}"
         )
-    _check_padding(body, total, "packed mask")
+    rice.check_padding(body, total, "packed mask")
     return np.unpackbits(np.frombuffer(body, dtype=np.uint8), count=total, bitorder="little").view(
         np.bool_
     )
-
-
-def _decode_delta(body: memoryview, total: int, ref_flat: np.ndarray) -> np.ndarray:
-    """Apply the coded flips to ``ref_flat`` in place (the caller passes a private copy)."""
-    reader = _Reader(body, len(body))
-    m = reader.varint("flip count")
-    if m > total:
-        raise MaskPayloadError(f"flip count {m} exceeds the {total} bits of the mask")
-    k = reader.u8("Rice parameter")
-    if k > total.bit_length():
-        raise MaskPayloadError(f"Rice parameter k={k} out of range for a {total}-bit mask")
-    if m == 0 and k != 0:
-        raise MaskPayloadError(f"Rice parameter k={k} with zero flips (must be 0)")
-
-    rem_bits = m * k
-    rem_len = (rem_bits + 7) // 8
-    unary_len = reader.end - reader.pos - rem_len
-    if unary_len < 0:
-        raise MaskPayloadError(
-            f"delta body too short: {m} remainders of {k} bits need {rem_len} bytes, "
-            f"only {reader.end - reader.pos} left"
-        )
-    unary = reader.take(unary_len, "unary stream")
-    rem = reader.take(rem_len, "remainder stream")
-
-    # Validate the unary stream on a bitarray view before allocating anything from it.
-    unary_view = _bits_view(unary)
-    terminators = unary_view.count(1)
-    if terminators != m:
-        raise MaskPayloadError(f"unary stream holds {terminators} codes, flip count says {m}")
-    if m == 0:
-        if unary_len:
-            raise MaskPayloadError(f"zero flips but {unary_len} trailing bytes in the delta body")
-        return ref_flat
-    last_bit = unary_view.find(1, right=True)
-    if last_bit // 8 != unary_len - 1:
-        raise MaskPayloadError(
-            f"trailing garbage: unary stream ends at bit {last_bit} but spans {unary_len} bytes"
-        )
-    sum_q = last_bit + 1 - m
-    # Every running sum below is sum(q << k) + sum(r) + count <= (sum_q + m) << k, and the last
-    # one is >= (sum_q << k) + m: reject what must overrun the mask or could wrap int64.
-    if (sum_q << k) + m > total or (sum_q + m) << k >= _INT64_SAFE:
-        raise MaskPayloadError(f"decoded flip positions run past the {total}-bit mask")
-    _check_padding(rem, rem_bits, "remainder stream")
-
-    # .view(bool): numpy's fast nonzero path exists for bool only (uint8 is ~10x slower).
-    unary_bits = np.unpackbits(np.frombuffer(unary, dtype=np.uint8), bitorder="little")
-    term = np.flatnonzero(unary_bits.view(np.bool_))
-    gaps = _gaps(term)  # quotients q_i
-    del term
-    if k:
-        gaps <<= k
-        # Remainders back from bit planes, accumulated in the narrowest dtype, then merged.
-        bits = np.unpackbits(
-            np.frombuffer(rem, dtype=np.uint8), count=rem_bits, bitorder="little"
-        ).reshape(m, k)
-        acc = _uint_for(k)
-        rem_vals = bits[:, 0].astype(acc)
-        for j in range(1, k):
-            rem_vals |= bits[:, j].astype(acc) << acc(j)
-        gaps |= rem_vals
-    # positions = cumsum(g + 1) - 1, in place.
-    gaps += 1
-    positions = np.cumsum(gaps, out=gaps)
-    positions -= 1
-    if int(positions[-1]) >= total:
-        raise MaskPayloadError(
-            f"decoded flip position {int(positions[-1])} out of range for a {total}-bit mask"
-        )
-    ref_flat[positions] ^= True
-    return ref_flat
 
 
 def decode_mask(
@@ -701,5 +442,5 @@ def decode_mask(
                 f"expected {expected}"
             )
         with _payload_errors():
-            flat = _decode_delta(body, total, _concat(ref_arrays))
+            flat = rice.decode(body, total, _concat(ref_arrays))
     return _split(flat, expected)

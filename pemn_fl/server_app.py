@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -87,96 +88,140 @@ def handshake(grid: Grid, min_nodes: int, timeout: float = 300.0) -> dict[int, i
     return mapping
 
 
-def _run_method(
-    method: Method, grid: MeteredGrid, settings: RunSettings, sampler: RoundSampler,
-    book: RoundLog, on_round: RoundCallback, models_dir: Path | None = None,
-    wire_model: dict[str, list[float]] | None = None,
-    checkpoint_dir: Path | None = None, resume: C.ServerCheckpoint | None = None,
-    index: int = 0, wall_timeout: float | None = None, clients_path: Path | None = None,
-) -> None:  # fmt: skip
-    """Drive the method's strategy with ``Strategy.start``; close each round's row.
+@dataclass(frozen=True)
+class Outputs:
+    """Where the server writes besides the round log, each optional: the final model of
+    every method (``<models_dir>/<method>.pemn``), its state after every round
+    (``checkpoint_dir``, ``pemn_fl.checkpoint``), each round's per-client rows
+    (``clients_path``, ``pemn_fl.clientlog``) and, beside a measured wire, the transport
+    model's figure per method (``wire_model``, filled in)."""
 
-    With ``clients_path``, each round's per-client rows (``pemn_fl.clientlog``) are appended
-    there.
-    With ``models_dir``, the final global model is written to ``<models_dir>/<method>.pemn``;
-    with ``checkpoint_dir``, the server's state after each round (``pemn_fl.checkpoint``);
-    ``resume`` continues this method from such a checkpoint; ``index`` is the method's place
-    in ``settings.method_list`` (checkpoints order methods by it). ``wall_timeout``: how long
-    Flower waits for a round's replies, if not the round deadline (the simulator, where the
-    deadline is judged on each client's own work: ``pemn_fl.faults``).
-    """
-    side = method.server(settings, sampler)
-    strategy = side.strategy
-    data = N.dataset_of(settings)
-    forward = F.forward_flops(side.model, data.input_shape)
-    work = clientlog.Work(F.TRAIN_FLOPS_PER_FORWARD * forward, settings.local_epochs,
-                          N.partition_sizes(settings, len(sampler.node_of_partition)))
-    parameters = method.num_params(settings)
-    live = live_clock(settings, sampler, work, method.name, book, clients_path)
-    grid.clock = live
-    clock = [time.monotonic()]
-    fingerprint = fingerprint_of(side) if models_dir is not None else ""
-    offset, initial = 0, side.initial
-    if resume is not None:
-        C.restore_strategy(strategy, resume, sampler.node_of_partition)
-        offset, initial = resume.round, C.record_of(resume.arrays)
+    models_dir: Path | None = None
+    checkpoint_dir: Path | None = None
+    clients_path: Path | None = None
+    wire_model: dict[str, list[float]] | None = None
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        if resume is not None and server_round == 0:
+
+class MethodRun:
+    """One method on the server: its strategy driven by ``Strategy.start``, and after every
+    round (its ``evaluate_fn``) the round closed in steps: evaluate the global model, log the
+    row, export the final model, save the checkpoint, check the round.
+
+    ``resume`` continues the method from such a checkpoint; ``index`` is its place in
+    ``settings.method_list`` (checkpoints order methods by it)."""
+
+    def __init__(self, method: Method, grid: MeteredGrid, settings: RunSettings,
+                 sampler: RoundSampler, book: RoundLog, on_round: RoundCallback,
+                 outputs: Outputs, resume: C.ServerCheckpoint | None = None,
+                 index: int = 0) -> None:  # fmt: skip
+        self.method, self.grid, self.settings, self.sampler = method, grid, settings, sampler
+        self.book, self.on_round, self.outputs, self.index = book, on_round, outputs, index
+        self.side = method.server(settings, sampler)
+        self.data = N.dataset_of(settings)
+        self.forward = F.forward_flops(self.side.model, self.data.input_shape)
+        self.work = clientlog.Work(F.TRAIN_FLOPS_PER_FORWARD * self.forward,
+                                   settings.local_epochs,
+                                   N.partition_sizes(settings, len(sampler.node_of_partition)))
+        self.parameters = method.num_params(settings)
+        self.live = live_clock(settings, sampler, self.work, method.name, book,
+                               outputs.clients_path)  # fmt: skip
+        self.clock = time.monotonic()  # each row's wall_s: since the row before
+        self.fingerprint = fingerprint_of(self.side) if outputs.models_dir is not None else ""
+        self.resumed = resume is not None
+        self.offset, self.initial = 0, self.side.initial
+        if resume is not None:
+            C.restore_strategy(self.side.strategy, resume, sampler.node_of_partition)
+            self.offset, self.initial = resume.round, C.record_of(resume.arrays)
+
+    def run(self, wall_timeout: float | None = None) -> None:
+        """Every (remaining) round. ``wall_timeout``: how long Flower waits for a round's
+        replies, if not the round deadline (the simulator, where the deadline is judged on
+        each client's own work: ``pemn_fl.faults``)."""
+        strategy = self.side.strategy
+        driver = strategy if not self.offset else C.ResumedStrategy(strategy, self.offset)
+        self.grid.clock = self.live
+        try:
+            driver.start(
+                grid=self.grid, initial_arrays=self.initial,
+                num_rounds=self.settings.num_server_rounds - self.offset,
+                evaluate_fn=self.evaluate, timeout=wall_timeout or self.settings.round_deadline,
+            )  # fmt: skip
+        finally:
+            self.grid.clock = None
+
+    def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Close round ``server_round`` (of this run: ``offset`` is added for a resumed
+        method) with the global ``arrays``."""
+        if self.resumed and server_round == 0:
             # A resumed method: its round ``offset`` is logged already (also when that is
             # round 0, a run killed right after its initial evaluation).
             return None
-        server_round += offset
-        side.install(arrays)
-        loss, acc = evaluate(side.model, data.x_test, data.y_test, settings.torch_device)
-        traffic = grid.take()
-        if wire_model is not None:  # the transport model's figure, beside a measured one
-            totals = wire_model.setdefault(method.name, [0.0, 0.0])
-            totals[0] += traffic.model_uplink_wire_bytes
-            totals[1] += traffic.model_downlink_wire_bytes
-        rejected = int(getattr(strategy, "rejected", 0)) if server_round else 0
-        now = time.monotonic()
-        replies = traffic.messages_up - traffic.error_replies
-        server_work = F.server_flops(forward, len(data.y_test), parameters,
-                                     replies if server_round else 0)  # fmt: skip
-        row = book.add(
-            method.name, server_round, traffic,
-            sampled=len(sampler(server_round)) if server_round else 0,
-            rejected=rejected, accuracy=acc, loss=loss, wall_s=now - clock[0],
-            server_flops=server_work,
-            timing=None if live is None else live.finish(server_work),
-        )  # fmt: skip
-        if clients_path is not None:
-            clientlog.append(clients_path, clientlog.rows(
-                method.name, server_round, traffic.clients, sampler.partition_of, work))
-        clock[0] = now
-        if models_dir is not None and server_round == settings.num_server_rounds:
-            models_dir.mkdir(parents=True, exist_ok=True)
-            save(models_dir / f"{method.name}.pemn", export_model(
-                method, settings, fingerprint, arrays, server_round, acc))  # fmt: skip
-        if checkpoint_dir is not None:  # after the row is on disk: resume starts after it
-            C.save_server(checkpoint_dir, C.ServerCheckpoint(
-                method=method.name, method_index=index, round=server_round,
-                arrays=C.arrays_of(arrays), node_of_partition=dict(sampler.node_of_partition),
-                strategy=C.strategy_state(strategy, static=[sampler, data]),
-                settings=settings.to_run_config()))  # fmt: skip
-        on_round(row)
-        for node, why in traffic.late:
-            log.warning("%s round %s: %s missed the round deadline: %s", method.name,
-                        server_round, sampler.label(node), why)  # fmt: skip
-        problem = empty_round_problem(settings, server_round, traffic, rejected)
-        if problem:
-            raise ProtocolError(f"{method.name} round {server_round}: {problem}")
+        server_round += self.offset
+        self.side.install(arrays)
+        loss, acc = evaluate(self.side.model, self.data.x_test, self.data.y_test,
+                             self.settings.torch_device)  # fmt: skip
+        traffic = self.grid.take()
+        rejected = int(getattr(self.side.strategy, "rejected", 0)) if server_round else 0
+        row = self.log_row(server_round, traffic, rejected, acc, loss)
+        self.export(server_round, arrays, acc)
+        self.save_checkpoint(server_round, arrays)  # after the row: resume starts after it
+        self.on_round(row)
+        self.check_round(server_round, traffic, rejected)
         return MetricRecord({"accuracy": acc, "loss": loss})
 
-    driver = strategy if not offset else C.ResumedStrategy(strategy, offset)
-    try:
-        driver.start(
-            grid=grid, initial_arrays=initial, num_rounds=settings.num_server_rounds - offset,
-            evaluate_fn=evaluate_fn, timeout=wall_timeout or settings.round_deadline,
+    def log_row(self, server_round: int, traffic: Traffic, rejected: int, acc: float,
+                loss: float) -> dict[str, object]:  # fmt: skip
+        """The round's row in the log (and its clients' rows), with its bytes and time."""
+        name = self.method.name
+        if self.outputs.wire_model is not None:  # the transport model's, beside a measured one
+            totals = self.outputs.wire_model.setdefault(name, [0.0, 0.0])
+            totals[0] += traffic.model_uplink_wire_bytes
+            totals[1] += traffic.model_downlink_wire_bytes
+        now = time.monotonic()
+        replies = traffic.messages_up - traffic.error_replies
+        server_work = F.server_flops(self.forward, len(self.data.y_test), self.parameters,
+                                     replies if server_round else 0)  # fmt: skip
+        row = self.book.add(
+            name, server_round, traffic,
+            sampled=len(self.sampler(server_round)) if server_round else 0,
+            rejected=rejected, accuracy=acc, loss=loss, wall_s=now - self.clock,
+            server_flops=server_work,
+            timing=None if self.live is None else self.live.finish(server_work),
         )  # fmt: skip
-    finally:
-        grid.clock = None
+        if self.outputs.clients_path is not None:
+            clientlog.append(self.outputs.clients_path, clientlog.rows(
+                name, server_round, traffic.clients, self.sampler.partition_of, self.work))
+        self.clock = now
+        return row
+
+    def export(self, server_round: int, arrays: ArrayRecord, acc: float) -> None:
+        """After the last round: the final model, ``<models_dir>/<method>.pemn``."""
+        models_dir = self.outputs.models_dir
+        if models_dir is None or server_round != self.settings.num_server_rounds:
+            return
+        models_dir.mkdir(parents=True, exist_ok=True)
+        save(models_dir / f"{self.method.name}.pemn", export_model(
+            self.method, self.settings, self.fingerprint, arrays, server_round, acc))  # fmt: skip
+
+    def save_checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
+        """The server's state after ``server_round`` (``--resume`` continues from it)."""
+        if self.outputs.checkpoint_dir is None:
+            return
+        strategy = self.side.strategy
+        C.save_server(self.outputs.checkpoint_dir, C.ServerCheckpoint(
+            method=self.method.name, method_index=self.index, round=server_round,
+            arrays=C.arrays_of(arrays), node_of_partition=dict(self.sampler.node_of_partition),
+            strategy=C.strategy_state(strategy, static=[self.sampler, self.data]),
+            settings=self.settings.to_run_config()))  # fmt: skip
+
+    def check_round(self, server_round: int, traffic: Traffic, rejected: int) -> None:
+        """Say who missed the deadline; stop the run if the round shows it cannot go on."""
+        for node, why in traffic.late:
+            log.warning("%s round %s: %s missed the round deadline: %s", self.method.name,
+                        server_round, self.sampler.label(node), why)  # fmt: skip
+        problem = empty_round_problem(self.settings, server_round, traffic, rejected)
+        if problem:
+            raise ProtocolError(f"{self.method.name} round {server_round}: {problem}")
 
 
 def live_clock(settings: RunSettings, sampler: RoundSampler, work: clientlog.Work, method: str,
@@ -260,27 +305,55 @@ def run_experiment(
     continues from it (the rows it covers are kept from ``csv_path``, the rest dropped).
     """
     ckpt_dir = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
-    saved = None
-    if resume:
-        if ckpt_dir is None or csv_path is None:
-            raise C.CheckpointError("resume needs a checkpoint directory and a rounds.csv")
-        saved = C.load_server(ckpt_dir)
-        def same(config: dict[str, object]) -> dict[str, object]:
-            return {k: v for k, v in config.items() if k != "checkpoint-dir"}  # may move
-
-        if same(saved.settings) != same(settings.to_run_config()):
-            raise C.CheckpointError(f"{ckpt_dir}: the checkpoint was written with other "
-                                    "settings than this run's")  # fmt: skip
+    saved = saved_checkpoint(settings, ckpt_dir, csv_path) if resume else None
     poll_faster(grid)
     metered = MeteredGrid(grid, wire_meter=wire_meter, catchup=catchup_payload_bytes)
-    wire_model: dict[str, list[float]] = {}
     mapping = handshake(metered, settings.min_nodes)
     setup = metered.take()
     sampler = RoundSampler(mapping, settings.fraction, settings.seed, settings.sampler,
                            settings.sticky_group, settings.sticky_change)  # fmt: skip
+    clients_path = None if csv_path is None else csv_path.with_name(CLIENTS_FILE)
+    book = round_log(settings, csv_path, clients_path, saved)
+    outputs = Outputs(models_dir, ckpt_dir, clients_path, {})
+    for index, name in enumerate(settings.method_list):
+        resume_from = None
+        if saved is not None and index <= saved.method_index:
+            if index < saved.method_index or saved.round >= settings.num_server_rounds:
+                continue  # finished before the run stopped
+            resume_from = saved
+        MethodRun(get_method(name), metered, settings, sampler, book,
+                  on_round or (lambda row: None), outputs, resume_from,
+                  index).run(wall_timeout)  # fmt: skip
+    summary = summarize(book.frame(), setup_bytes=setup.total_bytes, level=settings.bytes_level)
+    if settings.link:
+        summary["time"] = time_summary(settings, book, summary)
+    summary["nodes"] = len(mapping)
+    summary["wire"] = wire_summary(wire_meter, outputs.wire_model or {})
+    return book, summary
+
+
+def saved_checkpoint(settings: RunSettings, ckpt_dir: Path | None,
+                     csv_path: Path | None) -> C.ServerCheckpoint:  # fmt: skip
+    """The server checkpoint a resumed run continues from, written with these settings."""
+    if ckpt_dir is None or csv_path is None:
+        raise C.CheckpointError("resume needs a checkpoint directory and a rounds.csv")
+    saved = C.load_server(ckpt_dir)
+
+    def same(config: dict[str, object]) -> dict[str, object]:
+        return {k: v for k, v in config.items() if k != "checkpoint-dir"}  # may move
+
+    if same(saved.settings) != same(settings.to_run_config()):
+        raise C.CheckpointError(f"{ckpt_dir}: the checkpoint was written with other "
+                                "settings than this run's")  # fmt: skip
+    return saved
+
+
+def round_log(settings: RunSettings, csv_path: Path | None, clients_path: Path | None,
+              saved: C.ServerCheckpoint | None) -> RoundLog:  # fmt: skip
+    """The run's log, holding the rows (and client rows) a resumed run keeps; the files are
+    written afresh from there."""
     rows = (C.finished_rows(csv_path, settings.method_list, saved, settings.num_server_rounds,
                             columns_for(bool(settings.link))) if saved else [])  # fmt: skip
-    clients_path = None if csv_path is None else csv_path.with_name(CLIENTS_FILE)
     if clients_path is not None:
         if saved is not None:  # keep the client rows of the rounds the checkpoint covers
             clientlog.keep_rounds(clients_path, {(str(r["method"]), int(r["round"]))  # type: ignore[call-overload]
@@ -291,36 +364,37 @@ def run_experiment(
         csv_path.unlink(missing_ok=True)
     book = RoundLog(params=parameter_counts(settings), path=csv_path, timed=bool(settings.link))
     book.extend(rows)
-    for index, name in enumerate(settings.method_list):
-        resume_from = None
-        if saved is not None and index <= saved.method_index:
-            if index < saved.method_index or saved.round >= settings.num_server_rounds:
-                continue  # finished before the run stopped
-            resume_from = saved
-        _run_method(get_method(name), metered, settings, sampler, book,
-                    on_round or (lambda row: None), models_dir, wire_model,
-                    ckpt_dir, resume_from, index, wall_timeout, clients_path)  # fmt: skip
-    summary = summarize(book.frame(), setup_bytes=setup.total_bytes, level=settings.bytes_level)
-    if settings.link:
-        summary["time"] = {"link": settings.link, "client_device": settings.client_device,
-                           "server_device": settings.server_device,
-                           "transport": settings.transport,
-                           "round_deadline_s": settings.round_deadline,
-                           "methods": summarize_time(book.frame(), summary["target_accuracy"])}  # type: ignore[arg-type]
-    summary["nodes"] = len(mapping)
-    summary["wire"] = {"source": "measured (byte-counting proxy)" if wire_meter is not None
-                       else "transport model (pemn_fl.transport)"}  # fmt: skip
+    return book
+
+
+def time_summary(settings: RunSettings, book: RoundLog,
+                 summary: dict[str, object]) -> dict[str, object]:  # fmt: skip
+    """The summary's ``time`` part (with ``--link``): the time model and each method's time
+    and energy to the target."""
+    return {"link": settings.link, "client_device": settings.client_device,
+            "server_device": settings.server_device, "transport": settings.transport,
+            "round_deadline_s": settings.round_deadline,
+            "methods": summarize_time(book.frame(), summary["target_accuracy"])}  # type: ignore[arg-type]
+
+
+def wire_summary(wire_meter: WireMeter | None,
+                 wire_model: dict[str, list[float]]) -> dict[str, object]:  # fmt: skip
+    """The summary's ``wire`` part: where the wire bytes come from and, measured, the
+    traffic that is no round's and the transport model's figure per method."""
+    wire: dict[str, object] = {"source": "measured (byte-counting proxy)"
+                               if wire_meter is not None
+                               else "transport model (pemn_fl.transport)"}  # fmt: skip
     if wire_meter is not None:
         # Traffic that is not any round's: idle polls and heartbeats, the app bundle, node
         # registration; and, per method, what the transport model says for its messages.
         totals = wire_meter.read()
-        summary["wire"].update({f"{k}_bytes": totals.get(k, 0)
-                                for k in ("idle", "bundle", "control", "unparsed")})  # fmt: skip
-        summary["wire"]["model"] = {
+        wire.update({f"{k}_bytes": totals.get(k, 0)
+                     for k in ("idle", "bundle", "control", "unparsed")})  # fmt: skip
+        wire["model"] = {
             name: {"uplink_wire_bytes": round(up), "downlink_wire_bytes": round(down)}
             for name, (up, down) in wire_model.items()
         }
-    return book, summary
+    return wire
 
 
 def write_outputs(out: Path, book: RoundLog, summary: dict[str, object], title: str) -> None:

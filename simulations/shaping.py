@@ -14,6 +14,8 @@ the model's rule, here imposed on real bytes.
 machine's containers do not grant and cannot tell the nodes apart on one interface; the
 proxy already sits on every node's path and knows which node a connection serves.
 
+``shaped_links`` draws each node's link as the time model draws it.
+
 Not emulated: a radio's promotion delay (under Flower's polling every 3 s a cellular radio
 never goes idle, so the model charges none either) and packet loss.
 """
@@ -24,6 +26,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from pemn_fl.config import RunSettings
 
 CHUNK = 16384  # bytes a connection sends before the next one gets its turn
 
@@ -87,3 +91,16 @@ class NodeLink:
         one_way = rtt_ms / 1000 / 2
         return cls(Direction(uplink_mbps * 1e6 / 8, one_way),
                    Direction(downlink_mbps * 1e6 / 8, one_way))  # fmt: skip
+
+
+def shaped_links(settings: RunSettings, nodes: int) -> list[NodeLink] | None:
+    """With ``--link``, each node's emulated link (``simulations.shaping``), drawn as the time
+    model draws it (same profiles, same seed), so the model and the deployment agree on who
+    has which link."""
+    if not settings.link:
+        return None
+    from pemn_fl.profiles import population
+
+    drawn = population(settings.link, settings.client_device, list(range(nodes)), settings.seed)
+    return [NodeLink.of(link.uplink_mbps, link.downlink_mbps, link.rtt_ms)
+            for link in (drawn.links[i] for i in range(nodes))]  # fmt: skip

@@ -144,7 +144,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(
     out = tmp_path / "shared"
     out.mkdir()
     first = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from simulations.run import lock_out; "
+        "import sys, time; from pathlib import Path; from simulations.outdir import lock_out; "
         f"h = lock_out(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)")],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -161,7 +161,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(
         first.wait()
     assert main(["--out", str(out), "--overwrite", "--rounds", "1", "--width", "inf"]) == 2
     capsys.readouterr()
-    from simulations.run import lock_out
+    from simulations.outdir import lock_out
 
     lock_out(out).close()  # the first run gone, its lock went with it
 
@@ -308,9 +308,10 @@ def test_run_says_which_method_options_no_method_reads(
     """The rule ``simulations.deploy`` now shares (issue 25): an option no method of the run
     reads is said in one ``note:`` line, once every check has passed (a refused run says
     only its error). ``execute`` is stubbed: nothing runs."""
+    import simulations.fresh as F
     import simulations.run as R
 
-    monkeypatch.setattr(R, "execute", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(F, "execute", lambda *args, **kwargs: 0)
     argv = ["--methods", "fedavg,pemn", "--bits", "4", "--noise-scale", "2", "--rounds", "1"]
     assert R.main([*argv, "--out", str(tmp_path / "o")]) == 0
     assert capsys.readouterr().err == (

@@ -194,10 +194,10 @@ def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """``execute`` and ``deploy`` replaced by recorders: a resume that passes its checks
     starts nothing here."""
     import simulations.deploy as D
-    import simulations.run as R
+    import simulations.fresh as F
 
     calls: list[object] = []
-    monkeypatch.setattr(R, "execute", lambda *args, **kwargs: calls.append(args) or 0)
+    monkeypatch.setattr(F, "execute", lambda *args, **kwargs: calls.append(args) or 0)
     monkeypatch.setattr(D, "deploy", lambda *args, **kwargs: calls.append(args))
     return calls
 

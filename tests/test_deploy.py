@@ -20,6 +20,8 @@ import pandas as pd
 import pytest
 
 from simulations import deploy as D
+from simulations import processes as P
+from simulations.deployment import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ["--rounds", "2", "--methods", "pemn,fedavg", "--dataset", "synthetic", "--model", "mlp",
@@ -165,7 +167,7 @@ def test_sigterm_stops_every_process_and_offers_resume(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "simulations.deploy", "--nodes", "2", *OPTIONS,
                              "--out", str(out)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    pids = D.Layout(out).pids
+    pids = Layout(out).pids
     deadline = time.monotonic() + 300
     try:  # once the SuperLink and both nodes run
         while len(json.loads(pids.read_text()) if pids.is_file() else []) < 3:
@@ -178,7 +180,7 @@ def test_sigterm_stops_every_process_and_offers_resume(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130 and f"--resume {out}" in err, err
-    assert D.still_running(pids) == []  # nothing left behind
+    assert P.still_running(pids) == []  # nothing left behind
     assert all(not _alive(r["pid"]) for r in recorded)
 
 
@@ -236,13 +238,13 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_stop_reaches_helpers_in_other_sessions(tmp_path: Path) -> None:
-    procs = D.Processes()
+    procs = P.Processes()
     parent = procs.start([sys.executable, "-c", _GRANDCHILD], tmp_path / "log.txt")
     deadline = time.monotonic() + 30
     while not (tmp_path / "log.txt").read_text().strip() and time.monotonic() < deadline:
         time.sleep(0.1)
     helper = int((tmp_path / "log.txt").read_text().split()[0])
-    assert helper in D.descendants(parent.pid)
+    assert helper in P.descendants(parent.pid)
     assert os.getpgid(helper) != os.getpgid(parent.pid)  # killpg alone would miss it
     procs.stop()
     deadline = time.monotonic() + 10
@@ -268,12 +270,12 @@ def test_resume_refuses_while_the_earlier_deployment_still_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = tmp_path / "run"
-    layout = D.Layout(run)
+    layout = Layout(run)
     (layout.server_checkpoint).mkdir(parents=True)
     (layout.server_checkpoint / "server.pkl").write_bytes(b"")
     config = {"engine": "deployment", "nodes": 2, "settings": {"num-server-rounds": 2}}
     (run / "config.json").write_text(json.dumps(config))
-    procs = D.Processes(layout.pids)  # as a deploy command killed with SIGKILL leaves them
+    procs = P.Processes(layout.pids)  # as a deploy command killed with SIGKILL leaves them
     survivor = procs.start([sys.executable, "-c", "import time; time.sleep(120)"],
                            tmp_path / "log.txt")  # fmt: skip
 
@@ -283,14 +285,14 @@ def test_resume_refuses_while_the_earlier_deployment_still_runs(
     monkeypatch.setattr(D, "deploy", must_not_start)
     try:
         deadline = time.monotonic() + 30  # until it runs its command (not the forked pytest)
-        while "time.sleep(120)" not in D._cmdline(survivor.pid) and time.monotonic() < deadline:
+        while "time.sleep(120)" not in P._cmdline(survivor.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert D.main(["--resume", str(run)]) == 2
         err = capsys.readouterr().err
         assert f"still run (PIDs {survivor.pid})" in err and err.count("\n") == 1
     finally:
         procs.stop()
-    assert D.still_running(layout.pids) == []  # stopped: a resume may go ahead
+    assert P.still_running(layout.pids) == []  # stopped: a resume may go ahead
 
 
 # -- options deploy cannot use, a bad --timeout, ignored method options (issue 25) ----------

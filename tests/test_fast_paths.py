@@ -32,6 +32,7 @@ def test_each_seed_of_a_group_runs_with_its_own_seed(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """``--seeds 3,1,2``: each seed's run gets its settings with that seed, in that order,
     into ``seed-<s>/`` (a mutant passing the group's seed on to every run survived)."""
+    from simulations import fresh as F
     from simulations import run as R
 
     seen: list[tuple[int, Path]] = []
@@ -45,8 +46,8 @@ def test_each_seed_of_a_group_runs_with_its_own_seed(tmp_path: Path,
         (out / "summary.json").write_text("{}")
         return 0
 
-    monkeypatch.setattr(R, "execute", execute)
-    monkeypatch.setattr(R, "check_data", lambda settings, clients: None)
+    monkeypatch.setattr(F, "execute", execute)
+    monkeypatch.setattr(F, "check_data", lambda settings, clients: None)
     out = tmp_path / "group"
     assert R.main(["--clients", "4", "--rounds", "1", "--seeds", "3,1,2", "--quiet",
                    "--out", str(out)]) == 0  # fmt: skip
@@ -124,7 +125,7 @@ def test_a_second_resume_of_a_directory_another_run_holds_is_refused(
 
     out = _run_dir(tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from pathlib import Path; from simulations.run import lock_out; "
+        "import time; from pathlib import Path; from simulations.outdir import lock_out; "
         f"h = lock_out(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)")],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:

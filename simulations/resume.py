@@ -1,0 +1,54 @@
+"""``simulations.run --resume DIR``: a killed or interrupted run continued from its last
+finished round, with the settings, engine and checkpoint in DIR, every file it will read
+back checked before Ray starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from pemn_fl.config import RunSettings, SettingsError
+from pemn_fl.methods import get as get_method
+from pemn_fl.methods import settings_from
+from simulations.engine import Engine
+
+
+def resumed(out: Path) -> tuple[RunSettings, Engine]:
+    """``--resume DIR``: the run's settings and engine from DIR/config.json.
+
+    The checkpoint directory is the one inside DIR (the run may have been moved). Every file
+    the resume will read back is checked here, before Ray starts.
+    """
+    try:
+        config = json.loads((out / "config.json").read_text())
+        settings = settings_from(config["settings"])
+        engine = Engine.from_config(config)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SettingsError(f"--resume {out}: no readable config.json of a simulations.run "
+                            f"run there ({type(exc).__name__}: {exc})") from None  # fmt: skip
+    checkpoints = (out / "checkpoint").resolve()
+    if not (checkpoints / "server.pkl").is_file():
+        raise SettingsError(f"--resume {out}: no checkpoint in it (the run stopped before its "
+                            "first round ended); start it again")  # fmt: skip
+    # Every file the resume will read back, checked here, before Ray starts: a damaged one is
+    # one error line, never a traceback in a worker or a client silently starting over.
+    from pemn_fl import checkpoint as C
+    from pemn_fl.report import columns_for
+    from pemn_fl.server_app import CLIENTS_FILE
+
+    saved = C.load_server(checkpoints)
+    C.finished_rows(out / "rounds.csv", settings.method_list, saved,
+                    settings.num_server_rounds, columns_for(bool(settings.link)))  # fmt: skip
+    C.check_clients(checkpoints)
+    # Every node's newest state is that of the last round it trained in: a deleted file
+    # (or folder) would have that node train from older state, and the run drift silently.
+    C.check_client_states(checkpoints, saved, method_names_of(settings), settings,
+                          out / CLIENTS_FILE)  # fmt: skip
+    return dataclasses.replace(settings, checkpoint_dir=str(checkpoints)), engine
+
+
+def method_names_of(settings: RunSettings) -> list[str]:
+    """The run's method names in ``methods`` order (a plug-in's spec is its module path;
+    rows and checkpoints name it by its ``name``)."""
+    return [get_method(spec).name for spec in settings.method_list]
