@@ -68,6 +68,16 @@ def timed_frames(runs: dict[int, list[Path]], link: str, transport: str,
     return frames
 
 
+def radio_free(spec: str) -> list[str]:
+    """The links of a profile or mix that have no radio power model (a wired line, a
+    satellite terminal, NB-IoT: no cited figures), so their energy is compute alone."""
+    if Path(spec).suffix == ".csv":  # a trace names its radios per row
+        return []
+    known = profiles.links()
+    names = [name for name, _ in profiles.parse_mix(spec, list(known), "link")]
+    return [name for name in names if known[name].radio is None]
+
+
 def section(profile: str, summary: dict) -> str:
     """One profile's markdown: time and energy to the target, then the time budgets."""
     lines = [f"### {profiles.display(profile)} (`{profile}`)", "",
@@ -82,6 +92,10 @@ def section(profile: str, summary: dict) -> str:
         text = f"{min(vals):.1f}–{max(vals):.1f}x" if len(vals) > 1 else f"{vals[0]:.1f}x"
         return text if len(vals) == len(per or {}) else f"{text} ({len(vals)}/{len(per or {})})"
 
+    radioless = radio_free(profile)
+    if radioless:
+        lines[1:1] = ["", f"No cited radio power model for {', '.join(radioless)} "
+                      "(pemn_fl/profiles.toml): energy there is the devices' compute alone.", ""]
     for method, m in summary["methods"].items():
         lines.append(f"| {method} | {m['reached_target']}/{m['seeds']} "
                      f"| {duration(m['time_to_target_mean']['mean'])} "

@@ -83,14 +83,28 @@ def group_config(out: Path) -> tuple[RunSettings, Engine]:
 
 
 def summarise(out: Path, seeds: list[int], level: str) -> None:
-    """The group's summary.json and banded figure from its seeds' runs, and the table."""
+    """The group's summary.json and banded figure from its seeds' runs, and the table; runs
+    made with ``--link`` (the time model's columns in every rounds.csv) also get the summary
+    in simulated time and energy (its ``time`` section) and a banded figure against time."""
     from pemn_fl import seeds as S
+    from pemn_fl.timing import TIME_COLUMNS
 
-    summary = S.aggregate(S.load({s: out / S.SEED_DIR.format(s) for s in seeds}), level=level)
+    frames = S.load({s: out / S.SEED_DIR.format(s) for s in seeds})
+    summary = S.aggregate(frames, level=level)
+    title = f"{len(seeds)} seeds: {', '.join(map(str, seeds))}"
+    timed = all(set(TIME_COLUMNS) <= set(frame.columns) for frame in frames.values())
+    if timed:
+        summary["time"] = S.aggregate_time(frames)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    S.plot_bands({"": S.load({s: out / S.SEED_DIR.format(s) for s in seeds})},
-                 out / "bandwidth_accuracy.png", level=str(summary["bytes_level"]),
-                 title=f"{len(seeds)} seeds: {', '.join(map(str, seeds))}",
+    S.plot_bands({"": frames}, out / "bandwidth_accuracy.png",
+                 level=str(summary["bytes_level"]), title=title,
                  target=summary["target_accuracy"])  # type: ignore[arg-type]
     print(S.aggregate_table(summary))
-    print(f"across seeds: {out}/summary.json, {out}/bandwidth_accuracy.png")
+    if timed:
+        S.plot_bands({"": frames}, out / "time_accuracy.png", title=title,
+                     target=summary["target_accuracy"], axis="time")  # type: ignore[arg-type]
+        print(S.time_table(summary["time"]))  # type: ignore[arg-type]
+        print(f"across seeds: {out}/summary.json, {out}/bandwidth_accuracy.png, "
+              f"{out}/time_accuracy.png")
+    else:
+        print(f"across seeds: {out}/summary.json, {out}/bandwidth_accuracy.png")
