@@ -159,7 +159,7 @@ class RunSettings:
     """
 
     methods: str = setting(Option(
-        "methods", "evolve_dither,fedavg", "'all' or a comma list of methods (built-in names, "
+        "methods", "evolve,fedavg", "'all' or a comma list of methods (built-in names, "
         "or plug-in module paths such as mypkg.mymethod)", check=_check_methods))
     num_server_rounds: int = setting(Option(
         "num-server-rounds", 12, "training rounds of each method", low=1, flag="rounds"))

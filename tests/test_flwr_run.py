@@ -58,6 +58,6 @@ def test_flwr_run_local_simulation(tmp_path: Path) -> None:
     runs = list((app / "results" / "runs").glob("flwr-*"))
     assert len(runs) == 1
     rounds = pd.read_csv(runs[0] / "rounds.csv")
-    assert set(rounds["method"]) == {"evolve_dither", "fedavg"}  # the app config's default
+    assert set(rounds["method"]) == {"evolve", "fedavg"}  # the app config's default
     assert rounds.groupby("method")["round"].max().tolist() == [2, 2]
     assert (rounds.query("round > 0")["uplink_bytes"] > 0).all()
