@@ -110,7 +110,9 @@ def section(profile: str, summary: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.time_study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("frontier", type=Path, help="a seeds frontier directory (with fresh/)")
+    p.add_argument("frontier", type=Path, nargs="+",
+                   help="seeds frontier directories (with fresh/); several are read as one, "
+                   "e.g. a converged frontier and a lever study run beside it")
     p.add_argument("--profiles", default="fibre,lte,3g,geo,nbiot",
                    help="comma list of link profiles to put the runs on")
     p.add_argument("--methods", default="", help="comma list (default: every method run)")
@@ -127,9 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     methods = [m for m in args.methods.split(",") if m] or None
-    runs = seed_runs(args.frontier, methods)
+    runs: dict[int, list[Path]] = {}
+    for frontier in args.frontier:
+        for seed, dirs in seed_runs(frontier, methods).items():
+            runs.setdefault(seed, []).extend(dirs)
+    names = " ".join(str(f) for f in args.frontier)
+    for seed, dirs in runs.items():
+        methods_of = [d.parent.name.split("__")[0] for d in dirs]
+        twice = sorted({m for m in methods_of if methods_of.count(m) > 1})
+        if twice:
+            print(f"error: {', '.join(twice)} ran in more than one of {names} (seed {seed}); "
+                  "name one directory per method, or pick with --methods", file=sys.stderr)
+            return 2
     if not runs:
-        print(f"error: no runs under {args.frontier}/fresh", file=sys.stderr)
+        print(f"error: no runs under {names} (each needs fresh/)", file=sys.stderr)
         return 2
     report: dict[str, object] = {}
     sections = []
@@ -142,14 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(section(profile, summary))
         print(f"{profile}: done", flush=True)
     first = next(iter(report.values()))
-    command = (f"python -m bench.time_study {args.frontier} --profiles {args.profiles} "
+    command = (f"python -m bench.time_study {names} --profiles {args.profiles} "
                f"--transport {args.transport} --out {args.out}"
                + (f" --methods {args.methods}" if args.methods else "")
                + (f" --horizon {args.horizon}" if args.horizon else "")
                + (" --window" if args.window else ""))
     target = first["target_accuracy"]  # type: ignore[index]
     md = "\n".join([
-        f"# {args.frontier.name}: time and energy to the target under several links", "",
+        f"# {' + '.join(f.name for f in args.frontier)}: time and energy to the target "
+        "under several links", "",
         f"Command: `{command}`", "",
         f"Seeds {', '.join(map(str, first['seeds']))}; target "  # type: ignore[index]
         + ("none" if target is None else f"{100 * target:.2f} %")

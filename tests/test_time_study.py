@@ -85,3 +85,25 @@ def test_a_seed_group_run_on_a_link_summarises_time_with_bands(tmp_path: Path) -
     untimed = json.loads((tmp_path / "bytes" / "summary.json").read_text())
     assert "time" not in untimed and not (tmp_path / "bytes" / "time_accuracy.png").exists()
     assert untimed["methods"] == summary["methods"]
+
+
+def test_two_directories_read_as_one_but_never_the_same_method_twice(
+    study: tuple[dict, str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A lever study beside its frontier: the runs of both directories, one report; a method
+    found in both is refused in one line, since its rows would mix."""
+    report, _ = study
+    lever = tmp_path / "lever" / "fresh"
+    lever.mkdir(parents=True)
+    (lever / "qsgd__bits=4,dense-lr=0.1").symlink_to(next((FRONTIER / "fresh").glob("qsgd__*")))
+    both = [str(FRONTIER), str(tmp_path / "lever")]
+    assert time_study.main([*both, "--methods", "fedavg,qsgd", "--profiles", "3g",
+                            "--out", str(tmp_path / "out")]) == 2  # fmt: skip
+    assert "qsgd ran in more than one of" in capsys.readouterr().err
+    only_fedavg = tmp_path / "frontier-fedavg" / "fresh"
+    only_fedavg.mkdir(parents=True)
+    (only_fedavg / "fedavg__dense-lr=0.1").symlink_to(next((FRONTIER / "fresh").glob("fedavg__*")))
+    assert time_study.main([str(tmp_path / "frontier-fedavg"), str(tmp_path / "lever"),
+                            "--profiles", "3g", "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+    joined = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert joined["3g"] == report["3g"]
