@@ -411,13 +411,17 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
         return
     # Only the seeds every reported method has finished are compared (same draws for all).
     common = sorted(set.intersection(*(set(v) for v in done.values())))
+    # Runs longer than --rounds: the report is a view of their first rounds, written beside
+    # the full one (frontier-seeds-<rounds>-rounds.*) instead of over it.
+    ran_rounds = max(int(frames[s]["round"].max()) for s in common) if common else rounds
+    name = "frontier-seeds" if ran_rounds <= rounds else f"frontier-seeds-{rounds}-rounds"
     frames = W.truncated({s: frames[s] for s in common}, rounds)
     summaries = {level: S.aggregate(frames, level=level) for level in ("wire", "message")}
     # The target no single round decides: every curve the mean of its last WINDOW rounds.
     smooth = W.smoothed_frames(frames)
     summaries["wire_window"] = S.aggregate(smooth, level="wire")
     summaries["horizon_sensitivity"] = horizon_sensitivity(frames, rounds)
-    (out / "frontier-seeds.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(summaries, indent=2) + "\n")
     wire = summaries["wire"]
     target = wire["target_accuracy"]
     missing = {m: sorted(set(seeds) - set(done.get(m, []))) for m in methods}
@@ -425,7 +429,8 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
            "partial: " + "; ".join(f"{m} lacks seed(s) {','.join(map(str, v))}"
                                    for m, v in missing.items() if v))  # fmt: skip
     command = (f"python -m bench.accuracy_frontier --preset {preset} --rounds {rounds} "
-               f"--methods {','.join(methods)} --seeds {','.join(map(str, seeds))}")
+               f"--methods {','.join(methods)} --seeds {','.join(map(str, seeds))}"
+               + (" --report-only" if ran_rounds > rounds else ""))
     picked_from = picked_from or reuse_from
     if picked_from is not None:
         command += f" --picked-from {picked_from}"
@@ -441,6 +446,8 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
         f"Command: `{command}`  ",
         f"Base options: `{' '.join(base)}`  ",
         f"What has run: {ran}. Reported: the seeds every method finished ({len(common)})."
+        + (f" A view of the first {rounds} rounds of {ran_rounds}-round runs (the full "
+           "report: `frontier-seeds.md`)." if ran_rounds > rounds else "")
         + (f" Reused unchanged from `{reuse_from}`: {', '.join(reuse)}." if reuse else ""),
         "",
         "Each method's configuration was picked on the tuning seed 0 (best test accuracy "
@@ -467,8 +474,8 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
         "",
         window_section(summaries, picked, done, smooth, frames),
     ])
-    (out / "frontier-seeds.md").write_text(md)
-    S.plot_bands({"": frames}, out / "frontier-seeds.png", level="wire",
+    (out / f"{name}.md").write_text(md)
+    S.plot_bands({"": frames}, out / f"{name}.png", level="wire",
                  title=f"{preset}: {rounds} rounds, fresh seeds {', '.join(map(str, common))}",
                  target=target)  # fmt: skip
     print(md)
