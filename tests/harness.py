@@ -1,6 +1,7 @@
 """In-process Flower plumbing for strategy tests: what the engine does between a server
 strategy and its nodes, on real ``Message`` objects, without starting an engine: a node's
-``context``, ``deliver`` one message to a client step, ``run_rounds`` for whole rounds.
+``context``, ``deliver`` one message to a client step, ``run_rounds`` for whole rounds; and
+``another_run_holds`` a run directory, for the runner's tests.
 
 Use with the ``flower_identity`` fixture (``tests/conftest.py``): Flower stamps replies with
 the identity of the task that built them, which outside an engine must be set by hand.
@@ -8,8 +9,12 @@ the identity of the task that built them, which outside an engine must be set by
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
@@ -19,6 +24,7 @@ from pemn_fl.methods import settings_from
 from pemn_fl.methods.base import ServerSide
 from pemn_fl.sampling import RoundSampler
 
+ROOT = Path(__file__).resolve().parents[1]
 FIRST_NODE = 100  # node id of partition 0; partition p is node 100 + p
 Step = Callable[[Message, Context, RunSettings], Message | None]
 
@@ -152,3 +158,19 @@ def first_round(name: str, settings: RunSettings, partitions: int = 3
     (one,) = run_rounds(side.strategy, [1], method.client_step, contexts(partitions), settings,
                         side.initial)  # fmt: skip
     return side, one.replies, one.arrays
+
+
+@contextmanager
+def another_run_holds(out: Path) -> Iterator[subprocess.Popen]:
+    """A second process holding ``out``'s run lock, as a run writing there does, until the
+    block ends (then it is killed, and its lock goes with it)."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from pathlib import Path; from simulations.outdir import lock_out; "
+        f"h = lock_out(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)")],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

@@ -8,8 +8,6 @@ holds: each through the real code path, without starting an engine.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +20,7 @@ from pemn_fl.accounting import Traffic
 from pemn_fl.client_app import build_client_app
 from pemn_fl.report import COLUMNS
 from pemn_fl.server_app import empty_round_problem
-from tests.harness import FIRST_NODE, build_settings, context, stamp
+from tests.harness import FIRST_NODE, another_run_holds, build_settings, context, stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("flower_identity")
@@ -118,17 +116,9 @@ def test_a_second_resume_of_a_directory_another_run_holds_is_refused(
     from tests.test_damaged_state import _run_dir
 
     out = _run_dir(tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from pathlib import Path; from simulations.outdir import lock_out; "
-        f"h = lock_out(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)")],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with another_run_holds(out):
         from simulations.run import main
 
         assert main(["--resume", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "another run (pid" in err[0], err
-    finally:
-        holder.kill()
-        holder.wait()
