@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.common import add_rounds, bench_parser
+
 BASE = ["--clients", "20", "--dataset", "digits", "--model", "mlp"]
 # (run name, options): each run may carry two methods, on the same clients and rounds.
 RUNS: dict[str, list[str]] = {
@@ -68,12 +70,10 @@ def run(out: Path, name: str, share: float, rounds: int) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.byzantine", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = bench_parser("bench.byzantine", __doc__)
     p.add_argument("--shares", default="0,0.1,0.2,0.3",
                    help="comma list of attacking shares of the clients (--byzantine) to run")
-    p.add_argument("--rounds", type=int, default=12,
-                   help="training rounds of every run")
+    add_rounds(p, 12)
     p.add_argument("--out", type=Path, default=Path("results/byzantine"),
                    help="output directory (runs, byzantine.csv and byzantine.md)")
     return p

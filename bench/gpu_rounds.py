@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.accuracy_frontier import PRESETS
+from bench.common import add_csv_out, add_methods, add_rounds, bench_parser, save_csv
 
 
 def rounds_of(device: str, rounds: int, methods: str, gpus: float, out: Path) -> pd.DataFrame:
@@ -35,16 +36,12 @@ def rounds_of(device: str, rounds: int, methods: str, gpus: float, out: Path) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.gpu_rounds", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5,
-                   help="training rounds of every run")
-    p.add_argument("--methods", default="evolve_dither,fedavg",
-                   help="comma list of methods")
+    p = bench_parser("bench.gpu_rounds", __doc__)
+    add_rounds(p, 5)
+    add_methods(p, "evolve_dither,fedavg")
     p.add_argument("--gpus-per-client", type=float, default=0.5,
                    help="Ray GPUs per client actor on the GPU runs")
-    p.add_argument("--out", type=Path, default=Path("results/bench/gpu_rounds.csv"),
-                   help="the CSV to write")
+    add_csv_out(p, Path("results/bench/gpu_rounds.csv"))
     return p
 
 
@@ -68,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                      "cpu_over_cuda": medians["cpu"] / medians["cuda"],
                      "device": torch.cuda.get_device_name(0)})  # fmt: skip
     table = pd.DataFrame(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+    save_csv(table, args.out)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     return 0
 

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from bench.common import add_csv_out, bench_parser, write_table
 from pemn_fl import networks as N
 from pemn_fl.config import RunSettings
 from pemn_fl.masked import masked_layers, num_kept
@@ -93,11 +94,9 @@ def measure(settings: RunSettings, steps: int, batch: int = 32) -> dict[str, flo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.masked_step", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("bench.masked_step", __doc__)
     p.add_argument("--steps", type=int, default=200, help="timed steps per case (medians)")
-    p.add_argument("--out", type=Path, default=Path("results/bench/masked_step.csv"),
-                   help="the CSV to write")
+    add_csv_out(p, Path("results/bench/masked_step.csv"))
     return p
 
 
@@ -105,11 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
     rows = [{"case": name, **measure(settings, args.steps)} for name, settings in CASES.items()]
-    table = pd.DataFrame(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    with pd.option_context("display.width", 200, "display.precision", 3):
-        print(table.to_string(index=False))
+    write_table(pd.DataFrame(rows), args.out, width=200)
     return 0
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.common import add_rounds
+
 PRESETS: dict[str, list[str]] = {
     "digits": ["--clients", "20", "--dataset", "digits", "--model", "mlp"],
     "fashion-mnist": [
@@ -60,8 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.protocol_variants")
     p.add_argument("--preset", choices=sorted(PRESETS), default="digits",
                    help="the shared settings of every variant's run")
-    p.add_argument("--rounds", type=int, default=10,
-                   help="training rounds of every run")
+    add_rounds(p, 10)
     p.add_argument("--extra", default="", help="extra simulations.run options for every variant")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of variant names")
     p.add_argument("--out", type=Path, default=Path("results/bench"),

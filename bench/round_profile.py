@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.accuracy_frontier import PRESETS
+from bench.common import add_csv_out, add_rounds, bench_parser, save_csv
 from bench.sim_overhead import _settings, plain_loop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,16 +81,13 @@ def profile(preset: str, method: str, rounds: int, config: list[str]) -> dict[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.round_profile", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("bench.round_profile", __doc__)
     p.add_argument("--preset", default="fashion-mnist", choices=sorted(PRESETS),
                    help="the shared settings of every run")
     p.add_argument("--methods", default="fedavg,qsgd,evolve_lattice",
                    help="comma list of methods to profile")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="training rounds of every run")
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "round_profile.csv",
-                   help="the CSV to write")
+    add_rounds(p, 3)
+    add_csv_out(p, ROOT / "results" / "bench" / "round_profile.csv")
     return p
 
 
@@ -101,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                "evolve": ["--noise-scale", "2"]}  # the picked configurations (frontier.md)
     rows = [profile(args.preset, m, args.rounds, configs.get(m, []))
             for m in args.methods.split(",")]  # fmt: skip
-    frame = pd.DataFrame(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(args.out, index=False)
+    save_csv(pd.DataFrame(rows), args.out)
     phases = ["local training", "evaluation", "catch-up", "client, the rest",
               "server coding and aggregation"]  # fmt: skip
     print(f"| method | round s (profiled) | {' | '.join(phases)} |")

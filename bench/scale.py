@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.common import add_csv_out, add_methods, add_rounds, bench_parser, write_table
+
 
 def _children() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
@@ -67,22 +69,14 @@ def tree_memory(root: int) -> tuple[int, int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clients", type=int, default=1000,
-                   help="simulated clients")
-    p.add_argument("--per-round", type=int, default=20,
-                   help="clients sampled per round")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="training rounds of every run")
-    p.add_argument("--methods", default="evolve_dither,fedavg",
-                   help="comma list of methods")
-    p.add_argument("--dataset", default="fashion-mnist",
-                   help="the data set")
-    p.add_argument("--model", default="mlp",
-                   help="the architecture")
-    p.add_argument("--out", type=Path, default=Path("results/bench/scale.csv"),
-                   help="the CSV to write")
+    p = bench_parser("bench.scale", __doc__)
+    p.add_argument("--clients", type=int, default=1000, help="simulated clients")
+    p.add_argument("--per-round", type=int, default=20, help="clients sampled per round")
+    add_rounds(p, 3)
+    add_methods(p, "evolve_dither,fedavg")
+    p.add_argument("--dataset", default="fashion-mnist", help="the data set")
+    p.add_argument("--model", default="mlp", help="the architecture")
+    add_csv_out(p, Path("results/bench/scale.csv"))
     return p
 
 
@@ -113,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_processes": peak_procs, "wall_s": round(time.monotonic() - started, 1),
         "rounds_logged": int((rounds["round"] > 0).sum()),
     }  # fmt: skip
-    table = pd.DataFrame([row])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    with pd.option_context("display.width", 250, "display.precision", 3):
-        print(table.to_string(index=False))
+    write_table(pd.DataFrame([row]), args.out)
     return 0
 
 

@@ -45,6 +45,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
 
 from bench.accuracy_frontier import PRESETS  # the same two settings as the accuracy study
+from bench.common import add_csv_out, add_methods, add_rounds, bench_parser, write_table
 from pemn_fl import networks as N
 from pemn_fl.config import RunSettings
 from pemn_fl.data import Dataset
@@ -166,17 +167,13 @@ def engine(options: list[str], method: str, rounds: int, parallel: int) -> pd.Da
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.sim_overhead", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("bench.sim_overhead", __doc__)
     p.add_argument("--presets", default="digits,fashion-mnist",
                    help="comma list of presets to time")
-    p.add_argument("--methods", default="evolve_dither,fedavg",
-                   help="comma list of methods")
-    p.add_argument("--rounds", type=int, default=5,
-                   help="training rounds of every run")
+    add_methods(p, "evolve_dither,fedavg")
+    add_rounds(p, 5)
     p.add_argument("--parallel", type=int, default=2, help="clients side by side in the engine")
-    p.add_argument("--out", type=Path, default=Path("results/bench/sim_overhead.csv"),
-                   help="the CSV to write")
+    add_csv_out(p, Path("results/bench/sim_overhead.csv"))
     return p
 
 
@@ -211,11 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             })  # fmt: skip
             print(f"{preset} {method}: median engine/ideal {rows[-1]['engine_over_ideal']:.2f}, "
                   f"engine/parallel loop {rows[-1]['engine_over_parallel_loop']:.2f}", flush=True)
-    table = pd.DataFrame(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    with pd.option_context("display.width", 250, "display.precision", 3):
-        print(table.to_string(index=False))
+    write_table(pd.DataFrame(rows), args.out)
     return 0
 
 

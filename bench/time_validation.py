@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.common import add_methods, add_nodes, add_rounds, bench_parser
 from pemn_fl import clientlog, profiles
 from pemn_fl import timeline as T
 from pemn_fl import timing as TM
@@ -169,15 +170,11 @@ def table(frame: pd.DataFrame) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.time_validation", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("bench.time_validation", __doc__)
     p.add_argument("--profiles", default="3g,geo", help="comma list of link profiles")
-    p.add_argument("--methods", default=METHODS,
-                   help="comma list of methods")
-    p.add_argument("--nodes", type=int, default=3,
-                   help="SuperNodes of every deployment")
-    p.add_argument("--rounds", type=int, default=6,
-                   help="training rounds of every deployment")
+    add_methods(p, METHODS)
+    add_nodes(p, 3)
+    add_rounds(p, 6, of="every deployment")
     p.add_argument("--extra", default="", help="extra simulations.deploy options")
     p.add_argument("--work", type=Path, default=None, help="where the deployments are kept")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "timing",

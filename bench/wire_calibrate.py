@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import add_methods, add_nodes, add_rounds
 from pemn_fl.config import RunSettings
 from pemn_fl.transport import CONSTANTS_FILE, fit_constants
 from simulations.deploy import deploy
@@ -70,12 +71,9 @@ def table(rows: list[dict[str, object]], extra: dict[str, object], seconds: floa
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.wire_calibrate", description=__doc__)
-    p.add_argument("--nodes", type=int, default=3,
-                   help="SuperNodes of the deployment")
-    p.add_argument("--rounds", type=int, default=2,
-                   help="training rounds of the deployment")
-    p.add_argument("--methods", default="pemn,evolve_dither,fedavg",
-                   help="comma list of methods")
+    add_nodes(p, 3, of="the deployment")
+    add_rounds(p, 2, of="the deployment")
+    add_methods(p, "pemn,evolve_dither,fedavg")
     p.add_argument("--out", type=Path, default=Path("results/wire"),
                    help="output directory")
     p.add_argument("--write", action="store_true",

@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import add_methods, add_nodes, add_rounds
 from pemn_fl.config import RunSettings
 from simulations.deploy import deploy
 
@@ -124,14 +125,10 @@ def report(clear: Path, tls: Path, seconds: dict[str, float]) -> tuple[str, dict
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.wire_tls",
                                 description=__doc__.split("\n\n")[0])  # fmt: skip
-    p.add_argument("--nodes", type=int, default=3,
-                   help="SuperNodes of every deployment")
-    p.add_argument("--rounds", type=int, default=2,
-                   help="training rounds of every deployment")
-    p.add_argument("--methods", default="pemn,evolve_dither,fedavg",
-                   help="comma list of methods")
-    p.add_argument("--dataset", default="digits",
-                   help="the data set")
+    add_nodes(p, 3)
+    add_rounds(p, 2, of="every deployment")
+    add_methods(p, "pemn,evolve_dither,fedavg")
+    p.add_argument("--dataset", default="digits", help="the data set")
     p.add_argument("--out", type=Path, default=Path("results/wire/tls"),
                    help="output directory")
     p.add_argument("--report-only", action="store_true",

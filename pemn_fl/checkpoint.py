@@ -220,30 +220,12 @@ def check_client_states(directory: Path, saved: ServerCheckpoint, names: list[st
     rounds); ``partitions``: those whose files are in ``directory`` (a deployment's node
     keeps only its own; default every partition of the run).
     """
-    from pemn_fl import clientlog
-    from pemn_fl.sampling import RoundSampler
-
     rounds = settings.num_server_rounds
     keys = finished_keys(saved, rounds)
     if not keys:
         return  # nothing trained yet: no client state to have
-    if not clients_csv.is_file():
-        raise CheckpointError(f"{clients_csv}: missing; it says which sampled clients trained "
-                              "in the finished rounds (and holds their rows); start the run "
-                              "again")  # fmt: skip
-    try:
-        frame = clientlog.read(clients_csv, torn_ok=True)
-    except clientlog.ClientsFileError as exc:
-        raise CheckpointError(f"{exc}; start the run again") from None
-    status = {(str(m), int(r), int(p)): str(s) for m, r, p, s in
-              zip(frame["method"], frame["round"], frame["partition"], frame["status"],
-                  strict=True)}  # fmt: skip
-    # The run's own sampler, built as the ServerApp builds it (a sticky one draws its rounds
-    # in order, so they are asked in order).
-    sampler = RoundSampler(saved.node_of_partition, settings.fraction, settings.seed,
-                           settings.sampler, settings.sticky_group, settings.sticky_change)
-    sampled = {r: sorted(sampler.partition_of[n] for n in sampler(r))
-               for r in range(1, rounds + 1)}  # fmt: skip
+    status = _client_statuses(clients_csv)
+    sampled = _seeded_samples(saved, settings)
     for i, r in keys:
         listed = sorted(p for (m, rr, p) in status if m == names[i] and rr == r)
         if listed != sampled[r]:
@@ -257,29 +239,66 @@ def check_client_states(directory: Path, saved: ServerCheckpoint, names: list[st
         certain = [k for k in trained if status[(names[k[0]], k[1], pid)] in SAVED_STATUSES]
         files = [(key, path) for key, path in _client_files(directory, pid) if key <= position]
         newest, path = files[-1] if files else (None, None)
-        if newest is not None and newest[1] == 0:  # a plug-in whose messages lack the round
-            raise CheckpointError(
-                f"{path}: partition {pid}'s state is filed under round 0, because "
-                f"{_name(names, newest)}'s training messages carry no server-round; a resume "
-                "cannot give this node its own state back (docs/methods.md, contract 1): "
-                "start the run again"
-            )
-        if newest is not None and newest not in trained:
-            raise CheckpointError(
-                f"{path}: a state of partition {pid} after round {newest[1]} of "
-                f"{_name(names, newest)}, a round it did not train in (a file of another "
-                "run?); resuming would hand that node foreign state: start the run again"
-            )
-        if certain and (newest is None or newest < certain[-1]):
-            last = certain[-1]
-            held = ("no saved state at all" if newest is None else
-                    f"only its state after round {newest[1]} of {_name(names, newest)}")
-            raise CheckpointError(
-                f"partition {pid}: last trained in round {last[1]} of {_name(names, last)} "
-                f"but {directory / CLIENT_DIR / f'p{pid}'} holds {held} (the newer file is "
-                "missing); resumed, it would train from older state and the run would drift "
-                "from an uninterrupted one: start the run again"
-            )  # fmt: skip
+        _check_newest(directory, pid, names, newest, path, trained, certain)
+
+
+def _client_statuses(clients_csv: Path) -> dict[tuple[str, int, int], str]:
+    """How each sampled client's round ended, by (method, round, partition), from
+    ``clients.csv`` (a missing or damaged file is a ``CheckpointError``)."""
+    from pemn_fl import clientlog
+
+    if not clients_csv.is_file():
+        raise CheckpointError(f"{clients_csv}: missing; it says which sampled clients trained "
+                              "in the finished rounds (and holds their rows); start the run "
+                              "again")  # fmt: skip
+    try:
+        frame = clientlog.read(clients_csv, torn_ok=True)
+    except clientlog.ClientsFileError as exc:
+        raise CheckpointError(f"{exc}; start the run again") from None
+    return {(str(m), int(r), int(p)): str(s) for m, r, p, s in
+            zip(frame["method"], frame["round"], frame["partition"], frame["status"],
+                strict=True)}  # fmt: skip
+
+
+def _seeded_samples(saved: ServerCheckpoint, settings: RunSettings) -> dict[int, list[int]]:
+    """The partitions the run's own sampler picks in each round, built as the ServerApp builds
+    it (a sticky one draws its rounds in order, so they are asked in order)."""
+    from pemn_fl.sampling import RoundSampler
+
+    sampler = RoundSampler(saved.node_of_partition, settings.fraction, settings.seed,
+                           settings.sampler, settings.sticky_group, settings.sticky_change)
+    return {r: sorted(sampler.partition_of[n] for n in sampler(r))
+            for r in range(1, settings.num_server_rounds + 1)}  # fmt: skip
+
+
+def _check_newest(directory: Path, pid: int, names: list[str], newest: tuple[int, int] | None,
+                  path: Path | None, trained: list[tuple[int, int]],
+                  certain: list[tuple[int, int]]) -> None:  # fmt: skip
+    """Partition ``pid``'s newest saved state (its key and ``path``, or None) is from the last
+    round it ``trained`` in, and no state ``certain`` to have been saved is missing."""
+    if newest is not None and newest[1] == 0:  # a plug-in whose messages lack the round
+        raise CheckpointError(
+            f"{path}: partition {pid}'s state is filed under round 0, because "
+            f"{_name(names, newest)}'s training messages carry no server-round; a resume "
+            "cannot give this node its own state back (docs/methods.md, contract 1): "
+            "start the run again"
+        )
+    if newest is not None and newest not in trained:
+        raise CheckpointError(
+            f"{path}: a state of partition {pid} after round {newest[1]} of "
+            f"{_name(names, newest)}, a round it did not train in (a file of another "
+            "run?); resuming would hand that node foreign state: start the run again"
+        )
+    if certain and (newest is None or newest < certain[-1]):
+        last = certain[-1]
+        held = ("no saved state at all" if newest is None else
+                f"only its state after round {newest[1]} of {_name(names, newest)}")
+        raise CheckpointError(
+            f"partition {pid}: last trained in round {last[1]} of {_name(names, last)} "
+            f"but {directory / CLIENT_DIR / f'p{pid}'} holds {held} (the newer file is "
+            "missing); resumed, it would train from older state and the run would drift "
+            "from an uninterrupted one: start the run again"
+        )  # fmt: skip
 
 
 def _name(names: list[str], key: tuple[int, int]) -> str:

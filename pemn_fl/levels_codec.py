@@ -85,6 +85,28 @@ def decode_levels(
 ) -> list[np.ndarray]:
     """Decode and validate; returns one flat ``int16`` array per expected layer."""
     buf = memoryview(bytes(payload)) if not isinstance(payload, bytes) else memoryview(payload)
+    _check_prefix(buf, fingerprint, tag)
+    reader = framing.Reader(buf, len(buf) - framing.CRC_BYTES, LevelsPayloadError,
+                            start=_PREFIX.size)  # fmt: skip
+    q = reader.varint("max level")
+    if not 1 <= q <= max_level:
+        raise LevelsPayloadError(f"max level {q} outside [1, {max_level}]")
+    histograms = _histograms(reader, layer_sizes, q)
+    pos = reader.pos
+    if pos + _U32.size > len(buf) - 4:
+        raise LevelsPayloadError("payload truncated before the body length")
+    (body_len,) = _U32.unpack_from(buf, pos)
+    pos += _U32.size
+    if body_len % 4 or pos + body_len != len(buf) - 4:
+        raise LevelsPayloadError(
+            f"body length {body_len} does not match the payload ({len(buf) - 4 - pos} bytes)"
+        )
+    words = np.frombuffer(buf[pos : pos + body_len], dtype="<u4").astype(np.uint32)
+    return _range_decode(words, layer_sizes, histograms, q)
+
+
+def _check_prefix(buf: memoryview, fingerprint: str, tag: int) -> None:
+    """Length, CRC, magic, version, fingerprint and round of a payload, checked in that order."""
     if len(buf) < _PREFIX.size + 2 + 2 * _U32.size:
         raise LevelsPayloadError(f"payload of {len(buf)} bytes is too short to be a levels array")
     if not framing.sealed(buf):
@@ -100,11 +122,10 @@ def decode_levels(
         )
     if got_tag != tag:
         raise LevelsPayloadError(f"payload is for round {got_tag}, expected round {tag}")
-    reader = framing.Reader(buf, len(buf) - framing.CRC_BYTES, LevelsPayloadError,
-                            start=_PREFIX.size)  # fmt: skip
-    q = reader.varint("max level")
-    if not 1 <= q <= max_level:
-        raise LevelsPayloadError(f"max level {q} outside [1, {max_level}]")
+
+
+def _histograms(reader: framing.Reader, layer_sizes: Sequence[int], q: int) -> list[np.ndarray]:
+    """Each layer's symbol counts (levels 0..``q``), its size and count checked."""
     n_layers = reader.varint("layer count")
     if n_layers != len(layer_sizes):
         raise LevelsPayloadError(f"{n_layers} layers in payload, expected {len(layer_sizes)}")
@@ -117,16 +138,12 @@ def decode_levels(
         if sum(counts) != size:
             raise LevelsPayloadError(f"layer {i}: symbol counts sum to {sum(counts)}, not {size}")
         histograms.append(np.asarray(counts, dtype=np.int64))
-    pos = reader.pos
-    if pos + _U32.size > len(buf) - 4:
-        raise LevelsPayloadError("payload truncated before the body length")
-    (body_len,) = _U32.unpack_from(buf, pos)
-    pos += _U32.size
-    if body_len % 4 or pos + body_len != len(buf) - 4:
-        raise LevelsPayloadError(
-            f"body length {body_len} does not match the payload ({len(buf) - 4 - pos} bytes)"
-        )
-    words = np.frombuffer(buf[pos : pos + body_len], dtype="<u4").astype(np.uint32)
+    return histograms
+
+
+def _range_decode(words: np.ndarray, layer_sizes: Sequence[int], histograms: list[np.ndarray],
+                  q: int) -> list[np.ndarray]:  # fmt: skip
+    """The layers' levels from the range-coded body, each layer's histogram its model."""
     try:
         decoder = constriction.stream.queue.RangeDecoder(words)
         out = []

@@ -153,15 +153,7 @@ def loads(data: bytes) -> ModelFile:
     pos += 4
     if header_len > min(_MAX_HEADER, len(view) - pos - 8):
         raise ModelFileError(f"model file header length {header_len} exceeds the file")
-    try:
-        header = json.loads(bytes(view[pos : pos + header_len]))
-        method, config = header["method"], dict(header["run_config"])
-        fp, entries = header["fingerprint"], list(header["arrays"])
-        final_round, accuracy = header["final_round"], float(header["accuracy"])
-        info = dict(header.get("info", {}))
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # nesting: RecursionError
-        raise ModelFileError(f"model file header is not valid: {exc}") from None
-    _check_header(method, fp, final_round, accuracy, info, entries)
+    method, config, fp, entries, final_round, accuracy, info = _header(view[pos : pos + header_len])
     pos += header_len
     (payload_len,) = _U32.unpack(view[pos : pos + 4])
     pos += 4
@@ -169,6 +161,36 @@ def loads(data: bytes) -> ModelFile:
         raise ModelFileError(f"model file mask payload length {payload_len} exceeds the file")
     payload = view[pos : pos + payload_len]
     pos += payload_len
+    shapes, mask_sizes = _shapes(entries)
+    masks: list[np.ndarray] = []
+    if mask_sizes:
+        try:
+            masks = decode_mask(payload, fingerprint=fp, layer_sizes=mask_sizes)
+        except (MaskPayloadError, ValueError, TypeError) as exc:
+            raise ModelFileError(f"model file masks do not decode: {exc}") from None
+    elif payload_len:
+        raise ModelFileError("model file has a mask payload but no mask arrays")
+    arrays = _arrays(view, pos, entries, shapes, masks)
+    return ModelFile(method, config, fp, ArrayRecord(arrays), final_round, accuracy, info)
+
+
+def _header(raw: memoryview) -> tuple[str, dict, str, list, int, float, dict]:
+    """The JSON header's fields, checked: method, run config, fingerprint, array entries, final
+    round, accuracy and info."""
+    try:
+        header = json.loads(bytes(raw))
+        method, config = header["method"], dict(header["run_config"])
+        fp, entries = header["fingerprint"], list(header["arrays"])
+        final_round, accuracy = header["final_round"], float(header["accuracy"])
+        info = dict(header.get("info", {}))
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # nesting: RecursionError
+        raise ModelFileError(f"model file header is not valid: {exc}") from None
+    _check_header(method, fp, final_round, accuracy, info, entries)
+    return method, config, fp, entries, final_round, accuracy, info
+
+
+def _shapes(entries: list) -> tuple[list[tuple[int, ...]], list[int]]:
+    """Every array entry checked: the shapes, and the sizes of the masks among them."""
     shapes, mask_sizes = [], []
     seen: set[str] = set()
     for e in entries:
@@ -184,14 +206,13 @@ def loads(data: bytes) -> ModelFile:
     if sum(mask_sizes) > MAX_PARAMETERS:
         raise ModelFileError(f"model file masks hold {sum(mask_sizes):,} entries; a model "
                              f"pemn-fl builds has at most {MAX_PARAMETERS:,}")  # fmt: skip
-    masks: list[np.ndarray] = []
-    if mask_sizes:
-        try:
-            masks = decode_mask(payload, fingerprint=fp, layer_sizes=mask_sizes)
-        except (MaskPayloadError, ValueError, TypeError) as exc:
-            raise ModelFileError(f"model file masks do not decode: {exc}") from None
-    elif payload_len:
-        raise ModelFileError("model file has a mask payload but no mask arrays")
+    return shapes, mask_sizes
+
+
+def _arrays(view: memoryview, pos: int, entries: list, shapes: list[tuple[int, ...]],
+            masks: list[np.ndarray]) -> dict[str, Array]:  # fmt: skip
+    """The arrays in header order: each mask from ``masks``, each raw one read from ``pos``
+    on (floats checked); every byte up to the CRC must be used."""
     arrays: dict[str, Array] = {}
     for e, shape in zip(entries, shapes, strict=True):
         dtype = np.dtype(e["dtype"])
@@ -208,7 +229,7 @@ def loads(data: bytes) -> ModelFile:
         pos += size
     if pos != len(view) - 4:
         raise ModelFileError(f"model file has {len(view) - 4 - pos} unexpected trailing bytes")
-    return ModelFile(method, config, fp, ArrayRecord(arrays), final_round, accuracy, info)
+    return arrays
 
 
 def _check_header(method: object, fingerprint: object, final_round: object, accuracy: float,

@@ -81,32 +81,8 @@ def partition_indices(
     labels = _validate_labels(labels)
     scheme = _validate_scheme(scheme)
     n = int(labels.shape[0])
-    num_classes = int(np.unique(labels).size)
-    if isinstance(num_partitions, bool) or not isinstance(num_partitions, int | np.integer):
-        raise PartitionError(f"num_partitions must be an integer, got {num_partitions!r}")
-    num_partitions = int(num_partitions)
-    if num_partitions < 1:
-        raise PartitionError(f"num_partitions must be at least 1, got {num_partitions}")
-    if num_partitions > n:
-        raise PartitionError(
-            f"num_partitions={num_partitions} is larger than the number of samples ({n}): "
-            "every client needs at least one sample; use fewer clients or a larger dataset"
-        )
-    if scheme == "dirichlet" and not _is_positive_number(alpha):
-        raise PartitionError(
-            f"alpha must be a positive number for the dirichlet scheme, got {alpha!r} "
-            "(small values such as 0.1 are very non-IID, large values such as 100 are near-IID)"
-        )
-    if scheme == "pathological" and not (
-        isinstance(classes_per_client, int | np.integer) and 1 <= classes_per_client <= num_classes
-    ):
-        raise PartitionError(
-            f"classes_per_client must be between 1 and the number of classes present "
-            f"({num_classes}), got {classes_per_client!r}"
-        )
-    if min_partition_size is not None and min_partition_size < 0:
-        raise PartitionError(f"min_partition_size must be >= 0, got {min_partition_size}")
-
+    num_partitions = _validate_arguments(scheme, n, int(np.unique(labels).size), num_partitions,
+                                         alpha, classes_per_client, min_partition_size)  # fmt: skip
     table = _label_table(labels, seed)
     if scheme == "iid":
         parts = _run_iid(table, num_partitions)
@@ -157,6 +133,38 @@ def partition_for(
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _validate_arguments(scheme: str, n: int, num_classes: int, num_partitions: int,
+                        alpha: float, classes_per_client: int,
+                        min_partition_size: int | None) -> int:  # fmt: skip
+    """The partitioning arguments checked, each where its scheme uses it; the partition count
+    as an ``int``."""
+    if isinstance(num_partitions, bool) or not isinstance(num_partitions, int | np.integer):
+        raise PartitionError(f"num_partitions must be an integer, got {num_partitions!r}")
+    num_partitions = int(num_partitions)
+    if num_partitions < 1:
+        raise PartitionError(f"num_partitions must be at least 1, got {num_partitions}")
+    if num_partitions > n:
+        raise PartitionError(
+            f"num_partitions={num_partitions} is larger than the number of samples ({n}): "
+            "every client needs at least one sample; use fewer clients or a larger dataset"
+        )
+    if scheme == "dirichlet" and not _is_positive_number(alpha):
+        raise PartitionError(
+            f"alpha must be a positive number for the dirichlet scheme, got {alpha!r} "
+            "(small values such as 0.1 are very non-IID, large values such as 100 are near-IID)"
+        )
+    if scheme == "pathological" and not (
+        isinstance(classes_per_client, int | np.integer) and 1 <= classes_per_client <= num_classes
+    ):
+        raise PartitionError(
+            f"classes_per_client must be between 1 and the number of classes present "
+            f"({num_classes}), got {classes_per_client!r}"
+        )
+    if min_partition_size is not None and min_partition_size < 0:
+        raise PartitionError(f"min_partition_size must be >= 0, got {min_partition_size}")
+    return num_partitions
 
 
 def _validate_labels(labels: Any) -> np.ndarray:

@@ -200,6 +200,30 @@ def check_padding(chunk: memoryview, used_bits: int, what: str) -> None:
 
 def decode(body: memoryview, total: int, ref_flat: np.ndarray) -> np.ndarray:
     """Apply the coded flips to ``ref_flat`` in place (the caller passes a private copy)."""
+    m, k, unary, rem = _streams(body, total)
+    # Validate the unary stream on a bitarray view before allocating anything from it.
+    unary_view = bits_view(unary)
+    terminators = unary_view.count(1)
+    if terminators != m:
+        raise MaskPayloadError(f"unary stream holds {terminators} codes, flip count says {m}")
+    if m == 0:
+        if len(unary):
+            raise MaskPayloadError(f"zero flips but {len(unary)} trailing bytes in the delta body")
+        return ref_flat
+    _check_span(unary_view, len(unary), m, k, total)
+    check_padding(rem, m * k, "remainder stream")
+    positions = _positions(unary, rem, m, k)
+    if int(positions[-1]) >= total:
+        raise MaskPayloadError(
+            f"decoded flip position {int(positions[-1])} out of range for a {total}-bit mask"
+        )
+    ref_flat[positions] ^= True
+    return ref_flat
+
+
+def _streams(body: memoryview, total: int) -> tuple[int, int, memoryview, memoryview]:
+    """The flip count ``m``, the Rice parameter ``k`` and the unary and remainder streams of a
+    delta body, their lengths checked against each other and the mask."""
     reader = framing.Reader(body, len(body), MaskPayloadError)
     m = reader.varint("flip count")
     if m > total:
@@ -209,27 +233,19 @@ def decode(body: memoryview, total: int, ref_flat: np.ndarray) -> np.ndarray:
         raise MaskPayloadError(f"Rice parameter k={k} out of range for a {total}-bit mask")
     if m == 0 and k != 0:
         raise MaskPayloadError(f"Rice parameter k={k} with zero flips (must be 0)")
-
-    rem_bits = m * k
-    rem_len = (rem_bits + 7) // 8
+    rem_len = (m * k + 7) // 8
     unary_len = reader.end - reader.pos - rem_len
     if unary_len < 0:
         raise MaskPayloadError(
             f"delta body too short: {m} remainders of {k} bits need {rem_len} bytes, "
             f"only {reader.end - reader.pos} left"
         )
-    unary = reader.take(unary_len, "unary stream")
-    rem = reader.take(rem_len, "remainder stream")
+    return m, k, reader.take(unary_len, "unary stream"), reader.take(rem_len, "remainder stream")
 
-    # Validate the unary stream on a bitarray view before allocating anything from it.
-    unary_view = bits_view(unary)
-    terminators = unary_view.count(1)
-    if terminators != m:
-        raise MaskPayloadError(f"unary stream holds {terminators} codes, flip count says {m}")
-    if m == 0:
-        if unary_len:
-            raise MaskPayloadError(f"zero flips but {unary_len} trailing bytes in the delta body")
-        return ref_flat
+
+def _check_span(unary_view: bitarray, unary_len: int, m: int, k: int, total: int) -> None:
+    """The unary stream ends in its last byte, and the positions it codes cannot run past the
+    mask nor wrap int64 (checked before any array is allocated from it)."""
     last_bit = unary_view.find(1, right=True)
     if last_bit // 8 != unary_len - 1:
         raise MaskPayloadError(
@@ -240,8 +256,10 @@ def decode(body: memoryview, total: int, ref_flat: np.ndarray) -> np.ndarray:
     # one is >= (sum_q << k) + m: reject what must overrun the mask or could wrap int64.
     if (sum_q << k) + m > total or (sum_q + m) << k >= INT64_SAFE:
         raise MaskPayloadError(f"decoded flip positions run past the {total}-bit mask")
-    check_padding(rem, rem_bits, "remainder stream")
 
+
+def _positions(unary: memoryview, rem: memoryview, m: int, k: int) -> np.ndarray:
+    """The flip positions the two streams code: ``cumsum((q << k | r) + 1) - 1``."""
     # .view(bool): numpy's fast nonzero path exists for bool only (uint8 is ~10x slower).
     unary_bits = np.unpackbits(np.frombuffer(unary, dtype=np.uint8), bitorder="little")
     term = np.flatnonzero(unary_bits.view(np.bool_))
@@ -251,7 +269,7 @@ def decode(body: memoryview, total: int, ref_flat: np.ndarray) -> np.ndarray:
         gaps <<= k
         # Remainders back from bit planes, accumulated in the narrowest dtype, then merged.
         bits = np.unpackbits(
-            np.frombuffer(rem, dtype=np.uint8), count=rem_bits, bitorder="little"
+            np.frombuffer(rem, dtype=np.uint8), count=m * k, bitorder="little"
         ).reshape(m, k)
         acc = uint_for(k)
         rem_vals = bits[:, 0].astype(acc)
@@ -262,9 +280,4 @@ def decode(body: memoryview, total: int, ref_flat: np.ndarray) -> np.ndarray:
     gaps += 1
     positions = np.cumsum(gaps, out=gaps)
     positions -= 1
-    if int(positions[-1]) >= total:
-        raise MaskPayloadError(
-            f"decoded flip position {int(positions[-1])} out of range for a {total}-bit mask"
-        )
-    ref_flat[positions] ^= True
-    return ref_flat
+    return positions

@@ -27,11 +27,12 @@ from pemn_fl import networks as N
 from pemn_fl.accounting import MeteredGrid, Traffic, WireMeter
 from pemn_fl.config import RunSettings
 from pemn_fl.export import export_model, fingerprint_of
+from pemn_fl.figure import plot_runs
 from pemn_fl.methods import Method, settings_from
 from pemn_fl.methods import get as get_method
 from pemn_fl.methods.frames.replica import catchup_payload_bytes
 from pemn_fl.modelfile import save
-from pemn_fl.report import RoundLog, columns_for, plot_runs, summarize, summary_table
+from pemn_fl.report import RoundLog, columns_for, summarize, summary_table
 from pemn_fl.sampling import RoundSampler
 from pemn_fl.task import evaluate
 from pemn_fl.timeline import RoundInput, Timeline

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pemn_fl.report import RoundsFileError, plot_runs
+from pemn_fl.figure import plot_runs
+from pemn_fl.report import RoundsFileError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         S.plot_bands({"": frames}, out / "timeline.png", title=title,
                      target=report["target_accuracy"], axis="time")  # type: ignore[arg-type]
     else:
-        from pemn_fl.report import plot_runs
+        from pemn_fl.figure import plot_runs
 
         plot_runs([out], out / "timeline.png", title=title, x="time")
     print(f"written: {out}/ (timeline.csv, timeline.json, timeline.png)")

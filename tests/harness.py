@@ -1,5 +1,7 @@
 """In-process Flower plumbing for strategy tests: what the engine does between a server
-strategy and its nodes, on real ``Message`` objects, without starting an engine.
+strategy and its nodes, on real ``Message`` objects, without starting an engine: a node's
+``context``, ``deliver`` one message to a client step, ``run_rounds`` for whole rounds; and
+``another_run_holds`` a run directory, for the runner's tests.
 
 Use with the ``flower_identity`` fixture (``tests/conftest.py``): Flower stamps replies with
 the identity of the task that built them, which outside an engine must be set by hand.
@@ -7,9 +9,14 @@ the identity of the task that built them, which outside an engine must be set by
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 
 from pemn_fl.config import RunSettings
@@ -17,7 +24,9 @@ from pemn_fl.methods import settings_from
 from pemn_fl.methods.base import ServerSide
 from pemn_fl.sampling import RoundSampler
 
+ROOT = Path(__file__).resolve().parents[1]
 FIRST_NODE = 100  # node id of partition 0; partition p is node 100 + p
+Step = Callable[[Message, Context, RunSettings], Message | None]
 
 
 def context(pid: int, partitions: int) -> Context:
@@ -40,11 +49,74 @@ def stamp(msg: Message, src_node_id: int) -> Message:
     return msg
 
 
-def deliver(msg: Message, step: Callable[[Message, Context, RunSettings], Message],
-            ctx: Context, settings: RunSettings) -> Message:  # fmt: skip
-    """Hand ``msg`` to a node's client step and return its reply, addressed as the engine would."""
+def deliver(msg: Message, step: Step, ctx: Context, settings: RunSettings) -> Message:
+    """Hand ``msg`` to a node's client step and return its reply, addressed as the engine
+    would (None where the step gives none)."""
     stamp(msg, SUPERLINK_NODE_ID)
-    return stamp(step(msg, ctx, settings), msg.metadata.dst_node_id)
+    reply = step(msg, ctx, settings)
+    return None if reply is None else stamp(reply, msg.metadata.dst_node_id)
+
+
+@dataclass
+class Round:
+    """One round as ``run_rounds`` drove it."""
+
+    r: int
+    sent: list[Message]  # the downlink, in the strategy's order
+    replies: list[Message]  # what reached the server, in the order sent
+    arrays: ArrayRecord | None  # aggregate_train's result
+    metrics: MetricRecord | None
+
+
+def run_rounds(strategy, rounds: Iterable[int], step: Step,  # noqa: ANN001
+               nodes: Mapping[int, Context] | None = None, settings: RunSettings | None = None,
+               arrays: ArrayRecord | None = None,
+               tamper: Callable[[int, Message], Message | None] | None = None,
+               ) -> Iterator[Round]:  # fmt: skip
+    """Drive a server ``strategy`` through ``rounds`` as the engine does: each message it
+    sends is delivered to ``step`` (a method's client step, or a hand-made answer) with its
+    node's context from ``nodes`` (by node id), and the replies go to ``aggregate_train``.
+
+    ``step`` returning None is a node that never answers; ``tamper(r, reply)`` sees each
+    reply on its way back and returns it, another message, or None (lost). ``arrays`` goes
+    into the first ``configure_train``, each round's new arrays (when it made some) into the
+    next. Lazy: a round runs when the caller's loop asks for it, so the loop body sees the
+    strategy and every node as they stand right after that round.
+    """
+    for r in rounds:
+        sent = list(strategy.configure_train(r, arrays, ConfigRecord(), None))
+        replies = []
+        for msg in sent:
+            ctx = None if nodes is None else nodes[msg.metadata.dst_node_id]
+            reply = deliver(msg, step, ctx, settings)  # type: ignore[arg-type]
+            if reply is not None and tamper is not None:
+                reply = tamper(r, reply)
+            if reply is not None:
+                replies.append(reply)
+        new, metrics = strategy.aggregate_train(r, replies)
+        yield Round(r, sent, replies, new, metrics)
+        arrays = new if new is not None else arrays
+
+
+def replicated_rounds(strategy, rounds: Iterable[int], step: Step,  # noqa: ANN001
+                      nodes: Mapping[int, Context], settings: RunSettings, name: str,
+                      ) -> Iterator[Round]:  # fmt: skip
+    """``run_rounds`` for a method whose every party holds a replica of one state
+    (``methods.frames.replica``), checking after each round that the server refused no reply
+    and that every node that took part holds exactly the state the server held when the
+    round began (its ``<name>-weights``, at round r - 1)."""
+    from pemn_fl.methods.frames import replica
+
+    start = replica.digest(strategy.replica.state)
+    for one in run_rounds(strategy, rounds, step, nodes, settings):
+        assert one.arrays is not None and strategy.rejected == 0, one.r
+        for m in one.sent:
+            ctx = nodes[m.metadata.dst_node_id]
+            held = ctx.state[f"{name}-weights"].to_numpy_ndarrays()
+            assert replica.digest(held) == start, (one.r, m.metadata.dst_node_id)
+            assert int(ctx.state[f"{name}-round"]["round"]) == one.r - 1
+        start = replica.digest(strategy.replica.state)
+        yield one
 
 
 def scheduled(module, settings: RunSettings, partitions: int,  # noqa: ANN001
@@ -82,9 +154,23 @@ def first_round(name: str, settings: RunSettings, partitions: int = 3
 
     method = get(name)
     sampler = RoundSampler({p: FIRST_NODE + p for p in range(partitions)}, 1.0, seed=0)
-    side, nodes = method.server(settings, sampler), contexts(partitions)
-    sent = side.strategy.configure_train(1, side.initial, ConfigRecord(), None)
-    replies = [deliver(m, method.client_step, nodes[m.metadata.dst_node_id], settings)
-               for m in sent]  # fmt: skip
-    new, _ = side.strategy.aggregate_train(1, replies)
-    return side, replies, new
+    side = method.server(settings, sampler)
+    (one,) = run_rounds(side.strategy, [1], method.client_step, contexts(partitions), settings,
+                        side.initial)  # fmt: skip
+    return side, one.replies, one.arrays
+
+
+@contextmanager
+def another_run_holds(out: Path) -> Iterator[subprocess.Popen]:
+    """A second process holding ``out``'s run lock, as a run writing there does, until the
+    block ends (then it is killed, and its lock goes with it)."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from pathlib import Path; from simulations.outdir import lock_out; "
+        f"h = lock_out(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)")],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

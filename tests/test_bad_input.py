@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import another_run_holds
+
 ROOT = Path(__file__).resolve().parents[1]
 MAINS = {"simulations.run": "simulations.run", "simulations.plot": "simulations.plot",
          "simulations.deploy": "simulations.deploy", "pemn_fl": "pemn_fl.__main__"}  # fmt: skip
@@ -143,12 +145,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(
 
     out = tmp_path / "shared"
     out.mkdir()
-    first = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from simulations.outdir import lock_out; "
-        f"h = lock_out(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)")],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert first.stdout.readline().strip() == "locked"
+    with another_run_holds(out) as first:
         for argv in (["--out", str(out), "--overwrite"], ["--resume", str(out)]):
             code = main([*argv, "--rounds", "1"] if "--out" in argv else argv)
             err = capsys.readouterr().err.strip().splitlines()
@@ -156,9 +153,6 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(
             # refused for the same reason as a fresh run.
             assert code == 2 and len(err) == 1, err
             assert "another run (pid" in err[0] and str(first.pid) in err[0], err
-    finally:
-        first.kill()
-        first.wait()
     assert main(["--out", str(out), "--overwrite", "--rounds", "1", "--width", "inf"]) == 2
     capsys.readouterr()
     from simulations.outdir import lock_out

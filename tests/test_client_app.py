@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ray.cloudpickle as cloudpickle
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from pemn_fl import client_app
 from pemn_fl.client_app import build_client_app
 from pemn_fl.methods import settings_from
+from tests import harness
 
 
 def _as_flower_sends_it(app: object) -> bytes:
@@ -37,9 +38,7 @@ def test_client_app_pickles_as_its_recipe_and_rebuilds_with_the_same_handlers() 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 4702154239133451237, 1, 7
     content = RecordDict({"config": ConfigRecord()})
     msg = Message(content, dst_node_id=11, message_type="query.hello")
-    context = Context(run_id=1, node_id=11, node_config={"partition-id": 4, "num-partitions": 9},
-                      state=RecordDict(), run_config={})  # fmt: skip
-    reply = rebuilt(msg, context)
+    reply = rebuilt(msg, harness.context(4, 9))
     assert reply.content["node"]["partition-id"] == 4
     assert reply.content["node"]["num-partitions"] == 9
 

@@ -24,7 +24,6 @@ from pemn_fl.methods import evolve, evolve_dither, evolve_lattice, evolve_moment
 from pemn_fl.methods.frames import evolving as E
 from pemn_fl.methods.frames import evolving_round as ER
 from pemn_fl.methods.frames import replica as R
-from pemn_fl.sampling import RoundSampler
 from tests.harness import build_settings, changed
 
 SETTINGS = build_settings(
@@ -37,10 +36,6 @@ PARTITIONS = 4
 pytestmark = pytest.mark.usefixtures("flower_identity")
 
 
-def _context(pid: int) -> Context:
-    return H.context(pid, PARTITIONS)
-
-
 def _deliver(msg: Message, step, ctx: Context) -> Message:  # noqa: ANN001
     return H.deliver(msg, step, ctx, SETTINGS)
 
@@ -50,32 +45,14 @@ def _run(module, name: str, schedule: dict[int, list[int]], history: int | None 
          ) -> tuple[object, dict[int, Context], dict[int, list[Message]]]:  # fmt: skip
     if history is not None and monkeypatch is not None:
         monkeypatch.setattr(R, "HISTORY", history)
-    node_of = {p: 100 + p for p in range(PARTITIONS)}
-    sampler = RoundSampler(node_of, 1.0, seed=0)
-    side = module.METHOD.server(SETTINGS, sampler)
-    strategy = side.strategy
     # The schedule picks the nodes per round (every node in rounds it does not name).
-    strategy.sampler = type("S", (), {
-        "__call__": lambda self, r: [node_of[p] for p in schedule.get(r, list(node_of))],
-        "order_key": staticmethod(sampler.order_key),
-    })()  # fmt: skip
-    contexts = {p: _context(p) for p in range(PARTITIONS)}
-    log: dict[int, list[Message]] = {}
-    for r in sorted(schedule):
-        start = R.digest(strategy.replica.state)  # W (and V, with momentum)
-        sent = log[r] = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
-        replies = [
-            _deliver(m, module.METHOD.client_step, contexts[m.metadata.dst_node_id - 100])
-            for m in sent
-        ]
-        arrays, _ = strategy.aggregate_train(r, replies)
-        assert arrays is not None and strategy.rejected == 0
-        # Every node that took part holds exactly the weights the round started from.
-        for m in sent:
-            ctx = contexts[m.metadata.dst_node_id - 100]
-            held = ctx.state[f"{name}-weights"].to_numpy_ndarrays()
-            assert R.digest(held) == start
-            assert int(ctx.state[f"{name}-round"]["round"]) == r - 1
+    strategy = H.scheduled(module, SETTINGS, PARTITIONS, schedule).strategy
+    contexts = H.contexts(PARTITIONS)
+    # Every node that took part holds exactly the weights (W, and V with momentum) the round
+    # started from.
+    rounds = H.replicated_rounds(strategy, sorted(schedule), module.METHOD.client_step,
+                                 contexts, SETTINGS, name)  # fmt: skip
+    log = {one.r: one.sent for one in rounds}
     return strategy, contexts, log
 
 
@@ -121,24 +98,22 @@ def test_a_node_beyond_the_history_gets_a_counted_snapshot(monkeypatch: pytest.M
     floats = 4 * sum(strategy.net.sizes)
     assert payload_bytes(to_node0) == floats + 8  # the float32 weights + the digest
     assert payload_bytes(to_node1) < floats // 8  # node 1 only needed round 3's levels
-    assert int(contexts[0].state["evolve-round"]["round"]) == 3
+    assert int(contexts[100].state["evolve-round"]["round"]) == 3
 
 
 def test_bytes_equal_the_encoded_lengths() -> None:
     schedule = {1: [0, 1, 2], 2: [0, 1, 2]}
     strategy, contexts, log = _run(evolve, "evolve", schedule)
-    sent = list(strategy.configure_train(3, None, ConfigRecord(), None))  # type: ignore[arg-type]
+    (three,) = H.run_rounds(strategy, [3], evolve.METHOD.client_step, contexts, SETTINGS)
     payload = strategy.replica.updates[2]["update"]
-    for m in sent:
+    for m in three.sent:
         cfg = m.content["config"]
         assert bytes(cfg["update-2"]) == payload
         # Node 3 missed rounds 1-2, so it also gets round 1's update: every one is counted.
         rounds = [1, 2] if m.metadata.dst_node_id == 103 else [2]
         sizes = sum(len(strategy.replica.updates[t]["update"]) for t in rounds)
         assert payload_bytes(m) == sizes + len(bytes(cfg["digest"])) > 0
-    replies = [_deliver(m, evolve.METHOD.client_step, contexts[m.metadata.dst_node_id - 100])
-               for m in sent]  # fmt: skip
-    for reply in replies:
+    for reply in three.replies:
         assert payload_bytes(reply) == len(reply.content["update"]["mask"]) > 0
 
 
@@ -150,8 +125,8 @@ def test_a_replayed_catch_up_is_not_applied_twice() -> None:
     strategy.replica.holds[100] = 0
     sent = [m for m in strategy.configure_train(3, None, ConfigRecord(), None)  # type: ignore[arg-type]
             if m.metadata.dst_node_id == 100]  # fmt: skip
-    _deliver(sent[0], evolve.METHOD.client_step, contexts[0])
-    held = contexts[0].state["evolve-weights"].to_numpy_ndarrays()
+    _deliver(sent[0], evolve.METHOD.client_step, contexts[100])
+    held = contexts[100].state["evolve-weights"].to_numpy_ndarrays()
     assert R.digest(held) == R.digest(strategy.weights)
 
 
@@ -160,10 +135,10 @@ def test_a_wrong_digest_is_a_clear_error_and_keeps_the_node_state() -> None:
     sent = list(strategy.configure_train(2, None, ConfigRecord(), None))  # type: ignore[arg-type]
     sent = [m for m in sent if m.metadata.dst_node_id == 100] or sent
     sent[0].content["config"]["digest"] = b"\x00" * 8
-    before = contexts[0].state["evolve-weights"].to_numpy_ndarrays()
+    before = contexts[100].state["evolve-weights"].to_numpy_ndarrays()
     with pytest.raises(RuntimeError, match="digest mismatch"):
-        evolve.METHOD.client_step(sent[0], contexts[0], SETTINGS)
-    after = contexts[0].state["evolve-weights"].to_numpy_ndarrays()
+        evolve.METHOD.client_step(sent[0], contexts[100], SETTINGS)
+    after = contexts[100].state["evolve-weights"].to_numpy_ndarrays()
     assert R.digest(before) == R.digest(after)
 
 
@@ -376,23 +351,20 @@ def test_the_server_weighs_votes_by_examples_or_uniformly(weighting: str, level:
     settings = dataclasses.replace(SETTINGS, vote_weighting=weighting)
     side = H.scheduled(evolve, settings, PARTITIONS, {1: [0, 1]})
     strategy, net = side.strategy, E.network(settings)
-    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
-    replies = []
-    for m, (vote, n, train_loss) in zip(sent, [(1, 30, 3.0), (0, 10, 1.0)], strict=True):
-        mask = [np.zeros(s, np.int16) for s in net.sizes]
+    votes = {100: (1, 30, 3.0), 101: (0, 10, 1.0)}  # node: (vote, examples, loss)
+
+    def answer(msg: Message, ctx: Context, s: RunSettings) -> Message:
+        vote, n, train_loss = votes[msg.metadata.dst_node_id]
+        mask = [np.zeros(size, np.int16) for size in net.sizes]
         mask[0][0] = vote
         payload = encode_levels(mask, fingerprint=net.fingerprint, tag=1, max_level=1)
+        return Message(content=RecordDict({"update": ConfigRecord({"mask": payload}),
+                                           "metrics": MetricRecord({"num-examples": n,
+                                                                    "train-loss": train_loss})}),
+                       reply_to=msg)  # fmt: skip
 
-        def answer(msg: Message, ctx: Context, s: RunSettings, p: bytes = payload, n: int = n,
-                   lo: float = train_loss) -> Message:  # fmt: skip
-            return Message(content=RecordDict({"update": ConfigRecord({"mask": p}),
-                                               "metrics": MetricRecord({"num-examples": n,
-                                                                        "train-loss": lo})}),
-                           reply_to=msg)  # fmt: skip
-
-        replies.append(H.deliver(m, answer, _context(m.metadata.dst_node_id - 100), settings))
-    arrays, metrics = strategy.aggregate_train(1, replies)
-    assert strategy.rejected == 0 and metrics["train-loss"] == pytest.approx(loss)
+    (one,) = H.run_rounds(strategy, [1], answer, H.contexts(PARTITIONS), settings)
+    assert strategy.rejected == 0 and one.metrics["train-loss"] == pytest.approx(loss)
     n1 = E.noise(settings, 1)
     moved = strategy.weights[0] - net.initial[0]
     np.testing.assert_allclose(moved[0], n1[0][0] * level / 2, rtol=1e-5)

@@ -8,13 +8,11 @@ holds: each through the real code path, without starting an engine.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from flwr.app import ConfigRecord, Context, RecordDict
+from flwr.app import ConfigRecord
 from flwr.common.constant import SUPERLINK_NODE_ID
 
 from pemn_fl import faults
@@ -22,7 +20,7 @@ from pemn_fl.accounting import Traffic
 from pemn_fl.client_app import build_client_app
 from pemn_fl.report import COLUMNS
 from pemn_fl.server_app import empty_round_problem
-from tests.harness import FIRST_NODE, build_settings, stamp
+from tests.harness import FIRST_NODE, another_run_holds, build_settings, context, stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("flower_identity")
@@ -70,12 +68,6 @@ def _train_message(settings_values: dict[str, object]):  # noqa: ANN202
     return stamp(msg, SUPERLINK_NODE_ID), settings
 
 
-def _context() -> Context:
-    return Context(run_id=7, node_id=FIRST_NODE,
-                   node_config={"partition-id": 0, "num-partitions": 2},
-                   state=RecordDict(), run_config={})  # fmt: skip
-
-
 @pytest.mark.parametrize(("straggler_rate", "late"), [(1.0, True), (0.0, False)])
 def test_a_straggler_answers_late_and_a_punctual_client_does_not(straggler_rate: float,
                                                                  late: bool) -> None:
@@ -83,7 +75,7 @@ def test_a_straggler_answers_late_and_a_punctual_client_does_not(straggler_rate:
               "round_deadline": 30.0, "local_epochs": 1}  # fmt: skip
     msg, settings = _train_message(values)
     app = build_client_app(settings)  # the simulator's: deadlines on own work
-    reply = app(msg, _context())
+    reply = app(msg, context(0, 2))
     assert faults.is_late(reply) is late
     if late:  # an injected straggler, said as such, and no sleep in a shared actor
         assert reply.error.code == faults.STRAGGLED and "straggler" in reply.error.reason
@@ -95,10 +87,10 @@ def test_with_a_link_only_injected_stragglers_are_late_on_the_client() -> None:
     values = {"methods": "fedavg", "min_nodes": 2, "round_deadline": 0.001, "local_epochs": 1,
               "link": "lte"}  # fmt: skip
     msg, settings = _train_message(values)
-    reply = build_client_app(settings)(msg, _context())
+    reply = build_client_app(settings)(msg, context(0, 2))
     assert not reply.has_error()
     without = build_settings(**{**values, "link": ""})
-    reply = build_client_app(without)(msg, _context())
+    reply = build_client_app(without)(msg, context(0, 2))
     assert faults.is_late(reply) and reply.error.code == faults.LATE
 
 
@@ -124,17 +116,9 @@ def test_a_second_resume_of_a_directory_another_run_holds_is_refused(
     from tests.test_damaged_state import _run_dir
 
     out = _run_dir(tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from pathlib import Path; from simulations.outdir import lock_out; "
-        f"h = lock_out(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)")],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with another_run_holds(out):
         from simulations.run import main
 
         assert main(["--resume", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "another run (pid" in err[0], err
-    finally:
-        holder.kill()
-        holder.wait()

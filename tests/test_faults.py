@@ -12,7 +12,7 @@ from pemn_fl.codec import inspect_payload
 from pemn_fl.methods import evolve_dither, fedavg, pemn, qsgd
 from pemn_fl.methods.frames import mask_voting
 from pemn_fl.sampling import RoundSampler
-from tests.harness import build_settings, changed, context, scheduled, stamp
+from tests.harness import build_settings, changed, context, run_rounds, scheduled, stamp
 from tests.harness import contexts as harness_contexts
 
 SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
@@ -29,21 +29,20 @@ def _setup(module):  # noqa: ANN001, ANN202
     return side, contexts
 
 
-def _round(module, side, contexts, r: int, spoil=None):  # noqa: ANN001, ANN202
-    """One round; ``spoil(reply)`` tampers with node 100's reply. Returns the sent messages."""
-    arrays = side.initial if r == 1 else side.strategy.last  # type: ignore[attr-defined]
-    sent = list(side.strategy.configure_train(r, arrays, ConfigRecord(), None))  # type: ignore[arg-type]
-    replies = []
-    for m in sent:
-        stamp(m, SUPERLINK_NODE_ID)
-        reply = module.METHOD.client_step(m, contexts[m.metadata.dst_node_id], SETTINGS)
-        stamp(reply, m.metadata.dst_node_id)
-        if spoil is not None and m.metadata.dst_node_id == 100:
+def _round(module, side, contexts, r: int, spoil=None, tamper=None):  # noqa: ANN001, ANN202
+    """One round; ``spoil(reply)`` tampers with node 100's reply (``tamper`` as
+    ``run_rounds`` takes it with any). Returns the sent messages and the new arrays."""
+
+    def at_node_100(r: int, reply: Message) -> Message:
+        if reply.metadata.src_node_id == 100:
             spoil(reply)
-        replies.append(reply)
-    new, _ = side.strategy.aggregate_train(r, replies)
-    side.strategy.last = new if new is not None else arrays  # type: ignore[attr-defined]
-    return sent, new
+        return reply
+
+    arrays = side.initial if r == 1 else side.strategy.last  # type: ignore[attr-defined]
+    (one,) = run_rounds(side.strategy, [r], module.METHOD.client_step, contexts, SETTINGS, arrays,
+                        tamper=at_node_100 if spoil is not None else tamper)  # fmt: skip
+    side.strategy.last = one.arrays if one.arrays is not None else arrays  # type: ignore[attr-defined]
+    return one.sent, one.arrays
 
 
 def test_a_rejected_pemn_reply_does_not_shut_the_client_out() -> None:
@@ -123,18 +122,13 @@ def test_fedavg_rejects_a_bad_reply_and_goes_on(spoil) -> None:  # noqa: ANN001
 
 
 def _scheduled_rounds(schedule: dict[int, list[int]]):  # noqa: ANN202
-    import tests.harness as H
-
-    side = H.scheduled(pemn, SETTINGS, PARTITIONS, schedule)
-    ctxs = H.contexts(PARTITIONS)
+    side = scheduled(pemn, SETTINGS, PARTITIONS, schedule)
+    ctxs = harness_contexts(PARTITIONS)
     sent_log = {}
-    for r in sorted(schedule):
-        sent = list(side.strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
-        replies = [H.deliver(m, pemn.METHOD.client_step, ctxs[m.metadata.dst_node_id], SETTINGS)
-                   for m in sent]  # fmt: skip
-        side.strategy.aggregate_train(r, replies)
-        assert side.strategy.rejected == 0, r
-        sent_log[r] = {m.metadata.dst_node_id: m for m in sent}
+    for one in run_rounds(side.strategy, sorted(schedule), pemn.METHOD.client_step, ctxs,
+                          SETTINGS):  # fmt: skip
+        assert side.strategy.rejected == 0, one.r
+        sent_log[one.r] = {m.metadata.dst_node_id: m for m in one.sent}
     return side, ctxs, sent_log
 
 
@@ -322,20 +316,20 @@ def test_robust_fedavg_is_flowers_own_strategy_and_shrugs_off_an_outlier(
     n = 5
     side = fedavg.METHOD.server(settings, RoundSampler({p: 100 + p for p in range(n)}, 1.0, 0))
     assert isinstance(side.strategy, getattr(flower, kind))
-    sent = list(side.strategy.configure_train(1, side.initial, ConfigRecord(), None))  # type: ignore[arg-type]
-    replies = []
-    for m in sent:
-        stamp(m, SUPERLINK_NODE_ID)
-        ctx = context(m.metadata.dst_node_id - 100, n)
-        reply = fedavg.client_step(m, ctx, settings)
-        stamp(reply, m.metadata.dst_node_id)
-        replies.append(reply)
-    arrays = replies[0].content["arrays"]
-    for key in arrays:  # one client sends a huge, finite model: it passes every check
-        arrays[key] = type(arrays[key])(arrays[key].numpy() * 1e6)
-    stacked = [np.stack(layer) for layer in zip(
-        *(r.content["arrays"].to_numpy_ndarrays() for r in replies), strict=True)]  # fmt: skip
-    new, _ = side.strategy.aggregate_train(1, replies)
+    received = []  # each reply's arrays as the server gets them (aggregating pops them)
+
+    def outlier(r: int, reply: Message) -> Message:
+        arrays = reply.content["arrays"]
+        if reply.metadata.src_node_id == 100:  # one client sends a huge, finite model:
+            for key in arrays:  # it passes every check
+                arrays[key] = type(arrays[key])(arrays[key].numpy() * 1e6)
+        received.append(arrays.to_numpy_ndarrays())
+        return reply
+
+    (one,) = run_rounds(side.strategy, [1], fedavg.client_step, harness_contexts(n), settings,
+                        side.initial, tamper=outlier)  # fmt: skip
+    new = one.arrays
+    stacked = [np.stack(layer) for layer in zip(*received, strict=True)]
     assert side.strategy.rejected == 0
     for got, layer in zip(new.to_numpy_ndarrays(), stacked, strict=True):
         if robust == "median":
@@ -352,17 +346,8 @@ def test_a_pemn_node_whose_reply_never_came_is_not_sent_a_delta_it_cannot_decode
     _round(pemn, side, contexts, 1)
     _round(pemn, side, contexts, 2)  # node 100 provably holds version 1
     # Round 3: node 100 trains (so it now holds version 2) but its reply misses the deadline.
-    arrays = side.strategy.last  # type: ignore[attr-defined]
-    sent = list(side.strategy.configure_train(3, arrays, ConfigRecord(), None))  # type: ignore[arg-type]
-    replies = []
-    for m in sent:
-        stamp(m, SUPERLINK_NODE_ID)
-        reply = pemn.METHOD.client_step(m, contexts[m.metadata.dst_node_id], SETTINGS)
-        stamp(reply, m.metadata.dst_node_id)
-        if m.metadata.dst_node_id != 100:
-            replies.append(reply)
-    new, _ = side.strategy.aggregate_train(3, replies)
-    side.strategy.last = new  # type: ignore[attr-defined]
+    _round(pemn, side, contexts, 3,
+           tamper=lambda r, reply: None if reply.metadata.src_node_id == 100 else reply)
     # Round 4: no delta against version 1 (which the node no longer holds): it decodes.
     sent, _ = _round(pemn, side, contexts, 4)
     assert side.strategy.rejected == 0
@@ -403,17 +388,11 @@ def test_trimmed_votes_leave_the_attacker_out_and_count_it(module_name: str) -> 
     attacker = next(p for p in range(PARTITIONS) if faults.is_byzantine(settings, p, PARTITIONS))
     node_of = {p: 100 + p for p in range(PARTITIONS)}
     side = module.METHOD.server(settings, RoundSampler(node_of, 1.0, seed=0))
-    sent = list(side.strategy.configure_train(1, side.initial, ConfigRecord(), None))  # type: ignore[arg-type]
-    replies = []
-    for m in sent:
-        stamp(m, SUPERLINK_NODE_ID)
-        ctx = context(m.metadata.dst_node_id - 100, PARTITIONS)
-        reply = module.METHOD.client_step(m, ctx, settings)
-        stamp(reply, m.metadata.dst_node_id)
-        replies.append(reply)
-    new, _ = side.strategy.aggregate_train(1, replies)
+    (one,) = run_rounds(side.strategy, [1], module.METHOD.client_step,
+                        harness_contexts(PARTITIONS), settings, side.initial)  # fmt: skip
+    new = one.arrays
     assert new is not None and side.strategy.rejected == 1  # the one trimmed vote
-    honest = [r for r in replies if r.metadata.src_node_id != 100 + attacker]
+    honest = [r for r in one.replies if r.metadata.src_node_id != 100 + attacker]
     untrimmed = dataclasses.replace(settings, trim_votes=0.0)
     clean, _ = module.METHOD.server(untrimmed, RoundSampler(node_of, 1.0, seed=0)
                                     ).strategy.aggregate_train(1, honest)  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -9,7 +11,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from pemn_fl.methods import fedavg
 from pemn_fl.methods.frames import frozen, mask_voting
 from pemn_fl.sampling import RoundSampler
-from tests.harness import build_settings
+from tests.harness import build_settings, run_rounds
 
 pytestmark = pytest.mark.usefixtures("flower_identity")
 NODES = {0: 11, 1: 12, 2: 13, 3: 14}
@@ -21,19 +23,31 @@ def _strategy(robust: str = "none") -> fedavg.SampledFedAvg:
 
 
 def _round(strategy: fedavg.SampledFedAvg, replies: list[tuple[list[float], int]],
-           extra: dict[int, Message] | None = None) -> tuple[ArrayRecord | None, int]:
-    """Round 1 on a one-tensor model ``w`` = (0, 0); node i answers ``replies[i]``."""
-    sent = list(strategy.configure_train(
-        1, ArrayRecord({"w": Array(np.zeros(2, np.float32))}), ConfigRecord(), None))  # type: ignore[arg-type]
-    out = []
-    for msg, (w, n) in zip(sent, replies, strict=False):
+           extra: dict[int, Callable[[Message], Message]] | None = None,
+           ) -> tuple[ArrayRecord | None, int]:  # fmt: skip
+    """Round 1 on a one-tensor model ``w`` = (0, 0); node i answers ``replies[i]`` (its
+    weights and examples) or ``extra[i](message)``; the other nodes never answer."""
+    answers = {NODES[i]: _weights(w, n) for i, (w, n) in enumerate(replies)}
+    answers.update({NODES[i]: make for i, make in (extra or {}).items()})
+
+    def answer(msg: Message, ctx: None, settings: None) -> Message | None:
+        make = answers.get(msg.metadata.dst_node_id)
+        return None if make is None else make(msg)
+
+    zeros = ArrayRecord({"w": Array(np.zeros(2, np.float32))})
+    (one,) = run_rounds(strategy, [1], answer, arrays=zeros)
+    return one.arrays, strategy.rejected
+
+
+def _weights(w: list[float], n: int) -> Callable[[Message], Message]:
+    """A reply of weights ``w`` trained on ``n`` examples."""
+
+    def make(to: Message) -> Message:
         content = RecordDict({"arrays": ArrayRecord({"w": Array(np.array(w, np.float32))}),
                               "metrics": MetricRecord({"num-examples": n, "train-loss": 1.0})})
-        out.append(Message(content=content, reply_to=msg))
-    for node, msg in (extra or {}).items():
-        out.append(msg(sent[node]) if callable(msg) else msg)
-    arrays, _ = strategy.aggregate_train(1, out)
-    return arrays, strategy.rejected
+        return Message(content=content, reply_to=to)
+
+    return make
 
 
 def test_the_downlink_names_the_round_and_goes_to_the_sampled_nodes() -> None:

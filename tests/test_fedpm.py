@@ -19,7 +19,6 @@ from pemn_fl.config import RunSettings
 from pemn_fl.methods import fedpm, fedpm_bayes
 from pemn_fl.methods.frames import evolving as E
 from pemn_fl.methods.frames import probmask as PM
-from pemn_fl.methods.frames import replica as R
 from pemn_fl.task import evaluate
 from tests.harness import changed
 
@@ -33,10 +32,6 @@ pytestmark = pytest.mark.usefixtures("flower_identity")
 
 def _context(pid: int) -> Context:
     return H.context(pid, PARTITIONS)
-
-
-def _deliver(msg: Message, step, ctx: Context, settings: RunSettings = SETTINGS) -> Message:  # noqa: ANN001
-    return H.deliver(msg, step, ctx, settings)
 
 
 def _strategy(module, schedule: dict[int, list[int]], settings: RunSettings = SETTINGS):  # noqa: ANN001, ANN202
@@ -85,39 +80,37 @@ def test_coupled_samples_are_exact_and_differ_by_the_probability_gap() -> None:
 def test_fedpm_round_trip_floats_down_mask_samples_up() -> None:
     side = _strategy(fedpm, {1: [0, 1, 2], 2: [1, 2, 3]})
     strategy = side.strategy
-    contexts = {p: _context(p) for p in range(PARTITIONS)}
     net = E.network(SETTINGS)
-    for r in (1, 2):
-        sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
-        for m in sent:  # float32 probabilities, every one counted
+    for one in H.run_rounds(strategy, (1, 2), fedpm.METHOD.client_step, H.contexts(PARTITIONS),
+                            SETTINGS):  # fmt: skip
+        for m in one.sent:  # float32 probabilities, every one counted
             assert payload_bytes(m) == 4 * sum(net.sizes)
-        replies = [_deliver(m, fedpm.METHOD.client_step, contexts[m.metadata.dst_node_id - 100])
-                   for m in sent]  # fmt: skip
         masks = []
-        for reply in replies:
+        for reply in one.replies:
             payload = bytes(reply.content["update"]["mask"])
             assert payload_bytes(reply) == len(payload) > 0
             masks.append(decode_mask(payload, fingerprint=net.fingerprint,
                                      layer_sizes=tuple(net.sizes),
-                                     references={r: PM.mode(strategy.sent)}))  # fmt: skip
-        arrays, _ = strategy.aggregate_train(r, replies)
-        assert arrays is not None and strategy.rejected == 0
+                                     references={one.r: PM.mode(strategy.sent)}))  # fmt: skip
+        assert one.arrays is not None and strategy.rejected == 0
         # Beta(1, 1) reset every round: (1 + votes) / (2 + K), from this round's samples only.
         votes = [sum(m[i].astype(float) for m in masks) for i in range(len(net.sizes))]
-        for got, v in zip(arrays.to_numpy_ndarrays(), votes, strict=True):
+        for got, v in zip(one.arrays.to_numpy_ndarrays(), votes, strict=True):
             np.testing.assert_allclose(got, (1 + v) / (2 + len(masks)), rtol=1e-6)
-    side.install(arrays)  # evaluates one sampled network
+    side.install(one.arrays)  # evaluates one sampled network
 
 
 def test_fedpm_rejects_a_bad_reply_and_goes_on() -> None:
     strategy = _strategy(fedpm, {1: [0, 1]}).strategy
-    contexts = {p: _context(p) for p in range(PARTITIONS)}
-    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
-    replies = [_deliver(m, fedpm.METHOD.client_step, contexts[m.metadata.dst_node_id - 100])
-               for m in sent]  # fmt: skip
-    replies[0].content["update"]["mask"] = b"garbage"
-    arrays, _ = strategy.aggregate_train(1, replies)
-    assert arrays is not None and strategy.rejected == 1
+
+    def garbage(r: int, reply: Message) -> Message:
+        if reply.metadata.src_node_id == H.FIRST_NODE:  # the first reply
+            reply.content["update"]["mask"] = b"garbage"
+        return reply
+
+    (one,) = H.run_rounds(strategy, [1], fedpm.METHOD.client_step, H.contexts(PARTITIONS),
+                          SETTINGS, tamper=garbage)  # fmt: skip
+    assert one.arrays is not None and strategy.rejected == 1
 
 
 # -- FedPM with the posterior carried ----------------------------------------------------
@@ -126,26 +119,19 @@ def test_fedpm_bayes_every_party_holds_the_same_posterior(decay: float) -> None:
     settings = changed(SETTINGS, posterior_decay=decay)
     schedule = {1: [0, 1], 2: [1, 2], 3: [0, 3], 4: [0, 1, 2, 3]}
     strategy = _strategy(fedpm_bayes, schedule, settings).strategy
-    contexts = {p: _context(p) for p in range(PARTITIONS)}
-    for r in sorted(schedule):
-        start = R.digest(strategy.replica.state)
-        sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
-        replies = [_deliver(m, fedpm_bayes.METHOD.client_step,
-                            contexts[m.metadata.dst_node_id - 100], settings)
-                   for m in sent]  # fmt: skip
-        for m, reply in zip(sent, replies, strict=True):
-            ctx = contexts[m.metadata.dst_node_id - 100]
-            assert R.digest(ctx.state["fedpm_bayes-weights"].to_numpy_ndarrays()) == start
+    contexts = H.contexts(PARTITIONS)
+    for one in H.replicated_rounds(strategy, sorted(schedule), fedpm_bayes.METHOD.client_step,
+                                   contexts, settings, "fedpm_bayes"):  # fmt: skip
+        for m, reply in zip(one.sent, one.replies, strict=True):
             # Counted bytes = the relayed counts of every missed round + digest, and the
             # mask coded against the posterior both sides hold.
-            held_before = r - 1 - (len([k for k in m.content["config"] if k.startswith("counts-")]))
+            relayed_rounds = len([k for k in m.content["config"] if k.startswith("counts-")])
+            held_before = one.r - 1 - relayed_rounds
             assert held_before >= 0
             cfg = m.content["config"]
             relayed = sum(len(bytes(v)) for k, v in cfg.items() if k.startswith("counts-"))
             assert payload_bytes(m) == relayed + 8
             assert payload_bytes(reply) == len(bytes(reply.content["update"]["mask"])) > 0
-        arrays, _ = strategy.aggregate_train(r, replies)
-        assert arrays is not None and strategy.rejected == 0
     alpha = strategy.replica.state[: len(strategy.replica.state) // 2]
     total = sum(len(v) for v in schedule.values())
     if decay == 1.0:  # every vote kept: alpha + beta = 2 + all votes ever cast
@@ -156,13 +142,12 @@ def test_fedpm_bayes_every_party_holds_the_same_posterior(decay: float) -> None:
 
 def test_fedpm_bayes_rejects_a_wrong_digest_clearly() -> None:
     strategy = _strategy(fedpm_bayes, {1: [0], 2: [0]}).strategy
-    contexts = {p: _context(p) for p in range(PARTITIONS)}
-    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
-    strategy.aggregate_train(1, [_deliver(sent[0], fedpm_bayes.METHOD.client_step, contexts[0])])
+    contexts = H.contexts(PARTITIONS)
+    (_,) = H.run_rounds(strategy, [1], fedpm_bayes.METHOD.client_step, contexts, SETTINGS)
     sent = list(strategy.configure_train(2, None, ConfigRecord(), None))  # type: ignore[arg-type]
     sent[0].content["config"]["digest"] = b"\x00" * 8
     with pytest.raises(RuntimeError, match="digest mismatch"):
-        fedpm_bayes.METHOD.client_step(sent[0], contexts[0], SETTINGS)
+        fedpm_bayes.METHOD.client_step(sent[0], contexts[H.FIRST_NODE], SETTINGS)
 
 
 # -- known answers (not replays: each expected value is worked out by hand) --------------
@@ -204,13 +189,8 @@ def test_fedpm_bayes_posterior_counts_exactly_the_samples_the_clients_drew(
     settings = changed(SETTINGS, posterior_decay=0.5)
     schedule = {1: [0], 2: [0, 1, 2]}
     strategy = _strategy(fedpm_bayes, schedule, settings).strategy
-    contexts = {p: _context(p) for p in range(PARTITIONS)}
-    for r in sorted(schedule):
-        sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
-        replies = [_deliver(m, fedpm_bayes.METHOD.client_step,
-                            contexts[m.metadata.dst_node_id - 100], settings)
-                   for m in sent]  # fmt: skip
-        strategy.aggregate_train(r, replies)
+    for _ in H.run_rounds(strategy, sorted(schedule), fedpm_bayes.METHOD.client_step,
+                          H.contexts(PARTITIONS), settings):  # fmt: skip
         assert strategy.rejected == 0
     half = len(strategy.replica.state) // 2
     for qi, alpha, beta in zip(q, strategy.replica.state[:half], strategy.replica.state[half:],
@@ -227,14 +207,11 @@ def test_fedpm_resets_its_beta_prior_every_round(monkeypatch: pytest.MonkeyPatch
     q = [(np.arange(n) % 2).astype(np.float64) for n in net.sizes]
     monkeypatch.setattr(PM, "local_round", lambda settings, theta, pid, n, r: (q, 0.5, 10))
     strategy = _strategy(fedpm, {1: [0, 1], 2: [2]}).strategy
-    contexts = {p: _context(p) for p in range(PARTITIONS)}
-    for r, expected in ((1, (0.25, 0.75)), (2, (1 / 3, 2 / 3))):
-        sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
-        replies = [_deliver(m, fedpm.METHOD.client_step, contexts[m.metadata.dst_node_id - 100])
-                   for m in sent]  # fmt: skip
-        arrays, metrics = strategy.aggregate_train(r, replies)
-        assert strategy.rejected == 0 and metrics["train-loss"] == pytest.approx(0.5)
-        for got, qi in zip(arrays.to_numpy_ndarrays(), q, strict=True):
+    rounds = H.run_rounds(strategy, (1, 2), fedpm.METHOD.client_step, H.contexts(PARTITIONS),
+                          SETTINGS)  # fmt: skip
+    for one, expected in zip(rounds, ((0.25, 0.75), (1 / 3, 2 / 3)), strict=True):
+        assert strategy.rejected == 0 and one.metrics["train-loss"] == pytest.approx(0.5)
+        for got, qi in zip(one.arrays.to_numpy_ndarrays(), q, strict=True):
             np.testing.assert_allclose(got, np.where(qi == 1, expected[1], expected[0]),
                                        rtol=1e-6)  # fmt: skip
 

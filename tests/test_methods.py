@@ -152,13 +152,10 @@ def test_num_examples_must_be_an_integer_within_the_training_set() -> None:
 
 
 def test_partition_of_reads_the_node_config() -> None:
-    from flwr.app import Context, RecordDict
-
     from pemn_fl.methods.base import partition_of
+    from tests.harness import context
 
-    ctx = Context(run_id=1, node_id=5, node_config={"partition-id": 3, "num-partitions": 8},
-                  state=RecordDict(), run_config={})  # fmt: skip
-    assert partition_of(ctx) == (3, 8)
+    assert partition_of(context(3, 8)) == (3, 8)
 
 
 def test_trim_votes_leaves_the_outliers_out_and_counts_them() -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Error, Message
+from flwr.app import Context, Error, Message
 
+from pemn_fl.config import RunSettings
 from pemn_fl.methods import get, names
 from pemn_fl.methods.frames import replica as R
-from tests.harness import FIRST_NODE, build_settings, contexts, deliver, scheduled
+from tests.harness import FIRST_NODE, build_settings, contexts, run_rounds, scheduled
 
 SETTINGS = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
                        local_epochs=1, batch_size=64, min_nodes=1)  # fmt: skip
@@ -35,16 +36,15 @@ class _Module:
         self.METHOD = get(name)
 
 
+def _crash(msg: Message, ctx: Context, settings: RunSettings) -> Message:
+    """The client crashed before training: an error reply, its state untouched."""
+    return Message(Error(code=0, reason="fault injection"), reply_to=msg)
+
+
 def _round(method, side, nodes, r: int, arrays, fail: bool):  # noqa: ANN001, ANN202
-    sent = list(side.strategy.configure_train(r, arrays, ConfigRecord(), None))
-    replies = []
-    for msg in sent:
-        if fail:  # the client crashed before training: an error reply, its state untouched
-            replies.append(Message(Error(code=0, reason="fault injection"), reply_to=msg))
-        else:
-            replies.append(deliver(msg, method.client_step, nodes[msg.metadata.dst_node_id],
-                                   SETTINGS))  # fmt: skip
-    return side.strategy.aggregate_train(r, replies)
+    step = _crash if fail else method.client_step
+    (one,) = run_rounds(side.strategy, [r], step, nodes, SETTINGS, arrays)
+    return one.arrays, one.metrics
 
 
 @pytest.mark.parametrize("name", names())

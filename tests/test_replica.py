@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.methods.frames import replica as R
+from tests.harness import context
 
 pytestmark = pytest.mark.usefixtures("flower_identity")
 FIELDS = ("update",)
@@ -151,7 +152,7 @@ def test_catch_up_refuses_a_gap_a_wrong_digest_and_skipped_rounds_out_of_range()
 
 
 def test_load_gives_round_0_until_store_and_then_copies() -> None:
-    ctx = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
+    ctx = context(0, 1)
     state, held = R.load(ctx, "toy", lambda: _vec(7, 7))
     assert held == 0 and state[0].tolist() == [7.0, 7.0]
     R.store(ctx, "toy", _vec(1, 2), 6)

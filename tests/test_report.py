@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from pemn_fl.accounting import Traffic
-from pemn_fl.report import COLUMNS, RoundLog, plot_runs, summarize, summary_table
+from pemn_fl.figure import plot_runs
+from pemn_fl.report import COLUMNS, RoundLog, summarize, summary_table
 
 
 def _traffic(up: int, down: int, n: int = 2) -> Traffic:

@@ -15,6 +15,7 @@ from pemn_fl.methods.frames import frozen
 from pemn_fl.methods.frames.frozen import record_to_mask
 from pemn_fl.methods.frames.mask_voting import MaskVoting
 from pemn_fl.sampling import RoundSampler
+from tests.harness import run_rounds
 
 FP = "0123456789abcdef"
 SIZES = (6, 4)
@@ -47,16 +48,22 @@ def _reply(
     return Message(content=content, reply_to=to)
 
 
+def _votes(votes: dict[int, tuple[list[np.ndarray], int]], ref: list[np.ndarray],
+           ref_id: int):  # noqa: ANN202
+    """A client step built by hand: node ``n`` sends the mask and examples of ``votes[n]``,
+    coded against ``ref`` (version ``ref_id``)."""
+    return lambda msg, ctx, settings: _reply(msg, *votes[msg.metadata.dst_node_id], ref, ref_id)
+
+
 def test_vote_majority_wins_and_version_advances() -> None:
     strategy = _strategy([11, 12, 13])
-    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
-    assert [m.metadata.dst_node_id for m in sent] == [11, 12, 13]
     ref = strategy.current
     # Two of three clients (by examples: 30 vs 10) move edge 2 -> edge 3 in layer 0.
     moved = [_mask("110100"), _mask("1100")]
-    replies = [_reply(sent[0], moved, 10, ref, 0), _reply(sent[1], moved, 20, ref, 0),
-               _reply(sent[2], ref, 10, ref, 0)]  # fmt: skip
-    arrays, metrics = strategy.aggregate_train(1, replies)
+    votes = {11: (moved, 10), 12: (moved, 20), 13: (ref, 10)}
+    (one,) = run_rounds(strategy, [1], _votes(votes, ref, 0))
+    assert [m.metadata.dst_node_id for m in one.sent] == [11, 12, 13]
+    arrays, metrics = one.arrays, one.metrics
     assert arrays is not None and metrics is not None
     new = record_to_mask(arrays)
     assert new[0].tolist() == _mask("110100").tolist()
@@ -69,30 +76,30 @@ def test_bad_replies_are_rejected_logged_and_the_round_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     strategy = _strategy([11, 12, 13, 14])
-    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
     ref = strategy.current
-    good = _reply(sent[0], ref, 10, ref, 0)
     corrupt_payload = bytearray(encode_mask(ref, fingerprint=FP))
     corrupt_payload[-6] ^= 0xFF
-    corrupt = Message(
-        content=RecordDict({
-            M.UPDATE: ConfigRecord({frozen.MASK: bytes(corrupt_payload)}),
-            M.METRICS: MetricRecord({"num-examples": 10}),
-        }),  # fmt: skip
-        reply_to=sent[1],
-    )
-    wrong_fp = Message(
-        content=RecordDict({
-            M.UPDATE: ConfigRecord({frozen.MASK: encode_mask(ref, fingerprint="f" * 16)}),
-            M.METRICS: MetricRecord({"num-examples": 10}),
-        }),  # fmt: skip
-        reply_to=sent[2],
-    )
-    failed = Message(Error(code=0, reason="client crashed"), reply_to=sent[3])
+
+    def mask_reply(payload: bytes, to: Message) -> Message:
+        return Message(
+            content=RecordDict({
+                M.UPDATE: ConfigRecord({frozen.MASK: payload}),
+                M.METRICS: MetricRecord({"num-examples": 10}),
+            }),  # fmt: skip
+            reply_to=to,
+        )
+
+    answers = {
+        11: lambda to: _reply(to, ref, 10, ref, 0),  # good
+        12: lambda to: mask_reply(bytes(corrupt_payload), to),  # corrupt
+        13: lambda to: mask_reply(encode_mask(ref, fingerprint="f" * 16), to),  # wrong_fp
+        14: lambda to: Message(Error(code=0, reason="client crashed"), reply_to=to),  # failed
+    }  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="pemn_fl.server"):
-        arrays, _ = strategy.aggregate_train(1, [good, corrupt, wrong_fp, failed])
+        (one,) = run_rounds(strategy, [1],
+                            lambda msg, ctx, s: answers[msg.metadata.dst_node_id](msg))
     assert strategy.rejected == 3
-    assert arrays is not None  # the good reply still counted
+    assert one.arrays is not None  # the good reply still counted
     text = caplog.text
     assert "CRC" in text and "fingerprint" in text and "client crashed" in text
 
@@ -161,30 +168,30 @@ def test_uniform_weighting_gives_each_client_one_vote(weighting: str, expected: 
     strategy = MaskVoting(sampler=lambda r: [11, 12, 13], fingerprint=FP, layer_sizes=SIZES,
                           initial_mask=[_mask("111000"), _mask("1100")], keep=0.5, seed=0,
                           weighting=weighting)  # fmt: skip
-    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
     ref = strategy.current
     moved = [_mask("110100"), _mask("1100")]
-    arrays, metrics = strategy.aggregate_train(1, [
-        _reply(sent[0], moved, 30, ref, 0), _reply(sent[1], ref, 10, ref, 0),
-        _reply(sent[2], ref, 10, ref, 0)])  # fmt: skip
-    assert record_to_mask(arrays)[0].tolist() == _mask(expected).tolist()
-    assert metrics["global-flips"] == (2 if weighting == "examples" else 0)
+    (one,) = run_rounds(strategy, [1], _votes({11: (moved, 30), 12: (ref, 10), 13: (ref, 10)},
+                                              ref, 0))  # fmt: skip
+    assert record_to_mask(one.arrays)[0].tolist() == _mask(expected).tolist()
+    assert one.metrics["global-flips"] == (2 if weighting == "examples" else 0)
 
 
 def test_the_round_loss_is_the_example_weighted_mean_of_the_replies() -> None:
     strategy = _strategy([11, 12])
-    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
     ref = strategy.current
-    replies = []
-    for msg, n, loss in ((sent[0], 10, 1.0), (sent[1], 30, 3.0)):
+    sends = {11: (10, 1.0), 12: (30, 3.0)}  # node: (examples, loss)
+
+    def answer(msg: Message, ctx: None, settings: None) -> Message:
+        n, loss = sends[msg.metadata.dst_node_id]
         content = RecordDict({
             M.UPDATE: ConfigRecord({frozen.MASK: encode_mask(ref, fingerprint=FP, reference=ref,
                                                             reference_id=0)}),
             M.METRICS: MetricRecord({"num-examples": n, "train-loss": loss}),
         })  # fmt: skip
-        replies.append(Message(content=content, reply_to=msg))
-    _, metrics = strategy.aggregate_train(1, replies)
-    assert metrics["train-loss"] == pytest.approx((10 * 1.0 + 30 * 3.0) / 40)
+        return Message(content=content, reply_to=msg)
+
+    (one,) = run_rounds(strategy, [1], answer)
+    assert one.metrics["train-loss"] == pytest.approx((10 * 1.0 + 30 * 3.0) / 40)
     assert strategy.holds == {11: 0, 12: 0} and strategy.version == 1
 
 
@@ -193,11 +200,15 @@ def test_the_server_forgets_what_a_silent_node_holds() -> None:
     # 2). Round 3: node 12 never answers; whether it holds version 2 is unknown, so the
     # server forgets it (next time it gets a mask it can decode from the seeded version 0).
     strategy = _strategy([11, 12])
-    for r in (1, 2, 3):
-        sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
-        ref, version = strategy.current, strategy.version
-        answering = sent if r < 3 else sent[:1]
-        strategy.aggregate_train(r, [_reply(m, ref, 10, ref, version) for m in answering])
-        if r == 2:
+
+    def answer(msg: Message, ctx: None, settings: None) -> Message:  # the mask it was sent
+        ref = strategy.current
+        return _reply(msg, ref, 10, ref, strategy.version)
+
+    def silent_in_round_3(r: int, reply: Message) -> Message | None:
+        return None if r == 3 and reply.metadata.src_node_id == 12 else reply
+
+    for one in run_rounds(strategy, (1, 2, 3), answer, tamper=silent_in_round_3):
+        if one.r == 2:
             assert strategy.holds == {11: 1, 12: 1}
     assert strategy.holds == {11: 2} and strategy.version == 3

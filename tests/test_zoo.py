@@ -17,7 +17,6 @@ import tests.harness as H
 from pemn_fl.accounting import payload_bytes
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods import qsgd, signsgd, topk
-from pemn_fl.methods.frames import replica as R
 from pemn_fl.methods.frames.compressed import DenseNet, dense_net, weighted_mean
 from tests.harness import build_settings, changed
 
@@ -28,14 +27,6 @@ MODULES = {"signsgd": signsgd, "qsgd": qsgd, "topk": topk}
 
 
 pytestmark = pytest.mark.usefixtures("flower_identity")
-
-
-def _context(pid: int) -> Context:
-    return H.context(pid, PARTITIONS)
-
-
-def _deliver(msg: Message, step, ctx: Context, settings: RunSettings) -> Message:  # noqa: ANN001
-    return H.deliver(msg, step, ctx, settings)
 
 
 def _strategy(module, schedule: dict[int, list[int]], settings: RunSettings):  # noqa: ANN001, ANN202
@@ -108,22 +99,14 @@ def test_every_party_holds_the_same_weights_and_bytes_are_the_payloads(name: str
     module = MODULES[name]
     schedule = {1: [0, 1], 2: [1, 2], 3: [0, 3], 4: [0, 1, 2, 3]}
     strategy = _strategy(module, schedule, SETTINGS).strategy
-    contexts = {p: _context(p) for p in range(PARTITIONS)}
-    for r in sorted(schedule):
-        start = R.digest(strategy.replica.state)
-        sent = list(strategy.configure_train(r, None, ConfigRecord(), None))  # type: ignore[arg-type]
-        replies = [_deliver(m, module.METHOD.client_step, contexts[m.metadata.dst_node_id - 100],
-                            SETTINGS) for m in sent]  # fmt: skip
-        for m, reply in zip(sent, replies, strict=True):
-            ctx = contexts[m.metadata.dst_node_id - 100]
-            assert R.digest(ctx.state[f"{name}-weights"].to_numpy_ndarrays()) == start
+    for one in H.replicated_rounds(strategy, sorted(schedule), module.METHOD.client_step,
+                                   H.contexts(PARTITIONS), SETTINGS, name):  # fmt: skip
+        for m, reply in zip(one.sent, one.replies, strict=True):
             cfg = m.content["config"]
             relayed = sum(len(v) for k, v in cfg.items() if isinstance(v, bytes) and k != "digest")
-            assert payload_bytes(m) == relayed + 8 and (r == 1 or relayed > 0)
+            assert payload_bytes(m) == relayed + 8 and (one.r == 1 or relayed > 0)
             up = reply.content["update"]
             assert payload_bytes(reply) == sum(len(v) for v in up.values()) > 0
-        arrays, _ = strategy.aggregate_train(r, replies)
-        assert arrays is not None and strategy.rejected == 0
     moved = sum(float(np.abs(a - b).sum()) for a, b in
                 zip(strategy.replica.state, dense_net(SETTINGS).initial, strict=True))  # fmt: skip
     assert moved > 0
@@ -133,14 +116,18 @@ def test_every_party_holds_the_same_weights_and_bytes_are_the_payloads(name: str
 def test_a_malformed_reply_is_rejected_and_the_round_goes_on(name: str) -> None:
     module = MODULES[name]
     strategy = _strategy(module, {1: [0, 1, 2]}, SETTINGS).strategy
-    contexts = {p: _context(p) for p in range(PARTITIONS)}
-    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
-    replies = [_deliver(m, module.METHOD.client_step, contexts[m.metadata.dst_node_id - 100],
-                        SETTINGS) for m in sent]  # fmt: skip
-    replies[0].content["update"]["update"] = b"not a payload"
-    del replies[1].content["update"]["update"]
-    arrays, _ = strategy.aggregate_train(1, replies)
-    assert arrays is not None and strategy.rejected == 2
+
+    def malform(r: int, reply: Message) -> Message:
+        update = reply.content["update"]
+        if reply.metadata.src_node_id == H.FIRST_NODE:  # the first reply: not a payload
+            update["update"] = b"not a payload"
+        elif reply.metadata.src_node_id == H.FIRST_NODE + 1:  # the second: none at all
+            del update["update"]
+        return reply
+
+    (one,) = H.run_rounds(strategy, [1], module.METHOD.client_step, H.contexts(PARTITIONS),
+                          SETTINGS, tamper=malform)  # fmt: skip
+    assert one.arrays is not None and strategy.rejected == 2
 
 
 # -- known answers (not replays: each expected value is worked out by hand) --------------
@@ -192,19 +179,9 @@ def test_a_non_finite_update_is_rejected_and_the_step_is_the_finite_ones() -> No
     good[0][0] = 0.25
     bad = [np.zeros(n, np.float32) for n in net.sizes]
     bad[0][0] = np.nan
-    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
-    replies = []
-    for m, delta in zip(sent, [good, bad], strict=True):
-        fields, _ = topk.encode_up(SETTINGS, net, delta, None, 1)
-
-        def answer(msg: Message, ctx: Context, settings: RunSettings, f: dict = fields) -> Message:
-            content = RecordDict({"update": ConfigRecord(f), "metrics": MetricRecord(
-                {"num-examples": 10, "train-loss": 0.5})})  # fmt: skip
-            return Message(content=content, reply_to=msg)
-
-        replies.append(_deliver(m, answer, _context(m.metadata.dst_node_id - 100), SETTINGS))
-    arrays, _ = strategy.aggregate_train(1, replies)
-    assert arrays is not None and strategy.rejected == 1
+    answer = _hand_replies(net, {100: (good, 10, 0.5), 101: (bad, 10, 0.5)})
+    (one,) = H.run_rounds(strategy, [1], answer, H.contexts(PARTITIONS), SETTINGS)
+    assert one.arrays is not None and strategy.rejected == 1
     new = strategy.replica.state
     assert all(np.isfinite(w).all() for w in new)
     assert new[0][0] == np.float32(net.initial[0][0] + np.float32(0.25))
@@ -265,22 +242,18 @@ def test_qsgd_server_step_is_the_quantised_weighted_mean() -> None:
     assert qsgd.CODEC.decode_down(settings, net, fields, 5)[0].tolist() == [3.5, 0, 0, 0]
 
 
-def _hand_replies(strategy, sent: list[Message], deltas: list[list[np.ndarray]],  # noqa: ANN001
-                  examples: list[int], losses: list[float]) -> list[Message]:
-    """Replies built by hand: each node sends its given delta (top-k coded) and metrics."""
-    net = strategy.net
-    replies = []
-    for m, delta, n, loss in zip(sent, deltas, examples, losses, strict=True):
+def _hand_replies(net: DenseNet, sends: dict[int, tuple[list[np.ndarray], int, float]]):  # noqa: ANN202
+    """A client step built by hand: node ``n`` sends the delta of ``sends[n] = (delta,
+    examples, loss)``, top-k coded, and those metrics."""
+
+    def answer(msg: Message, ctx: Context, settings: RunSettings) -> Message:
+        delta, n, loss = sends[msg.metadata.dst_node_id]
         fields, _ = topk.encode_up(SETTINGS, net, delta, None, 1)
+        content = RecordDict({"update": ConfigRecord(fields), "metrics": MetricRecord(
+            {"num-examples": n, "train-loss": loss})})  # fmt: skip
+        return Message(content=content, reply_to=msg)
 
-        def answer(msg: Message, ctx: Context, settings: RunSettings, f: dict = fields,
-                   n: int = n, loss: float = loss) -> Message:  # fmt: skip
-            content = RecordDict({"update": ConfigRecord(f), "metrics": MetricRecord(
-                {"num-examples": n, "train-loss": loss})})  # fmt: skip
-            return Message(content=content, reply_to=msg)
-
-        replies.append(_deliver(m, answer, _context(m.metadata.dst_node_id - 100), SETTINGS))
-    return replies
+    return answer
 
 
 @pytest.mark.parametrize("weighting, step, loss", [("examples", 0.625, 2.5),
@@ -293,16 +266,15 @@ def test_the_server_step_and_loss_weigh_replies_by_examples_or_uniformly(
     settings = dataclasses.replace(SETTINGS, vote_weighting=weighting)
     strategy = _strategy(topk, {1: [0, 1]}, settings).strategy
     net = strategy.net
-    deltas = []
-    for value in (0.25, 0.75):
-        d = [np.zeros(n, np.float32) for n in net.sizes]
+    sends = {}
+    for node, value, examples, node_loss in ((100, 0.25, 10, 1.0), (101, 0.75, 30, 3.0)):
+        d = [np.zeros(size, np.float32) for size in net.sizes]
         d[0][0] = value
-        deltas.append(d)
-    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
-    arrays, metrics = strategy.aggregate_train(1, _hand_replies(strategy, sent, deltas,
-                                                                [10, 30], [1.0, 3.0]))
-    assert strategy.rejected == 0 and metrics["train-loss"] == pytest.approx(loss)
-    new = arrays.to_numpy_ndarrays()
+        sends[node] = (d, examples, node_loss)
+    (one,) = H.run_rounds(strategy, [1], _hand_replies(net, sends), H.contexts(PARTITIONS),
+                          settings)  # fmt: skip
+    assert strategy.rejected == 0 and one.metrics["train-loss"] == pytest.approx(loss)
+    new = one.arrays.to_numpy_ndarrays()
     assert new[0][0] == np.float32(net.initial[0][0] + np.float32(step))
     assert np.array_equal(new[0][1:], net.initial[0][1:])
     assert all(np.array_equal(a, strategy.replica.state[i]) for i, a in enumerate(new))
@@ -348,9 +320,9 @@ def test_a_client_sends_its_trained_weights_minus_the_ones_it_held(
     settings = changed(SETTINGS, topk_fraction=1.0)
     module = MODULES[name]
     strategy = _strategy(module, {1: [0]}, settings).strategy
-    sent = list(strategy.configure_train(1, None, ConfigRecord(), None))  # type: ignore[arg-type]
-    ctx = _context(0)
-    reply = _deliver(sent[0], module.METHOD.client_step, ctx, settings)
+    contexts = H.contexts(PARTITIONS)
+    (one,) = H.run_rounds(strategy, [1], module.METHOD.client_step, contexts, settings)
+    reply, ctx = one.replies[0], contexts[H.FIRST_NODE]
     delta = module.CODEC.decode_up(settings, strategy.net, reply.content["update"], 1)
     want = 1.0 if name == "signsgd" else 0.5
     for d in delta:

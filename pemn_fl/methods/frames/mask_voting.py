@@ -112,9 +112,31 @@ class MaskVoting(ServerEvaluation, Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        masks, weights, losses = [], [], []
         self.rejected = 0
-        replies = list(replies)
+        masks, weights, losses = self._votes(server_round, list(replies))
+        votes, trimmed = trim_votes(list(zip(masks, weights, losses, strict=True)), masks,
+                                    self.trim, server_round)  # fmt: skip
+        self.rejected += trimmed
+        masks, weights, losses = ([v[i] for v in votes] for i in range(3))
+        if not masks or sum(weights) <= 0:
+            log.warning("round %s: no valid mask update; global mask unchanged", server_round)
+            return None, None
+        self.state = update_state(self.state, tally(masks, weights), self.momentum)
+        previous = self.current
+        new = global_mask(self.state, previous, self.keep, self.seed, server_round)
+        self.version += 1
+        self.history[self.version] = new
+        self.history.pop(self.version - HISTORY, None)
+        w = np.asarray(weights) / sum(weights)
+        flips = sum(int((a != b).sum()) for a, b in zip(new, previous, strict=True))
+        metrics = MetricRecord({"train-loss": float(np.dot(w, losses)), "global-flips": flips})
+        return frozen.mask_to_record(new), metrics
+
+    def _votes(self, server_round: int, replies: list[Message]
+               ) -> tuple[list[frozen.Mask], list[float], list[float]]:  # fmt: skip
+        """Each valid reply's mask, weight and loss, in arrival order; a failed or refused
+        reply is counted in ``rejected``, and what its node holds is forgotten."""
+        masks, weights, losses = [], [], []
         answered = {reply.metadata.src_node_id for reply in replies}
         for node in set(self.sampler(server_round)) - answered:
             # No reply by the deadline (a straggler, a dead node): it may hold the mask it was
@@ -153,23 +175,7 @@ class MaskVoting(ServerEvaluation, Strategy):
             masks.append(mask)
             weights.append(num_examples if self.weighting == "examples" else 1.0)
             losses.append(float(metrics.get("train-loss", float("nan"))))
-        votes, trimmed = trim_votes(list(zip(masks, weights, losses, strict=True)), masks,
-                                    self.trim, server_round)  # fmt: skip
-        self.rejected += trimmed
-        masks, weights, losses = ([v[i] for v in votes] for i in range(3))
-        if not masks or sum(weights) <= 0:
-            log.warning("round %s: no valid mask update; global mask unchanged", server_round)
-            return None, None
-        self.state = update_state(self.state, tally(masks, weights), self.momentum)
-        previous = self.current
-        new = global_mask(self.state, previous, self.keep, self.seed, server_round)
-        self.version += 1
-        self.history[self.version] = new
-        self.history.pop(self.version - HISTORY, None)
-        w = np.asarray(weights) / sum(weights)
-        flips = sum(int((a != b).sum()) for a, b in zip(new, previous, strict=True))
-        metrics = MetricRecord({"train-loss": float(np.dot(w, losses)), "global-flips": flips})
-        return frozen.mask_to_record(new), metrics
+        return masks, weights, losses
 
     def summary(self) -> None:
         log.info(
