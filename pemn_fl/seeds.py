@@ -4,21 +4,19 @@ One seed is one draw of everything seeded (prototype and initial model, partitio
 sample, noise, faults); a comparison that holds on one draw may not hold on the next. Here
 runs of the same settings under several seeds become one result:
 
-* **accuracy**: mean, sample standard deviation and n of each method's best and final
-  accuracy;
+* **accuracy**: mean, sample std and n of each method's best and final accuracy;
 * **the target** is FedAvg's *seed-mean* curve's maximum (over its training rounds) minus one
   point. A single run's maximum is one noisy round (in the Fashion-MNIST runs every method
   jumped 0.7-1.6 pt in the round whose client sample suited everyone); the maximum of the
   mean over seeds is not decided by one lucky round. For one seed it is that run's rule
   (``report.fedavg_target``);
-* **bytes to the target** per seed (and the round), "reached in k of n", and per seed how
-  many times fewer bytes than FedAvg needed on the same seed;
+* **bytes to the target** (and round) per seed, "reached in k of n", FedAvg's multiple;
 * **accuracy at a byte budget**: for each budget (both directions, at the chosen byte level),
   each method's best accuracy among the rounds it finished within that budget, mean and std
   over seeds; per budget the leader, the runner-up, and whether the lead exceeds the seeds'
   spread (the leader ahead on every seed and by more than either method's std);
-* **banded curves**: each method's accuracy against cumulative bytes, averaged over seeds on a
-  common log-bytes grid, with a band of +-1 std (min-max for fewer than three seeds).
+* **banded curves**: accuracy against cumulative bytes (or simulated time), averaged over
+  seeds on a common log grid, with a band of +-1 std (min-max for fewer than three seeds).
 """
 
 from __future__ import annotations
@@ -297,8 +295,21 @@ def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, leve
     fig, axes = plt.subplots(1, panels, figsize=(8.5 * panels, 6.5), dpi=110, sharex=True,
                              squeeze=False)  # fmt: skip
     axes = axes[0]
+    levels, curves = _draw_bands(axes, groups, level, axis)
+    _style_band_axes(fig, axes, levels, curves, title, target, axis)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def _draw_bands(axes: Sequence, groups: Mapping[str, Mapping[int, pd.DataFrame]], level: str,
+                axis: str) -> tuple[set[str], list[np.ndarray]]:  # fmt: skip
+    """Each method's mean curve and band on each panel, from its first round to its end."""
+    import matplotlib.pyplot as plt
+
     colours = plt.get_cmap("tab20").colors
-    levels, curves, i = set(), [], 0
+    levels: set[str] = set()
+    curves: list[np.ndarray] = []  # the mean curves drawn
     scale = 1e-6 if axis == "bytes" else 1.0  # MB, or seconds / joules
     for tag, frames in groups.items():
         lvl = min((level_of(f, level) for f in frames.values()),
@@ -311,13 +322,12 @@ def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, leve
             sent = [f["cumulative"][f["cumulative"] > 0] for f in per.values()]
             first = min((float(c.min()) for c in sent if not c.empty), default=np.inf)
             last = max(float(f["cumulative"].max()) for f in per.values())
-            x = grid[(grid >= first) & (grid <= last)]  # from its first round to its end
+            x = grid[(grid >= first) & (grid <= last)]
             if x.size == 0:
                 continue
             mean, low, high = band(per, x)
-            n = len(per)
+            n, i = len(per), len(curves)
             colour = colours[(2 * i) % 20 + (i // 10) % 2]
-            i += 1
             label = (f"{label_of(method)}{f' [{tag}]' if tag else ''} (n={n}, band "
                      f"{'±1 std' if n >= 3 else 'min-max'})")  # fmt: skip
             curves.append(mean)
@@ -325,6 +335,12 @@ def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, leve
                 ax.plot(x * scale, mean * 100, marker_of(method), color=colour, lw=2.0, ms=4,
                         markevery=6, label=label)  # fmt: skip
                 ax.fill_between(x * scale, low * 100, high * 100, color=colour, alpha=0.15)
+    return levels, curves
+
+
+def _style_band_axes(fig: object, axes: Sequence, levels: set[str], curves: list[np.ndarray],
+                     title: str | None, target: float | None, axis: str) -> None:  # fmt: skip
+    """The target line and the zoom's limits, log x, labels, grid and the shared legend."""
     if target is not None:
         for ax in axes:
             ax.axhline(target * 100, color="grey", ls="--", lw=1.5,
@@ -332,22 +348,19 @@ def plot_bands(groups: Mapping[str, Mapping[int, pd.DataFrame]], out: Path, leve
         best = max((float(np.max(c)) for c in curves), default=target) * 100
         axes[1].set_ylim(target * 100 - 5, best + 0.5)
     for ax, name in zip(axes, (title, "zoom on the target"), strict=False):
-        ax.set_xscale("log")
         label = (f"total bytes sent, both directions, {' / '.join(sorted(levels))} level "
                  "(MB, log scale)" if axis == "bytes" else TIMED[axis][1])  # fmt: skip
+        ax.set_xscale("log")
         ax.set_xlabel(label, fontsize=12)
         ax.set_ylabel("test accuracy (%), mean over seeds", fontsize=12)
         ax.grid(True, which="both", alpha=0.3)
         if name:
             ax.set_title(name, fontsize=12)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=9, loc="lower center", ncol=2 if panels == 1 else 3,
-               frameon=False)  # fmt: skip
+    panels, (handles, labels) = len(axes), axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=9, loc="lower center",  # type: ignore[attr-defined]
+               ncol=2 if panels == 1 else 3, frameon=False)  # fmt: skip
     rows = (len(labels) + (1 if panels == 1 else 2)) // (2 if panels == 1 else 3)
-    fig.tight_layout(rect=(0, 0.035 * rows + 0.02, 1, 1))
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    fig.tight_layout(rect=(0, 0.035 * rows + 0.02, 1, 1))  # type: ignore[attr-defined]
 
 
 # x axes of the time model's figures: its column and the axis label
