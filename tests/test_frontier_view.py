@@ -42,3 +42,23 @@ def test_a_shorter_view_is_written_beside_the_full_report(tmp_path: Path) -> Non
     md = (tmp_path / "frontier-seeds-20-rounds.md").read_text()
     assert "A view of the first 20 rounds of 30-round runs" in md and "--report-only" in md
     assert (tmp_path / "frontier-seeds-20-rounds.png").is_file()
+
+
+def test_a_killed_run_is_resumed_only_with_its_own_options(tmp_path: Path) -> None:
+    """A sweep killed in a long run resumes that run from its checkpoint (``simulations.run
+    --resume``) if, and only if, the run's recorded command is this one (less ``--out``)."""
+    partial = tmp_path / "seed-1.partial"
+    (partial / "checkpoint").mkdir(parents=True)
+    args = ["--clients", "20", "--methods", "qsgd", "--bits", "4", "--seed", "1", "--rounds",
+            "100", "--quiet"]  # fmt: skip
+    command = ["/x/simulations/run.py", *args[:-1], "--out", str(partial), "--quiet"]
+    (partial / "config.json").write_text(json.dumps({"command": " ".join(command)}))
+    assert not F._killed_run_of(partial, args)  # no checkpoint yet: start again
+    (partial / "checkpoint" / "server.pkl").write_bytes(b"x")
+    # --out sits elsewhere in the recorded command: only the options count
+    command = ["/x/simulations/run.py", *args, "--out", str(partial)]
+    (partial / "config.json").write_text(json.dumps({"command": " ".join(command)}))
+    assert F._killed_run_of(partial, args)
+    assert not F._killed_run_of(partial, [*args[:-3], "30", "--quiet"])  # other rounds
+    (partial / "config.json").write_text("{")  # damaged: start again, never a traceback
+    assert not F._killed_run_of(partial, args)
