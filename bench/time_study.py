@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -45,25 +46,43 @@ def seed_runs(frontier: Path, methods: list[str] | None) -> dict[int, list[Path]
     return out
 
 
-def timed_frames(runs: dict[int, list[Path]], link: str, transport: str,
-                 horizon: int | None) -> dict[int, pd.DataFrame]:  # fmt: skip
-    """Per seed, every method's rounds with the time model's columns under ``link``."""
-    server = profiles.server_device("laptop")
-    frames = {}
+@dataclass(frozen=True)
+class Record:
+    """What the time model needs of one finished run, read once for every link."""
+
+    rounds: pd.DataFrame
+    clients: pd.DataFrame
+    partitions: list[int]
+    deadline: float
+
+
+def records(runs: dict[int, list[Path]], horizon: int | None) -> dict[int, list[Record]]:
+    """Per seed, every run's rounds (up to ``horizon``), per-client rows and settings."""
+    out: dict[int, list[Record]] = {}
     for seed, dirs in runs.items():
-        parts = []
         for run in dirs:
             rounds = read_rounds(run / "rounds.csv")
             if horizon is not None:
                 rounds = rounds[rounds["round"] <= horizon]
-            clients = clientlog.read(run / "clients.csv")
             config = json.loads((run / "config.json").read_text())["settings"]
-            partitions = list(range(int(config["min-nodes"])))  # every client of the run
-            pop = profiles.population(link, "phone", partitions, seed)
-            parts.append(TM.replay(rounds, clients, pop.links, pop.devices, server,
-                                  transport=transport,
-                                  deadline=float(config.get("round-deadline", 3600.0)),
-                                  seed=seed))  # fmt: skip
+            out.setdefault(seed, []).append(Record(
+                rounds, clientlog.read(run / "clients.csv"),
+                list(range(int(config["min-nodes"]))),  # every client of the run
+                float(config.get("round-deadline", 3600.0))))  # fmt: skip
+    return out
+
+
+def timed_frames(recorded: dict[int, list[Record]], link: str,
+                 transport: str) -> dict[int, pd.DataFrame]:  # fmt: skip
+    """Per seed, every method's rounds with the time model's columns under ``link``."""
+    server = profiles.server_device("laptop")
+    frames = {}
+    for seed, runs in recorded.items():
+        parts = []
+        for r in runs:
+            pop = profiles.population(link, "phone", r.partitions, seed)
+            parts.append(TM.replay(r.rounds, r.clients, pop.links, pop.devices, server,
+                                  transport=transport, deadline=r.deadline, seed=seed))
         frames[seed] = pd.concat(parts, ignore_index=True)
     return frames
 
@@ -144,10 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"error: no runs under {names} (each needs fresh/)", file=sys.stderr)
         return 2
+    recorded = records(runs, args.horizon)  # read once, replayed on every link
     report: dict[str, object] = {}
     sections = []
     for profile in [x.strip() for x in args.profiles.split(",") if x.strip()]:
-        frames = timed_frames(runs, profile, args.transport, args.horizon)
+        frames = timed_frames(recorded, profile, args.transport)
         if args.window:
             frames = W.smoothed_frames(frames)
         summary = S.aggregate_time(frames)

@@ -70,7 +70,7 @@ def test_a_seed_group_run_on_a_link_summarises_time_with_bands(tmp_path: Path) -
 
     runs = {s: dirs for s, dirs in time_study.seed_runs(FRONTIER, ["fedavg", "qsgd"]).items()
             if s in (1, 2)}  # fmt: skip
-    timed = time_study.timed_frames(runs, "3g", "flower", None)
+    timed = time_study.timed_frames(time_study.records(runs, None), "3g", "flower")
     for group, frames in (("timed", timed),
                           ("bytes", {s: f.drop(columns=["time_s"]) for s, f in timed.items()})):
         for seed, frame in frames.items():
