@@ -37,7 +37,10 @@ def resumed(out: Path) -> tuple[RunSettings, Engine]:
     from pemn_fl.report import columns_for
     from pemn_fl.server_app import CLIENTS_FILE
 
-    saved = C.load_server(checkpoints)
+    try:
+        saved = C.load_server(checkpoints)
+    except C.CheckpointError as exc:
+        raise C.CheckpointError(f"{exc}{_other_code_hint(config)}") from None
     C.finished_rows(out / "rounds.csv", settings.method_list, saved,
                     settings.num_server_rounds, columns_for(bool(settings.link)))  # fmt: skip
     C.check_clients(checkpoints)
@@ -46,6 +49,23 @@ def resumed(out: Path) -> tuple[RunSettings, Engine]:
     C.check_client_states(checkpoints, saved, method_names_of(settings), settings,
                           out / CLIENTS_FILE)  # fmt: skip
     return dataclasses.replace(settings, checkpoint_dir=str(checkpoints)), engine
+
+
+def _other_code_hint(config: dict) -> str:
+    """Why a checkpoint may not load: it pickles the classes of the code that wrote it, so
+    after a change of those classes only that code reads it (a session's killed 100-round
+    sweep run is resumed that way). Empty when the run's commit is this one or unknown."""
+    from simulations.outdir import git_commit
+
+    stamp = config.get("versions")
+    written = str(stamp.get("pemn-fl-commit", "unknown")) if isinstance(stamp, dict) else "unknown"
+    here = git_commit()
+    if "unknown" in (written, here) or written.split("+")[0] == here.split("+")[0]:
+        return ""
+    short = written.split("+")[0][:7]
+    return (f"; it was written at commit {short}, this code is {here[:7]}: resume it with "
+            f"the code that wrote it (git worktree add --detach ../pemn-{short} {short}, then "
+            "run the same command there) or start the run again")
 
 
 def method_names_of(settings: RunSettings) -> list[str]:
