@@ -310,13 +310,15 @@ def test_resume_needs_the_clients_file_that_says_who_trained(
 def test_the_check_follows_the_runs_own_sampler(
     tmp_path: Path, capsys: pytest.CaptureFixture, nothing_runs: list[object]
 ) -> None:
-    """Under ``--sampler sticky`` the rounds' samples differ from the uniform draw: the check
-    asks the run's own sampler, so a sticky run resumes, and its last trainer's deleted
-    state is still caught."""
-    sticky = RunSettings(**{**STATE.__dict__, "sampler": "sticky", "min_nodes": 8,
-                            "fraction": 0.25})  # fmt: skip
+    """Under ``--sampler sticky`` the rounds' samples differ from the uniform draw (and from
+    the sticky draw with the default ``--sticky-change``): the check asks the run's own
+    sampler, with every one of its settings, so a sticky run resumes, and its last trainer's
+    deleted state is still caught."""
+    sticky = RunSettings(**{**STATE.__dict__, "sampler": "sticky", "min_nodes": 10,
+                            "fraction": 0.5, "sticky_change": 3})  # fmt: skip
     sampled = _sampled(sticky)
     assert sampled != _sampled(RunSettings(**{**sticky.__dict__, "sampler": "uniform"}))
+    assert sampled != _sampled(RunSettings(**{**sticky.__dict__, "sticky_change": 0}))
     out = _resumable(tmp_path, state=sticky)
     assert main(["--resume", str(out)]) == 0, capsys.readouterr().err
     # One that trained in fedavg's round 2, the last the checkpoint covers:

@@ -221,6 +221,58 @@ def test_each_round_has_its_own_noise_and_a_replay_draws_the_same() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(one, again, strict=True))
 
 
+def test_the_noise_is_the_runs_own_a_seed_draws_another() -> None:
+    """N_r comes from (the run's seed, r): two runs with other seeds share no noise (about
+    half the signs agree), so a seed group's members really are independent."""
+    one = np.concatenate([np.sign(x) for x in E.noise(SETTINGS, 1)])
+    reseeded = changed(SETTINGS, seed=SETTINGS.seed + 1)
+    other = np.concatenate([np.sign(x) for x in E.noise(reseeded, 1)])
+    assert 0.45 < float((one == other).mean()) < 0.55
+
+
+def test_num_params_counts_every_weight_of_the_run_s_network() -> None:
+    """The bits-per-parameter denominator: every masked weight of this run's network (a
+    wider network has more)."""
+    model = N.plain_model(SETTINGS)
+    assert E.num_params(SETTINGS) == sum(w.size for w in E.network(SETTINGS).initial)
+    assert E.num_params(SETTINGS) == sum(p.numel() for p in model.parameters())
+    wider = changed(SETTINGS, width=SETTINGS.width * 2)
+    assert E.num_params(wider) > E.num_params(SETTINGS)
+
+
+def test_vote_fraction_is_the_weighted_mean_and_refuses_ragged_votes() -> None:
+    """Any positive weights (a sum under 1 too: only the ratios matter), float64; a vote
+    with a layer too few or too many, or a weight per vote missing, is refused, never
+    silently cut to the shortest."""
+    a = [np.array([1, 0, 1, 0], dtype=np.int8), np.array([1, 1], dtype=np.int8)]
+    b = [np.array([0, 0, 1, 1], dtype=np.int8), np.array([0, 1], dtype=np.int8)]
+    for weights in ([0.1, 0.3], [1, 3], [25.0, 75.0]):
+        got = E.vote_fraction([a, b], weights)
+        assert [g.dtype for g in got] == [np.float64, np.float64]
+        assert np.allclose(got[0], [0.25, 0.0, 1.0, 0.75]) and np.allclose(got[1], [0.25, 1.0])
+    for ragged in ([a, b[:1]], [a, [*b, np.array([1], dtype=np.int8)]]):
+        with pytest.raises(ValueError):
+            E.vote_fraction(ragged, [1, 1])
+    with pytest.raises(ValueError):
+        E.vote_fraction([a, b], [1.0])
+    for bad in ([0.0, 0.0], [float("inf"), 1.0]):
+        with pytest.raises(ValueError, match="positive finite weight sum"):
+            E.vote_fraction([a, b], bad)
+
+
+def test_load_weights_refuses_a_list_of_the_wrong_length() -> None:
+    """An evaluation model takes exactly its network's weights: one too few or too many is
+    an error, not a model half the prototype's."""
+    model = N.plain_model(SETTINGS)
+    weights = [w.copy() for w in E.network(SETTINGS).initial]
+    E.load_weights(model, weights)
+    installed = [p.detach().numpy().ravel() for p in model.parameters()]
+    assert all(np.array_equal(p, w.ravel()) for p, w in zip(installed, weights, strict=True))
+    for wrong in (weights[:-1], [*weights, weights[-1]]):
+        with pytest.raises(ValueError):
+            E.load_weights(model, wrong)
+
+
 def test_the_dither_is_fresh_every_round_and_every_layer() -> None:
     # A vote fraction of 1/2 on one level: floor(1/2 + u) is 1 exactly when u >= 1/2, so two
     # independent draws agree on about half the weights; the same round again agrees on all.

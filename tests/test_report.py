@@ -269,6 +269,30 @@ def test_extend_takes_finished_rows_and_later_rows_continue_the_sum(tmp_path: Pa
     assert not (tmp_path / "none.csv").exists()  # nothing to write
 
 
+def test_a_timed_log_extended_by_a_resume_goes_on_summing_energy(tmp_path: Path) -> None:
+    """A resumed ``--link`` run: the energy column continues from the finished rows' total
+    (the time column is the round's own clock, which the resumed timeline carries)."""
+    from pemn_fl.timeline import ClientTiming, RoundTiming
+
+    def timing(r: int, start: float, joules: float) -> RoundTiming:
+        client = ClientTiming(0, start, start + 1, start + 2, start + 3, start + 3, True,
+                              radio_j=joules / 4, compute_j=3 * joules / 4)  # fmt: skip
+        return RoundTiming(r, start, start + 3, start + 4, [client])
+
+    first = RoundLog(params={"pemn": 1000}, timed=True)
+    for r, (start, joules) in enumerate([(0.0, 0.0), (0.0, 8.0), (4.0, 12.0)]):
+        first.add("pemn", r, _traffic(1000, 500), sampled=1, rejected=0, accuracy=0.5,
+                  loss=1.0, wall_s=0.1, timing=timing(r, start, joules))  # fmt: skip
+    path = tmp_path / "rounds.csv"
+    resumed = RoundLog(params={"pemn": 1000}, path=path, timed=True)
+    resumed.extend(first.rows[:2])  # killed after round 1 (8 J so far)
+    row = resumed.add("pemn", 2, _traffic(1000, 500), sampled=1, rejected=0, accuracy=0.5,
+                      loss=1.0, wall_s=0.1, timing=timing(2, 4.0, 12.0))  # fmt: skip
+    assert row["cumulative_energy_j"] == first.rows[2]["cumulative_energy_j"] == 20.0
+    assert row["cumulative_time_s"] == 8.0
+    assert pd.read_csv(path)["cumulative_energy_j"].tolist() == [0.0, 8.0, 20.0]
+
+
 def test_labels_and_markers_fall_back_for_unknown_methods() -> None:
     from pemn_fl.report import label_of, marker_of
 
@@ -371,3 +395,18 @@ def test_the_table_tells_every_method_its_target_whatever_the_order() -> None:
     lines = summary_table(summarize(fedavg_first, level="message")).split("\n")
     assert "PEMN-FL (masks) never reached the target" in lines
     assert not any(line.startswith("FedAvg (dense floats) never") for line in lines)
+
+
+def test_a_timeline_folder_is_plotted_from_its_timeline_csv(tmp_path: Path) -> None:
+    """``simulations.timeline`` writes ``timeline.csv`` (no rounds.csv): the figure reads
+    it; a run folder with both reads its own rounds.csv."""
+    from pemn_fl.figure import rounds_file
+
+    post = tmp_path / "timeline-3g"
+    post.mkdir()
+    _big_book().write(post / "timeline.csv")
+    assert rounds_file(post) == post / "timeline.csv"
+    figure = plot_runs([post], tmp_path / "post.png")
+    assert figure.stat().st_size > 10_000
+    _big_book().write(post / "rounds.csv")
+    assert rounds_file(post) == post / "rounds.csv"
