@@ -297,3 +297,54 @@ def test_a_meter_file_without_a_direction_counts_zero_for_it(tmp_path) -> None: 
     grid = MeteredGrid(EchoGrid([11]), wire_meter=WireMeter(path))  # type: ignore[arg-type]
     traffic = grid.take()
     assert (traffic.uplink_wire_bytes, traffic.downlink_wire_bytes) == (0.0, 0.0)
+
+
+def test_each_clients_share_holds_its_calls_and_how_its_round_ended() -> None:
+    """clients.csv and the time model read each node's share: every downlink call (two
+    messages to one node in a round: both), its uplink calls, and its status: replied, error
+    (a failed client), late (noted, uncounted)."""
+    from pemn_fl import transport
+
+    grid = MeteredGrid(PushPullGrid([11, 12, 13], late=12))  # type: ignore[arg-type]
+    sent = _messages([11, 12, 13])
+    list(grid.pull_messages(list(grid.push_messages(sent))))
+    traffic = grid.take()
+    shares = traffic.clients
+    assert {n: s.status for n, s in shares.items()} == {11: "replied", 12: "late", 13: "replied"}
+    assert shares[11].down == transport.downlink_calls(sent[0]) and shares[11].up
+    assert shares[12].up == []  # a simulated late reply: no uplink call recorded
+    both = MeteredGrid(EchoGrid([11, 12], fail=12))  # type: ignore[arg-type]
+    first, second = _messages([11, 12]), _messages([11])
+    list(both.send_and_receive(first))
+    list(both.send_and_receive(second))
+    shares = both.take().clients
+    calls = transport.downlink_calls
+    assert shares[11].down == calls(first[0]) + calls(second[0])
+    assert (shares[11].status, shares[12].status) == ("replied", "error")
+
+
+def test_a_reply_the_time_model_judges_late_is_noted_with_its_calls_and_why() -> None:
+    """``--link`` with a deadline: the clock names the replies that arrive too late in
+    simulated time; each is noted late with the calls it would have made and the reason,
+    and neither its message nor its bytes are counted."""
+    from pemn_fl import transport
+
+    seen: list[tuple[object, int]] = []
+
+    def clock(traffic, replies):  # noqa: ANN001, ANN202
+        seen.append((traffic, len(replies)))
+        late = next(r for r in replies if r.metadata.src_node_id == 12)
+        return {12: (transport.uplink_calls(late), "arrives at 41 s, past the 30 s deadline")}
+
+    grid = MeteredGrid(EchoGrid([11, 12]), clock=clock)  # type: ignore[arg-type]
+    kept = list(grid.send_and_receive(_messages([11, 12])))
+    traffic = grid.take()
+    assert [r.metadata.src_node_id for r in kept] == [11]
+    assert seen == [(traffic, 2)]  # the round's own traffic, every reply
+    assert traffic.late == [(12, "arrives at 41 s, past the 30 s deadline")]
+    assert (traffic.messages_up, traffic.clients[12].status) == (1, "late")
+    assert len(traffic.clients[12].up) >= 1 and traffic.uplink_payload_bytes == 100
+    # Only training rounds are judged (an evaluation round has no deadline in the model).
+    evaluation = [Message(content=m.content, dst_node_id=m.metadata.dst_node_id,
+                          message_type="evaluate.x") for m in _messages([11, 12])]  # fmt: skip
+    assert len(list(grid.send_and_receive(evaluation))) == 2 and len(seen) == 1
