@@ -130,6 +130,10 @@ def test_catch_up_from_a_snapshot_takes_it_whole() -> None:
     cfg, snapshot = server.downlink(99, 4)
     state, held = R.catch_up(cfg, snapshot, _vec(9, 9), 0, [2], _add, FIELDS)
     assert held == 3 and state[0].tolist() == [4.0, 5.0]
+    # A snapshot's arrays are taken as flat layers whatever shape they came in (sizes fit).
+    shaped = ArrayRecord([np.array([[4.0], [5.0]], np.float32)])
+    state, held = R.catch_up(cfg, shaped, _vec(9, 9), 0, [2], _add, FIELDS)
+    assert held == 3 and state[0].shape == (2,) and state[0].tolist() == [4.0, 5.0]
     wrong_size = ArrayRecord([np.zeros(3, np.float32)])
     with pytest.raises(MaskPayloadError, match="snapshot does not match"):
         R.catch_up(cfg, wrong_size, _vec(0, 0), 0, [2], _add, FIELDS)
