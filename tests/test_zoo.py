@@ -332,3 +332,72 @@ def test_a_client_sends_its_trained_weights_minus_the_ones_it_held(
         assert all(not r.any() for r in ctx.state["topk-residual"].to_numpy_ndarrays())
     else:
         assert "signsgd-residual" not in ctx.state
+
+
+# -- the compressed-update frame's wiring (each compressor alike) ------------------------
+def test_a_compressor_node_beyond_the_history_takes_the_snapshot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node that missed more rounds than the server keeps gets the weights whole and
+    trains from them (the replica check: it then holds what the server held)."""
+    from pemn_fl.methods.frames import replica as R
+
+    monkeypatch.setattr(R, "HISTORY", 2)
+    schedule = {1: [0, 1], 2: [1], 3: [1], 4: [0, 1]}  # node 0 misses rounds 2-3
+    strategy = _strategy(qsgd, schedule, SETTINGS).strategy
+    rounds = list(H.replicated_rounds(strategy, sorted(schedule), qsgd.METHOD.client_step,
+                                      H.contexts(PARTITIONS), SETTINGS, "qsgd"))  # fmt: skip
+    to_node0 = next(m for m in rounds[-1].sent if m.metadata.dst_node_id == H.FIRST_NODE)
+    assert R.SNAPSHOT in to_node0.content.array_records
+
+
+def test_a_compressor_follows_the_runs_sampler_and_installs_its_arrays() -> None:
+    """The server asks the run's own sampler (here half the nodes); ``install`` puts the
+    global arrays into the evaluation model."""
+    from pemn_fl.sampling import RoundSampler
+
+    node_of = {p: H.FIRST_NODE + p for p in range(PARTITIONS)}
+    sampler = RoundSampler(node_of, 0.5, seed=3)
+    side = qsgd.METHOD.server(SETTINGS, sampler)
+    sent = list(side.strategy.configure_train(1, side.initial, ConfigRecord(), None))
+    assert sorted(m.metadata.dst_node_id for m in sent) == sorted(sampler(1)) and len(sent) == 2
+    side.install(side.initial)
+    installed = np.concatenate([p.detach().numpy().ravel() for p in side.model.parameters()])
+    assert np.array_equal(installed, np.concatenate(side.initial.to_numpy_ndarrays()))
+    _, replies, arrays = H.first_round("qsgd", SETTINGS)
+    side.install(arrays)
+    installed = np.concatenate([p.detach().numpy().ravel() for p in side.model.parameters()])
+    assert np.array_equal(installed, np.concatenate(arrays.to_numpy_ndarrays()))
+
+
+def test_a_compressor_reply_without_a_train_loss_counts_with_a_nan_loss() -> None:
+    """train-loss is informative: a reply without it is still a valid update."""
+    side, replies, _ = H.first_round("qsgd", SETTINGS)
+    reply = replies[0]
+    metrics = reply.content["metrics"]
+    assert "train-loss" in metrics
+    del metrics["train-loss"]
+    delta, num_examples, loss = side.strategy.check(1)(reply)
+    assert num_examples > 0 and len(delta) == len(dense_net(SETTINGS).sizes)
+    assert loss != loss  # NaN
+
+
+def test_a_compressor_client_draws_its_batches_from_the_run_seed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Minibatch order: from (the run's seed, partition, round), so another seed reshuffles
+    (a seed group's members differ in every draw)."""
+    from pemn_fl.methods.frames import compressed as C
+    from pemn_fl.prototype import derived_seed
+
+    seeds: list[int] = []
+    real = C.train
+
+    def train(*args, seed: int, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seeds.append(seed)
+        return real(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(C, "train", train)
+    for run_seed in (0, 1):
+        H.first_round("qsgd", changed(SETTINGS, seed=run_seed), partitions=1)
+    assert seeds == [derived_seed(0, "batches/0/1"), derived_seed(1, "batches/0/1")]
