@@ -243,6 +243,30 @@ def test_accepts_bytearray_and_memoryview() -> None:
     for form in (bytearray(payload), memoryview(payload), memoryview(b"xx" + payload)[2:]):
         assert_same(decode_mask(form, fingerprint=FP, layer_sizes=[3]), layers)
         assert inspect_payload(form).layer_sizes == (3,)
+    # Views of other item formats or shapes are read as their bytes (unsigned: a header byte
+    # over 127 must not turn negative): signed bytes, a 2-D view, 16-bit items.
+    even = [np.array([True] * 9)]  # a 30-byte payload: it also views as 15 16-bit items
+    payload = encode_mask(even, fingerprint=FP)
+    raw = np.frombuffer(payload, dtype=np.uint8)
+    assert raw.max() > 127 and len(raw) % 2 == 0  # the CRC or fingerprint holds such a byte
+    for form in (memoryview(raw.view(np.int8)), memoryview(raw.reshape(2, -1)),
+                 memoryview(raw.view(np.uint16))):  # fmt: skip
+        assert_same(decode_mask(form, fingerprint=FP, layer_sizes=[9]), even)
+        assert inspect_payload(form).layer_sizes == (9,)
+
+
+def test_a_mask_or_reference_that_is_not_bool_is_refused_by_name() -> None:
+    """A float or int "mask" means a threshold was forgotten: the error says which argument
+    and which layer, for the mask, a reference to encode against and a held reference."""
+    good = [np.array([True, False, True])]
+    bad = [np.array([1, 0, 1])]
+    with pytest.raises(TypeError, match=r"^layers\[0\] must be a bool array, got dtype int"):
+        encode_mask(bad, fingerprint=FP)
+    with pytest.raises(TypeError, match=r"^reference\[0\] must be a bool array"):
+        encode_mask(good, fingerprint=FP, reference=bad, reference_id=3)
+    delta = encode_mask(good, fingerprint=FP, reference=good, reference_id=3, encoding="delta")
+    with pytest.raises(TypeError, match=r"^reference\[0\] must be a bool array"):
+        decode_mask(delta, fingerprint=FP, layer_sizes=[3], references={3: bad})
 
 
 # ------------------------------------------------------------------------------------------
