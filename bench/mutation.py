@@ -525,9 +525,11 @@ def _source_of(name: str, root: Path) -> Path:
     """The file a mutant lives in: ``pemn_fl.methods.topk.x_f__mutmut_3`` -> its module."""
     parts = name.split(".")
     for i in range(len(parts), 0, -1):
-        candidate = root.joinpath(*parts[:i]).with_suffix(".py")
-        if candidate.is_file():
-            return candidate
+        # A module, or a package's own code (``pemn_fl.methods.x_f__mutmut_8``: __init__.py).
+        for candidate in (root.joinpath(*parts[:i]).with_suffix(".py"),
+                          root.joinpath(*parts[:i], "__init__.py")):  # fmt: skip
+            if candidate.is_file():
+                return candidate
     raise FileNotFoundError(name)
 
 
