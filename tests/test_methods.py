@@ -128,11 +128,13 @@ def test_a_plugin_method_is_a_dotted_module_with_a_method_of_its_own(
                                "METHOD = dataclasses.replace(get('topk'), name='mine', "
                                "label='Mine')\n")  # fmt: skip
     (pkg / "none.py").write_text("METHOD = 3\n")
+    (pkg / "bare.py").write_text("NOT_A_METHOD = 3\n")
     (pkg / "clash.py").write_text("from pemn_fl.methods import get\nMETHOD = get('topk')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert get("plugs.ok").label == "Mine"
-    with pytest.raises(KeyError, match="has no METHOD of type"):
-        get("plugs.none")
+    for spec in ("plugs.none", "plugs.bare"):  # a METHOD of another type, or none at all
+        with pytest.raises(KeyError, match="has no METHOD of type"):
+            get(spec)
     with pytest.raises(KeyError, match="is a built-in method's"):
         get("plugs.clash")
     with pytest.raises(KeyError, match="cannot import module plugs.absent"):
@@ -189,3 +191,31 @@ def test_every_method_has_a_line_style_and_a_description() -> None:
 def test_every_method_has_its_own_marker() -> None:
     markers = [get(name).marker for name in names()]
     assert len(set(markers)) == len(markers)  # every curve told apart in black and white
+
+
+def test_options_no_method_of_the_run_reads_are_found_with_their_readers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``unread``: an option moved off its default that no chosen method declares, with the
+    methods (built-in and the run's plug-ins) that would read it; ``users``: who reads what."""
+    from pemn_fl.methods import unread, users
+    from tests.harness import build_settings
+
+    evolving = ["evolve", "evolve_dither", "evolve_lattice", "evolve_momentum"]
+    assert users()["density"] == evolving and users()["topk-fraction"] == ["topk"]
+    assert unread(build_settings(methods="fedavg,topk", density=0.5)) == {"density": evolving}
+    assert unread(build_settings(methods="fedavg,evolve", density=0.5)) == {}
+    assert unread(build_settings(methods="fedavg", density=0.15, topk_fraction=0.05)) == {
+        "density": evolving, "topk-fraction": ["topk"]}  # fmt: skip
+    assert unread(build_settings(methods="fedavg")) == {}  # every option at its default
+    pkg = tmp_path / "readers"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mine.py").write_text("import dataclasses\nfrom pemn_fl.methods import get\n"
+                                 "METHOD = dataclasses.replace(get('topk'), name='mine', "
+                                 "label='Mine')\n")  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert users(["readers.mine"])["topk-fraction"] == ["topk", "mine"]
+    assert users(["topk"])["topk-fraction"] == ["topk"]  # a built-in is not listed twice
+    settings = build_settings(methods="fedavg,readers.mine", topk_fraction=0.05, density=0.5)
+    assert unread(settings) == {"density": evolving}  # the plug-in reads topk-fraction
