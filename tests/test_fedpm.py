@@ -270,3 +270,20 @@ def test_fedpm_bayes_refuses_a_vote_count_outside_its_bounds(k: int) -> None:
     state = fedpm_bayes.initial_state(SETTINGS)
     with pytest.raises(MaskPayloadError, match="vote count"):
         apply(state, 1, {"counts": b"", "k": k})
+
+
+@pytest.mark.parametrize("module", [fedpm, fedpm_bayes])
+def test_the_server_side_starts_from_theta_and_evaluates_a_sampled_network(module) -> None:  # noqa: ANN001
+    """What the ServerApp gets: the initial probabilities (theta_0 as float32, evaluated as
+    round 0) and ``install``, which puts one network sampled from them into the model."""
+    from pemn_fl.sampling import RoundSampler
+
+    sampler = RoundSampler({p: H.FIRST_NODE + p for p in range(PARTITIONS)}, 1.0, seed=0)
+    side = module.METHOD.server(SETTINGS, sampler)
+    theta = side.initial.to_numpy_ndarrays()
+    assert [t.dtype for t in theta] == [np.float32] * len(theta)
+    assert [t.size for t in theta] == E.network(SETTINGS).sizes
+    side.install(side.initial)
+    expected = PM.masked_weights(list(E.network(SETTINGS).initial), PM.sampled_mask(side.initial))
+    got = [p.detach().numpy().ravel() for p in side.model.parameters()]
+    assert all(np.array_equal(g, w.ravel()) for g, w in zip(got, expected, strict=True))
