@@ -125,3 +125,45 @@ def test_the_pemn_server_evaluates_the_mask_it_is_given() -> None:
     side.install(frozen.mask_to_record(mask))
     got = [m.detach().numpy().reshape(-1).astype(bool) for m in get_masks(side.model)]
     assert all(np.array_equal(g, m) for g, m in zip(got, mask, strict=True))
+
+
+def test_the_fedavg_client_trains_at_the_rounds_rate_on_the_run_seeds_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The baseline's client: its step size follows ``--lr-schedule`` by the round it is
+    asked to train, its minibatches are drawn from (the run's seed, partition, round), and it
+    reports its loss as ``train-loss`` (what the round log reads)."""
+    from pemn_fl.prototype import derived_seed
+    from tests.harness import FIRST_NODE, contexts
+
+    settings = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25,
+                              lr_schedule="cosine", num_server_rounds=4, seed=7)  # fmt: skip
+    calls: list[tuple[float, int]] = []
+    real = fedavg.train
+
+    def train(model, x, y, cfg, *, seed):  # noqa: ANN001, ANN202
+        calls.append((cfg.lr, seed))
+        return real(model, x, y, cfg, seed=seed)
+
+    monkeypatch.setattr(fedavg, "train", train)
+    sampler = RoundSampler({p: FIRST_NODE + p for p in range(2)}, 1.0, seed=0)
+    side = fedavg.METHOD.server(settings, sampler)
+    rounds = list(run_rounds(side.strategy, [1, 3], fedavg.client_step, contexts(2), settings,
+                             side.initial))  # fmt: skip
+    lr = settings["dense-lr"]
+    expected = [(settings.scheduled(lr, r), derived_seed(7, f"batches/{p}/{r}"))
+                for r in (1, 3) for p in (0, 1)]  # fmt: skip
+    assert sorted(calls) == sorted(expected)
+    assert settings.scheduled(lr, 1) != settings.scheduled(lr, 3)  # cosine: the round matters
+    loss = rounds[0].replies[0].content["metrics"]["train-loss"]
+    assert isinstance(loss, float) and np.isfinite(loss)
+
+
+def test_the_fedavg_server_side_installs_the_global_arrays_into_its_model() -> None:
+    settings = build_settings(dataset="synthetic", model="mlp", width=0.25, dense_width=0.25)
+    sampler = RoundSampler({p: 100 + p for p in range(2)}, 1.0, seed=0)
+    side = fedavg.METHOD.server(settings, sampler)
+    state = {k: v.clone() + 1.0 for k, v in side.model.state_dict().items()}
+    side.install(ArrayRecord(state))
+    assert all(np.array_equal(side.model.state_dict()[k].numpy(), v.numpy())
+               for k, v in state.items())  # fmt: skip
