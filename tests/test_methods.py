@@ -115,22 +115,30 @@ def test_a_module_that_registers_another_name_or_no_method_is_refused(
     importlib.invalidate_caches()
 
 
+MINE = ("import dataclasses\nfrom pemn_fl.methods import get\n"
+        "METHOD = dataclasses.replace(get('topk'), name='mine', label='Mine')\n")
+
+
+def _plugins(tmp_path: Path, package: str, modules: dict[str, str],
+             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A package of plug-in method modules (name -> source) on the import path."""
+    pkg = tmp_path / package
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for name, source in modules.items():
+        (pkg / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
 def test_a_plugin_method_is_a_dotted_module_with_a_method_of_its_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pemn_fl.methods import is_plugin
 
     assert is_plugin("plugs.mine") and not is_plugin("pemn")
-    pkg = tmp_path / "plugs"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "ok.py").write_text("import dataclasses\nfrom pemn_fl.methods import get\n"
-                               "METHOD = dataclasses.replace(get('topk'), name='mine', "
-                               "label='Mine')\n")  # fmt: skip
-    (pkg / "none.py").write_text("METHOD = 3\n")
-    (pkg / "bare.py").write_text("NOT_A_METHOD = 3\n")
-    (pkg / "clash.py").write_text("from pemn_fl.methods import get\nMETHOD = get('topk')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _plugins(tmp_path, "plugs", {
+        "ok": MINE, "none": "METHOD = 3\n", "bare": "NOT_A_METHOD = 3\n",
+        "clash": "from pemn_fl.methods import get\nMETHOD = get('topk')\n"}, monkeypatch)
     assert get("plugs.ok").label == "Mine"
     for spec in ("plugs.none", "plugs.bare"):  # a METHOD of another type, or none at all
         with pytest.raises(KeyError, match="has no METHOD of type"):
@@ -208,13 +216,7 @@ def test_options_no_method_of_the_run_reads_are_found_with_their_readers(
     assert unread(build_settings(methods="fedavg", density=0.15, topk_fraction=0.05)) == {
         "density": evolving, "topk-fraction": ["topk"]}  # fmt: skip
     assert unread(build_settings(methods="fedavg")) == {}  # every option at its default
-    pkg = tmp_path / "readers"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "mine.py").write_text("import dataclasses\nfrom pemn_fl.methods import get\n"
-                                 "METHOD = dataclasses.replace(get('topk'), name='mine', "
-                                 "label='Mine')\n")  # fmt: skip
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _plugins(tmp_path, "readers", {"mine": MINE}, monkeypatch)
     assert users(["readers.mine"])["topk-fraction"] == ["topk", "mine"]
     assert users(["topk"])["topk-fraction"] == ["topk"]  # a built-in is not listed twice
     settings = build_settings(methods="fedavg,readers.mine", topk_fraction=0.05, density=0.5)
