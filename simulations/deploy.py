@@ -122,10 +122,10 @@ def check_resumable(plan: Plan, layout: Layout) -> None:
     from pemn_fl import checkpoint as C
     from pemn_fl.report import columns_for
     from pemn_fl.server_app import CLIENTS_FILE
-    from simulations.resume import method_names_of
+    from simulations.resume import load_server_of_run, method_names_of
 
     settings = plan.settings
-    saved = C.load_server(layout.server_checkpoint)
+    saved = load_server_of_run(layout.server_checkpoint, layout.out / "config.json")
     C.finished_rows(layout.out / "rounds.csv", settings.method_list, saved,
                     settings.num_server_rounds, columns_for(bool(settings.link)))  # fmt: skip
     for index in range(plan.nodes):

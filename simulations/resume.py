@@ -7,11 +7,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pemn_fl.config import RunSettings, SettingsError
 from pemn_fl.methods import get as get_method
 from pemn_fl.methods import settings_from
 from simulations.engine import Engine
+
+if TYPE_CHECKING:
+    from pemn_fl.checkpoint import ServerCheckpoint
 
 
 def resumed(out: Path) -> tuple[RunSettings, Engine]:
@@ -37,10 +41,7 @@ def resumed(out: Path) -> tuple[RunSettings, Engine]:
     from pemn_fl.report import columns_for
     from pemn_fl.server_app import CLIENTS_FILE
 
-    try:
-        saved = C.load_server(checkpoints)
-    except C.CheckpointError as exc:
-        raise C.CheckpointError(f"{exc}{_other_code_hint(config)}") from None
+    saved = load_server_of_run(checkpoints, out / "config.json")
     C.finished_rows(out / "rounds.csv", settings.method_list, saved,
                     settings.num_server_rounds, columns_for(bool(settings.link)))  # fmt: skip
     C.check_clients(checkpoints)
@@ -51,21 +52,38 @@ def resumed(out: Path) -> tuple[RunSettings, Engine]:
     return dataclasses.replace(settings, checkpoint_dir=str(checkpoints)), engine
 
 
-def _other_code_hint(config: dict) -> str:
-    """Why a checkpoint may not load: it pickles the classes of the code that wrote it, so
-    after a change of those classes only that code reads it (a session's killed 100-round
-    sweep run is resumed that way). Empty when the run's commit is this one or unknown."""
+def load_server_of_run(directory: Path, config_file: Path) -> ServerCheckpoint:
+    """The server checkpoint in ``directory`` of the run whose ``config_file`` it is
+    (``simulations.run --resume`` and ``simulations.deploy --resume`` alike).
+
+    A checkpoint pickles the classes of the code that wrote it, so after a change of those
+    classes only that code reads it (a session's killed 100-round sweep run is resumed that
+    way): the error then names the commit the run's config.json records and how to resume
+    with it."""
+    from pemn_fl import checkpoint as C
+
+    try:
+        return C.load_server(directory)
+    except C.CheckpointError as exc:
+        raise C.CheckpointError(f"{exc}{_other_code_hint(config_file)}") from None
+
+
+def _other_code_hint(config_file: Path) -> str:
+    """Empty when the run's commit is this code's, or either is unknown."""
     from simulations.outdir import git_commit
 
-    stamp = config.get("versions")
+    try:
+        stamp = json.loads(config_file.read_text()).get("versions")
+    except (OSError, ValueError, AttributeError):
+        stamp = None
     written = str(stamp.get("pemn-fl-commit", "unknown")) if isinstance(stamp, dict) else "unknown"
     here = git_commit()
-    if "unknown" in (written, here) or written.split("+")[0] == here.split("+")[0]:
+    written, here = written.split("+")[0], here.split("+")[0]  # a dirty tree: its commit
+    if "unknown" in (written, here) or written == here:
         return ""
-    short = written.split("+")[0][:7]
-    return (f"; it was written at commit {short}, this code is {here[:7]}: resume it with "
-            f"the code that wrote it (git worktree add --detach ../pemn-{short} {short}, then "
-            "run the same command there) or start the run again")
+    return (f"; it was written at commit {written[:7]}, this code is {here[:7]}: resume it "
+            f"with the code that wrote it (git worktree add --detach ../pemn-{written[:7]} "
+            f"{written[:7]}, then run the same command there) or start the run again")
 
 
 def method_names_of(settings: RunSettings) -> list[str]:

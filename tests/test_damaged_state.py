@@ -115,25 +115,29 @@ def test_a_damaged_server_checkpoint_is_one_error_line(
     assert "damaged checkpoint (CRC mismatch" in _error_line(capsys)
 
 
+@pytest.mark.parametrize("deployment", [False, True])
 @pytest.mark.parametrize("written, hint", [("0123456789" * 4, True), ("a" * 40, False),
                                            ("unknown", False)])  # fmt: skip
 def test_a_checkpoint_of_other_code_says_which_commit_can_resume_it(
-    written: str, hint: bool, tmp_path: Path, capsys: pytest.CaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    written: str, hint: bool, deployment: bool, tmp_path: Path,
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A checkpoint pickles the classes of the code that wrote it: after they change, the
-    error names the run's commit (from config.json) and how to resume with it."""
+    error names the run's commit (from config.json) and how to resume with it, for
+    ``simulations.run --resume`` and ``simulations.deploy --resume`` alike."""
     import simulations.outdir as O
     from pemn_fl import framing
+    from simulations.deploy import main as deploy_main
 
     monkeypatch.setattr(O, "git_commit", lambda: "a" * 40)
-    out = _resumable(tmp_path)
+    out = _resumable(tmp_path, deployment=deployment)
     config = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps(config | {"versions": {"pemn-fl-commit": written}}))
     # A pickle naming a class its module no longer has (as a restructuring leaves it).
     gone = b"\x80\x04cpemn_fl.methods.evolve\nNetworkOfAnOlderCommit\n)\x81."
-    (out / "checkpoint" / C.SERVER_FILE).write_bytes(framing.seal(gone))
-    assert main(["--resume", str(out)]) == 2
+    server = out / ("state/superlink/checkpoint" if deployment else "checkpoint")
+    (server / C.SERVER_FILE).write_bytes(framing.seal(gone))
+    assert (deploy_main if deployment else main)(["--resume", str(out)]) == 2
     line = _error_line(capsys)
     assert "unreadable checkpoint" in line and "NetworkOfAnOlderCommit" in line
     assert ("written at commit 0123456, this code is aaaaaaa" in line) is hint
