@@ -437,3 +437,106 @@ def test_the_straight_through_top_k_selects_forward_and_passes_the_gradient_back
     assert unsigned.tolist() == [0.0, 1.0, 0.0, 1.0]
     (signed * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
     assert scores.grad.tolist() == [1.0, 2.0, 3.0, 4.0]  # identity backward
+
+
+# -- merged catch-up (evolve_lattice --merged-catch-up) ------------------------------------
+MERGED = changed(SETTINGS, merged_catch_up=True)
+GAPS = {1: [0, 1], 2: [1, 2], 3: [1, 3], 4: [0, 2, 3], 5: [0, 1, 2, 3]}
+
+
+def _merged_run(schedule: dict[int, list[int]], settings: RunSettings = MERGED,
+                tamper=None,  # noqa: ANN001
+                ) -> tuple[object, dict[int, Context], dict[int, list[Message]]]:  # fmt: skip
+    strategy = H.scheduled(evolve_lattice, settings, PARTITIONS, schedule).strategy
+    contexts = H.contexts(PARTITIONS)
+    step = evolve_lattice.METHOD.client_step
+    if tamper is None:
+        rounds = list(H.replicated_rounds(strategy, sorted(schedule), step, contexts, settings,
+                                          "evolve_lattice"))  # fmt: skip
+    else:
+        rounds = list(H.run_rounds(strategy, sorted(schedule), step, contexts, settings,
+                                   tamper=tamper))  # fmt: skip
+    return strategy, contexts, {one.r: one.sent for one in rounds}
+
+
+def _to(sent: list[Message], partition: int) -> ConfigRecord:
+    return next(m for m in sent if m.metadata.dst_node_id == 100 + partition).content["config"]
+
+
+def test_merged_catch_up_sends_one_update_for_every_missed_round_and_everyone_agrees() -> None:
+    # replicated_rounds checks that every node that took part holds the server's state.
+    strategy, contexts, log = _merged_run(GAPS)
+    plain, _, plain_log = _run(evolve_lattice, "evolve_lattice", GAPS)
+    # Round 4: node 0 missed rounds 1-3 (it holds round 0), node 2 rounds 2-3: one merged
+    # update each; node 3 took part in round 3, so it needs round 3 alone, as without merging.
+    for partition, first in ((0, 1), (2, 2)):
+        cfg = _to(log[4], partition)
+        assert int(cfg["from-round"]) == first
+        assert sorted(k for k in cfg if "update" in k or "levels" in k) == [
+            "merged-levels", "merged-update"]
+        unmerged = _to(plain_log[4], partition)
+        assert len(bytes(cfg["merged-update"])) < sum(
+            len(bytes(unmerged[f"update-{t}"])) for t in range(first, 4))
+    assert sorted(k for k in _to(log[4], 3) if k.startswith("update")) == ["update-3"]
+    # The state is the summed integer steps, the weights W_0 + basis * S.
+    state = strategy.replica.state
+    assert all(np.array_equal(s, np.round(s)) for s in state) and any(s.any() for s in state)
+    basis = evolve_lattice.lattice(MERGED, 1)
+    for w, w0, b, s in zip(strategy.weights, strategy.net.initial, basis, state, strict=True):
+        assert np.array_equal(w, (w0 + b * s).astype(np.float32))
+    # After one round both arithmetics are the same operation (W_0 + basis * step); later the
+    # float32 sums differ in their last bits, and the runs' masks with them.
+    one, _, _ = _merged_run({1: [0, 1]})
+    plain_one, _, _ = _run(evolve_lattice, "evolve_lattice", {1: [0, 1]})
+    assert R.digest(one.weights) == R.digest(plain_one.weights)
+
+
+def test_a_merged_update_is_exactly_the_rounds_applied_one_by_one() -> None:
+    strategy, _, _ = _merged_run({1: [0, 1], 2: [1, 2], 3: [2, 3], 4: [0, 3]})
+    made = [(t, strategy.replica.updates[t]) for t in (2, 3, 4)]
+    apply = ER.apply_round(MERGED, evolve_lattice.SCHEME)
+    one_by_one = ER.state_of(MERGED, evolve_lattice.SCHEME)
+    for t, fields in made:
+        one_by_one = apply(one_by_one, t, fields)
+    merged = apply(ER.state_of(MERGED, evolve_lattice.SCHEME), 2, strategy.merge(2, made))
+    assert all(np.array_equal(a, b) for a, b in zip(merged, one_by_one, strict=True))
+    levels = strategy.merge(2, made)["levels"]
+    assert levels[0] == 1 and levels[1] == 2 * levels[2] >= 2  # whole steps, symmetric range
+
+
+def test_a_node_whose_reply_was_lost_gets_the_rounds_one_by_one() -> None:
+    # Node 0's reply of round 2 is lost after it caught up: the server cannot know what it
+    # holds, so round 4 sends it every round since the last reply it saw, not one merged
+    # update; the node steps over what it already applied and lands on the server's state.
+    def lose(r: int, reply: Message) -> Message | None:
+        return None if (r, reply.metadata.src_node_id) == (2, 100) else reply
+
+    schedule = {1: [0, 1], 2: [0, 1], 3: [1, 2], 4: [0, 3]}
+    strategy, contexts, log = _merged_run(schedule, tamper=lose)
+    cfg = _to(log[4], 0)
+    # Its last reply the server saw was round 1's (it held round 0 then); it holds round 1.
+    assert int(cfg["from-round"]) == 1 and not any(k.startswith("merged-") for k in cfg)
+    assert sorted(k for k in cfg if k.startswith("update")) == ["update-1", "update-2",
+                                                                "update-3"]  # fmt: skip
+    held = contexts[100].state["evolve_lattice-weights"].to_numpy_ndarrays()
+    assert int(contexts[100].state["evolve_lattice-round"]["round"]) == 3
+    assert R.digest(held) == R.digest(_state_before(strategy, 4))
+    assert strategy.replica.holds[100] == 3  # its round-4 reply was valid
+
+
+def _state_before(strategy, r: int) -> list[np.ndarray]:  # noqa: ANN001
+    """The integer state at the start of round r, from S_0 and the logged updates."""
+    apply = ER.apply_round(MERGED, evolve_lattice.SCHEME)
+    state = ER.state_of(MERGED, evolve_lattice.SCHEME)
+    for t in range(1, r):
+        state = apply(state, t, strategy.replica.updates[t])
+    return state
+
+
+def test_merged_catch_up_needs_a_constant_step_and_a_fixed_basis() -> None:
+    with pytest.raises(ValueError, match="merged-catch-up sums the rounds' steps"):
+        changed(MERGED, lr_schedule="cosine")
+    # evolve's basis is fresh noise every round: the option leaves it as it is.
+    assert not ER.integer_state(changed(SETTINGS, merged_catch_up=True), evolve.SCHEME)
+    assert ER.integer_state(MERGED, evolve_lattice.SCHEME)
+    assert not ER.integer_state(SETTINGS, evolve_lattice.SCHEME)

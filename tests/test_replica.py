@@ -199,3 +199,70 @@ def test_catchup_bytes_are_the_missed_rounds_before_the_last_and_any_snapshot() 
     other = Message(content=RecordDict({"config": ConfigRecord({"server-round": 4})}),
                     dst_node_id=11, message_type="train.x")  # fmt: skip
     assert R.catchup_payload_bytes(other) == 0
+
+
+def _merge(first: int, made: list[tuple[int, Mapping[str, Any]]]) -> dict[str, bytes]:
+    """The toy method's rounds add up: one update, the sum of theirs."""
+    total = sum(np.frombuffer(bytes(fields["update"]), dtype="<f4") for _, fields in made)
+    return {"update": np.asarray(total, dtype="<f4").tobytes()}
+
+
+def test_a_merge_is_one_update_for_two_or_more_missed_rounds() -> None:
+    server = _server()
+    cfg, snapshot = server.downlink(99, 4, _merge)  # holds round 0: rounds 1-3 merged
+    assert snapshot is None
+    assert dict(cfg) == {"server-round": 4, "from-round": 1, "digest": R.digest(_vec(4, 5)),
+                         "merged-update": _update(4, 5)["update"]}  # fmt: skip
+    state, held = R.catch_up(cfg, None, _vec(0, 0), 0, [2], _add, FIELDS)
+    assert held == 3 and state[0].tolist() == [4.0, 5.0]
+    cfg, _ = server.downlink(11, 4, _merge)  # holds round 2: one round, nothing to merge
+    assert "update-3" in cfg and not any(k.startswith(R.MERGED) for k in cfg)
+    # The whole merged update counts as catch-up (it cannot be split by round).
+    (msg,) = server.messages([99], 4, "train.toy", _merge)
+    assert R.catchup_payload_bytes(msg) == 8
+
+
+def test_a_merge_steps_over_empty_rounds_and_counts_only_rounds_with_an_update() -> None:
+    server = _server()
+    server.skip(4)
+    cfg, _ = server.downlink(99, 5, _merge)  # rounds 1-3 and the empty 4: one update
+    assert cfg["from-round"] == 1 and R.SKIPPED not in cfg and "merged-update" in cfg
+    state, held = R.catch_up(cfg, None, _vec(0, 0), 0, [2], _add, FIELDS)
+    assert held == 4 and state[0].tolist() == [4.0, 5.0]
+    cfg, _ = server.downlink(12, 5, _merge)  # round 3 and the empty 4: one update, no merge
+    assert cfg[R.SKIPPED] == [4] and "update-3" in cfg and "merged-update" not in cfg
+
+
+def test_no_merge_for_a_node_that_got_a_downlink_the_server_saw_no_reply_to() -> None:
+    server = _server()
+    assert server.certain(99)
+    server.messages([99], 4, "train.toy", _merge)  # its reply never comes: round 4 skipped
+    server.skip(4)
+    assert not server.certain(99)  # it may hold any round up to 3 now
+    cfg, _ = server.downlink(99, 5, _merge)
+    assert not any(k.startswith(R.MERGED) for k in cfg)
+    state, held = R.catch_up(cfg, None, _vec(4, 5), 3, [2], _add, FIELDS)  # it had caught up
+    assert held == 4 and state[0].tolist() == [4.0, 5.0]
+    server.commit(5, _update(0, 0), _vec(4, 5), [99])  # its round-5 reply proves round 4
+    assert server.certain(99)
+    server.remap_nodes({99: 7})
+    assert server.sent == {7: 4} and server.holds[7] == 4 and server.certain(7)
+
+
+def test_catch_up_refuses_a_merged_update_it_cannot_apply_exactly() -> None:
+    server = _server()
+    cfg, _ = server.downlink(99, 4, _merge)  # rounds 1-3 merged, from round 0's state
+    with pytest.raises(MaskPayloadError, match="merged update of rounds 1..3: this node holds "
+                                               "round 1"):  # fmt: skip
+        R.catch_up(cfg, None, _vec(1, 0), 1, [2], _add, FIELDS)
+    renamed = ConfigRecord({**{k: v for k, v in cfg.items() if k != "merged-update"},
+                            "merged-delta": cfg["merged-update"]})  # fmt: skip
+    with pytest.raises(MaskPayloadError, match=r"fields \['delta'\], expected \['update'\]"):
+        R.catch_up(renamed, None, _vec(0, 0), 0, [2], _add, FIELDS)
+
+
+def test_a_checkpoint_from_before_merging_loads_with_no_downlink_unanswered() -> None:
+    old = {k: v for k, v in _server().__dict__.items() if k != "sent"}
+    server = R.ReplicaServer.__new__(R.ReplicaServer)
+    server.__setstate__(old)
+    assert server.sent == {} and server.certain(11) and server.holds == {11: 2, 12: 2}

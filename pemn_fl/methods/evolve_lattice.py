@@ -16,6 +16,11 @@ basis that does not change between rounds:
 
 Most steps are 0 and the rest +-1, so the downlink costs about the entropy of a sparse
 ternary symbol; the uplink ~``H(density) + density`` bits.
+
+Because the basis never changes, k rounds' steps add up to one integer vector, and
+error-fed steps largely cancel in pairs (+1 then 0, or +1 then -1): ``--merged-catch-up``
+sends a node that missed rounds their sum, one payload that codes in far fewer bits than k
+(the replicated state becomes the summed steps ``S``, with ``W = W_0 + basis * S``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 
 from pemn_fl.config import RunSettings
 from pemn_fl.methods.frames import evolving as E
-from pemn_fl.methods.frames.evolving_round import Levels, Scheme, method
+from pemn_fl.methods.frames.evolving_round import MERGED_CATCH_UP, Levels, Scheme, method
 
 NAME = "evolve_lattice"
 MAX_STEP = 2  # |A - S| <= 1/2 and |f| <= 1, so a step is at most 1 in magnitude; 2 is slack
@@ -52,8 +57,8 @@ def sigma_delta_rule(
     return Levels(levels, 1, 2 * MAX_STEP, MAX_STEP)
 
 
-SCHEME = Scheme(rule=sigma_delta_rule, basis=lattice, signed=True)
+SCHEME = Scheme(rule=sigma_delta_rule, basis=lattice, signed=True, fixed_basis=True)
 METHOD = method(NAME, SCHEME, label="Evolving lattice, error-fed ternary votes", marker="-X",
                 description="fixed +-step lattice; ternary client masks; sigma-delta integer "
-                "steps down", order=50,
+                "steps down", order=50, options=(MERGED_CATCH_UP,),
                 grid=({"noise-scale": 0.5}, {"noise-scale": 1.0}, {"noise-scale": 2.0}))

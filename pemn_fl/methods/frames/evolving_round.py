@@ -85,14 +85,48 @@ class Scheme:
     # Server momentum on the replicated weights (``evolve_momentum``): beta from the settings,
     # or None for none. Every party keeps the velocity ``V`` next to ``W``.
     momentum: Callable[[RunSettings], float] | None = None
+    # The basis is the same every round (the lattice), so ``W = W_0 + basis * S`` with ``S``
+    # every round's steps summed: with ``--merged-catch-up`` the state is ``S`` itself.
+    fixed_basis: bool = False
+
+
+def _constant_schedule(value: object, settings: object) -> None:
+    if value and settings.lr_schedule != "constant":  # type: ignore[attr-defined]
+        raise ValueError("merged-catch-up sums the rounds' steps, so the step size must stay "
+                         "the same: drop --lr-schedule cosine or --merged-catch-up")  # fmt: skip
+
+
+MERGED_CATCH_UP = Option(
+    "merged-catch-up", False, "a node that missed rounds gets one update, their steps summed "
+    "(fixed-basis methods; the state becomes the integer sums, so runs differ in the last "
+    "float bits)", check=_constant_schedule)  # fmt: skip
+
+
+def integer_state(settings: RunSettings, scheme: Scheme) -> bool:
+    """Whether the replicated state is the summed integer steps ``S`` (``merged-catch-up``)."""
+    return scheme.fixed_basis and bool(settings[MERGED_CATCH_UP])
 
 
 def state_of(settings: RunSettings, scheme: Scheme) -> E.Weights:
     """The replicated state at round 0 (fresh arrays): ``W_0``, and a zero velocity with
     momentum."""
     net = network(settings)
+    if integer_state(settings, scheme):
+        return [np.zeros_like(w) for w in net.initial]  # S_0 = 0
     zeros = [np.zeros_like(w) for w in net.initial] if scheme.momentum else []
     return [w.copy() for w in net.initial] + zeros
+
+
+def weights_of(settings: RunSettings, scheme: Scheme, state: E.Weights) -> E.Weights:
+    """The weights a state stands for: ``W`` itself, or ``W_0 + basis * S`` (integer state:
+    computed afresh, the same float32 operations on every party, whatever order the steps
+    arrived in)."""
+    net = network(settings)
+    if not integer_state(settings, scheme):
+        return state[: len(net.sizes)]
+    basis = scheme.basis(settings, 1)
+    return [(w + b * s).astype(np.float32) for w, b, s in zip(net.initial, basis, state,
+                                                               strict=True)]  # fmt: skip
 
 
 def state_sizes(settings: RunSettings, scheme: Scheme) -> list[int]:
@@ -110,6 +144,11 @@ def step(settings: RunSettings, scheme: Scheme, state: E.Weights, t: int, levels
     """
     basis = scheme.basis(settings, t)
     n = len(network(settings).sizes)
+    if integer_state(settings, scheme):  # S += steps: exact in float32 (small integers)
+        if levels.denom != 1:
+            raise ValueError(f"integer state needs whole steps, got denominator {levels.denom}")
+        return [(s + (lv.astype(np.float32) - np.float32(levels.offset))).astype(np.float32)
+                for s, lv in zip(state, levels.levels, strict=True)]  # fmt: skip
     if scheme.momentum is None:
         return E.apply_levels(state, basis, levels.levels, levels.denom, levels.offset)
     beta = np.float32(scheme.momentum(settings))
@@ -246,7 +285,7 @@ def client_step(
     except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
         raise RuntimeError(f"partition {pid} rejected the downlink: {exc}") from None
     R.store(context, name, state, held)
-    weights = state[: len(net.sizes)]
+    weights = weights_of(settings, scheme, state)
     server_round = held + 1
     x, y = N.client_data(settings, pid, n)
     masks, loss = train_noise_mask(
@@ -290,7 +329,29 @@ class EvolvingVotes(ReplicatedStrategy[Mask]):
     @property
     def weights(self) -> E.Weights:
         """``W`` of the last aggregated round (everyone who caught up holds the same)."""
-        return self.replica.state[: len(self.net.sizes)]
+        return weights_of(self.settings, self.scheme, self.replica.state)
+
+    def merger(self) -> R.Merge | None:
+        return self.merge if integer_state(self.settings, self.scheme) else None
+
+    def merge(self, first: int, made: list[tuple[int, Mapping[str, Any]]]) -> dict[str, Any]:
+        """Rounds' integer steps summed into one levels payload, tagged with ``first``."""
+        total = [np.zeros(n, dtype=np.int64) for n in self.net.sizes]
+        for t, fields in made:
+            denom, max_level, offset = (int(v) for v in fields["levels"])
+            levels = decode_levels(
+                bytes(fields["update"]), fingerprint=self.net.fingerprint, tag=t,
+                layer_sizes=self.net.sizes, max_level=max_level,
+            )  # fmt: skip
+            for acc, lv in zip(total, levels, strict=True):
+                acc += lv.astype(np.int64) - offset
+        offset = max(1, max(int(np.abs(acc).max(initial=0)) for acc in total))
+        if 2 * offset > MAX_LEVEL:
+            raise ValueError(f"merged steps reach {offset}, beyond the levels codec")
+        payload = encode_levels([(acc + offset).astype(np.int16) for acc in total],
+                                fingerprint=self.net.fingerprint, tag=first,
+                                max_level=2 * offset)  # fmt: skip
+        return {"update": payload, "levels": [1, 2 * offset, offset]}
 
     def check(self, server_round: int) -> Callable[[Message], Vote]:
         shift = 1 if self.scheme.signed else 0

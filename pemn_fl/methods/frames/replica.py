@@ -16,7 +16,12 @@ and nothing else:
   checks the digest, so a node can never silently train on other weights than the server's;
 * a round with no valid reply changes nothing (``skip``): the server logs it as empty and a
   node that missed it is told so (``skipped``: the list of such rounds it must step over),
-  so one lost round never leaves the nodes waiting for an update that will never exist.
+  so one lost round never leaves the nodes waiting for an update that will never exist;
+* a method whose rounds add up (``merge``: the lattice's integer steps) may send a node that
+  missed rounds *one* update for all of them, ``merged-<field>``: the sum of k sparse steps
+  codes in far fewer bits than k steps. Only to a node whose state the server knows for sure
+  (every downlink it got so far was answered by a valid reply): one whose reply was lost may
+  have applied some of the rounds already, and gets them one by one (it steps over those).
 
 Updates carry their round, so a reply lost after a catch-up never double-applies.
 """
@@ -40,6 +45,12 @@ Apply = Callable[[State, int, Mapping[str, Any]], State]
 HISTORY = 64  # rounds of updates the server keeps for catch-up (a few KB each)
 SNAPSHOT = "snapshot"
 SKIPPED = "skipped"  # downlink key: the missed rounds that had no update (sent only if any)
+MERGED = "merged-"  # downlink key prefix: one update for every missed round (``merge``)
+# (the first round missed, the logged fields of the missed rounds that made an update, in
+# order, as (round, fields)) -> the fields of one update with the same effect as applying
+# them one after another; it travels as if it were the first round's (``apply`` gets that
+# round: the node knows it, not which of the rounds were empty).
+Merge = Callable[[int, list[tuple[int, Mapping[str, Any]]]], Mapping[str, Any]]
 
 
 def digest(state: State) -> bytes:
@@ -64,13 +75,26 @@ class ReplicaServer:
         # round -> its fields (None: an empty round), the last ``history`` rounds
         self.updates: dict[int, dict[str, Any] | None] = {}
         self.holds: dict[int, int] = {}  # node id -> round whose state it holds
+        self.sent: dict[int, int] = {}  # node id -> the round of the last downlink it got
 
     def remap_nodes(self, new_node_of_old: dict[int, int]) -> None:
         """A resumed run's nodes have new ids (``pemn_fl.checkpoint``): translate ``holds``."""
         self.holds = translate_keys(self.holds, new_node_of_old)
+        self.sent = translate_keys(self.sent, new_node_of_old)
 
-    def downlink(self, node: int, server_round: int) -> tuple[ConfigRecord, ArrayRecord | None]:
-        """What ``node`` needs to hold round ``server_round - 1``: updates or a snapshot."""
+    def certain(self, node: int) -> bool:
+        """Whether ``node`` holds exactly ``holds[node]``: every downlink it got was answered
+        by a valid reply (one that was not may have been applied, in part or whole)."""
+        return self.sent.get(node, 0) <= self.holds.get(node, 0) + 1
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        """A checkpoint written before ``sent`` existed: no downlink is known unanswered."""
+        self.__dict__.update({"sent": {}, **saved})
+
+    def downlink(self, node: int, server_round: int, merge: Merge | None = None
+                 ) -> tuple[ConfigRecord, ArrayRecord | None]:  # fmt: skip
+        """What ``node`` needs to hold round ``server_round - 1``: updates (with ``merge``,
+        one merged update where it saves anything and is safe) or a snapshot."""
         held = self.holds.get(node, 0)
         missing = range(held + 1, self.round + 1)
         cfg = ConfigRecord(
@@ -78,6 +102,11 @@ class ReplicaServer:
         )
         if all(t in self.updates for t in missing):
             skipped = [t for t in missing if self.updates[t] is None]
+            made = [(t, self.updates[t]) for t in missing if self.updates[t] is not None]
+            if merge is not None and len(made) >= 2 and self.certain(node):
+                for field, value in merge(held + 1, made).items():  # type: ignore[arg-type]
+                    cfg[f"{MERGED}{field}"] = value
+                return cfg, None
             for t in missing:
                 for field in self.fields if t not in skipped else ():
                     cfg[f"{field}-{t}"] = self.updates[t][field]  # type: ignore[index]
@@ -87,11 +116,13 @@ class ReplicaServer:
         cfg["from-round"] = server_round  # too far behind the log: a float snapshot
         return cfg, ArrayRecord([a.astype(np.float32) for a in self.state])
 
-    def messages(self, nodes: list[int], server_round: int, message_type: str) -> list[Message]:
+    def messages(self, nodes: list[int], server_round: int, message_type: str,
+                 merge: Merge | None = None) -> list[Message]:  # fmt: skip
         """One training message per sampled node: ``ConfigRecord "config"`` (+ a snapshot)."""
         out = []
         for node in nodes:
-            cfg, snapshot = self.downlink(node, server_round)
+            cfg, snapshot = self.downlink(node, server_round, merge)
+            self.sent[node] = server_round
             content = RecordDict({"config": cfg})
             if snapshot is not None:
                 content[SNAPSHOT] = snapshot
@@ -121,7 +152,10 @@ class ReplicaServer:
 def catchup_payload_bytes(msg: Message) -> int:
     """Payload bytes of ``msg`` that only a node which missed rounds needs: the fields of
     every round before the last one (a node that took part in the last round needs that
-    round's update alone), and a snapshot. 0 for a message that is no replica downlink."""
+    round's update alone), and a snapshot. A merged update counts whole (it serves the
+    last round too, which cannot be told apart in it: the total downlink, not this share,
+    is what compares with and without merging). 0 for a message that is no replica
+    downlink."""
     content = msg.content if msg.has_content() else None
     if content is None or M.CONFIG not in content.config_records:
         return 0
@@ -132,7 +166,8 @@ def catchup_payload_bytes(msg: Message) -> int:
     total = 0
     for key, value in cfg.items():
         head, _, tail = key.rpartition("-")
-        if head and tail.isdigit() and int(tail) < last and isinstance(value, bytes):
+        merged = key.startswith(MERGED)
+        if (merged or head and tail.isdigit() and int(tail) < last) and isinstance(value, bytes):
             total += len(value)
     if SNAPSHOT in content.array_records:
         total += sum(a.numpy().nbytes for a in content.array_records[SNAPSHOT].values())
@@ -159,6 +194,16 @@ def catch_up(
         raise MaskPayloadError(
             f"cannot catch up: this node holds round {held}, the updates start at round {first}"
         )
+    merged = {k[len(MERGED):] for k in cfg if k.startswith(MERGED)}
+    if merged and held < target:  # one update for first..target (never sent with a snapshot)
+        if held != first - 1:
+            raise MaskPayloadError(f"cannot apply a merged update of rounds {first}..{target}: "
+                                   f"this node holds round {held}")  # fmt: skip
+        if merged != set(fields):
+            raise MaskPayloadError(
+                f"merged update has fields {sorted(merged)}, expected {sorted(fields)}")
+        state = apply(state, first, {f: cfg[f"{MERGED}{f}"] for f in fields})
+        held = target
     skipped = {int(t) for t in cfg.get(SKIPPED, [])}
     if any(not first <= t <= target for t in skipped):
         raise MaskPayloadError(f"skipped rounds {sorted(skipped)} outside {first}..{target}")

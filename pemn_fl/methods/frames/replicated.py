@@ -16,7 +16,8 @@ This is what they share, so a round goes the same way for each:
 
 A subclass supplies ``check`` (parse one reply into ``(update, examples, loss)``),
 ``update`` (the round's fields and new state from the updates and their weights) and
-``global_arrays`` (what the server evaluates), and optionally ``admit``.
+``global_arrays`` (what the server evaluates), and optionally ``admit`` and ``merger`` (one
+update for the rounds a node missed, where a method's rounds add up).
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ class ReplicatedStrategy(ServerEvaluation, Strategy, Generic[U]):
         """The model the server evaluates, from the replica's current state."""
         raise NotImplementedError
 
+    def merger(self) -> R.Merge | None:
+        """How to merge the rounds a node missed into one update (``replica.Merge``), or
+        ``None``: each round travels on its own (the default; most updates do not add up)."""
+        return None
+
     def weighted(self, kept: list[tuple[int, Parsed[U]]]
                  ) -> tuple[list[U], list[float], MetricRecord] | None:  # fmt: skip
         """The kept replies' updates, their weights (``--vote-weighting``: examples, or one
@@ -87,7 +93,8 @@ class ReplicatedStrategy(ServerEvaluation, Strategy, Generic[U]):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return self.replica.messages(self.sampler(server_round), server_round, self.message_type)
+        return self.replica.messages(self.sampler(server_round), server_round, self.message_type,
+                                     self.merger())  # fmt: skip
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
