@@ -540,3 +540,22 @@ def test_merged_catch_up_needs_a_constant_step_and_a_fixed_basis() -> None:
     assert not ER.integer_state(changed(SETTINGS, merged_catch_up=True), evolve.SCHEME)
     assert ER.integer_state(MERGED, evolve_lattice.SCHEME)
     assert not ER.integer_state(SETTINGS, evolve_lattice.SCHEME)
+
+
+@pytest.mark.parametrize("tamper", ["flip", "levels", "huge"])
+def test_a_damaged_merged_update_is_refused_in_one_line_and_the_node_keeps_its_state(
+        tamper: str) -> None:  # fmt: skip
+    strategy, contexts, _ = _merged_run({1: [1], 2: [1], 3: [1]})  # node 0 missed rounds 1-2
+    (msg,) = [m for m in strategy.configure_train(4, None, ConfigRecord(), None)  # type: ignore[arg-type]
+              if m.metadata.dst_node_id == 100]  # fmt: skip
+    cfg = msg.content["config"]
+    if tamper == "flip":
+        damaged = bytearray(bytes(cfg["merged-update"]))
+        damaged[len(damaged) // 2] ^= 0xFF
+        cfg["merged-update"] = bytes(damaged)
+    else:  # a denominator no integer state takes, or a header bound far past the codec's
+        cfg["merged-levels"] = [2, 2, 1] if tamper == "levels" else [1, 2**40, 1]
+    with pytest.raises(RuntimeError, match="partition 0 rejected the downlink") as info:
+        evolve_lattice.METHOD.client_step(msg, contexts[100], MERGED)
+    assert "\n" not in str(info.value)
+    assert "evolve_lattice-weights" not in contexts[100].state  # nothing half-applied

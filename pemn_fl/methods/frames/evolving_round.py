@@ -245,6 +245,8 @@ def apply_round(settings: RunSettings, scheme: Scheme) -> R.Apply:
 
     def apply(state: E.Weights, t: int, fields: Mapping[str, Any]) -> E.Weights:
         denom, max_level, offset = (int(v) for v in fields["levels"])
+        if not 1 <= max_level <= MAX_LEVEL:  # bounds the header the decoder will read
+            raise MaskPayloadError(f"round {t}: max level {max_level} outside [1, {MAX_LEVEL}]")
         levels = decode_levels(
             bytes(fields["update"]), fingerprint=net.fingerprint, tag=t,
             layer_sizes=net.sizes, max_level=max_level,
