@@ -129,9 +129,10 @@ def section(profile: str, summary: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.time_study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("frontier", type=Path, nargs="+",
+    p.add_argument("frontier", nargs="+",
                    help="seeds frontier directories (with fresh/); several are read as one, "
-                   "e.g. a converged frontier and a lever study run beside it")
+                   "e.g. a converged frontier and a lever study run beside it; DIR:m1,m2 "
+                   "reads only those methods there (a method in two directories: say which)")
     p.add_argument("--profiles", default="fibre,lte,3g,geo,nbiot",
                    help="comma list of link profiles to put the runs on")
     p.add_argument("--methods", default="", help="comma list (default: every method run)")
@@ -145,20 +146,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def frontier_arg(text: str, methods: list[str] | None) -> tuple[Path, list[str] | None]:
+    """``DIR`` or ``DIR:m1,m2``: the directory and the methods to read there (``--methods``
+    narrows every directory alike)."""
+    path, only = text, ""
+    if ":" in text and not Path(text).exists():
+        path, _, only = text.rpartition(":")
+    picked = [m for m in only.split(",") if m] or None
+    if picked and methods:
+        picked = [m for m in picked if m in methods]
+    return Path(path), picked or methods
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     methods = [m for m in args.methods.split(",") if m] or None
     runs: dict[int, list[Path]] = {}
-    for frontier in args.frontier:
-        for seed, dirs in seed_runs(frontier, methods).items():
+    frontiers = [frontier_arg(text, methods) for text in args.frontier]
+    for frontier, picked in frontiers:
+        for seed, dirs in seed_runs(frontier, picked).items():
             runs.setdefault(seed, []).extend(dirs)
-    names = " ".join(str(f) for f in args.frontier)
+    names = " ".join(args.frontier)
     for seed, dirs in runs.items():
         methods_of = [d.parent.name.split("__")[0] for d in dirs]
         twice = sorted({m for m in methods_of if methods_of.count(m) > 1})
         if twice:
             print(f"error: {', '.join(twice)} ran in more than one of {names} (seed {seed}); "
-                  "name one directory per method, or pick with --methods", file=sys.stderr)
+                  "name one directory per method (DIR:method,method), or pick with --methods",
+                  file=sys.stderr)  # fmt: skip
             return 2
     if not runs:
         print(f"error: no runs under {names} (each needs fresh/)", file=sys.stderr)
@@ -182,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                + (" --window" if args.window else ""))
     target = first["target_accuracy"]  # type: ignore[index]
     md = "\n".join([
-        f"# {' + '.join(f.name for f in args.frontier)}: time and energy to the target "
+        f"# {' + '.join(f.name for f, _ in frontiers)}: time and energy to the target "
         "under several links", "",
         f"Command: `{command}`", "",
         f"Seeds {', '.join(map(str, first['seeds']))}; target "  # type: ignore[index]

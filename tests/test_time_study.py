@@ -107,3 +107,9 @@ def test_two_directories_read_as_one_but_never_the_same_method_twice(
                             "--profiles", "3g", "--out", str(tmp_path / "out")]) == 0  # fmt: skip
     joined = json.loads((tmp_path / "out" / "study.json").read_text())
     assert joined["3g"] == report["3g"]
+    # DIR:methods says which directory a method is read from: the same report again.
+    assert time_study.main([f"{FRONTIER}:fedavg", str(tmp_path / "lever"), "--profiles", "3g",
+                            "--out", str(tmp_path / "picked")]) == 0  # fmt: skip
+    picked = json.loads((tmp_path / "picked" / "study.json").read_text())
+    assert picked["3g"] == report["3g"]
+    assert "ran in more than one" not in capsys.readouterr().err
