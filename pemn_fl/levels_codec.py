@@ -162,3 +162,31 @@ def _range_decode(words: np.ndarray, layer_sizes: Sequence[int], histograms: lis
     except Exception as exc:  # constriction raises its own errors on a bad stream
         raise LevelsPayloadError(f"range decoder failed: {exc}") from None
     return out
+
+
+# -- signed integer steps --------------------------------------------------------------------
+def encode_steps(layers: Sequence[np.ndarray], *, fingerprint: str, tag: int) -> bytes:
+    """Signed integers as levels offset by ``m = max(1, max |x|)`` (max level ``2m``): the
+    receiver reads ``m`` back from the header, so a sum of k rounds' steps needs no field
+    beside it. A payload of steps in {-1, 0, 1} is the plain ``max_level=2`` one."""
+    m = max([1, *(int(np.abs(np.asarray(x)).max(initial=0)) for x in layers)])
+    if 2 * m > MAX_LEVEL:
+        raise ValueError(f"steps reach {m}, beyond the levels codec's {MAX_LEVEL // 2}")
+    return encode_levels([np.asarray(x).astype(np.int64) + m for x in layers],
+                         fingerprint=fingerprint, tag=tag, max_level=2 * m)  # fmt: skip
+
+
+def decode_steps(payload: bytes, *, fingerprint: str, tag: int, layer_sizes: Sequence[int]
+                 ) -> list[np.ndarray]:  # fmt: skip
+    """``encode_steps``' integers back (int64), every check of ``decode_levels`` made."""
+    buf = memoryview(bytes(payload))
+    _check_prefix(buf, fingerprint, tag)
+    reader = framing.Reader(buf, len(buf) - framing.CRC_BYTES, LevelsPayloadError,
+                            start=_PREFIX.size)  # fmt: skip
+    q = reader.varint("max level")
+    if q % 2 or not 2 <= q <= MAX_LEVEL:
+        raise LevelsPayloadError(
+            f"max level {q}: signed steps need an even one in [2, {MAX_LEVEL}]")
+    levels = decode_levels(payload, fingerprint=fingerprint, tag=tag, layer_sizes=layer_sizes,
+                           max_level=q)  # fmt: skip
+    return [lv.astype(np.int64) - q // 2 for lv in levels]

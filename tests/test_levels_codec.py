@@ -8,7 +8,14 @@ import zlib
 import numpy as np
 import pytest
 
-from pemn_fl.levels_codec import MAX_LEVEL, LevelsPayloadError, decode_levels, encode_levels
+from pemn_fl.levels_codec import (
+    MAX_LEVEL,
+    LevelsPayloadError,
+    decode_levels,
+    decode_steps,
+    encode_levels,
+    encode_steps,
+)
 
 FP = "0123456789abcdef"
 
@@ -215,3 +222,26 @@ def test_an_overlong_varint_is_refused_as_in_the_mask_codec() -> None:
     body = good[:17] + b"\x81\x00" + good[18:-4]
     with pytest.raises(LevelsPayloadError, match="non-canonical"):
         decode_levels(framing.seal(body), fingerprint=FP, tag=4, layer_sizes=[3], max_level=1)
+
+
+def test_signed_steps_round_trip_and_ternary_ones_are_the_plain_max_level_2_payload() -> None:
+    steps = [np.array([-3, 0, 2, 1, 0]), np.zeros(4, dtype=np.int64)]
+    payload = encode_steps(steps, fingerprint=FP, tag=7)
+    back = decode_steps(payload, fingerprint=FP, tag=7, layer_sizes=[5, 4])
+    assert all(np.array_equal(a, b) for a, b in zip(back, steps, strict=True))
+    ternary = [np.array([-1, 0, 1, 1])]
+    assert encode_steps(ternary, fingerprint=FP, tag=1) == encode_levels(
+        [ternary[0] + 1], fingerprint=FP, tag=1, max_level=2)
+    zeros = encode_steps([np.zeros(3, dtype=np.int64)], fingerprint=FP, tag=1)  # offset >= 1
+    assert decode_steps(zeros, fingerprint=FP, tag=1, layer_sizes=[3])[0].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="beyond the levels codec"):
+        encode_steps([np.array([MAX_LEVEL])], fingerprint=FP, tag=1)
+
+
+def test_signed_steps_refuse_an_odd_max_level_in_one_error() -> None:
+    odd = encode_levels([np.array([0, 1, 3])], fingerprint=FP, tag=2, max_level=3)
+    with pytest.raises(LevelsPayloadError, match="max level 3: signed steps need an even one"):
+        decode_steps(odd, fingerprint=FP, tag=2, layer_sizes=[3])
+    good = encode_steps([np.array([1, -1])], fingerprint=FP, tag=2)
+    with pytest.raises(LevelsPayloadError, match="payload is for round 2, expected round 3"):
+        decode_steps(good, fingerprint=FP, tag=3, layer_sizes=[2])

@@ -401,3 +401,38 @@ def test_a_compressor_client_draws_its_batches_from_the_run_seed(
     for run_seed in (0, 1):
         H.first_round("qsgd", changed(SETTINGS, seed=run_seed), partitions=1)
     assert seeds == [derived_seed(0, "batches/0/1"), derived_seed(1, "batches/0/1")]
+
+
+# -- merged catch-up (signsgd --merged-catch-up) -------------------------------------------
+def test_signsgd_merges_the_rounds_a_node_missed_and_everyone_agrees() -> None:
+    from pemn_fl.levels_codec import decode_steps
+    from pemn_fl.methods.frames import compressed as C
+
+    merged = changed(SETTINGS, merged_catch_up=True)
+    assert C.integer_state(merged, signsgd.CODEC) and not C.integer_state(merged, qsgd.CODEC)
+    schedule = {1: [0, 1], 2: [1, 2], 3: [1, 3], 4: [0, 2, 3]}
+    strategy = _strategy(signsgd, schedule, merged).strategy
+    contexts = H.contexts(PARTITIONS)
+    rounds = {one.r: one for one in H.replicated_rounds(  # every node agrees with the server
+        strategy, sorted(schedule), signsgd.METHOD.client_step, contexts, merged, "signsgd")}
+    # Round 4: node 0 (holds round 0) and node 2 (holds round 1) get one update each, the
+    # sum of the rounds' signs; node 3 (holds round 2) needs round 3 alone.
+    sent = {m.metadata.dst_node_id - 100: m.content["config"] for m in rounds[4].sent}
+    net = strategy.net
+    for node, first in ((0, 1), (2, 2)):
+        assert sorted(k for k in sent[node] if "update" in k) == ["merged-update"]
+        got = decode_steps(bytes(sent[node]["merged-update"]), fingerprint=net.fingerprint,
+                           tag=first, layer_sizes=net.sizes)  # fmt: skip
+        want = [sum(decode_steps(bytes(strategy.replica.updates[t]["update"]),
+                                 fingerprint=net.fingerprint, tag=t, layer_sizes=net.sizes)[i]
+                    for t in range(first, 4)) for i in range(len(net.sizes))]  # fmt: skip
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    assert sorted(k for k in sent[3] if "update" in k) == ["update-3"]
+    # The state is the summed signs; the weights W_0 + server-lr * S, as every party computes.
+    state, lr = strategy.replica.state, np.float32(0.01)
+    assert all(np.array_equal(s, np.round(s)) for s in state) and any(s.any() for s in state)
+    weights = strategy.global_arrays().to_numpy_ndarrays()
+    for w, w0, s in zip(weights, net.initial, state, strict=True):
+        assert np.array_equal(w.reshape(-1), (w0 + s * lr).astype(np.float32))
+    with pytest.raises(SettingsError, match="merged-catch-up sums the rounds' steps"):
+        changed(merged, lr_schedule="cosine")

@@ -29,7 +29,8 @@ import numpy as np
 
 from pemn_fl.config import RunSettings
 from pemn_fl.methods.frames import evolving as E
-from pemn_fl.methods.frames.evolving_round import MERGED_CATCH_UP, Levels, Scheme, method
+from pemn_fl.methods.frames import replica as R
+from pemn_fl.methods.frames.evolving_round import Levels, Scheme, method
 
 NAME = "evolve_lattice"
 MAX_STEP = 2  # |A - S| <= 1/2 and |f| <= 1, so a step is at most 1 in magnitude; 2 is slack
@@ -60,5 +61,5 @@ def sigma_delta_rule(
 SCHEME = Scheme(rule=sigma_delta_rule, basis=lattice, signed=True, fixed_basis=True)
 METHOD = method(NAME, SCHEME, label="Evolving lattice, error-fed ternary votes", marker="-X",
                 description="fixed +-step lattice; ternary client masks; sigma-delta integer "
-                "steps down", order=50, options=(MERGED_CATCH_UP,),
+                "steps down", order=50, options=(R.MERGED_CATCH_UP,),
                 grid=({"noise-scale": 0.5}, {"noise-scale": 1.0}, {"noise-scale": 2.0}))

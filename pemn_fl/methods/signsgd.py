@@ -17,6 +17,7 @@ import numpy as np
 
 from pemn_fl.config import RunSettings
 from pemn_fl.levels_codec import decode_levels, encode_levels
+from pemn_fl.methods.frames import replica as R
 from pemn_fl.methods.frames.compressed import DenseNet, Fields, UpdateCodec, Weights, method
 from pemn_fl.options import Option
 
@@ -60,9 +61,15 @@ def decode_down(settings: RunSettings, net: DenseNet, fields: Mapping[str, Any],
     return [(s * lr).astype(np.float32) for s in _decode(net, fields["update"], tag)]
 
 
-CODEC = UpdateCodec(encode_up, decode_up, aggregate, decode_down, ("update",), ("update",))
+def step_size(settings: RunSettings) -> float:
+    """Every round's step is ``server-lr`` times the majority sign: rounds add up."""
+    return float(settings[SERVER_LR])
+
+
+CODEC = UpdateCodec(encode_up, decode_up, aggregate, decode_down, ("update",), ("update",),
+                    step_size=step_size)  # fmt: skip
 METHOD = method(NAME, CODEC, label="signSGD, majority vote", marker="-<",
                 description="sign of the local update up, majority sign down, server lr "
-                "(Bernstein et al. 2019)", options=(SERVER_LR,), order=100,
+                "(Bernstein et al. 2019)", options=(SERVER_LR, R.MERGED_CATCH_UP), order=100,
                 grid=({"server-lr": 0.003}, {"server-lr": 0.001},
                       {"server-lr": 0.0003}))  # fmt: skip

@@ -31,6 +31,7 @@ from pemn_fl import messages as M
 from pemn_fl import networks as N
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
+from pemn_fl.levels_codec import decode_steps, encode_steps
 from pemn_fl.methods.base import (
     ClientStep,
     Method,
@@ -64,6 +65,10 @@ class UpdateCodec:
       step from the decoded updates (``state`` is server-only memory, e.g. a residual).
     * ``decode_down(settings, net, fields, tag) -> step``: the step every party adds to ``W``.
     * ``up_fields`` / ``down_fields``: the ConfigRecord keys each direction uses.
+    * ``step_size(settings)``: for a method whose global step is always that size times a
+      signed integer per weight, coded by ``levels_codec.encode_steps`` in ``update``
+      (signSGD); its rounds add up, so ``--merged-catch-up`` may make the replicated state
+      the integer sums and send a node the rounds it missed as one. ``None``: they do not.
     """
 
     encode_up: Callable[[RunSettings, DenseNet, Weights, Weights | None, int],
@@ -73,6 +78,30 @@ class UpdateCodec:
     decode_down: Callable[[RunSettings, DenseNet, Mapping[str, Any], int], Weights]
     up_fields: tuple[str, ...]
     down_fields: tuple[str, ...]
+    step_size: Callable[[RunSettings], float] | None = None
+
+
+def integer_state(settings: RunSettings, codec: UpdateCodec) -> bool:
+    """Whether the replicated state is the summed integer steps ``S`` (``merged-catch-up``)."""
+    return codec.step_size is not None and bool(settings[R.MERGED_CATCH_UP])
+
+
+def state_of(settings: RunSettings, codec: UpdateCodec) -> Weights:
+    """The replicated state at round 0 (fresh arrays): ``W_0``, or ``S_0 = 0``."""
+    net = dense_net(settings)
+    if integer_state(settings, codec):
+        return [np.zeros_like(w) for w in net.initial]
+    return [w.copy() for w in net.initial]
+
+
+def weights_of(settings: RunSettings, codec: UpdateCodec, state: Weights) -> Weights:
+    """The weights a state stands for: ``W`` itself, or ``W_0 + step_size * S``, computed
+    afresh with the same float32 operations on every party."""
+    if not integer_state(settings, codec):
+        return state
+    step = np.float32(codec.step_size(settings))  # type: ignore[misc]
+    return [(w + s * step).astype(np.float32)
+            for w, s in zip(dense_net(settings).initial, state, strict=True)]  # fmt: skip
 
 
 def weighted_mean(deltas: list[Weights], weights: list[float]) -> Weights:
@@ -87,6 +116,14 @@ def weighted_mean(deltas: list[Weights], weights: list[float]) -> Weights:
 
 def _apply(settings: RunSettings, codec: UpdateCodec) -> R.Apply:
     net = dense_net(settings)
+    if integer_state(settings, codec):
+
+        def add_steps(state: Weights, t: int, fields: Mapping[str, Any]) -> Weights:
+            steps = decode_steps(bytes(fields["update"]), fingerprint=net.fingerprint, tag=t,
+                                 layer_sizes=net.sizes)  # fmt: skip
+            return [(x + st).astype(np.float32) for x, st in zip(state, steps, strict=True)]
+
+        return add_steps
 
     def apply(weights: Weights, t: int, fields: Mapping[str, Any]) -> Weights:
         step = codec.decode_down(settings, net, fields, t)
@@ -100,15 +137,16 @@ def client_step_for(name: str, codec: UpdateCodec) -> ClientStep:
     def step(msg: Message, context: Context, settings: RunSettings) -> Message:
         pid, n = partition_of(context)
         net = dense_net(settings)
-        weights, held = R.load(context, name, lambda: [w.copy() for w in net.initial])
+        state, held = R.load(context, name, lambda: state_of(settings, codec))
         try:
-            weights, held = R.catch_up(
-                msg.content[CONFIG], msg.content.array_records.get(R.SNAPSHOT), weights, held,
+            state, held = R.catch_up(
+                msg.content[CONFIG], msg.content.array_records.get(R.SNAPSHOT), state, held,
                 net.sizes, _apply(settings, codec), codec.down_fields,
             )  # fmt: skip
         except (MaskPayloadError, KeyError, TypeError, ValueError) as exc:
             raise RuntimeError(f"partition {pid} rejected the downlink: {exc}") from None
-        R.store(context, name, weights, held)
+        R.store(context, name, state, held)
+        weights = weights_of(settings, codec, state)
         server_round = held + 1
         model = N.dense_model(settings)
         load(model, net, weights)
@@ -143,7 +181,7 @@ class CompressedUpdates(ReplicatedStrategy[Weights]):
                  message_type: str) -> None:  # fmt: skip
         self.net = dense_net(settings)
         super().__init__(settings=settings, sampler=sampler, message_type=message_type,
-                         initial=list(self.net.initial), fields=codec.down_fields)  # fmt: skip
+                         initial=state_of(settings, codec), fields=codec.down_fields)  # fmt: skip
         self.codec = codec
         self.state: dict = {}  # the method's server-only memory
         self.data = N.dataset_of(settings)  # bounds a reply's num-examples
@@ -166,7 +204,21 @@ class CompressedUpdates(ReplicatedStrategy[Weights]):
         return fields, _apply(self.settings, self.codec)(self.replica.state, server_round, fields)
 
     def global_arrays(self) -> ArrayRecord:
-        return ArrayRecord([a.copy() for a in self.replica.state])
+        weights = weights_of(self.settings, self.codec, self.replica.state)
+        return ArrayRecord([a.copy() for a in weights])
+
+    def merger(self) -> R.Merge | None:
+        return self.merge if integer_state(self.settings, self.codec) else None
+
+    def merge(self, first: int, made: list[tuple[int, Mapping[str, Any]]]) -> dict[str, Any]:
+        """Rounds' integer steps summed into one ``update``, tagged with ``first``."""
+        total = [np.zeros(n, dtype=np.int64) for n in self.net.sizes]
+        for t, fields in made:
+            steps = decode_steps(bytes(fields["update"]), fingerprint=self.net.fingerprint,
+                                 tag=t, layer_sizes=self.net.sizes)  # fmt: skip
+            for acc, st in zip(total, steps, strict=True):
+                acc += st
+        return {"update": encode_steps(total, fingerprint=self.net.fingerprint, tag=first)}
 
     def summary(self) -> None:
         log.info("%s: dense-lr=%s", type(self).__name__, self.settings[DENSE_LR])

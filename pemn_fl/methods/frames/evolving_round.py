@@ -90,21 +90,10 @@ class Scheme:
     fixed_basis: bool = False
 
 
-def _constant_schedule(value: object, settings: object) -> None:
-    if value and settings.lr_schedule != "constant":  # type: ignore[attr-defined]
-        raise ValueError("merged-catch-up sums the rounds' steps, so the step size must stay "
-                         "the same: drop --lr-schedule cosine or --merged-catch-up")  # fmt: skip
-
-
-MERGED_CATCH_UP = Option(
-    "merged-catch-up", False, "a node that missed rounds gets one update, their steps summed "
-    "(fixed-basis methods; the state becomes the integer sums, so runs differ in the last "
-    "float bits)", check=_constant_schedule)  # fmt: skip
-
 
 def integer_state(settings: RunSettings, scheme: Scheme) -> bool:
     """Whether the replicated state is the summed integer steps ``S`` (``merged-catch-up``)."""
-    return scheme.fixed_basis and bool(settings[MERGED_CATCH_UP])
+    return scheme.fixed_basis and bool(settings[R.MERGED_CATCH_UP])
 
 
 def state_of(settings: RunSettings, scheme: Scheme) -> E.Weights:

@@ -38,6 +38,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from pemn_fl import messages as M
 from pemn_fl.checkpoint import translate_keys
 from pemn_fl.codec import MaskPayloadError
+from pemn_fl.options import Option
 
 State = list[np.ndarray]  # flat float32 arrays
 # (state of round t - 1, round t, the fields of round t) -> state of round t
@@ -51,6 +52,20 @@ MERGED = "merged-"  # downlink key prefix: one update for every missed round (``
 # them one after another; it travels as if it were the first round's (``apply`` gets that
 # round: the node knows it, not which of the rounds were empty).
 Merge = Callable[[int, list[tuple[int, Mapping[str, Any]]]], Mapping[str, Any]]
+
+
+def _constant_schedule(value: object, settings: object) -> None:
+    if value and settings.lr_schedule != "constant":  # type: ignore[attr-defined]
+        raise ValueError("merged-catch-up sums the rounds' steps, so the step size must stay "
+                         "the same: drop --lr-schedule cosine or --merged-catch-up")  # fmt: skip
+
+
+# Declared by the methods whose every round's step is a fixed size times an integer per
+# weight (evolve_lattice, signsgd): with it their state is the integer sums and they merge.
+MERGED_CATCH_UP = Option(
+    "merged-catch-up", False, "a node that missed rounds gets one update, their steps summed "
+    "(fixed-step methods; the state becomes the integer sums, so runs differ in the last "
+    "float bits)", check=_constant_schedule)  # fmt: skip
 
 
 def digest(state: State) -> bytes:
