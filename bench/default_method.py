@@ -9,7 +9,7 @@ the frontiers given (each a ``bench.accuracy_frontier --seeds`` output with its
   the windowed one (``wire_window``: each curve's 5-round mean), wire bytes both;
 * among the candidates (the project's own methods, ``evolve*`` by default), the one that
   reaches the target in the most cells is picked; a method missing from a frontier reaches
-  none of its cells there;
+  none of its cells there (a report holds the methods that finished every one of its seeds);
 * ties go to the larger *smallest* "x fewer wire bytes than FedAvg" over the cells it reached
   (the worst case a user may draw, not the best).
 
@@ -65,7 +65,7 @@ def tally(frontiers: dict[str, dict], candidates: list[str]) -> list[Tally]:
                 one.cells += seeds
                 row = view["methods"].get(method)
                 if row is None:
-                    parts.append(f"{label} not run")
+                    parts.append(f"{label} not reported")
                     continue
                 ratios = [r for r in row.get("fewer_bytes_than_fedavg_to_target", {}).values()
                           if r is not None]  # fmt: skip

@@ -44,7 +44,7 @@ def test_the_most_cells_win_and_a_tie_goes_to_the_larger_worst_case(tmp_path: Pa
     assert [(t.method, t.reached, t.cells) for t in tallies] == [
         ("evolve_x", 7, 8), ("evolve", 7, 8), ("evolve_y", 3, 8)]
     assert tallies[0].smallest_ratio == 20.0 and tallies[1].smallest_ratio == 10.0
-    assert "b: best round not run" in tallies[2].per_frontier[1]
+    assert "b: best round not reported" in tallies[2].per_frontier[1]
     assert D.main([str(a), str(b), "--out", str(tmp_path / "rule.md")]) == 0
     text = (tmp_path / "rule.md").read_text()
     assert "**Pick: `evolve_x`.**" in text and "| evolve_y | 3/8 | 50.0x |" in text
