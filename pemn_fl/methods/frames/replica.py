@@ -17,7 +17,7 @@ and nothing else:
 * a round with no valid reply changes nothing (``skip``): the server logs it as empty and a
   node that missed it is told so (``skipped``: the list of such rounds it must step over),
   so one lost round never leaves the nodes waiting for an update that will never exist;
-* a method whose rounds add up (``merge``: the lattice's integer steps) may send a node that
+* a method whose rounds add up (``merge``: fixed-size integer steps) may send a node that
   missed rounds *one* update for all of them, ``merged-<field>``: the sum of k sparse steps
   codes in far fewer bits than k steps. Only to a node whose state the server knows for sure
   (every downlink it got so far was answered by a valid reply): one whose reply was lost may
@@ -93,7 +93,8 @@ class ReplicaServer:
         self.sent: dict[int, int] = {}  # node id -> the round of the last downlink it got
 
     def remap_nodes(self, new_node_of_old: dict[int, int]) -> None:
-        """A resumed run's nodes have new ids (``pemn_fl.checkpoint``): translate ``holds``."""
+        """A resumed run's nodes have new ids (``pemn_fl.checkpoint``): translate ``holds``
+        and ``sent``."""
         self.holds = translate_keys(self.holds, new_node_of_old)
         self.sent = translate_keys(self.sent, new_node_of_old)
 
