@@ -165,13 +165,19 @@ def _range_decode(words: np.ndarray, layer_sizes: Sequence[int], histograms: lis
 
 
 # -- signed integer steps --------------------------------------------------------------------
-def encode_steps(layers: Sequence[np.ndarray], *, fingerprint: str, tag: int) -> bytes:
-    """Signed integers as levels offset by ``m = max(1, max |x|)`` (max level ``2m``): the
-    receiver reads ``m`` back from the header, so a sum of k rounds' steps needs no field
-    beside it. A payload of steps in {-1, 0, 1} is the plain ``max_level=2`` one."""
+def steps_offset(layers: Sequence[np.ndarray]) -> int:
+    """``m = max(1, max |x|)``: the offset ``encode_steps`` gives signed integers ``layers``."""
     m = max([1, *(int(np.abs(np.asarray(x)).max(initial=0)) for x in layers)])
     if 2 * m > MAX_LEVEL:
         raise ValueError(f"steps reach {m}, beyond the levels codec's {MAX_LEVEL // 2}")
+    return m
+
+
+def encode_steps(layers: Sequence[np.ndarray], *, fingerprint: str, tag: int) -> bytes:
+    """Signed integers as levels offset by ``m = steps_offset(layers)`` (max level ``2m``):
+    the receiver reads ``m`` back from the header, so a sum of k rounds' steps needs no field
+    beside it. A payload of steps in {-1, 0, 1} is the plain ``max_level=2`` one."""
+    m = steps_offset(layers)
     return encode_levels([np.asarray(x).astype(np.int64) + m for x in layers],
                          fingerprint=fingerprint, tag=tag, max_level=2 * m)  # fmt: skip
 

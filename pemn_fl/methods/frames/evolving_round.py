@@ -43,7 +43,7 @@ from pemn_fl import messages as M
 from pemn_fl import networks as N
 from pemn_fl.codec import MaskPayloadError
 from pemn_fl.config import RunSettings
-from pemn_fl.levels_codec import MAX_LEVEL, decode_levels, encode_levels
+from pemn_fl.levels_codec import MAX_LEVEL, decode_levels, encode_levels, encode_steps, steps_offset
 from pemn_fl.masked import GetSubnet, select
 from pemn_fl.methods.base import ClientStep, Method, ServerSide, num_examples_of, partition_of
 from pemn_fl.methods.frames import evolving as E
@@ -88,7 +88,6 @@ class Scheme:
     # The basis is the same every round (the lattice), so ``W = W_0 + basis * S`` with ``S``
     # every round's steps summed: with ``--merged-catch-up`` the state is ``S`` itself.
     fixed_basis: bool = False
-
 
 
 def integer_state(settings: RunSettings, scheme: Scheme) -> bool:
@@ -228,19 +227,24 @@ def dither_rule(
 FIELDS = ("update", "levels")  # one round's wire fields: the levels payload, [denom, max, offset]
 
 
+def levels_of(net: E.Network, t: int, fields: Mapping[str, Any]) -> Levels:
+    """Round ``t``'s wire fields (``FIELDS``) decoded: its levels, denominator and offset."""
+    denom, max_level, offset = (int(v) for v in fields["levels"])
+    if not 1 <= max_level <= MAX_LEVEL:  # bounds the header the decoder will read
+        raise MaskPayloadError(f"round {t}: max level {max_level} outside [1, {MAX_LEVEL}]")
+    levels = decode_levels(
+        bytes(fields["update"]), fingerprint=net.fingerprint, tag=t,
+        layer_sizes=net.sizes, max_level=max_level,
+    )  # fmt: skip
+    return Levels(levels, denom, max_level, offset)
+
+
 def apply_round(settings: RunSettings, scheme: Scheme) -> R.Apply:
     """Replay one logged round: decode its levels and add them along the round's basis."""
     net = network(settings)
 
     def apply(state: E.Weights, t: int, fields: Mapping[str, Any]) -> E.Weights:
-        denom, max_level, offset = (int(v) for v in fields["levels"])
-        if not 1 <= max_level <= MAX_LEVEL:  # bounds the header the decoder will read
-            raise MaskPayloadError(f"round {t}: max level {max_level} outside [1, {MAX_LEVEL}]")
-        levels = decode_levels(
-            bytes(fields["update"]), fingerprint=net.fingerprint, tag=t,
-            layer_sizes=net.sizes, max_level=max_level,
-        )  # fmt: skip
-        return step(settings, scheme, state, t, Levels(levels, denom, max_level, offset))
+        return step(settings, scheme, state, t, levels_of(net, t, fields))
 
     return apply
 
@@ -329,20 +333,12 @@ class EvolvingVotes(ReplicatedStrategy[Mask]):
         """Rounds' integer steps summed into one levels payload, tagged with ``first``."""
         total = [np.zeros(n, dtype=np.int64) for n in self.net.sizes]
         for t, fields in made:
-            denom, max_level, offset = (int(v) for v in fields["levels"])
-            levels = decode_levels(
-                bytes(fields["update"]), fingerprint=self.net.fingerprint, tag=t,
-                layer_sizes=self.net.sizes, max_level=max_level,
-            )  # fmt: skip
-            for acc, lv in zip(total, levels, strict=True):
-                acc += lv.astype(np.int64) - offset
-        offset = max(1, max(int(np.abs(acc).max(initial=0)) for acc in total))
-        if 2 * offset > MAX_LEVEL:
-            raise ValueError(f"merged steps reach {offset}, beyond the levels codec")
-        payload = encode_levels([(acc + offset).astype(np.int16) for acc in total],
-                                fingerprint=self.net.fingerprint, tag=first,
-                                max_level=2 * offset)  # fmt: skip
-        return {"update": payload, "levels": [1, 2 * offset, offset]}
+            upd = levels_of(self.net, t, fields)
+            for acc, lv in zip(total, upd.levels, strict=True):
+                acc += lv.astype(np.int64) - upd.offset
+        offset = steps_offset(total)  # encode_steps' offset, which apply reads from "levels"
+        return {"update": encode_steps(total, fingerprint=self.net.fingerprint, tag=first),
+                "levels": [1, 2 * offset, offset]}
 
     def check(self, server_round: int) -> Callable[[Message], Vote]:
         shift = 1 if self.scheme.signed else 0
