@@ -1,0 +1,76 @@
+"""``bench.neighbours``: which configurations neighbour a kept one, and the verdict on runs
+laid out as the sweep writes them (the committed digits tuning runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import accuracy_frontier as F
+from bench import neighbours as N
+from pemn_fl import window as W
+from pemn_fl.seeds import read_rounds
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "results" / "frontier" / "digits"
+FEDAVG = ({"dense-lr": 0.02}, {"dense-lr": 0.05}, {"dense-lr": 0.1})
+
+
+@pytest.mark.parametrize("kept,expected", [
+    # at the top of the grid: one step beyond at the grid's own ratio (0.1 * 0.1 / 0.05)
+    ({"dense-lr": 0.1}, [({"dense-lr": 0.2}, "beyond"), ({"dense-lr": 0.05}, "inside")]),
+    ({"dense-lr": 0.05}, [({"dense-lr": 0.02}, "inside"), ({"dense-lr": 0.1}, "inside")]),
+    ({"dense-lr": 0.02}, [({"dense-lr": 0.008}, "beyond"), ({"dense-lr": 0.05}, "inside")]),
+])  # fmt: skip
+def test_neighbours_are_the_next_grid_values_or_one_step_beyond_an_end(kept, expected) -> None:  # noqa: ANN001
+    assert N.neighbours(kept, FEDAVG) == expected
+
+
+def test_an_option_the_grid_does_not_vary_stays_and_each_option_moves_alone() -> None:
+    grid = ({"bits": 4, "lr": 1.0, "k": 1}, {"bits": 4, "lr": 2.0, "k": 1},
+            {"bits": 4, "lr": 1.0, "k": 2})  # fmt: skip
+    found = N.neighbours({"bits": 4, "lr": 2.0, "k": 1}, grid)
+    assert found == [({"bits": 4, "lr": 4.0, "k": 1}, "beyond"),
+                     ({"bits": 4, "lr": 2.0, "k": 0.5}, "beyond"),
+                     ({"bits": 4, "lr": 1.0, "k": 1}, "inside"),
+                     ({"bits": 4, "lr": 2.0, "k": 2.0}, "inside")]  # fmt: skip
+    assert all(c["bits"] == 4 for c, _ in found)
+
+
+def _best(run: Path, method: str) -> tuple[float, float]:
+    frame = read_rounds(run / "rounds.csv")
+    frame = frame[(frame["method"] == method) & (frame["round"] > 0)]
+    return float(frame["accuracy"].max()), float(W.smoothed(frame)["accuracy"].max())
+
+
+def test_the_verdict_is_read_from_the_runs_and_names_what_has_not_run(tmp_path: Path) -> None:
+    """FedAvg kept at 0.1 on digits; its inside neighbour 0.05 'ran' (the committed tuning
+    run); 0.2 did not: the table says so and the verdict compares the runs that exist."""
+    out = tmp_path / "nb"
+    for lr in ("0.1", "0.05"):
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+        name = f"fedavg__dense-lr={lr}"
+        (out / "runs" / name).symlink_to(DIGITS / "runs" / name)
+    picked = F.tuned(F.collect(DIGITS, ["fedavg"])[0])
+    assert picked.loc["fedavg", "config"] == "dense-lr=0.1"
+    assert N.main(["--preset", "digits", "--rounds", "30", "--picked-from", str(DIGITS),
+                   "--out", str(out), "--report-only"]) == 0  # fmt: skip
+    md = (out / "neighbours.md").read_text()
+    assert "| fedavg | dense-lr=0.2 | beyond | not run | | |" in md
+    kept, inside = (_best(out / "runs" / f"fedavg__dense-lr={lr}", "fedavg")
+                    for lr in ("0.1", "0.05"))  # fmt: skip
+    assert f"| fedavg | dense-lr=0.1 | kept | 30 | {100 * kept[0]:.2f} (r" in md
+    assert f"{100 * kept[1]:.2f} (r" in md and f"(target {100 * (kept[1] - 0.01):.2f})" in md
+    best_word = "still ahead" if kept[0] >= inside[0] else "**not** ahead"
+    window_word = "still ahead" if kept[1] >= inside[1] else "**not** ahead"
+    assert (f"the kept `dense-lr=0.1` is {best_word} by the best round, {window_word} by the "
+            f"5-round mean, of the 1 neighbour(s) run (1 not run yet)") in md
+
+
+def test_a_sweep_without_the_method_tuned_is_one_clear_error(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    assert N.main(["--rounds", "100", "--picked-from", str(tmp_path), "--report-only"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "fedavg" in err and err.count("\n") == 1
+    assert N.main(["--rounds", "100", "--picked-from", str(DIGITS), "--methods", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: no tuning grid for ['nope']")
