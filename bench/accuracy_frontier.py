@@ -495,9 +495,12 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
         window_section(summaries, picked, done, smooth, frames),
     ])
     (out / f"{name}.md").write_text(md)
+    # A lever study's figure says which curves carry the lever (the legend names methods only).
+    lever = (f"; {', '.join(m for m in methods if m not in (reuse or []))} with {' '.join(extra)}"
+             if extra else "")  # fmt: skip
     S.plot_bands({"": frames}, out / f"{name}.png", level="wire",
-                 title=f"{preset}: {rounds} rounds, fresh seeds {', '.join(map(str, common))}",
-                 target=target)  # fmt: skip
+                 title=f"{preset}: {rounds} rounds, fresh seeds {', '.join(map(str, common))}"
+                 + lever, target=target)  # fmt: skip
     print(md)
 
 
