@@ -105,13 +105,18 @@ def table(out: Path, method: str, kept: Config, grid: tuple[Config, ...]) -> tup
         verdict = f"- {method}: not decided yet (the kept configuration and a neighbour must run)"
     else:
         k = scored[kept_name]
-        ahead = {rule: all(k[rule] >= s[rule] for s in others.values())
-                 for rule in ("best", "window")}  # fmt: skip
+        # The margin to the closest neighbour, in points: negative when one is ahead.
+        margin = {rule: 100 * (k[rule] - max(s[rule] for s in others.values()))
+                  for rule in ("best", "window")}  # fmt: skip
+
+        def word(rule: str) -> str:
+            return (f"still ahead (by {margin[rule]:.3f} pt)" if margin[rule] >= 0
+                    else f"**not** ahead ({margin[rule]:.3f} pt)")  # fmt: skip
+
         missing = len(configs) - len(scored)
-        verdict = (f"- {method}: the kept `{kept_name}` is "
-                   + ("still ahead" if ahead["best"] else "**not** ahead") + " by the best round, "
-                   + ("still ahead" if ahead["window"] else "**not** ahead")
-                   + f" by the {W.WINDOW}-round mean, of the {len(others)} neighbour(s) run"
+        verdict = (f"- {method}: the kept `{kept_name}` is {word('best')} by the best round, "
+                   f"{word('window')} by the {W.WINDOW}-round mean, of the {len(others)} "
+                   "neighbour(s) run"
                    + (f" ({missing} not run yet)" if missing else ""))  # fmt: skip
     return "\n".join(rows), verdict
 

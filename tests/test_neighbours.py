@@ -62,8 +62,10 @@ def test_the_verdict_is_read_from_the_runs_and_names_what_has_not_run(tmp_path: 
                     for lr in ("0.1", "0.05"))  # fmt: skip
     assert f"| fedavg | dense-lr=0.1 | kept | 30 | {100 * kept[0]:.2f} (r" in md
     assert f"{100 * kept[1]:.2f} (r" in md and f"(target {100 * (kept[1] - 0.01):.2f})" in md
-    best_word = "still ahead" if kept[0] >= inside[0] else "**not** ahead"
-    window_word = "still ahead" if kept[1] >= inside[1] else "**not** ahead"
+    best_word, window_word = (
+        f"still ahead (by {100 * (k - n):.3f} pt)" if k >= n
+        else f"**not** ahead ({100 * (k - n):.3f} pt)"
+        for k, n in zip(kept, inside, strict=True))  # fmt: skip
     assert (f"the kept `dense-lr=0.1` is {best_word} by the best round, {window_word} by the "
             f"5-round mean, of the 1 neighbour(s) run (1 not run yet)") in md
 
