@@ -146,7 +146,8 @@ def report(out: Path, methods: list[str], picked: pd.DataFrame, rounds: int,
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.neighbours", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(F.PRESETS), default="fashion-mnist")
+    p.add_argument("--preset", choices=sorted(F.PRESETS), default="fashion-mnist",
+                   help="the shared settings of every run, as in bench.accuracy_frontier")
     p.add_argument("--rounds", type=int, required=True, help="the longer horizon, e.g. 100")
     p.add_argument("--picked-from", type=Path, required=True, metavar="DIR",
                    help="the short tuning sweep whose picks are checked (its runs/)")
