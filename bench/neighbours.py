@@ -69,12 +69,14 @@ def neighbours(kept: Config, grid: tuple[Config, ...]) -> list[tuple[Config, str
     return sorted(found, key=lambda item: item[1] != "beyond")
 
 
-def _scores(run: Path, method: str) -> dict | None:
-    """Best round and best windowed mean of a finished run, or None if it has not finished."""
+def _scores(run: Path, method: str, rounds: int) -> dict | None:
+    """Best round and best windowed mean of a finished run over its first ``rounds`` rounds
+    (a longer run read at a shorter horizon, as ``pemn_fl.window.truncated``), or None if it
+    has not finished."""
     if not (run / "summary.json").is_file() or not (run / "rounds.csv").is_file():
         return None
     frame = read_rounds(run / "rounds.csv")
-    frame = frame[(frame["method"] == method) & (frame["round"] > 0)]
+    frame = frame[(frame["method"] == method) & (frame["round"] > 0) & (frame["round"] <= rounds)]
     if frame.empty:
         return None
     smooth = W.smoothed(frame)
@@ -84,13 +86,14 @@ def _scores(run: Path, method: str) -> dict | None:
             "window": float(window["accuracy"]), "window_round": int(window["round"])}  # fmt: skip
 
 
-def table(out: Path, method: str, kept: Config, grid: tuple[Config, ...]) -> tuple[str, str]:
+def table(out: Path, method: str, kept: Config, grid: tuple[Config, ...],
+          rounds: int) -> tuple[str, str]:  # fmt: skip
     """The Markdown rows for one method and its one-line verdict."""
     configs = [(kept, "kept"), *neighbours(kept, grid)]
     rows, scored = [], {}
     for config, role in configs:
         name = F.config_name(config)
-        s = _scores(F.run_dir(out, method, config), method)
+        s = _scores(F.run_dir(out, method, config), method, rounds)
         if s is None:
             rows.append(f"| {method} | {name} | {role} | not run | | |")
             continue
@@ -127,7 +130,7 @@ def report(out: Path, methods: list[str], picked: pd.DataFrame, rounds: int,
     parts, verdicts = [], []
     for method in methods:
         kept = F._config_of(method, str(picked.loc[method, "config"]))
-        rows, verdict = table(out, method, kept, grid[method])
+        rows, verdict = table(out, method, kept, grid[method], rounds)
         parts.append(rows)
         verdicts.append(verdict)
     return "\n".join([

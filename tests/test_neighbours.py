@@ -38,9 +38,9 @@ def test_an_option_the_grid_does_not_vary_stays_and_each_option_moves_alone() ->
     assert all(c["bits"] == 4 for c, _ in found)
 
 
-def _best(run: Path, method: str) -> tuple[float, float]:
+def _best(run: Path, method: str, rounds: int = 30) -> tuple[float, float]:
     frame = read_rounds(run / "rounds.csv")
-    frame = frame[(frame["method"] == method) & (frame["round"] > 0)]
+    frame = frame[(frame["method"] == method) & (frame["round"] > 0) & (frame["round"] <= rounds)]
     return float(frame["accuracy"].max()), float(W.smoothed(frame)["accuracy"].max())
 
 
@@ -76,3 +76,20 @@ def test_a_sweep_without_the_method_tuned_is_one_clear_error(tmp_path: Path, cap
     assert err.startswith("error: ") and "fedavg" in err and err.count("\n") == 1
     assert N.main(["--rounds", "100", "--picked-from", str(DIGITS), "--methods", "nope"]) == 2
     assert capsys.readouterr().err.startswith("error: no tuning grid for ['nope']")
+
+
+def test_a_longer_run_is_read_at_the_horizon_asked(tmp_path: Path) -> None:
+    """``--rounds 20`` over 30-round runs: every figure from their first 20 rounds."""
+    out = tmp_path / "nb"
+    (out / "runs").mkdir(parents=True)
+    kept = DIGITS / "runs" / "fedavg__dense-lr=0.1"
+    for lr in ("0.1", "0.2"):
+        (out / "runs" / f"fedavg__dense-lr={lr}").symlink_to(kept)
+    assert N.main(["--preset", "digits", "--rounds", "20", "--picked-from", str(DIGITS),
+                   "--out", str(out), "--report-only"]) == 0  # fmt: skip
+    md = (out / "neighbours.md").read_text()
+    best, window = _best(out / "runs" / "fedavg__dense-lr=0.1", "fedavg", rounds=20)
+    assert f"| fedavg | dense-lr=0.1 | kept | 20 | {100 * best:.2f} (r" in md
+    assert f"{100 * window:.2f} (r" in md
+    # the same run under two names: a tie, and a tie keeps the kept one ahead, by 0 pt
+    assert "still ahead (by 0.000 pt) by the best round" in md
