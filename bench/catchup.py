@@ -27,9 +27,13 @@ from pemn_fl import clientlog
 
 
 def runs_of(directory: Path) -> list[Path]:
-    """Run directories under ``directory`` (a seeds frontier's ``fresh/``, or runs)."""
+    """Run directories under ``directory``: a seeds frontier's fresh-seed runs only (its
+    ``fresh/``; tuning or neighbour runs beside it are other configurations), or every run
+    under any other folder."""
     if (directory / "clients.csv").is_file():
         return [directory]
+    if (directory / "fresh").is_dir():
+        directory = directory / "fresh"
     return sorted(p.parent for p in directory.glob("**/clients.csv")
                   if ".partial" not in str(p))  # fmt: skip
 
