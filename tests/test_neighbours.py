@@ -93,3 +93,27 @@ def test_a_longer_run_is_read_at_the_horizon_asked(tmp_path: Path) -> None:
     assert f"{100 * window:.2f} (r" in md
     # the same run under two names: a tie, and a tie keeps the kept one ahead, by 0 pt
     assert "still ahead (by 0.000 pt) by the best round" in md
+
+
+def test_the_margin_is_to_the_closest_neighbour(tmp_path: Path) -> None:
+    """Two neighbours ran (0.05, and 0.02's run standing in for 0.2): the verdict's margin is
+    to the better of them, never the weaker."""
+    out = tmp_path / "nb"
+    (out / "runs").mkdir(parents=True)
+    for name, source in (("0.1", "0.1"), ("0.05", "0.05"), ("0.2", "0.02")):
+        (out / "runs" / f"fedavg__dense-lr={name}").symlink_to(
+            DIGITS / "runs" / f"fedavg__dense-lr={source}")
+    assert N.main(["--preset", "digits", "--rounds", "30", "--picked-from", str(DIGITS),
+                   "--out", str(out), "--report-only"]) == 0  # fmt: skip
+    scores = {lr: _best(DIGITS / "runs" / f"fedavg__dense-lr={lr}", "fedavg")
+              for lr in ("0.1", "0.05", "0.02")}  # fmt: skip
+    # the fixture is not degenerate: the two neighbours differ under both rules
+    assert all(scores["0.05"][i] != scores["0.02"][i] for i in (0, 1))
+    md = (out / "neighbours.md").read_text()
+    for i, rule in ((0, "by the best round"), (1, "by the 5-round mean")):
+        closest = max(scores["0.05"][i], scores["0.02"][i])
+        margin = 100 * (scores["0.1"][i] - closest)
+        word = (f"still ahead (by {margin:.3f} pt)" if margin >= 0
+                else f"**not** ahead ({margin:.3f} pt)")  # fmt: skip
+        assert f"{word} {rule}" in md
+    assert "of the 2 neighbour(s) run" in md and "not run yet" not in md
