@@ -19,7 +19,7 @@ files and prints, per study and method, baseline → lever:
 * and, per byte budget, which method leads (highest mean best accuracy within the budget).
 
 It adds nothing to the runs: every figure is read from the committed files, so the table is
-rerun with the same command. ``--out FILE`` also writes it as markdown.
+rerun with the same command. ``--out FILE`` also writes it as markdown, headed by that command.
 """
 
 from __future__ import annotations
@@ -171,7 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(parts)
     print(text, end="")
     if args.out is not None:
-        args.out.write_text(text)
+        # The file names the command that made it, as every report under results/ does, so
+        # a reader can rebuild it (the tables only read committed files).
+        command = " ".join(["python -m bench.levers", f"--baseline {args.baseline}",
+                            *(f"--study {s}" for s in args.study),
+                            *([f"--rule {args.rule}"] if args.rule != "best" else []),
+                            f"--out {args.out}"])  # fmt: skip
+        args.out.write_text(f"Command: `{command}`\n\n{text}")
     return 0
 
 

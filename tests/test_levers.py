@@ -130,3 +130,33 @@ def test_a_lever_study_is_compared_seed_by_seed_with_its_baseline(tmp_path) -> N
     # qsgd leads the baseline at 10 MB but is not in the study: evolve leads among fedavg, evolve
     assert "≤ 1 MB: evolve → evolve; ≤ 10 MB: evolve → evolve." in text
     assert levers.main(["--baseline", str(base), "--study", str(tmp_path / "none")]) == 2
+
+
+def test_the_written_tables_name_the_command_that_rebuilds_them(tmp_path) -> None:  # noqa: ANN001
+    """``--out`` heads the file with its command; running that command writes the same file
+    again, the rule included (a header that dropped ``--rule window`` would rebuild the
+    best-round tables instead: the windowed report below differs from the best-round one)."""
+    import shlex
+
+    from bench import levers
+
+    base = _frontier_dir(tmp_path, "base", 0.90, {
+        "fedavg": {1: (0.95, 50e6, 50e6, 40e6, None)},
+        "evolve": {1: (0.91, 2e6, 3e6, 4e6, 10.0)}}, [])
+    study = _frontier_dir(tmp_path, "density", 0.90, {
+        "evolve": {1: (0.93, 2e6, 4e6, 3e6, 13.0)}}, [])
+    for directory in (base, study):  # the windowed rule reads its own key: a lower target
+        data = json.loads((directory / "frontier-seeds.json").read_text())
+        data["wire_window"] = {**data["wire"], "target_accuracy": 0.85}
+        (directory / "frontier-seeds.json").write_text(json.dumps(data))
+    assert levers.compare(base, study, "best") != levers.compare(base, study, "window")
+    for rule in ("best", "window"):
+        out = tmp_path / f"levers-{rule}.md"
+        argv = ["--baseline", str(base), "--study", str(study), "--out", str(out)]
+        assert levers.main(argv + (["--rule", rule] if rule != "best" else [])) == 0
+        first, _, rest = out.read_text().partition("\n\n")
+        assert first.startswith("Command: `python -m bench.levers ")
+        assert rest == levers.compare(base, study, rule)
+        rebuilt = shlex.split(first.removeprefix("Command: `").removesuffix("`"))[3:]
+        out.unlink()
+        assert levers.main(rebuilt) == 0 and out.read_text() == f"{first}\n\n{rest}"
