@@ -349,3 +349,66 @@ def test_every_option_shown_is_an_option_of_its_command(helps: dict[str, dict]) 
             name = " ".join(["python -m", command.module, command.word or ""]).strip()
             bad.append(f"{command.where}: {name} has no option {option}")
     assert bad == [], "\n".join(bad)
+
+
+TABLE_DOCS = [*DOCS, *sorted((ROOT / "results").glob("*/README.md"))]
+MD_LINK = re.compile(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)")
+
+
+def _tables(lines: list[str]) -> list[list[tuple[int, str]]]:
+    """Each markdown table of ``lines``: its (line index, line) rows, header first."""
+    found: list[list[tuple[int, str]]] = []
+    current: list[tuple[int, str]] = []
+    for index, line in enumerate(lines):
+        if line.startswith("|"):
+            current.append((index, line))
+        elif current:
+            found.append(current)
+            current = []
+    return found + ([current] if current else [])
+
+
+def copied_tables(path: Path) -> list[tuple[int, Path, list[str], list[list[str]]]]:
+    """Tables a doc copies from a committed report: the nearest ``.md`` link above a table
+    (under the same heading) names the report, and a report table with the same header line
+    makes it a copy. Each: (line, report, the doc's rows, the report's same-header tables'
+    rows), bold marks removed (a doc may stress a cell)."""
+    def plain(line: str) -> str:
+        return line.replace("**", "").rstrip()
+
+    lines = path.read_text().splitlines()
+    copies = []
+    for table in _tables(lines):
+        start = table[0][0]
+        report = None
+        for above in range(start - 1, -1, -1):
+            if lines[above].startswith("#"):
+                break
+            targets = MD_LINK.findall(lines[above])
+            if targets:
+                report = (path.parent / unquote(targets[-1])).resolve()
+                break
+        if report is None or not report.is_file() or report == path.resolve():
+            continue
+        same = [t for t in _tables(report.read_text().splitlines()) if t[0][1] == table[0][1]]
+        if same:
+            copies.append((start + 1, report, [plain(row) for _, row in table[2:]],
+                           [[plain(row) for _, row in t[2:]] for t in same]))
+    return copies
+
+
+def test_a_table_copied_from_a_report_says_what_the_report_says() -> None:
+    """A results table quoted in a README (same header as a table of the report linked just
+    above it) matches that report row for row: a report rebuilt after its runs moved (the
+    digits frontier's wire bytes, rerun with per-client rows) must not leave a stale copy."""
+    copies = [(path, *copy) for path in TABLE_DOCS for copy in copied_tables(path)]
+    assert len(copies) >= 4, "the check found too few copied tables to guard anything"
+    stale = []
+    for path, line, report, rows, candidates in copies:
+        def key(row: str) -> str:
+            return row.split("|")[1].strip()
+
+        if not any(all({key(r): r for r in table}.get(key(row)) == row for row in rows)
+                   for table in candidates):  # fmt: skip
+            stale.append(f"{_rel(path)}:{line} differs from {_rel(report)}")
+    assert not stale, "copy the report's table again:\n" + "\n".join(stale)
