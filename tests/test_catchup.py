@@ -24,7 +24,7 @@ def test_missed_rounds_count_the_rounds_a_partition_sat_out_per_method() -> None
     assert C.missed_rounds(clients).sort_index().tolist() == [0, 0, 1, 2, 1, 2]
 
 
-def test_the_table_sums_every_fresh_seed_run(tmp_path: Path) -> None:
+def test_the_table_sums_every_fresh_seed_run() -> None:
     runs = C.runs_of(UNIFORM)
     assert runs and all(r.is_relative_to(UNIFORM / "fresh") for r in runs)
     frame = pd.concat([clientlog.read(r / "clients.csv") for r in runs], ignore_index=True)

@@ -65,12 +65,17 @@ def links(path: Path) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def _local(target: str) -> str:
+    """A relative link's file path: no anchor, no query, percent-escapes undone."""
+    return unquote(target.split("#", 1)[0].split("?", 1)[0])
+
+
 def broken_links(path: Path) -> list[str]:
     bad = []
     for line, target in links(path):
         if SCHEME.match(target) or target.startswith(("#", "/")):
             continue  # a web address, an anchor on this page, an absolute path
-        local = unquote(target.split("#", 1)[0].split("?", 1)[0])
+        local = _local(target)
         if local and not (path.parent / local).exists():
             bad.append(f"{_rel(path)}:{line}: {target}")
     return bad
@@ -352,7 +357,6 @@ def test_every_option_shown_is_an_option_of_its_command(helps: dict[str, dict]) 
 
 
 TABLE_DOCS = [*DOCS, *sorted((ROOT / "results").glob("*/README.md"))]
-MD_LINK = re.compile(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)")
 
 
 def _tables(lines: list[str]) -> list[list[tuple[int, str]]]:
@@ -377,6 +381,8 @@ def copied_tables(path: Path) -> list[tuple[int, Path, list[str], list[list[str]
         return line.replace("**", "").rstrip()
 
     lines = path.read_text().splitlines()
+    reports = {line - 1: _local(target) for line, target in links(path)  # 0-based, last wins
+               if not SCHEME.match(target) and _local(target).endswith(".md")}  # fmt: skip
     copies = []
     for table in _tables(lines):
         start = table[0][0]
@@ -384,9 +390,8 @@ def copied_tables(path: Path) -> list[tuple[int, Path, list[str], list[list[str]
         for above in range(start - 1, -1, -1):
             if lines[above].startswith("#"):
                 break
-            targets = MD_LINK.findall(lines[above])
-            if targets:
-                report = (path.parent / unquote(targets[-1])).resolve()
+            if above in reports:
+                report = (path.parent / reports[above]).resolve()
                 break
         if report is None or not report.is_file() or report == path.resolve():
             continue
