@@ -27,6 +27,14 @@ Only those runs are reported, across seeds (``pemn_fl.seeds``), at the wire leve
 message level beside it: ``frontier-seeds.md`` (accuracy mean ± std, bytes to FedAvg's
 seed-mean best - 1 pt per seed, accuracy within byte budgets), ``frontier-seeds.json`` and
 ``frontier-seeds.png`` (mean curves with bands).
+
+**A longer horizon** (``--rounds 100 --picked-from <the 30-round sweep>``) keeps the short
+tuning's picks unless ``--repick-from DIR`` names a neighbours check made at these rounds
+(``bench.neighbours``: the kept configuration and its neighbours on the tuning seed, still no
+fresh seed looked at); a method it re-picked runs and is reported with the new configuration,
+marked *(re-picked)*. The report records the configuration it used per method
+(``frontier-seeds.json``'s ``configs``), so the short pick's runs may stay beside it in
+``fresh/`` (``bench.fresh_runs``).
 """
 
 from __future__ import annotations
@@ -132,8 +140,51 @@ def run_one(base: list[str], method: str, config: Config, rounds: int, out: Path
     print(f"done: {target.name} in {time.monotonic() - started:.0f} s", flush=True)
 
 
+def parse_config(name: str) -> Config:
+    """The configuration ``config_name`` wrote as ``name`` (``bits=4,dense-lr=0.05``)."""
+    return {key: float(value) for key, value in (part.split("=", 1) for part in name.split(","))}
+
+
 def _config_of(method: str, name: str) -> Config:
-    return next(c for c in grids()[method] if config_name(c) == name)
+    """A configuration by its name: the grid's own entry, else the name read back (one
+    re-picked beyond the grid at a longer horizon by ``bench.neighbours``)."""
+    found = next((c for c in grids()[method] if config_name(c) == name), None)
+    return found if found is not None else parse_config(name)
+
+
+def repicked(picked: pd.DataFrame, directory: Path,
+             rounds: int) -> tuple[pd.DataFrame, dict[str, tuple[str, str]]]:  # fmt: skip
+    """The picks, each method re-picked where a neighbours check at this horizon decided on
+    another configuration (``directory/picks.json``, written by ``bench.neighbours``), and
+    what changed (method -> (kept, re-picked)). A method the check has not decided keeps the
+    short tuning's pick. Raises ValueError with the fix when the check does not fit here."""
+    path = directory / "picks.json"
+    if not path.is_file():
+        raise ValueError(f"{path} not found: run python -m bench.neighbours --rounds {rounds} "
+                         f"... --out {directory} first (it writes the picks)")  # fmt: skip
+    try:
+        data = json.loads(path.read_text())
+        checked, entries = data["rounds"], data["methods"]
+        picks = {m: (str(e["kept"]), str(e["pick"]), bool(e["decided"]))
+                 for m, e in entries.items()}  # fmt: skip
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path} is not a bench.neighbours picks file ({err!r}): rebuild it "
+                         "with python -m bench.neighbours ... --report-only") from None
+    if checked != rounds:
+        raise ValueError(f"{path} checked {checked} rounds and this frontier runs {rounds}: "
+                         f"check the neighbours at --rounds {rounds}")  # fmt: skip
+    picked, changed = picked.copy(), {}
+    for method, (kept, pick, decided) in picks.items():
+        if method not in picked.index or not decided:
+            continue
+        if kept != picked.loc[method, "config"]:
+            raise ValueError(f"{path}: {method}'s kept configuration {kept} is not the one "
+                             f"picked here ({picked.loc[method, 'config']}): that check started "
+                             "from another tuning sweep; give the same --picked-from")
+        if pick != kept:
+            picked.loc[method, "config"] = pick
+            changed[method] = (kept, pick)
+    return picked, changed
 
 
 def _bytes_to(frame: pd.DataFrame, level: float | None) -> int | None:
@@ -325,8 +376,10 @@ def fresh_frames(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
 
 
 def seeds_table(summaries: dict[str, dict], picked: pd.DataFrame, done: dict[str, list[int]],
-                frames: dict[int, pd.DataFrame]) -> str:  # fmt: skip
-    """The seeds frontier as markdown: accuracy, then bytes to the target per level."""
+                frames: dict[int, pd.DataFrame],
+                changed: dict[str, tuple[str, str]] | None = None) -> str:  # fmt: skip
+    """The seeds frontier as markdown: accuracy, then bytes to the target per level
+    (``changed``: the methods re-picked at this horizon, marked in the tuned column)."""
     wire, message = summaries["wire"], summaries["message"]
 
     def pm(stat: dict, scale: float = 100, fmt: str = ".2f") -> str:
@@ -362,7 +415,9 @@ def seeds_table(summaries: dict[str, dict], picked: pd.DataFrame, done: dict[str
     for method, m in wire["methods"].items():
         mm = message["methods"][method]
         lines.append(
-            f"| {method} | {picked.loc[method, 'config']} | {','.join(map(str, done[method]))} "
+            f"| {method} | {picked.loc[method, 'config']}"
+            + (" (re-picked)" if method in (changed or {}) else "")
+            + f" | {','.join(map(str, done[method]))} "
             f"| {pm(m['best_accuracy'])} | {pm(m['final_accuracy'])} "
             f"| {m['reached_target']}/{m['seeds']} | {mb(m['bytes_to_target'])} | {ratios(m)} "
             f"| {mb(mm['bytes_to_target'])} | {ratios(mm)} "
@@ -389,7 +444,8 @@ def horizon_sensitivity(frames: dict[int, pd.DataFrame], rounds: int) -> dict[st
 
 
 def window_section(summaries: dict[str, dict], picked: pd.DataFrame, done: dict[str, list[int]],
-                   smooth: dict[int, pd.DataFrame], frames: dict[int, pd.DataFrame]) -> str:
+                   smooth: dict[int, pd.DataFrame], frames: dict[int, pd.DataFrame],
+                   changed: dict[str, tuple[str, str]] | None = None) -> str:
     """The frontier under the windowed target (``pemn_fl.window``): table and budgets."""
     from pemn_fl import seeds as S
 
@@ -397,7 +453,7 @@ def window_section(summaries: dict[str, dict], picked: pd.DataFrame, done: dict[
     moved = summaries["horizon_sensitivity"]
     common = sorted(frames)
     table = seeds_table({"wire": window, "message": window}, picked, {m: common for m in done},
-                        smooth)  # fmt: skip
+                        smooth, changed)  # fmt: skip
     # The message-level columns repeat the wire level here: the windowed rule is reported
     # at the wire level only; drop them for clarity.
     lines = table.splitlines()
@@ -420,9 +476,11 @@ def window_section(summaries: dict[str, dict], picked: pd.DataFrame, done: dict[
 
 def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.DataFrame,
                  preset: str, rounds: int, base: list[str], reuse_from: Path | None = None,
-                 reuse: list[str] | None = None,
-                 picked_from: Path | None = None) -> None:  # fmt: skip
-    """``frontier-seeds.{md,json,png}``: the picked configurations on the fresh seeds."""
+                 reuse: list[str] | None = None, picked_from: Path | None = None,
+                 repick_from: Path | None = None,
+                 changed: dict[str, tuple[str, str]] | None = None) -> None:  # fmt: skip
+    """``frontier-seeds.{md,json,png}``: the picked configurations on the fresh seeds
+    (``changed``: those re-picked at this horizon from ``repick_from``'s neighbours check)."""
     from pemn_fl import seeds as S
 
     frames, done = fresh_frames(out, methods, seeds, picked, reuse_from, reuse)
@@ -441,6 +499,10 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
     smooth = W.smoothed_frames(frames)
     summaries["wire_window"] = S.aggregate(smooth, level="wire")
     summaries["horizon_sensitivity"] = horizon_sensitivity(frames, rounds)
+    # The configuration reported per method: readers of fresh/ take these runs only
+    # (bench.fresh_runs), whatever else ran beside them.
+    summaries["configs"] = {m: str(picked.loc[m, "config"]) for m in done}
+    summaries["repicked"] = {m: list(pair) for m, pair in (changed or {}).items()}
     (out / f"{name}.json").write_text(json.dumps(summaries, indent=2) + "\n")
     wire = summaries["wire"]
     target = wire["target_accuracy"]
@@ -457,6 +519,8 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
         command += f" --reuse {','.join(reuse)}" if reuse else ""
         if reuse and reuse_from is not None and reuse_from != picked_from:
             command += f" --reuse-from {reuse_from}"
+    if repick_from is not None:
+        command += f" --repick-from {repick_from}"
     extra = [part for part in base if part not in PRESETS[preset]]
     if extra:
         command += f" --extra '{' '.join(extra)}'"
@@ -468,7 +532,13 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
         f"What has run: {ran}. Reported: the seeds every method finished ({len(common)})."
         + (f" A view of the first {rounds} rounds of {ran_rounds}-round runs (the full "
            "report: `frontier-seeds.md`)." if ran_rounds > rounds else "")
-        + (f" Reused unchanged from `{reuse_from}`: {', '.join(reuse)}." if reuse else ""),
+        + (f" Reused unchanged from `{reuse_from}`: {', '.join(reuse)}." if reuse else "")
+        + ("" if repick_from is None else
+           f" Re-picked at {rounds} rounds on the tuning seed by the neighbours check "
+           f"`{repick_from}` (`bench.neighbours`, its rule in `neighbours.md`): "
+           + ("none" if not changed else "; ".join(f"{m} `{a}` → `{b}`"
+                                                  for m, (a, b) in changed.items()))
+           + "."),
         "",
         "Each method's configuration was picked on the tuning seed 0 (best test accuracy "
         "over the rounds, three configurations each: `frontier.md`); these runs are on fresh "
@@ -481,7 +551,7 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
         "seeds). Wire: the HTTP traffic of a Flower 1.42 deployment (modelled, within 0.03 % "
         "of a real SuperLink); message: Flower's serialised messages.",
         "",
-        seeds_table(summaries, picked, {m: common for m in done}, frames),
+        seeds_table(summaries, picked, {m: common for m in done}, frames, changed),
         "",
         "## Accuracy within a byte budget (wire level, both directions)",
         "",
@@ -492,7 +562,7 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
         "",
         S.budget_markdown(wire["budgets"]),
         "",
-        window_section(summaries, picked, done, smooth, frames),
+        window_section(summaries, picked, done, smooth, frames, changed),
     ])
     (out / f"{name}.md").write_text(md)
     # A lever study's figure says which curves carry the lever (the legend names methods only).
@@ -528,10 +598,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --reuse: take those runs from DIR instead of --picked-from (a "
                    "lever on a longer horizon: picks from the tuning runs, FedAvg's runs "
                    "from the converged frontier)")
+    p.add_argument("--repick-from", type=Path, default=None, metavar="DIR",
+                   help="a longer horizon: use the configurations a bench.neighbours check "
+                   "at these --rounds re-picked (DIR/picks.json) instead of the short "
+                   "tuning's, where it decided another one")
     p.add_argument("--max-configs", type=int, default=None,
                    help="run only the first N configurations of each method (a partial "
                    "sweep; the report says how many each method got)")
     return p
+
+
+def _picks(picked: pd.DataFrame, repick_from: Path | None,
+           rounds: int) -> tuple[pd.DataFrame, dict[str, tuple[str, str]]]:  # fmt: skip
+    return (picked, {}) if repick_from is None else repicked(picked, repick_from, rounds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -552,6 +631,18 @@ def main(argv: list[str] | None = None) -> int:
     if (args.picked_from is None) != (not reuse) and reuse:
         print("error: --reuse needs --picked-from (whose runs it reuses)", file=sys.stderr)
         return 2
+    if args.repick_from is not None:
+        if not seeds:
+            print("error: --repick-from re-picks the fresh seeds' configurations: give --seeds",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        tuning, _ = collect(tuning_dir, methods)
+        try:  # checked before any run: a check that does not fit here stops nothing half-way
+            if not tuning.empty:
+                repicked(tuned(tuning), args.repick_from, rounds)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if not args.report_only:
         if args.picked_from is None:
             for method in methods:
@@ -559,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
                     run_one(base, method, config, rounds, out)
         if seeds:
             tuning, _ = collect(tuning_dir, methods)
-            picked = tuned(tuning)
+            picked, _ = _picks(tuned(tuning), args.repick_from, rounds)
             for seed in seeds:  # seed by seed: a partial sweep has whole seeds
                 for method in (m for m in methods if m not in reuse):
                     config = _config_of(method, str(picked.loc[method, "config"]))
@@ -569,9 +660,11 @@ def main(argv: list[str] | None = None) -> int:
         print("no finished runs yet", file=sys.stderr)
         return 1
     if seeds:
-        seeds_report(out, methods, seeds, tuned(runs), args.preset, rounds, base,
+        picked, changed = _picks(tuned(runs), args.repick_from, rounds)
+        seeds_report(out, methods, seeds, picked, args.preset, rounds, base,
                      reuse_from=args.reuse_from or args.picked_from, reuse=reuse,
-                     picked_from=args.picked_from)  # fmt: skip
+                     picked_from=args.picked_from, repick_from=args.repick_from,
+                     changed=changed)  # fmt: skip
     if args.picked_from is not None:
         return 0  # a lever study: its tuning report is DIR's
     # The tuning report covers every method tuned here, whichever subset this command named

@@ -23,17 +23,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import fresh_runs
 from pemn_fl import clientlog
 
 
 def runs_of(directory: Path) -> list[Path]:
-    """Run directories under ``directory``: a seeds frontier's fresh-seed runs only (its
-    ``fresh/``; tuning or neighbour runs beside it are other configurations), or every run
-    under any other folder."""
+    """Run directories under ``directory``: a seeds frontier's reported fresh-seed runs only
+    (``bench.fresh_runs``: tuning or neighbour runs beside them, and a configuration the
+    report does not use, are other configurations), or every run under any other folder."""
     if (directory / "clients.csv").is_file():
         return [directory]
     if (directory / "fresh").is_dir():
-        directory = directory / "fresh"
+        return [run for method in fresh_runs.method_dirs(directory)
+                for run in fresh_runs.seed_runs(directory, method).values()
+                if (run / "clients.csv").is_file()]  # fmt: skip
     return sorted(p.parent for p in directory.glob("**/clients.csv")
                   if ".partial" not in str(p))  # fmt: skip
 
@@ -84,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out = table(args.dirs)
+    try:
+        out = table(args.dirs)
+    except ValueError as err:  # fresh/ holds two configurations and no record of which
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     lines = ["| method | client-rounds | rounds missed (mean) | downlink payload MB | catch-up MB "
              "| catch-up share of payload | of downlink wire |", "|---|---|---|---|---|---|---|"]
     for method, r in out.iterrows():

@@ -30,20 +30,17 @@ import statistics
 import sys
 from pathlib import Path
 
+from bench import fresh_runs
 from pemn_fl.seeds import plus_minus, stats
 
 LEVEL = "wire"
 
 
 def _fresh_summaries(directory: Path, method: str) -> dict[int, dict]:
-    """Seed -> the method's own ``summary.json`` entry, from ``directory/fresh``."""
-    found: dict[int, dict] = {}
-    for path in sorted(directory.glob(f"fresh/{method}__*/seed-*/summary.json")):
-        tail = path.parent.name.removeprefix("seed-")
-        if not tail.isdigit():  # seed-<s>.partial: a run cut short before it was moved in
-            continue
-        found[int(tail)] = json.loads(path.read_text())["methods"][method]
-    return found
+    """Seed -> the method's own ``summary.json`` entry, from the reported configuration's runs
+    under ``directory/fresh`` (``bench.fresh_runs``)."""
+    return {seed: json.loads((run / "summary.json").read_text())["methods"][method]
+            for seed, run in fresh_runs.seed_runs(directory, method).items()}  # fmt: skip
 
 
 def _mean_std(values: list[float]) -> str:
@@ -167,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --rule {args.rule}: {study} or {args.baseline} was reported before "
                   "that rule existed; rebuild it with bench.accuracy_frontier --report-only",
                   file=sys.stderr)  # fmt: skip
+            return 2
+        except ValueError as err:  # fresh/ holds two configurations and no record of which
+            print(f"error: {err}", file=sys.stderr)
             return 2
     text = "\n".join(parts)
     print(text, end="")

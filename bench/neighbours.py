@@ -25,11 +25,17 @@ Writes ``neighbours.md`` to ``--out``: per configuration the best round's accura
 5-round mean (``pemn_fl.window``, the rule no single round decides), and whether the kept one is
 still ahead under each rule. For FedAvg the windowed best - 1 pt is also the target it would
 set on this seed: how far a better-tuned FedAvg would move the reference.
+
+And ``picks.json``: per method the configuration to use at this horizon, by the short tuning's
+own rule (the best round) once the kept one and all its neighbours have run; until then the
+kept one, marked undecided. ``bench.accuracy_frontier --repick-from <out>`` runs and reports
+the re-picked configurations on the fresh seeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -42,6 +48,10 @@ from pemn_fl.report import BASELINE
 from pemn_fl.seeds import read_rounds
 
 Config = F.Config
+PICKS = "picks.json"
+RULE = ("the short tuning's own rule, the best round's accuracy, then fewer bytes to reach it "
+        "(the kept configuration stays unless another is strictly ahead), once the kept "
+        "configuration and every neighbour have run at this horizon")
 
 
 def _round_value(value: float) -> float:
@@ -83,12 +93,30 @@ def _scores(run: Path, method: str, rounds: int) -> dict | None:
     best, window = frame.loc[frame["accuracy"].idxmax()], smooth.loc[smooth["accuracy"].idxmax()]
     return {"rounds": int(frame["round"].max()),
             "best": float(best["accuracy"]), "best_round": int(best["round"]),
+            "bytes_at_best": int(best["cumulative_bytes"]),
             "window": float(window["accuracy"]), "window_round": int(window["round"])}  # fmt: skip
 
 
+def repick(scored: dict[str, dict], kept_name: str, configurations: int) -> str | None:
+    """The configuration to keep at this horizon, by the short tuning's own rule
+    (``accuracy_frontier.tuned``: the best round's accuracy, then fewer bytes to reach it; the
+    kept one stays unless another is strictly ahead), or None until the kept configuration and
+    every neighbour have run (a pick from part of the neighbourhood could be undone by the
+    rest)."""
+    if kept_name not in scored or len(scored) < configurations:
+        return None
+
+    def rank(name: str) -> tuple[float, int]:
+        return scored[name]["best"], -scored[name]["bytes_at_best"]
+
+    leader = max(scored, key=rank)
+    return kept_name if rank(kept_name) >= rank(leader) else leader
+
+
 def table(out: Path, method: str, kept: Config, grid: tuple[Config, ...],
-          rounds: int) -> tuple[str, str]:  # fmt: skip
-    """The Markdown rows for one method and its one-line verdict."""
+          rounds: int) -> tuple[str, str, str | None]:  # fmt: skip
+    """The Markdown rows for one method, its one-line verdict, and the configuration to keep
+    at this horizon (``repick``; None while undecided)."""
     configs = [(kept, "kept"), *neighbours(kept, grid)]
     rows, scored = [], {}
     for config, role in configs:
@@ -121,18 +149,28 @@ def table(out: Path, method: str, kept: Config, grid: tuple[Config, ...],
                    f"{word('window')} by the {W.WINDOW}-round mean, of the {len(others)} "
                    "neighbour(s) run"
                    + (f" ({missing} not run yet)" if missing else ""))  # fmt: skip
-    return "\n".join(rows), verdict
+    pick = repick(scored, kept_name, len(configs))
+    if pick is not None:
+        verdict += (f"; keep `{pick}` at {rounds} rounds" if pick == kept_name
+                    else f"; **re-picked** at {rounds} rounds: `{pick}`")  # fmt: skip
+    return "\n".join(rows), verdict, pick
 
 
 def report(out: Path, methods: list[str], picked: pd.DataFrame, rounds: int,
-           command: str) -> str:  # fmt: skip
+           command: str) -> tuple[str, dict]:  # fmt: skip
+    """``neighbours.md``'s text, and the picks (``picks.json``: per method the kept
+    configuration, the one to use at ``rounds``, and whether the check has decided it)."""
     grid = F.grids()
     parts, verdicts = [], []
+    picks: dict = {"rounds": rounds, "rule": RULE, "command": command, "methods": {}}
     for method in methods:
         kept = F._config_of(method, str(picked.loc[method, "config"]))
-        rows, verdict = table(out, method, kept, grid[method], rounds)
+        rows, verdict, pick = table(out, method, kept, grid[method], rounds)
         parts.append(rows)
         verdicts.append(verdict)
+        picks["methods"][method] = {"kept": F.config_name(kept),
+                                    "pick": pick or F.config_name(kept),
+                                    "decided": pick is not None}  # fmt: skip
     return "\n".join([
         f"# The kept configurations' neighbours at {rounds} rounds (tuning seed)", "",
         f"Command: `{command}`", "",
@@ -143,7 +181,9 @@ def report(out: Path, methods: list[str], picked: pd.DataFrame, rounds: int,
         "the configuration would set on this seed.", "",
         f"| method | configuration | role | rounds | best round | best {W.WINDOW}-round mean |",
         "|---|---|---|---|---|---|",
-        *parts, "", *verdicts, ""])
+        *parts, "", *verdicts, "",
+        f"Re-pick rule ({PICKS}, read by `bench.accuracy_frontier --repick-from`): {RULE}.",
+        ""]), picks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     command = (f"python -m bench.neighbours --preset {args.preset} --rounds {args.rounds} "
                f"--picked-from {args.picked_from} --methods {','.join(methods)} --out {out}"
                + (f' --extra="{args.extra}"' if args.extra else ""))  # fmt: skip
-    md = report(out, methods, picked, args.rounds, command)
+    md, picks = report(out, methods, picked, args.rounds, command)
     out.mkdir(parents=True, exist_ok=True)
     (out / "neighbours.md").write_text(md)
+    (out / PICKS).write_text(json.dumps(picks, indent=2) + "\n")
     print(md)
     return 0
 

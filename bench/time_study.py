@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import fresh_runs
 from pemn_fl import clientlog, profiles
 from pemn_fl import seeds as S
 from pemn_fl import timeline as T
@@ -35,13 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def seed_runs(frontier: Path, methods: list[str] | None) -> dict[int, list[Path]]:
-    """seed -> the run directories of every method on it (``fresh/``)."""
+    """seed -> the run directories of every method on it (the reported configurations'
+    runs under ``fresh/``, ``bench.fresh_runs``)."""
     out: dict[int, list[Path]] = {}
-    for method_dir in sorted((frontier / "fresh").iterdir()):
-        method = method_dir.name.split("__")[0]
+    for method in fresh_runs.method_dirs(frontier):
         if methods and method not in methods:
             continue
-        for seed, run in S.seed_dirs(method_dir).items():
+        for seed, run in fresh_runs.seed_runs(frontier, method).items():
             out.setdefault(seed, []).append(run)
     return out
 
@@ -164,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[int, list[Path]] = {}
     frontiers = [frontier_arg(text, methods) for text in args.frontier]
     for frontier, picked in frontiers:
-        for seed, dirs in seed_runs(frontier, picked).items():
+        try:
+            found = seed_runs(frontier, picked)
+        except ValueError as err:  # fresh/ holds two configurations and no record of which
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        for seed, dirs in found.items():
             runs.setdefault(seed, []).extend(dirs)
     names = " ".join(args.frontier)
     for seed, dirs in runs.items():
