@@ -30,6 +30,9 @@ class Semantic:
 
 SEEDS, REPORT, LEVERS = "pemn_fl/seeds.py", "pemn_fl/report.py", "bench/levers.py"
 TIME, FAULTS, CHECKPOINT = "pemn_fl/timesummary.py", "pemn_fl/faults.py", "pemn_fl/checkpoint.py"
+# The re-pick at a longer horizon (issue 24): which configuration a converged report shows.
+NEIGHBOURS, FRESH = "bench/neighbours.py", "bench/fresh_runs.py"
+FRONTIER = "bench/accuracy_frontier.py"
 
 # The test files run first against a mutant of each file (with -x): those that import the
 # module, fastest first. A mutant none of them kills is then run against the whole default
@@ -46,6 +49,10 @@ FIRST_TESTS = {
     FAULTS: ("tests/test_fault_rules.py", "tests/test_faults.py", "tests/test_accounting.py"),
     CHECKPOINT: ("tests/test_checkpoint.py", "tests/test_resume.py",
                  "tests/test_damaged_state.py"),
+    NEIGHBOURS: ("tests/test_repick.py", "tests/test_neighbours.py"),
+    FRESH: ("tests/test_repick.py", "tests/test_levers.py", "tests/test_catchup.py",
+            "tests/test_time_study.py"),
+    FRONTIER: ("tests/test_repick.py", "tests/test_frontier_view.py"),
 }  # fmt: skip
 
 M = Semantic
@@ -318,6 +325,37 @@ SEMANTIC: list[Semantic] = [
     M("prune_keeps_the_oldest", CHECKPOINT, "_client_files(directory, pid)[:-KEEP_CLIENT_FILES]",
       "_client_files(directory, pid)[KEEP_CLIENT_FILES:]",
       "pruning deletes the newest client states and keeps the oldest"),
+    # -- the re-pick at a longer horizon: bench/neighbours.py, fresh_runs.py, accuracy_frontier --
+    M("repick_tie_to_a_neighbour", NEIGHBOURS,
+      "return kept_name if rank(kept_name) >= rank(leader) else leader",
+      "return kept_name if rank(kept_name) > rank(leader) else leader",
+      "a neighbour that only ties the kept configuration replaces it"),
+    M("repick_more_bytes_wins", NEIGHBOURS,
+      'return scored[name]["best"], -scored[name]["bytes_at_best"]',
+      'return scored[name]["best"], scored[name]["bytes_at_best"]',
+      "among equally accurate configurations the one that needed more bytes is picked"),
+    M("repick_from_part_of_the_neighbourhood", NEIGHBOURS,
+      "if kept_name not in scored or len(scored) < configurations:",
+      "if kept_name not in scored or len(scored) < 2:",
+      "a re-pick decided before every neighbour has run"),
+    M("repick_bytes_of_the_last_round", NEIGHBOURS,
+      '"bytes_at_best": int(best["cumulative_bytes"]),',
+      '"bytes_at_best": int(frame["cumulative_bytes"].iloc[-1]),',
+      "the bytes tie-break reads the whole run's bytes, not the bytes to the best round"),
+    M("repicked_undecided_applied", FRONTIER, "if method not in picked.index or not decided:",
+      "if method not in picked.index:", "an undecided check's pick replaces the short pick"),
+    M("repicked_rounds_unchecked", FRONTIER, "    if checked != rounds:\n",
+      "    if False:\n", "a check made at another horizon re-picks this one"),
+    M("repick_not_run", FRONTIER,
+      "picked, _ = _picks(tuned(tuning), args.repick_from, rounds)",
+      "picked = tuned(tuning)",
+      "the fresh seeds run the short pick while the report reads the re-picked one"),
+    M("fresh_record_ignored", FRESH, "if configs is not None and method in configs:",
+      "if False:", "readers of fresh/ ignore which configuration the report used"),
+    M("fresh_partial_seed_counted", FRESH,
+      'if tail.isdigit() and (path / "summary.json").is_file():',
+      'if (path / "summary.json").is_file() or (path / "rounds.csv").is_file():',
+      "a seed run cut short (no summary.json) read as a finished one"),
 ]  # fmt: skip
 
 # Mutants no test can tell from the original, each with the reason (mutant name -> why);

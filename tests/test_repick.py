@@ -31,6 +31,7 @@ def _best(run: Path) -> float:
     ({"a": (0.9, 5), "b": (0.9, 5), "c": (0.7, 1)}, "a"),  # a full tie keeps the kept one
     ({"a": (0.9, 5), "b": (0.9, 4), "c": (0.9, 3)}, "c"),  # equal accuracy: fewer bytes
     ({"a": (0.9, 5), "b": (0.8, 1), "c": (0.85, 1)}, "a"),  # still ahead
+    ({"c": (0.7, 1), "b": (0.9, 5), "a": (0.9, 5)}, "a"),  # a tie keeps it, wherever it is listed
     ({"a": (0.5, 5), "b": (0.9, 5)}, None),  # a neighbour has not run: undecided
     ({"b": (0.9, 5), "c": (0.95, 5)}, None),  # the kept one has not run: undecided
 ])  # fmt: skip
@@ -80,6 +81,11 @@ def _frontier(tmp_path: Path) -> Path:
         (fresh / f"fedavg__{OTHER}").mkdir(exist_ok=True)
         (fresh / f"fedavg__{OTHER}" / f"seed-{seed}").symlink_to(
             DIGITS / "fresh" / f"fedavg__{KEPT}" / f"seed-{seed}")
+    # seed 3 cut short (a session's end): rounds so far, no summary.json; not a finished run
+    partial = fresh / f"fedavg__{OTHER}" / "seed-3.partial"
+    partial.mkdir()
+    (partial / "rounds.csv").write_bytes(
+        (DIGITS / "fresh" / f"fedavg__{KEPT}" / "seed-3" / "rounds.csv").read_bytes())
     return out
 
 
@@ -160,6 +166,22 @@ def test_an_undecided_check_keeps_the_short_pick(tmp_path: Path) -> None:
     assert report["configs"]["fedavg"] == KEPT and report["repicked"] == {}
     assert "Re-picked at 30 rounds" in (out / "frontier-seeds.md").read_text()
     assert "): none." in (out / "frontier-seeds.md").read_text()
+
+
+def test_the_runs_launched_are_the_repicked_configuration(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Without --report-only: each fresh seed runs the re-picked configuration (the runs
+    themselves are simulations.run's; recorded here, not run)."""
+    launched = []
+    monkeypatch.setattr(F, "run_one", lambda base, method, config, rounds, out, seed=None:
+                        launched.append((method, F.config_name(config), rounds, seed)))
+    out, check = _frontier(tmp_path), _neighbours(tmp_path)
+    assert F.main(["--preset", "digits", "--rounds", "30", "--seeds", "1,2,3", "--methods",
+                   "fedavg,qsgd", "--picked-from", str(DIGITS), "--out", str(out),
+                   "--repick-from", str(check)]) == 0  # fmt: skip
+    assert [(m, c, s) for m, c, _, s in launched if m == "fedavg"] == [
+        ("fedavg", OTHER, 1), ("fedavg", OTHER, 2), ("fedavg", OTHER, 3)]
+    assert {c for m, c, _, _ in launched if m == "qsgd"} == {"bits=4,dense-lr=0.1"}
+    assert {r for _, _, r, _ in launched} == {30}
 
 
 def test_a_configuration_beyond_the_grid_is_read_back_from_its_name() -> None:
