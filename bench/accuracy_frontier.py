@@ -69,6 +69,9 @@ DEFAULT_ROUNDS = {"digits": 30, "fashion-mnist": 40}
 # method's step size; evolve_dither spends one of its three on its rate knob instead. Each
 # method declares its own (``Method.grid``); a method without one is not in the study.
 Config = dict[str, float]
+# A method re-picked at a longer horizon whose new configuration has not run on every seed yet:
+# method -> (kept configuration, re-picked one, the seeds it lacks).
+Pending = dict[str, tuple[str, str, list[int]]]
 
 
 def grids() -> dict[str, tuple[Config, ...]]:
@@ -478,7 +481,9 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
                  preset: str, rounds: int, base: list[str], reuse_from: Path | None = None,
                  reuse: list[str] | None = None, picked_from: Path | None = None,
                  repick_from: Path | None = None,
-                 changed: dict[str, tuple[str, str]] | None = None) -> None:  # fmt: skip
+                 changed: dict[str, tuple[str, str]] | None = None,
+                 pending: Pending | None = None,
+                 ) -> None:  # fmt: skip
     """``frontier-seeds.{md,json,png}``: the picked configurations on the fresh seeds
     (``changed``: those re-picked at this horizon from ``repick_from``'s neighbours check)."""
     from pemn_fl import seeds as S
@@ -503,6 +508,8 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
     # (bench.fresh_runs), whatever else ran beside them.
     summaries["configs"] = {m: str(picked.loc[m, "config"]) for m in done}
     summaries["repicked"] = {m: list(pair) for m, pair in (changed or {}).items()}
+    summaries["repick_pending"] = {m: {"kept": k, "pick": p, "missing_seeds": miss}
+                                   for m, (k, p, miss) in (pending or {}).items()}  # fmt: skip
     (out / f"{name}.json").write_text(json.dumps(summaries, indent=2) + "\n")
     wire = summaries["wire"]
     target = wire["target_accuracy"]
@@ -538,6 +545,9 @@ def seeds_report(out: Path, methods: list[str], seeds: list[int], picked: pd.Dat
            f"`{repick_from}` (`bench.neighbours`, its rule in `neighbours.md`): "
            + ("none" if not changed else "; ".join(f"{m} `{a}` → `{b}`"
                                                   for m, (a, b) in changed.items()))
+           + "".join(f"; {m} `{k}` → `{p}` not run yet on seed(s) "
+                     f"{','.join(map(str, miss))}, shown with `{k}` until it has"
+                     for m, (k, p, miss) in (pending or {}).items())
            + "."),
         "",
         "Each method's configuration was picked on the tuning seed 0 (best test accuracy "
@@ -613,6 +623,25 @@ def _picks(picked: pd.DataFrame, repick_from: Path | None,
     return (picked, {}) if repick_from is None else repicked(picked, repick_from, rounds)
 
 
+def shown_until_run(picked: pd.DataFrame, changed: dict[str, tuple[str, str]], out: Path,
+                    seeds: list[int], reuse_from: Path | None, reuse: list[str],
+                    ) -> tuple[pd.DataFrame, dict[str, tuple[str, str]], Pending]:  # fmt: skip
+    """A re-picked configuration is reported once it has run on every seed; until then the
+    report shows the kept one and says which seeds the re-picked one lacks (a sweep cut short
+    keeps a whole report instead of one that drops the seeds the new runs have not reached)."""
+    picked, changed, pending = picked.copy(), dict(changed), {}
+    for method, (kept, pick) in list(changed.items()):
+        where = reuse_from if reuse_from is not None and method in reuse else out
+        config = _config_of(method, pick)
+        missing = [s for s in seeds
+                   if not (fresh_dir(where, method, config, s) / "summary.json").is_file()]
+        if missing:
+            picked.loc[method, "config"] = kept
+            pending[method] = (kept, pick, missing)
+            del changed[method]
+    return picked, changed, pending
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -661,10 +690,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if seeds:
         picked, changed = _picks(tuned(runs), args.repick_from, rounds)
+        reuse_from = args.reuse_from or args.picked_from
+        picked, changed, pending = shown_until_run(picked, changed, out, seeds, reuse_from, reuse)
         seeds_report(out, methods, seeds, picked, args.preset, rounds, base,
-                     reuse_from=args.reuse_from or args.picked_from, reuse=reuse,
-                     picked_from=args.picked_from, repick_from=args.repick_from,
-                     changed=changed)  # fmt: skip
+                     reuse_from=reuse_from, reuse=reuse, picked_from=args.picked_from,
+                     repick_from=args.repick_from, changed=changed,
+                     pending=pending)  # fmt: skip
     if args.picked_from is not None:
         return 0  # a lever study: its tuning report is DIR's
     # The tuning report covers every method tuned here, whichever subset this command named

@@ -69,24 +69,33 @@ def test_the_neighbours_check_writes_its_pick(tmp_path: Path) -> None:
     assert picks["methods"]["fedavg"] == {"kept": KEPT, "pick": KEPT, "decided": False}
 
 
-def _frontier(tmp_path: Path) -> Path:
-    """A seeds frontier whose fresh/ holds FedAvg's kept configuration on seeds 1-3 and the
-    re-picked one on seeds 1-2 only (real runs), QSGD's kept one on 1-3."""
+# The re-picked configuration's runs: FedAvg's real fresh runs, each under another seed's name
+# (seed 1 reads seed 2's run, ...), so whichever configuration a reader takes shows per seed.
+STAND_IN = {1: 2, 2: 3, 3: 1}
+
+
+def _frontier(tmp_path: Path, repicked_seeds: tuple[int, ...] = (1, 2, 3)) -> Path:
+    """A seeds frontier whose fresh/ holds FedAvg's kept configuration on seeds 1-3, the
+    re-picked one on ``repicked_seeds`` (and a run cut short: rounds so far, no summary.json),
+    and QSGD's kept one on 1-3."""
     out = tmp_path / "frontier"
     fresh = out / "fresh"
     fresh.mkdir(parents=True)
     for name in (f"fedavg__{KEPT}", "qsgd__bits=4,dense-lr=0.1"):
         (fresh / name).symlink_to(DIGITS / "fresh" / name)
-    for seed in (1, 2):
-        (fresh / f"fedavg__{OTHER}").mkdir(exist_ok=True)
+    (fresh / f"fedavg__{OTHER}").mkdir()
+    for seed in repicked_seeds:
         (fresh / f"fedavg__{OTHER}" / f"seed-{seed}").symlink_to(
-            DIGITS / "fresh" / f"fedavg__{KEPT}" / f"seed-{seed}")
-    # seed 3 cut short (a session's end): rounds so far, no summary.json; not a finished run
-    partial = fresh / f"fedavg__{OTHER}" / "seed-3.partial"
+            DIGITS / "fresh" / f"fedavg__{KEPT}" / f"seed-{STAND_IN[seed]}")
+    partial = fresh / f"fedavg__{OTHER}" / "seed-4.partial"
     partial.mkdir()
     (partial / "rounds.csv").write_bytes(
         (DIGITS / "fresh" / f"fedavg__{KEPT}" / "seed-3" / "rounds.csv").read_bytes())
     return out
+
+
+def _best_of(summary: Path) -> float:
+    return json.loads(summary.read_text())["methods"]["fedavg"]["best_accuracy"]
 
 
 def _report(out: Path, *extra: str) -> int:
@@ -106,19 +115,45 @@ def test_a_repicked_configuration_is_the_one_reported_and_read(tmp_path: Path) -
     assert _report(out, "--repick-from", str(check)) == 0
     report = json.loads((out / "frontier-seeds.json").read_text())
     assert report["configs"]["fedavg"] == OTHER and report["repicked"] == {"fedavg": [KEPT, OTHER]}
-    assert report["wire"]["seeds"] == [1, 2]  # the re-picked runs, not the kept ones
+    assert report["wire"]["seeds"] == [1, 2, 3] and report["repick_pending"] == {}
     md = (out / "frontier-seeds.md").read_text()
-    assert f"| fedavg | {OTHER} (re-picked) | 1,2 |" in md
+    assert f"| fedavg | {OTHER} (re-picked) | 1,2,3 |" in md
     assert f"--repick-from {check}" in md and f"fedavg `{KEPT}` → `{OTHER}`" in md
-    assert "fedavg lacks seed(s) 3" in md
+    kept_runs = DIGITS / "fresh" / f"fedavg__{KEPT}"
+    # the fixture is not degenerate: the stand-ins differ from the kept runs seed by seed
+    assert any(_best_of(kept_runs / f"seed-{s}" / "summary.json")
+               != _best_of(kept_runs / f"seed-{STAND_IN[s]}" / "summary.json") for s in STAND_IN)
+    for seed, run in fresh_runs.seed_runs(out, "fedavg").items():  # the re-picked runs, by seed
+        assert run == out / "fresh" / f"fedavg__{OTHER}" / f"seed-{seed}"
 
-    # every reader of fresh/ takes the reported configuration's runs only
-    assert sorted(fresh_runs.seed_runs(out, "fedavg")) == [1, 2]
-    assert sorted(levers._fresh_summaries(out, "fedavg")) == [1, 2]
+    # every reader of fresh/ takes the reported configuration's runs only (never the run cut
+    # short beside them)
+    assert sorted(fresh_runs.seed_runs(out, "fedavg")) == [1, 2, 3]
+    assert {s: e["best_accuracy"] for s, e in levers._fresh_summaries(out, "fedavg").items()} == {
+        s: _best_of(kept_runs / f"seed-{STAND_IN[s]}" / "summary.json") for s in STAND_IN}
     assert {r.parent.name for r in catchup.runs_of(out)} == {
         f"fedavg__{OTHER}", "qsgd__bits=4,dense-lr=0.1"}
     by_seed = time_study.seed_runs(out, ["fedavg"])
-    assert sorted(by_seed) == [1, 2] and all(len(runs) == 1 for runs in by_seed.values())
+    assert sorted(by_seed) == [1, 2, 3] and all(len(runs) == 1 for runs in by_seed.values())
+    assert by_seed[1][0].parent.name == f"fedavg__{OTHER}"
+
+
+def test_a_repick_not_run_on_every_seed_shows_the_kept_one_and_says_so(tmp_path: Path) -> None:
+    """A sweep cut short after the re-picked configuration's seeds 1-2: the report keeps
+    every seed with the kept configuration and names the seed the new one lacks, instead of
+    dropping seed 3 from every method."""
+    out, check = _frontier(tmp_path, repicked_seeds=(1, 2)), _neighbours(tmp_path)
+    assert _report(out, "--repick-from", str(check)) == 0
+    report = json.loads((out / "frontier-seeds.json").read_text())
+    assert report["configs"]["fedavg"] == KEPT and report["repicked"] == {}
+    assert report["repick_pending"] == {"fedavg": {"kept": KEPT, "pick": OTHER,
+                                                   "missing_seeds": [3]}}  # fmt: skip
+    assert report["wire"]["seeds"] == [1, 2, 3]
+    md = (out / "frontier-seeds.md").read_text()
+    assert f"| fedavg | {KEPT} | 1,2,3 |" in md
+    assert f"fedavg `{KEPT}` → `{OTHER}` not run yet on seed(s) 3, shown with `{KEPT}`" in md
+    assert sorted(fresh_runs.seed_runs(out, "fedavg")) == [1, 2, 3]
+    assert fresh_runs.seed_runs(out, "fedavg")[1].parent.name == f"fedavg__{KEPT}"
 
 
 def test_two_configurations_without_a_record_are_one_clear_error(tmp_path: Path,
