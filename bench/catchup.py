@@ -34,9 +34,8 @@ def runs_of(directory: Path) -> list[Path]:
     if (directory / "clients.csv").is_file():
         return [directory]
     if (directory / "fresh").is_dir():
-        return [run for method in fresh_runs.method_dirs(directory)
-                for run in fresh_runs.seed_runs(directory, method).values()
-                if (run / "clients.csv").is_file()]  # fmt: skip
+        return [run for by_seed in fresh_runs.reported_runs(directory).values()
+                for run in by_seed.values() if (run / "clients.csv").is_file()]
     return sorted(p.parent for p in directory.glob("**/clients.csv")
                   if ".partial" not in str(p))  # fmt: skip
 

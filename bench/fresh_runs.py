@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pemn_fl.seeds import seed_dirs
+
 
 def reported_configs(frontier: Path) -> dict[str, str] | None:
     """Method -> the configuration name the frontier's report used, or None where the report
@@ -52,13 +54,8 @@ def method_dirs(frontier: Path) -> dict[str, Path]:
     return out
 
 
-def seed_runs(frontier: Path, method: str) -> dict[int, Path]:
-    """Seed -> the finished run of ``method``'s reported configuration (``seed-<s>/`` with a
-    ``summary.json``; a ``.partial`` one cut short is not finished)."""
-    folder = method_dirs(frontier).get(method)
-    found = {}
-    for path in sorted(folder.glob("seed-*")) if folder is not None else []:
-        tail = path.name.removeprefix("seed-")
-        if tail.isdigit() and (path / "summary.json").is_file():
-            found[int(tail)] = path
-    return dict(sorted(found.items()))
+def reported_runs(frontier: Path) -> dict[str, dict[int, Path]]:
+    """Method -> seed -> the finished runs of its reported configuration (``seed-<s>/`` with a
+    ``summary.json``: one cut short, ``.partial`` or half copied, is not finished)."""
+    return {method: seed_dirs(folder, marker="summary.json")
+            for method, folder in method_dirs(frontier).items()}

@@ -40,7 +40,7 @@ def _fresh_summaries(directory: Path, method: str) -> dict[int, dict]:
     """Seed -> the method's own ``summary.json`` entry, from the reported configuration's runs
     under ``directory/fresh`` (``bench.fresh_runs``)."""
     return {seed: json.loads((run / "summary.json").read_text())["methods"][method]
-            for seed, run in fresh_runs.seed_runs(directory, method).items()}  # fmt: skip
+            for seed, run in fresh_runs.reported_runs(directory).get(method, {}).items()}
 
 
 def _mean_std(values: list[float]) -> str:

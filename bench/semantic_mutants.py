@@ -112,7 +112,7 @@ SEMANTIC: list[Semantic] = [
       "for seed in dirs}",
       "every seed reads the first seed's rounds.csv (the seed not passed on)"),
     M("seed_dir_without_rounds", SEEDS,
-      'if tail.isdigit() and (path / "rounds.csv").is_file():', "if tail.isdigit():",
+      "if tail.isdigit() and (path / marker).is_file():", "if tail.isdigit():",
       "a seed directory without rounds.csv (a seed not started) is part of the group"),
     M("budget_strict", SEEDS, 'frame[frame["cumulative"] <= budget]["accuracy"].max()',
       'frame[frame["cumulative"] < budget]["accuracy"].max()',
@@ -356,9 +356,8 @@ SEMANTIC: list[Semantic] = [
     M("fresh_record_ignored", FRESH, "if configs is not None and method in configs:",
       "if False:", "readers of fresh/ ignore which configuration the report used"),
     M("fresh_partial_seed_counted", FRESH,
-      'if tail.isdigit() and (path / "summary.json").is_file():',
-      'if (path / "summary.json").is_file() or (path / "rounds.csv").is_file():',
-      "a seed run cut short (no summary.json) read as a finished one"),
+      'seed_dirs(folder, marker="summary.json")', "seed_dirs(folder)",
+      "a seed run not finished (rounds.csv, no summary.json) read as a finished one"),
 ]  # fmt: skip
 
 # Mutants no test can tell from the original, each with the reason (mutant name -> why);

@@ -39,10 +39,10 @@ def seed_runs(frontier: Path, methods: list[str] | None) -> dict[int, list[Path]
     """seed -> the run directories of every method on it (the reported configurations'
     runs under ``fresh/``, ``bench.fresh_runs``)."""
     out: dict[int, list[Path]] = {}
-    for method in fresh_runs.method_dirs(frontier):
+    for method, by_seed in fresh_runs.reported_runs(frontier).items():
         if methods and method not in methods:
             continue
-        for seed, run in fresh_runs.seed_runs(frontier, method).items():
+        for seed, run in by_seed.items():
             out.setdefault(seed, []).append(run)
     return out
 

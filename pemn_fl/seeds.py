@@ -45,12 +45,13 @@ BUDGETS = tuple(b * 1e6 for b in (0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000, 
 SEED_DIR = "seed-{}"
 
 
-def seed_dirs(group: Path) -> dict[int, Path]:
-    """The seed runs of a group directory (``seed-<s>/`` with a rounds.csv), by seed."""
+def seed_dirs(group: Path, marker: str = "rounds.csv") -> dict[int, Path]:
+    """The seed runs of a group directory (``seed-<s>/`` holding ``marker``: a rounds.csv, a
+    run begun; a summary.json, a run finished), by seed."""
     found = {}
     for path in sorted(group.glob("seed-*")):
         tail = path.name[len("seed-"):]
-        if tail.isdigit() and (path / "rounds.csv").is_file():
+        if tail.isdigit() and (path / marker).is_file():
             found[int(tail)] = path
     return dict(sorted(found.items()))
 

@@ -76,7 +76,7 @@ STAND_IN = {1: 2, 2: 3, 3: 1}
 
 def _frontier(tmp_path: Path, repicked_seeds: tuple[int, ...] = (1, 2, 3)) -> Path:
     """A seeds frontier whose fresh/ holds FedAvg's kept configuration on seeds 1-3, the
-    re-picked one on ``repicked_seeds`` (and a run cut short: rounds so far, no summary.json),
+    re-picked one on ``repicked_seeds`` (and two runs not finished: rounds, no summary.json),
     and QSGD's kept one on 1-3."""
     out = tmp_path / "frontier"
     fresh = out / "fresh"
@@ -87,10 +87,10 @@ def _frontier(tmp_path: Path, repicked_seeds: tuple[int, ...] = (1, 2, 3)) -> Pa
     for seed in repicked_seeds:
         (fresh / f"fedavg__{OTHER}" / f"seed-{seed}").symlink_to(
             DIGITS / "fresh" / f"fedavg__{KEPT}" / f"seed-{STAND_IN[seed]}")
-    partial = fresh / f"fedavg__{OTHER}" / "seed-4.partial"
-    partial.mkdir()
-    (partial / "rounds.csv").write_bytes(
-        (DIGITS / "fresh" / f"fedavg__{KEPT}" / "seed-3" / "rounds.csv").read_bytes())
+    for unfinished in ("seed-4.partial", "seed-5"):  # cut short; copied without its summary
+        (fresh / f"fedavg__{OTHER}" / unfinished).mkdir()
+        (fresh / f"fedavg__{OTHER}" / unfinished / "rounds.csv").write_bytes(
+            (DIGITS / "fresh" / f"fedavg__{KEPT}" / "seed-3" / "rounds.csv").read_bytes())
     return out
 
 
@@ -110,7 +110,7 @@ def test_a_repicked_configuration_is_the_one_reported_and_read(tmp_path: Path) -
     report = json.loads((out / "frontier-seeds.json").read_text())
     assert report["configs"] == {"fedavg": KEPT, "qsgd": "bits=4,dense-lr=0.1"}
     assert report["wire"]["seeds"] == [1, 2, 3] and report["repicked"] == {}
-    assert sorted(fresh_runs.seed_runs(out, "fedavg")) == [1, 2, 3]
+    assert sorted(fresh_runs.reported_runs(out)["fedavg"]) == [1, 2, 3]
 
     assert _report(out, "--repick-from", str(check)) == 0
     report = json.loads((out / "frontier-seeds.json").read_text())
@@ -123,12 +123,12 @@ def test_a_repicked_configuration_is_the_one_reported_and_read(tmp_path: Path) -
     # the fixture is not degenerate: the stand-ins differ from the kept runs seed by seed
     assert any(_best_of(kept_runs / f"seed-{s}" / "summary.json")
                != _best_of(kept_runs / f"seed-{STAND_IN[s]}" / "summary.json") for s in STAND_IN)
-    for seed, run in fresh_runs.seed_runs(out, "fedavg").items():  # the re-picked runs, by seed
+    for seed, run in fresh_runs.reported_runs(out)["fedavg"].items():  # the re-picked runs, by seed
         assert run == out / "fresh" / f"fedavg__{OTHER}" / f"seed-{seed}"
 
     # every reader of fresh/ takes the reported configuration's runs only (never the run cut
     # short beside them)
-    assert sorted(fresh_runs.seed_runs(out, "fedavg")) == [1, 2, 3]
+    assert sorted(fresh_runs.reported_runs(out)["fedavg"]) == [1, 2, 3]
     assert {s: e["best_accuracy"] for s, e in levers._fresh_summaries(out, "fedavg").items()} == {
         s: _best_of(kept_runs / f"seed-{STAND_IN[s]}" / "summary.json") for s in STAND_IN}
     assert {r.parent.name for r in catchup.runs_of(out)} == {
@@ -152,8 +152,8 @@ def test_a_repick_not_run_on_every_seed_shows_the_kept_one_and_says_so(tmp_path:
     md = (out / "frontier-seeds.md").read_text()
     assert f"| fedavg | {KEPT} | 1,2,3 |" in md
     assert f"fedavg `{KEPT}` → `{OTHER}` not run yet on seed(s) 3, shown with `{KEPT}`" in md
-    assert sorted(fresh_runs.seed_runs(out, "fedavg")) == [1, 2, 3]
-    assert fresh_runs.seed_runs(out, "fedavg")[1].parent.name == f"fedavg__{KEPT}"
+    assert sorted(fresh_runs.reported_runs(out)["fedavg"]) == [1, 2, 3]
+    assert fresh_runs.reported_runs(out)["fedavg"][1].parent.name == f"fedavg__{KEPT}"
 
 
 def test_two_configurations_without_a_record_are_one_clear_error(tmp_path: Path,
